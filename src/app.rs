@@ -1,0 +1,125 @@
+//! The application object, built once from configuration and shared by every handler as
+//! [`AppState`]. No globals.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::auth::{Authenticator, tokens::HubKeys, users::UserVerifier};
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    pub openapi: Arc<Value>,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Called after a write to `project` committed: the realtime fan-out picks it up.
+    pub fn committed(&self, _project: Uuid) {}
+}
+
+/// Process-wide setup that must happen once: the rustls crypto provider used by the
+/// HTTP client (JWKS fetches).
+pub fn init_process() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl App {
+    /// Migrates the database, connects the pool and assembles the router.
+    pub async fn build(config: Config) -> anyhow::Result<(AppState, axum::Router)> {
+        init_process();
+        let database_url = config
+            .database_url
+            .clone()
+            .context("DATABASE_URL is required")?;
+        db::migrate(&database_url, &config.limits)
+            .await
+            .context("migrating the database")?;
+        let db = Db::connect(&database_url, config.db_pool_size, &config.db_role)?;
+        let users = UserVerifier::new(
+            config.jwt_secret.as_deref(),
+            config.jwks_url.as_deref(),
+            &config.jwt_algorithms,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+        )?;
+        if config.jwt_secret.is_none() && config.jwks_url.is_none() {
+            tracing::warn!(
+                "neither SYNCHUB_JWT_SECRET nor SYNCHUB_JWKS_URL is set: no user token will be accepted"
+            );
+        }
+        let auth = Authenticator {
+            users,
+            hub: HubKeys::new(config.signing_key.as_deref()),
+        };
+        let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
+        let (routes, openapi) = crate::router::api();
+        let state = AppState(Arc::new(App {
+            config,
+            db,
+            auth,
+            limiter,
+            metrics: Metrics::default(),
+            openapi: Arc::new(openapi),
+        }));
+        let router = crate::router::build(routes, state.clone());
+        Ok((state, router))
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

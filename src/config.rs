@@ -1,0 +1,138 @@
+//! Configuration: every flag has an environment equivalent (CONTRACT section 1).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Settings shared by `serve` and `dev`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Listen address.
+    #[arg(long, env = "SYNCHUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The URL agents and browsers reach the hub at (default: from the listen address).
+    #[arg(long, env = "SYNCHUB_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// HS256 secret that verifies user tokens.
+    #[arg(long, env = "SYNCHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL for asymmetric user tokens (RS256/ES256/EdDSA).
+    #[arg(long, env = "SYNCHUB_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Required `iss` of user tokens, when set.
+    #[arg(long, env = "SYNCHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of user tokens, when set.
+    #[arg(long, env = "SYNCHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Algorithms accepted from the JWKS (pinned here, never taken from the token header).
+    #[arg(
+        long,
+        env = "SYNCHUB_JWT_ALGORITHMS",
+        value_delimiter = ',',
+        default_value = "RS256,ES256,EdDSA"
+    )]
+    pub jwt_algorithms: Vec<String>,
+    /// The hub's own secret for service and container tokens.
+    #[arg(long, env = "SYNCHUB_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// S3-compatible endpoint for snapshots.
+    #[arg(long, env = "SYNCHUB_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "SYNCHUB_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "SYNCHUB_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "SYNCHUB_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
+    /// Local-disk snapshot storage instead of S3.
+    #[arg(long, env = "SYNCHUB_STORAGE_DIR")]
+    pub storage_dir: Option<PathBuf>,
+    /// Browser origins allowed to open sockets (comma-separated).
+    #[arg(long, env = "SYNCHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// `text` or `json`.
+    #[arg(long, env = "SYNCHUB_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// PostgreSQL role the hub's connections act as (`SET ROLE`) after migrating; empty to
+    /// stay the connecting role.
+    #[arg(long, env = "SYNCHUB_DB_ROLE", default_value = "synchub_runtime")]
+    pub db_role: String,
+    /// Connections in the pool.
+    #[arg(long, env = "SYNCHUB_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// CONTRACT section 7 defaults; all configurable.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    #[arg(long, env = "SYNCHUB_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_file_bytes: usize,
+    #[arg(long, env = "SYNCHUB_MAX_FILES_PER_PROJECT", default_value_t = 10_000)]
+    pub max_files_per_project: u32,
+    #[arg(long, env = "SYNCHUB_MAX_PROJECTS_PER_USER", default_value_t = 50)]
+    pub max_projects_per_user: u32,
+    #[arg(long, env = "SYNCHUB_MAX_BYTES_PER_USER", default_value_t = 200 * 1024 * 1024)]
+    pub max_bytes_per_user: u64,
+    #[arg(long, env = "SYNCHUB_MAX_BULK_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_bulk_bytes: usize,
+    #[arg(long, env = "SYNCHUB_MAX_BULK_ENTRIES", default_value_t = 2_000)]
+    pub max_bulk_entries: u32,
+    #[arg(long, env = "SYNCHUB_MAX_EDITOR_STATE_BYTES", default_value_t = 256 * 1024)]
+    pub max_editor_state_bytes: usize,
+    /// Sustained writes per user per second.
+    #[arg(long, env = "SYNCHUB_WRITE_RATE", default_value_t = 50.0)]
+    pub write_rate: f64,
+    /// Write burst per user.
+    #[arg(long, env = "SYNCHUB_WRITE_BURST", default_value_t = 200.0)]
+    pub write_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 2 * 1024 * 1024,
+            max_files_per_project: 10_000,
+            max_projects_per_user: 50,
+            max_bytes_per_user: 200 * 1024 * 1024,
+            max_bulk_bytes: 32 * 1024 * 1024,
+            max_bulk_entries: 2_000,
+            max_editor_state_bytes: 256 * 1024,
+            write_rate: 50.0,
+            write_burst: 200.0,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with defaults and no keys: the starting point of tests and `dev`.
+    pub fn for_database(database_url: String) -> Self {
+        Config {
+            database_url: Some(database_url),
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            public_url: None,
+            jwt_secret: None,
+            jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            signing_key: None,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: "us-east-1".into(),
+            s3_path_style: true,
+            storage_dir: None,
+            allowed_origins: Vec::new(),
+            log_format: "text".into(),
+            db_role: "synchub_runtime".into(),
+            db_pool_size: 16,
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The database: migrations (refinery, embedded), the pool (deadpool-postgres), and the
+//! one way handlers call SQL functions.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use crate::auth::Principal;
+use crate::config::Limits;
+use crate::error::ApiError;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Key of the advisory lock that serializes migrations of concurrently starting hubs.
+const MIGRATION_LOCK: i64 = 0x5359_4e43_4855_4201;
+
+/// Applies pending migrations (idempotent), then writes the configured limits where the
+/// SQL functions read them.
+pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> {
+    let (mut client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let connection = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = report?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    client
+        .execute(
+            "UPDATE synchub.limits SET max_file_bytes = $1, max_files_per_project = $2,
+                 max_projects_per_user = $3, max_bytes_per_user = $4, max_bulk_entries = $5,
+                 max_editor_state_bytes = $6",
+            &[
+                &(limits.max_file_bytes as i32),
+                &(limits.max_files_per_project as i32),
+                &(limits.max_projects_per_user as i32),
+                &(limits.max_bytes_per_user as i64),
+                &(limits.max_bulk_entries as i32),
+                &(limits.max_editor_state_bytes as i32),
+            ],
+        )
+        .await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// The connection pool. Connections act as `role` (least privilege) when one is given.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    pub fn connect(database_url: &str, pool_size: usize, role: &str) -> anyhow::Result<Self> {
+        let pg_config: tokio_postgres::Config = database_url.parse()?;
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let mut builder = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)));
+        if !role.is_empty() {
+            let statement = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
+            builder = builder.post_create(Hook::async_fn(move |client, _| {
+                let statement = statement.clone();
+                Box::pin(async move {
+                    client
+                        .batch_execute(&statement)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }));
+        }
+        Ok(Db {
+            pool: builder.build()?,
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs a statement returning one JSON value (the shape of most synchub functions).
+    /// Orchestrator calls run in a transaction marked `synchub.service`, which the SQL
+    /// role check treats as owner of every project.
+    pub async fn json(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Value, ApiError> {
+        let rows = self.query(principal, sql, params).await?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("function returned no row"))?;
+        Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
+    }
+
+    /// Runs a statement and returns its rows, with the same service marking as [`Db::json`].
+    pub async fn query(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+        let mut client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        if matches!(principal, Principal::Service) {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchub.service = 'on'").await?;
+            let rows = tx.query(&statement, params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        } else {
+            Ok(client.query(&statement, params).await?)
+        }
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}

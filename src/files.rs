@@ -1,0 +1,407 @@
+//! Files: list, read, write, delete, bulk, move, and the GitHub base/changes pair.
+//! Paths are checked by the shared normalizer before any work; the SQL functions check
+//! them again (they are callable directly) and decide versions, seq and quotas.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use snapshot_builder::paths::validate_path;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, project_id};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Who reads a project's files: members (their role is checked in SQL), the project's
+/// own container tokens and service tokens (both act through the service marking).
+/// A container token for another project learns nothing: 404.
+fn reader(principal: &Principal, project: Uuid) -> Result<(Principal, String), ApiError> {
+    match principal {
+        Principal::User { sub } => Ok((principal.clone(), sub.clone())),
+        Principal::Service => Ok((Principal::Service, principal.actor())),
+        Principal::Container { project_id, .. } if *project_id == project => {
+            Ok((Principal::Service, principal.actor()))
+        }
+        Principal::Container { .. } => Err(ApiError::not_found()),
+    }
+}
+
+/// Who writes: users only (editor role, checked in SQL). A container token for this
+/// project is read-only (403); for any other project it sees nothing (404).
+fn writer(principal: &Principal, project: Uuid) -> Result<String, ApiError> {
+    match principal {
+        Principal::User { sub } => Ok(sub.clone()),
+        Principal::Container { project_id, .. } if *project_id != project => {
+            Err(ApiError::not_found())
+        }
+        _ => Err(ApiError::Forbidden("this token is read-only".into())),
+    }
+}
+
+fn checked_path(path: &str) -> Result<&str, ApiError> {
+    validate_path(path).map_err(|err| ApiError::InvalidPath {
+        message: err.to_string(),
+        path: Some(path.to_string()),
+    })
+}
+
+fn expected_version(value: Option<i64>) -> Result<Option<i32>, ApiError> {
+    value
+        .map(|v| i32::try_from(v).ok().filter(|v| *v >= 0))
+        .map(|v| {
+            v.ok_or_else(|| {
+                ApiError::InvalidRequest("expected_version must be a non-negative integer".into())
+            })
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    include_content: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    QueryArgs(query): QueryArgs<ListQuery>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let (as_principal, actor) = reader(&principal, id)?;
+    let rows = state
+        .db
+        .query(
+            &as_principal,
+            "SELECT * FROM synchub.list_files($1, $2, $3)",
+            &[&id, &actor, &query.include_content],
+        )
+        .await?;
+    let cursor: i64 = rows.first().map(|r| r.get("cursor")).unwrap_or(0);
+    let mut files = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(path) = row.get::<_, Option<String>>("file_path") else {
+            continue;
+        };
+        let mut file = json!({
+            "path": path,
+            "file_type": row.get::<_, String>("file_type"),
+            "content_hash": row.get::<_, String>("content_hash"),
+            "version": row.get::<_, i32>("version"),
+            "size": row.get::<_, i32>("size"),
+            "updated_at": row.get::<_, String>("updated_at"),
+        });
+        if query.include_content {
+            file["content"] = json!(row.get::<_, Option<String>>("content"));
+        }
+        files.push(file);
+    }
+    Ok(Json(json!({"cursor": cursor, "files": files})))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs((id, path)): PathArgs<(String, String)>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let (as_principal, actor) = reader(&principal, id)?;
+    let path = checked_path(&path)?;
+    Ok(Json(
+        state
+            .db
+            .json(
+                &as_principal,
+                "SELECT synchub.get_file($1, $2, $3)",
+                &[&id, &actor, &path],
+            )
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct PutFile {
+    content: String,
+    file_type: Option<String>,
+    expected_version: Option<i64>,
+    op_id: Option<Uuid>,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs((id, path)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody<PutFile>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let actor = writer(&principal, id)?;
+    let path = checked_path(&path)?;
+    check_content(&body.content, state.config.limits.max_file_bytes)?;
+    let expected = expected_version(body.expected_version)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let rows = state
+        .db
+        .query(
+            &principal,
+            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &id,
+                &path,
+                &body.content,
+                &body.file_type,
+                &expected,
+                &actor,
+                &body.op_id,
+            ],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("upsert returned no row"))?;
+    state.committed(id);
+    Ok(Json(json!({
+        "path": row.get::<_, String>("file_path"),
+        "version": row.get::<_, i32>("version"),
+        "content_hash": row.get::<_, String>("content_hash"),
+        "seq": row.get::<_, Option<i64>>("seq"),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    expected_version: Option<i64>,
+    op_id: Option<Uuid>,
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs((id, path)): PathArgs<(String, String)>,
+    QueryArgs(query): QueryArgs<DeleteQuery>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let actor = writer(&principal, id)?;
+    let path = checked_path(&path)?;
+    let expected = expected_version(query.expected_version)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let rows = state
+        .db
+        .query(
+            &principal,
+            "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
+            &[&id, &path, &expected, &actor, &query.op_id],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("delete returned no row"))?;
+    state.committed(id);
+    Ok(Json(json!({
+        "path": row.get::<_, String>("file_path"),
+        "version": row.get::<_, i32>("version"),
+        "seq": row.get::<_, Option<i64>>("seq"),
+    })))
+}
+
+#[derive(Deserialize, serde::Serialize)]
+pub struct BulkUpsert {
+    path: String,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_version: Option<i64>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+pub struct BulkDelete {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_version: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct Bulk {
+    #[serde(default)]
+    upserts: Vec<BulkUpsert>,
+    #[serde(default)]
+    deletes: Vec<BulkDelete>,
+    op_id: Option<Uuid>,
+}
+
+/// Checks a bulk request before it reaches the database: entry count, every path, every
+/// content. The first bad entry answers, and nothing is written.
+fn check_bulk(bulk: &Bulk, state: &AppState) -> Result<(), ApiError> {
+    let limits = &state.config.limits;
+    if bulk.upserts.len() + bulk.deletes.len() > limits.max_bulk_entries as usize {
+        return Err(ApiError::payload_too_large(format!(
+            "more than {} entries in one bulk write",
+            limits.max_bulk_entries
+        )));
+    }
+    for upsert in &bulk.upserts {
+        checked_path(&upsert.path)?;
+        check_content(&upsert.content, limits.max_file_bytes)?;
+        expected_version(upsert.expected_version)?;
+    }
+    for delete in &bulk.deletes {
+        checked_path(&delete.path)?;
+        expected_version(delete.expected_version)?;
+    }
+    Ok(())
+}
+
+pub async fn bulk(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(body): JsonBody<Bulk>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let actor = writer(&principal, id)?;
+    check_bulk(&body, &state)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
+    let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
+    let rows = state
+        .db
+        .query(
+            &principal,
+            "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
+            &[&id, &upserts, &deletes, &actor, &body.op_id],
+        )
+        .await?;
+    let result: Value = rows
+        .first()
+        .map(|r| r.get(0))
+        .ok_or_else(|| ApiError::internal("bulk returned no row"))?;
+    state.committed(id);
+    Ok(Json(result))
+}
+
+#[derive(Deserialize)]
+pub struct Move {
+    from: String,
+    to: String,
+    expected_version: Option<i64>,
+    op_id: Option<Uuid>,
+}
+
+pub async fn move_file(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(body): JsonBody<Move>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let actor = writer(&principal, id)?;
+    checked_path(&body.from)?;
+    checked_path(&body.to)?;
+    let expected = expected_version(body.expected_version)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let rows = state
+        .db
+        .query(
+            &principal,
+            "SELECT * FROM synchub.move_project_file($1, $2, $3, $4, $5, $6)",
+            &[&id, &body.from, &body.to, &expected, &actor, &body.op_id],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::internal("move returned no row"))?;
+    state.committed(id);
+    Ok(Json(json!({
+        "from": body.from,
+        "to": body.to,
+        "seq": row.get::<_, Option<i64>>("seq"),
+        "version": row.get::<_, Option<i32>>("version"),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct BaseFile {
+    path: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+pub struct SetBase {
+    commit: String,
+    files: Vec<BaseFile>,
+    apply: Option<bool>,
+}
+
+/// Records the repository tree at `commit` (owner or service token); with `apply`, the
+/// project's files become exactly that tree in one change.
+pub async fn set_base(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(body): JsonBody<SetBase>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let actor = match &principal {
+        Principal::User { sub } => sub.clone(),
+        Principal::Service => principal.actor(),
+        Principal::Container { project_id, .. } if *project_id == id => {
+            return Err(ApiError::Forbidden("this token is read-only".into()));
+        }
+        Principal::Container { .. } => return Err(ApiError::not_found()),
+    };
+    let limits = &state.config.limits;
+    if body.files.len() > limits.max_files_per_project as usize {
+        return Err(ApiError::QuotaExceeded {
+            message: "the tree has more files than a project may hold".into(),
+            details: Default::default(),
+        });
+    }
+    let mut files = Vec::with_capacity(body.files.len());
+    for file in &body.files {
+        checked_path(&file.path)?;
+        check_content(&file.content, limits.max_file_bytes)?;
+        files.push(json!({"path": file.path, "content": file.content}));
+    }
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let files = Value::Array(files);
+    let result = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.set_project_base($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &actor,
+                &body.commit,
+                &files,
+                &body.apply.unwrap_or(true),
+            ],
+        )
+        .await?;
+    state.committed(id);
+    Ok(Json(result))
+}
+
+pub async fn changes(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let (as_principal, actor) = reader(&principal, id)?;
+    Ok(Json(
+        state
+            .db
+            .json(
+                &as_principal,
+                "SELECT synchub.project_changes($1, $2)",
+                &[&id, &actor],
+            )
+            .await?,
+    ))
+}

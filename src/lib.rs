@@ -1,0 +1,27 @@
+//! synchub: a realtime file-sync hub for browser code editors and their preview containers.
+//!
+//! The map of the house is `docs/ARCHITECTURE.md`. In short: HTTP handlers (`projects`,
+//! `files`, `editor_state`) are thin and call one SQL function each (`db`); the database
+//! decides versions, seq, roles and quotas; `error` maps its answers once to the
+//! contract's error JSON.
+
+pub mod api_doc;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod editor_state;
+pub mod embedded_pg;
+pub mod error;
+pub mod extract;
+pub mod files;
+pub mod limits;
+pub mod metrics;
+pub mod ops;
+pub mod projects;
+pub mod router;
+
+pub use app::{App, AppState};
+pub use config::Config;
+pub use error::ApiError;

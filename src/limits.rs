@@ -1,0 +1,85 @@
+//! Per-user write rate limiting: a token bucket per caller (sustained rate + burst).
+//! In-process: with N hub processes a user can reach N times the rate; quotas, which must
+//! be exact, are enforced by the database instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::error::ApiError;
+
+/// Buckets kept before idle (full) ones are dropped.
+const MAX_TRACKED: usize = 10_000;
+
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+        RateLimiter {
+            rate: rate_per_sec.max(0.001),
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket, or answers 429 with the wait in seconds.
+    pub fn check(&self, key: &str, cost: f64) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        bucket.tokens = (bucket.tokens
+            + now.duration_since(bucket.updated).as_secs_f64() * self.rate)
+            .min(self.burst);
+        bucket.updated = now;
+        let cost = cost.min(self.burst);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            Ok(())
+        } else {
+            let wait = (cost - bucket.tokens) / self.rate;
+            Err(ApiError::RateLimited {
+                retry_after_secs: wait.ceil().max(1.0) as u64,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_with_retry_after() {
+        let limiter = RateLimiter::new(1.0, 3.0);
+        for _ in 0..3 {
+            limiter.check("alice", 1.0).unwrap();
+        }
+        match limiter.check("alice", 1.0) {
+            Err(ApiError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        // Another user has their own bucket.
+        limiter.check("bob", 1.0).unwrap();
+    }
+}

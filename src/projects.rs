@@ -1,0 +1,218 @@
+//! Projects (workspaces) and their members. Each handler authenticates, calls one SQL
+//! function, and answers its JSON.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathArgs, QueryArgs, project_id};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    include_deleted: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    QueryArgs(query): QueryArgs<ListQuery>,
+) -> ApiResult {
+    let sub = principal.user()?;
+    let projects = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.list_projects($1, $2)",
+            &[&sub, &query.include_deleted],
+        )
+        .await?;
+    Ok(Json(projects))
+}
+
+#[derive(Deserialize)]
+pub struct CreateProject {
+    id: Option<Uuid>,
+    name: String,
+    source: Option<Value>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateProject>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let sub = principal.user()?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let source = body
+        .source
+        .unwrap_or_else(|| serde_json::json!({"kind": "cloud"}));
+    if !source.is_object() {
+        return Err(ApiError::InvalidRequest("source must be an object".into()));
+    }
+    let project = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.create_project($1, $2, $3, $4)",
+            &[&body.id, &body.name, &sub, &source],
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    Ok(Json(
+        state
+            .db
+            .json(
+                &principal,
+                "SELECT synchub.get_project($1, $2)",
+                &[&id, &sub],
+            )
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Rename {
+    name: String,
+    base_revision: i64,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(body): JsonBody<Rename>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let project = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.rename_project($1, $2, $3, $4)",
+            &[&id, &sub, &body.name, &body.base_revision],
+        )
+        .await?;
+    Ok(Json(project))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let project = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.delete_project($1, $2)",
+            &[&id, &sub],
+        )
+        .await?;
+    state.committed(id);
+    Ok(Json(project))
+}
+
+pub async fn restore(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    Ok(Json(
+        state
+            .db
+            .json(
+                &principal,
+                "SELECT synchub.restore_project($1, $2)",
+                &[&id, &sub],
+            )
+            .await?,
+    ))
+}
+
+pub async fn list_members(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    Ok(Json(
+        state
+            .db
+            .json(
+                &principal,
+                "SELECT synchub.list_members($1, $2)",
+                &[&id, &sub],
+            )
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SetMember {
+    role: String,
+}
+
+pub async fn set_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs((id, user_id)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody<SetMember>,
+) -> ApiResult {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let member = state
+        .db
+        .json(
+            &principal,
+            "SELECT synchub.set_member($1, $2, $3, $4)",
+            &[&id, &sub, &user_id, &body.role],
+        )
+        .await?;
+    Ok(Json(member))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs((id, user_id)): PathArgs<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = project_id(&id)?;
+    let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state
+        .db
+        .query(
+            &principal,
+            "SELECT synchub.remove_member($1, $2, $3)",
+            &[&id, &sub, &user_id],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
