@@ -83,24 +83,14 @@ impl ApiRouter {
     {
         let entry = self.routes.remove(path).unwrap_or_default();
         self.routes.insert(path, entry.on(method.filter(), handler));
-        self.docs.push(RouteDoc {
-            method,
-            path,
-            summary,
-            access,
-        });
+        self.docs.push(RouteDoc { method, path, summary, access });
         self
     }
 
     /// The axum router and the OpenAPI 3 document of everything registered.
     pub fn finish(self) -> (Router<AppState>, Value) {
         let spec = openapi(&self.docs);
-        let router = self
-            .routes
-            .into_iter()
-            .fold(Router::new(), |router, (path, methods)| {
-                router.route(path, methods)
-            });
+        let router = self.routes.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
         (router, spec)
     }
 }
@@ -133,13 +123,9 @@ fn openapi(docs: &[RouteDoc]) -> Value {
         };
         operation["security"] = security;
         if matches!(doc.method, Method::Post | Method::Put | Method::Patch) {
-            operation["requestBody"] =
-                json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+            operation["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object"}}}});
         }
-        paths
-            .entry(api_path)
-            .or_default()
-            .insert(doc.method.name().to_string(), operation);
+        paths.entry(api_path).or_default().insert(doc.method.name().to_string(), operation);
     }
     json!({
         "openapi": "3.0.3",
@@ -163,7 +149,5 @@ fn openapi(docs: &[RouteDoc]) -> Value {
 }
 
 fn operation_name(path: &str) -> String {
-    path.trim_start_matches('/')
-        .replace(['/', ':', '-'], "_")
-        .replace(['{', '}'], "")
+    path.trim_start_matches('/').replace(['/', ':', '-'], "_").replace(['{', '}'], "")
 }

@@ -51,13 +51,8 @@ impl App {
     /// Migrates the database, connects the pool and assembles the router.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, axum::Router)> {
         init_process();
-        let database_url = config
-            .database_url
-            .clone()
-            .context("DATABASE_URL is required")?;
-        db::migrate(&database_url, &config.limits)
-            .await
-            .context("migrating the database")?;
+        let database_url = config.database_url.clone().context("DATABASE_URL is required")?;
+        db::migrate(&database_url, &config.limits).await.context("migrating the database")?;
         let db = Db::connect(&database_url, config.db_pool_size, &config.db_role)?;
         let users = UserVerifier::new(
             config.jwt_secret.as_deref(),
@@ -67,14 +62,9 @@ impl App {
             config.jwt_audience.clone(),
         )?;
         if config.jwt_secret.is_none() && config.jwks_url.is_none() {
-            tracing::warn!(
-                "neither SYNCHUB_JWT_SECRET nor SYNCHUB_JWKS_URL is set: no user token will be accepted"
-            );
+            tracing::warn!("neither SYNCHUB_JWT_SECRET nor SYNCHUB_JWKS_URL is set: no user token will be accepted");
         }
-        let auth = Authenticator {
-            users,
-            hub: HubKeys::new(config.signing_key.as_deref()),
-        };
+        let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
         let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
         let (routes, openapi) = crate::router::api();
         let state = AppState(Arc::new(App {
@@ -96,9 +86,7 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 

@@ -30,12 +30,7 @@ pub struct Config {
     #[arg(long, env = "SYNCHUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Algorithms accepted from the JWKS (pinned here, never taken from the token header).
-    #[arg(
-        long,
-        env = "SYNCHUB_JWT_ALGORITHMS",
-        value_delimiter = ',',
-        default_value = "RS256,ES256,EdDSA"
-    )]
+    #[arg(long, env = "SYNCHUB_JWT_ALGORITHMS", value_delimiter = ',', default_value = "RS256,ES256,EdDSA")]
     pub jwt_algorithms: Vec<String>,
     /// The hub's own secret for service and container tokens.
     #[arg(long, env = "SYNCHUB_SIGNING_KEY", hide_env_values = true)]

@@ -24,13 +24,9 @@ const MIGRATION_LOCK: i64 = 0x5359_4e43_4855_4201;
 pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> {
     let (mut client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
     let connection = tokio::spawn(connection);
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
     let report = report?;
     for migration in report.applied_migrations() {
         tracing::info!(migration = %migration, "applied migration");
@@ -64,13 +60,7 @@ pub struct Db {
 impl Db {
     pub fn connect(database_url: &str, pool_size: usize, role: &str) -> anyhow::Result<Self> {
         let pg_config: tokio_postgres::Config = database_url.parse()?;
-        let manager = Manager::from_config(
-            pg_config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let mut builder = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -81,17 +71,10 @@ impl Db {
             let statement = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
             builder = builder.post_create(Hook::async_fn(move |client, _| {
                 let statement = statement.clone();
-                Box::pin(async move {
-                    client
-                        .batch_execute(&statement)
-                        .await
-                        .map_err(HookError::Backend)
-                })
+                Box::pin(async move { client.batch_execute(&statement).await.map_err(HookError::Backend) })
             }));
         }
-        Ok(Db {
-            pool: builder.build()?,
-        })
+        Ok(Db { pool: builder.build()? })
     }
 
     pub fn pool(&self) -> &Pool {
@@ -108,10 +91,7 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Value, ApiError> {
         let rows = self.query(principal, sql, params).await?;
-        let row = rows
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::internal("function returned no row"))?;
+        let row = rows.into_iter().next().ok_or_else(|| ApiError::internal("function returned no row"))?;
         Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
     }
 

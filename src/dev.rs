@@ -23,9 +23,7 @@ impl DevKeys {
 
     pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
         match std::fs::read(Self::path(data_dir)) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).context("reading keys.json")?,
-            )),
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("reading keys.json")?)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err.into()),
         }
@@ -39,10 +37,7 @@ impl DevKeys {
             let bytes: [u8; 32] = rand::random();
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         };
-        let keys = DevKeys {
-            jwt_secret: random(),
-            signing_key: random(),
-        };
+        let keys = DevKeys { jwt_secret: random(), signing_key: random() };
         std::fs::create_dir_all(data_dir)?;
         let path = Self::path(data_dir);
         let tmp = path.with_extension("json.tmp");
@@ -58,16 +53,10 @@ impl DevKeys {
 /// database exists. Returns the server (stopped when dropped by the caller) and its URL.
 pub async fn start_database(data_dir: &Path) -> anyhow::Result<(EmbeddedPostgres, String)> {
     let pg_dir = data_dir.join("pg");
-    let server =
-        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_dir, Durability::Full))
-            .await??;
-    let (client, connection) =
-        tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls).await?;
+    let server = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_dir, Durability::Full)).await??;
+    let (client, connection) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = 'synchub'", &[])
-        .await?
-        .is_some();
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = 'synchub'", &[]).await?.is_some();
     if !exists {
         client.batch_execute("CREATE DATABASE synchub").await?;
     }

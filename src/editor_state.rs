@@ -18,16 +18,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &principal,
-                "SELECT synchub.get_editor_state($1, $2)",
-                &[&id, &sub],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&principal, "SELECT synchub.get_editor_state($1, $2)", &[&id, &sub]).await?))
 }
 
 #[derive(Deserialize)]
@@ -45,14 +36,8 @@ pub async fn put(
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     let limit = state.config.limits.max_editor_state_bytes;
-    if serde_json::to_vec(&body.state)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
-        > limit
-    {
-        return Err(ApiError::payload_too_large(format!(
-            "editor state is larger than {limit} bytes"
-        )));
+    if serde_json::to_vec(&body.state).map(|v| v.len()).unwrap_or(usize::MAX) > limit {
+        return Err(ApiError::payload_too_large(format!("editor state is larger than {limit} bytes")));
     }
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let saved = state

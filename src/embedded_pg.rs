@@ -40,13 +40,10 @@ impl EmbeddedPostgres {
             // The postgres user must be able to reach the directory.
             let mut dir = root.parent();
             while let Some(d) = dir {
-                if let Ok(meta) = std::fs::metadata(d) {
-                    if meta.permissions().mode() & 0o001 == 0 {
-                        bail!(
-                            "{} is not searchable by the postgres user; use another --data-dir",
-                            d.display()
-                        );
-                    }
+                if let Ok(meta) = std::fs::metadata(d)
+                    && meta.permissions().mode() & 0o001 == 0
+                {
+                    bail!("{} is not searchable by the postgres user; use another --data-dir", d.display());
                 }
                 dir = d.parent();
             }
@@ -56,16 +53,7 @@ impl EmbeddedPostgres {
             let status = run_as(owner, Command::new(bin.join("initdb")))
                 .args(["-D"])
                 .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ])
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()
@@ -74,12 +62,7 @@ impl EmbeddedPostgres {
                 bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr));
             }
         }
-        let server = EmbeddedPostgres {
-            port: 0,
-            root,
-            bin,
-            owner,
-        };
+        let server = EmbeddedPostgres { port: 0, root, bin, owner };
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -92,10 +75,7 @@ impl EmbeddedPostgres {
     }
 
     fn spawn(&self, port: u16, durability: Durability) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("postgres.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join("postgres.log"))?;
         if let Some((uid, gid)) = self.owner {
             chown(&self.root.join("postgres.log"), uid, gid)?;
         }
@@ -103,57 +83,32 @@ impl EmbeddedPostgres {
         command
             .arg("-D")
             .arg(self.root.join("data"))
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-            ])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
             .args(["-c", "max_connections=400", "-c", "shared_buffers=128MB"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         if durability == Durability::Throwaway {
-            command.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
         die_with_parent(&mut command);
         // The thread that spawns the server must outlive it (PDEATHSIG fires when the
         // spawning thread exits), so a dedicated thread spawns it and then waits on it.
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("postgres-{port}"))
-            .spawn(move || match command.spawn() {
-                Ok(mut child) => {
-                    let _ = tx.send(Ok(()));
-                    let _ = child.wait();
-                }
-                Err(err) => {
-                    let _ = tx.send(Err(err));
-                }
-            })?;
+        std::thread::Builder::new().name(format!("postgres-{port}")).spawn(move || match command.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(()));
+                let _ = child.wait();
+            }
+            Err(err) => {
+                let _ = tx.send(Err(err));
+            }
+        })?;
         rx.recv()?.context("starting postgres")?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-t",
-                    "1",
-                ])
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-t", "1"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()?;
@@ -226,12 +181,12 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some((_, bin)) = candidates.pop() {
         return Ok(bin);
     }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if dir.join("initdb").exists() {
-                return Ok(dir);
-            }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
         }
     }
     bail!("PostgreSQL server binaries not found (install postgresql, or set SYNCHUB_PG_BIN)")
@@ -245,9 +200,7 @@ fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
     let out = Command::new("id").args(["-u", "postgres"]).output()?;
     let gid = Command::new("id").args(["-g", "postgres"]).output()?;
     if !out.status.success() || !gid.status.success() {
-        bail!(
-            "running as root needs a 'postgres' user to run PostgreSQL as (useradd --system postgres)"
-        );
+        bail!("running as root needs a 'postgres' user to run PostgreSQL as (useradd --system postgres)");
     }
     let uid = String::from_utf8_lossy(&out.stdout).trim().parse()?;
     let gid = String::from_utf8_lossy(&gid.stdout).trim().parse()?;
@@ -256,9 +209,7 @@ fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
 
 fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
 fn run_as(owner: Option<(u32, u32)>, mut command: Command) -> Command {
@@ -269,8 +220,7 @@ fn run_as(owner: Option<(u32, u32)>, mut command: Command) -> Command {
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -285,14 +235,7 @@ fn die_with_parent(command: &mut Command) {
     // which is async-signal-safe; it allocates nothing and touches no shared state.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGQUIT as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -12,10 +12,7 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{message}")]
-    InvalidPath {
-        message: String,
-        path: Option<String>,
-    },
+    InvalidPath { message: String, path: Option<String> },
     #[error("{0}")]
     Unauthenticated(String),
     #[error("token expired")]
@@ -23,31 +20,19 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
-    QuotaExceeded {
-        message: String,
-        details: Map<String, Value>,
-    },
+    QuotaExceeded { message: String, details: Map<String, Value> },
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    VersionConflict {
-        message: String,
-        details: Map<String, Value>,
-    },
+    VersionConflict { message: String, details: Map<String, Value> },
     #[error("{message}")]
-    RevisionConflict {
-        message: String,
-        details: Map<String, Value>,
-    },
+    RevisionConflict { message: String, details: Map<String, Value> },
     #[error("{0}")]
     AlreadyExists(String),
     #[error("history before seq {oldest_seq} was trimmed")]
     HistoryTrimmed { oldest_seq: i64 },
     #[error("{message}")]
-    PayloadTooLarge {
-        message: String,
-        details: Map<String, Value>,
-    },
+    PayloadTooLarge { message: String, details: Map<String, Value> },
     #[error("{0}")]
     UnsupportedContent(String),
     #[error("too many writes; retry after {retry_after_secs} s")]
@@ -68,10 +53,7 @@ impl ApiError {
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        ApiError::PayloadTooLarge {
-            message: message.into(),
-            details: Map::new(),
-        }
+        ApiError::PayloadTooLarge { message: message.into(), details: Map::new() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -80,9 +62,9 @@ impl ApiError {
             ApiError::Unauthenticated(_) | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::VersionConflict { .. }
-            | ApiError::RevisionConflict { .. }
-            | ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::VersionConflict { .. } | ApiError::RevisionConflict { .. } | ApiError::AlreadyExists(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::HistoryTrimmed { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedContent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,9 +101,7 @@ impl ApiError {
         error.insert("code".into(), json!(self.code()));
         error.insert("message".into(), json!(self.to_string()));
         match self {
-            ApiError::InvalidPath {
-                path: Some(path), ..
-            } => {
+            ApiError::InvalidPath { path: Some(path), .. } => {
                 error.insert("path".into(), json!(path));
             }
             ApiError::QuotaExceeded { details, .. }
@@ -167,41 +147,21 @@ impl ApiError {
             "SH400" => ApiError::InvalidRequest(message),
             "SHP00" => ApiError::InvalidPath {
                 message,
-                path: details()
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                path: details().get("path").and_then(Value::as_str).map(str::to_string),
             },
             "SH403" => ApiError::Forbidden(message),
             "SH404" => ApiError::NotFound(message),
-            "SH409" => ApiError::VersionConflict {
-                message,
-                details: details(),
-            },
-            "SHR09" => ApiError::RevisionConflict {
-                message,
-                details: details(),
-            },
+            "SH409" => ApiError::VersionConflict { message, details: details() },
+            "SHR09" => ApiError::RevisionConflict { message, details: details() },
             "SHA09" => ApiError::AlreadyExists(message),
             "SH410" => ApiError::HistoryTrimmed {
-                oldest_seq: details()
-                    .get("oldest_seq")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
+                oldest_seq: details().get("oldest_seq").and_then(Value::as_i64).unwrap_or(0),
             },
-            "SH413" => ApiError::PayloadTooLarge {
-                message,
-                details: details(),
-            },
-            "SHQ03" => ApiError::QuotaExceeded {
-                message,
-                details: details(),
-            },
+            "SH413" => ApiError::PayloadTooLarge { message, details: details() },
+            "SHQ03" => ApiError::QuotaExceeded { message, details: details() },
             "SH415" => ApiError::UnsupportedContent(message),
             // invalid byte sequence (NUL) / untranslatable character
-            "22021" | "22P05" => {
-                ApiError::UnsupportedContent("content must be UTF-8 text without NUL".into())
-            }
+            "22021" | "22P05" => ApiError::UnsupportedContent("content must be UTF-8 text without NUL".into()),
             // serialization failure / deadlock: safe for the client to retry
             "40001" | "40P01" => ApiError::Unavailable(message),
             "57P01" | "57P02" | "57P03" | "53300" => ApiError::Unavailable(message),
@@ -237,10 +197,10 @@ impl IntoResponse for ApiError {
             }
         }
         let mut response = (status, axum::Json(json!({ "error": self.body() }))).into_response();
-        if let ApiError::RateLimited { retry_after_secs } = self {
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let ApiError::RateLimited { retry_after_secs } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -248,9 +208,6 @@ impl IntoResponse for ApiError {
 
 impl From<snapshot_builder::paths::PathError> for ApiError {
     fn from(err: snapshot_builder::paths::PathError) -> Self {
-        ApiError::InvalidPath {
-            message: err.to_string(),
-            path: None,
-        }
+        ApiError::InvalidPath { message: err.to_string(), path: None }
     }
 }

@@ -19,7 +19,7 @@ type ApiResult = Result<Json<Value>, ApiError>;
 /// Who reads a project's files: members (their role is checked in SQL), the project's
 /// own container tokens and service tokens (both act through the service marking).
 /// A container token for another project learns nothing: 404.
-fn reader(principal: &Principal, project: Uuid) -> Result<(Principal, String), ApiError> {
+pub fn reader(principal: &Principal, project: Uuid) -> Result<(Principal, String), ApiError> {
     match principal {
         Principal::User { sub } => Ok((principal.clone(), sub.clone())),
         Principal::Service => Ok((Principal::Service, principal.actor())),
@@ -35,28 +35,19 @@ fn reader(principal: &Principal, project: Uuid) -> Result<(Principal, String), A
 fn writer(principal: &Principal, project: Uuid) -> Result<String, ApiError> {
     match principal {
         Principal::User { sub } => Ok(sub.clone()),
-        Principal::Container { project_id, .. } if *project_id != project => {
-            Err(ApiError::not_found())
-        }
+        Principal::Container { project_id, .. } if *project_id != project => Err(ApiError::not_found()),
         _ => Err(ApiError::Forbidden("this token is read-only".into())),
     }
 }
 
 fn checked_path(path: &str) -> Result<&str, ApiError> {
-    validate_path(path).map_err(|err| ApiError::InvalidPath {
-        message: err.to_string(),
-        path: Some(path.to_string()),
-    })
+    validate_path(path).map_err(|err| ApiError::InvalidPath { message: err.to_string(), path: Some(path.to_string()) })
 }
 
 fn expected_version(value: Option<i64>) -> Result<Option<i32>, ApiError> {
     value
         .map(|v| i32::try_from(v).ok().filter(|v| *v >= 0))
-        .map(|v| {
-            v.ok_or_else(|| {
-                ApiError::InvalidRequest("expected_version must be a non-negative integer".into())
-            })
-        })
+        .map(|v| v.ok_or_else(|| ApiError::InvalidRequest("expected_version must be a non-negative integer".into())))
         .transpose()
 }
 
@@ -76,11 +67,7 @@ pub async fn list(
     let (as_principal, actor) = reader(&principal, id)?;
     let rows = state
         .db
-        .query(
-            &as_principal,
-            "SELECT * FROM synchub.list_files($1, $2, $3)",
-            &[&id, &actor, &query.include_content],
-        )
+        .query(&as_principal, "SELECT * FROM synchub.list_files($1, $2, $3)", &[&id, &actor, &query.include_content])
         .await?;
     let cursor: i64 = rows.first().map(|r| r.get("cursor")).unwrap_or(0);
     let mut files = Vec::with_capacity(rows.len());
@@ -112,16 +99,7 @@ pub async fn get(
     let id = project_id(&id)?;
     let (as_principal, actor) = reader(&principal, id)?;
     let path = checked_path(&path)?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &as_principal,
-                "SELECT synchub.get_file($1, $2, $3)",
-                &[&id, &actor, &path],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&as_principal, "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor, &path]).await?))
 }
 
 #[derive(Deserialize)]
@@ -149,20 +127,10 @@ pub async fn put(
         .query(
             &principal,
             "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &id,
-                &path,
-                &body.content,
-                &body.file_type,
-                &expected,
-                &actor,
-                &body.op_id,
-            ],
+            &[&id, &path, &body.content, &body.file_type, &expected, &actor, &body.op_id],
         )
         .await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| ApiError::internal("upsert returned no row"))?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
     state.committed(id);
     Ok(Json(json!({
         "path": row.get::<_, String>("file_path"),
@@ -197,9 +165,7 @@ pub async fn delete(
             &[&id, &path, &expected, &actor, &query.op_id],
         )
         .await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| ApiError::internal("delete returned no row"))?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
     state.committed(id);
     Ok(Json(json!({
         "path": row.get::<_, String>("file_path"),
@@ -276,10 +242,7 @@ pub async fn bulk(
             &[&id, &upserts, &deletes, &actor, &body.op_id],
         )
         .await?;
-    let result: Value = rows
-        .first()
-        .map(|r| r.get(0))
-        .ok_or_else(|| ApiError::internal("bulk returned no row"))?;
+    let result: Value = rows.first().map(|r| r.get(0)).ok_or_else(|| ApiError::internal("bulk returned no row"))?;
     state.committed(id);
     Ok(Json(result))
 }
@@ -312,9 +275,7 @@ pub async fn move_file(
             &[&id, &body.from, &body.to, &expected, &actor, &body.op_id],
         )
         .await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| ApiError::internal("move returned no row"))?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("move returned no row"))?;
     state.committed(id);
     Ok(Json(json!({
         "from": body.from,
@@ -374,34 +335,15 @@ pub async fn set_base(
         .json(
             &principal,
             "SELECT synchub.set_project_base($1, $2, $3, $4, $5)",
-            &[
-                &id,
-                &actor,
-                &body.commit,
-                &files,
-                &body.apply.unwrap_or(true),
-            ],
+            &[&id, &actor, &body.commit, &files, &body.apply.unwrap_or(true)],
         )
         .await?;
     state.committed(id);
     Ok(Json(result))
 }
 
-pub async fn changes(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> ApiResult {
+pub async fn changes(State(state): State<AppState>, principal: Principal, PathArgs(id): PathArgs<String>) -> ApiResult {
     let id = project_id(&id)?;
     let (as_principal, actor) = reader(&principal, id)?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &as_principal,
-                "SELECT synchub.project_changes($1, $2)",
-                &[&id, &actor],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&as_principal, "SELECT synchub.project_changes($1, $2)", &[&id, &actor]).await?))
 }

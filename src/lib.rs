@@ -14,6 +14,7 @@ pub mod dev;
 pub mod editor_state;
 pub mod embedded_pg;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod files;
 pub mod limits;

@@ -24,33 +24,19 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(rate_per_sec: f64, burst: f64) -> Self {
-        RateLimiter {
-            rate: rate_per_sec.max(0.001),
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { rate: rate_per_sec.max(0.001), burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes `cost` tokens from `key`'s bucket, or answers 429 with the wait in seconds.
     pub fn check(&self, key: &str, cost: f64) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
             let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        bucket.tokens = (bucket.tokens
-            + now.duration_since(bucket.updated).as_secs_f64() * self.rate)
-            .min(self.burst);
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.rate).min(self.burst);
         bucket.updated = now;
         let cost = cost.min(self.burst);
         if bucket.tokens >= cost {
@@ -58,9 +44,7 @@ impl RateLimiter {
             Ok(())
         } else {
             let wait = (cost - bucket.tokens) / self.rate;
-            Err(ApiError::RateLimited {
-                retry_after_secs: wait.ceil().max(1.0) as u64,
-            })
+            Err(ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 })
         }
     }
 }

@@ -11,11 +11,7 @@ use synchub::dev::{self, DevKeys};
 use synchub::{App, app};
 
 #[derive(Parser)]
-#[command(
-    name = "synchub",
-    version,
-    about = "Realtime file-sync hub for browser code editors and preview containers"
-)]
+#[command(name = "synchub", version, about = "Realtime file-sync hub for browser code editors and preview containers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,9 +62,7 @@ enum TokenCommand {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -86,10 +80,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(config) => {
             init_logging(&config.log_format);
-            let url = config
-                .database_url
-                .as_deref()
-                .context("DATABASE_URL is required")?;
+            let url = config.database_url.as_deref().context("DATABASE_URL is required")?;
             synchub::db::migrate(url, &config.limits).await?;
             tracing::info!("migrations applied");
             Ok(())
@@ -106,9 +97,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let (_state, router) = App::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "synchub serving");
     app::serve(listener, router, app::shutdown_signal()).await
@@ -132,17 +122,11 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
             Some(server)
         }
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let users = UserVerifier::new(
-        Some(&keys.jwt_secret),
-        None,
-        &[],
-        config.jwt_issuer.clone(),
-        config.jwt_audience.clone(),
-    )?;
+    let users =
+        UserVerifier::new(Some(&keys.jwt_secret), None, &[], config.jwt_issuer.clone(), config.jwt_audience.clone())?;
     let user_token = users.mint("dev-user", 86_400)?;
     let service_token = HubKeys::new(Some(&keys.signing_key)).service_token(30 * 86_400)?;
     let (_state, router) = App::build(config).await?;
@@ -170,7 +154,11 @@ fn mint(kind: TokenCommand) -> anyhow::Result<String> {
         TokenCommand::User { sub, ttl, data_dir } => {
             let secret = match (&data_dir, std::env::var("SYNCHUB_JWT_SECRET")) {
                 (None, Ok(secret)) => secret,
-                _ => dev_keys(&data_dir)?.context("no SYNCHUB_JWT_SECRET and no dev keys (run `synchub dev` first or pass --data-dir)")?.jwt_secret,
+                _ => {
+                    dev_keys(&data_dir)?
+                        .context("no SYNCHUB_JWT_SECRET and no dev keys (run `synchub dev` first or pass --data-dir)")?
+                        .jwt_secret
+                }
             };
             let issuer = std::env::var("SYNCHUB_JWT_ISSUER").ok();
             let audience = std::env::var("SYNCHUB_JWT_AUDIENCE").ok();
@@ -179,7 +167,11 @@ fn mint(kind: TokenCommand) -> anyhow::Result<String> {
         TokenCommand::Service { ttl, data_dir } => {
             let key = match (&data_dir, std::env::var("SYNCHUB_SIGNING_KEY")) {
                 (None, Ok(key)) => key,
-                _ => dev_keys(&data_dir)?.context("no SYNCHUB_SIGNING_KEY and no dev keys (run `synchub dev` first or pass --data-dir)")?.signing_key,
+                _ => {
+                    dev_keys(&data_dir)?
+                        .context("no SYNCHUB_SIGNING_KEY and no dev keys (run `synchub dev` first or pass --data-dir)")?
+                        .signing_key
+                }
             };
             Ok(HubKeys::new(Some(&key)).service_token(ttl)?)
         }

@@ -57,9 +57,8 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("synchub");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_latency = Family::<RouteLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
+        let http_latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let rate_limited = Counter::default();
         let open_sockets = Gauge::default();
         let joined_channels = Gauge::default();
@@ -70,31 +69,11 @@ impl Default for Metrics {
         let snapshot_bytes = Counter::default();
         let snapshot_files = Counter::default();
         let snapshot_reused = Counter::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            http_requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            http_latency.clone(),
-        );
-        registry.register(
-            "rate_limited",
-            "Requests refused by the write rate limit",
-            rate_limited.clone(),
-        );
-        registry.register(
-            "open_sockets",
-            "Open WebSocket connections",
-            open_sockets.clone(),
-        );
-        registry.register(
-            "joined_channels",
-            "Joined project channels over all sockets",
-            joined_channels.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
+        registry.register("rate_limited", "Requests refused by the write rate limit", rate_limited.clone());
+        registry.register("open_sockets", "Open WebSocket connections", open_sockets.clone());
+        registry.register("joined_channels", "Joined project channels over all sockets", joined_channels.clone());
         registry.register(
             "events_published",
             "Events delivered to this hub's subscribers, by type",
@@ -110,21 +89,9 @@ impl Default for Metrics {
             "Sockets closed with 4008 (slow consumer)",
             slow_consumer_drops.clone(),
         );
-        registry.register(
-            "snapshot_build_seconds",
-            "Snapshot build + store time",
-            snapshot_build_seconds.clone(),
-        );
-        registry.register(
-            "snapshot_bytes",
-            "Bytes of snapshots built",
-            snapshot_bytes.clone(),
-        );
-        registry.register(
-            "snapshot_files",
-            "Files in snapshots built",
-            snapshot_files.clone(),
-        );
+        registry.register("snapshot_build_seconds", "Snapshot build + store time", snapshot_build_seconds.clone());
+        registry.register("snapshot_bytes", "Bytes of snapshots built", snapshot_bytes.clone());
+        registry.register("snapshot_files", "Files in snapshots built", snapshot_files.clone());
         registry.register(
             "snapshot_reused",
             "Snapshot requests answered by an existing snapshot",
@@ -160,17 +127,10 @@ impl Metrics {
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.http_requests
-            .get_or_create(&HttpLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-                status,
-            })
+            .get_or_create(&HttpLabels { method: method.to_string(), route: route.to_string(), status })
             .inc();
         self.http_latency
-            .get_or_create(&RouteLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-            })
+            .get_or_create(&RouteLabels { method: method.to_string(), route: route.to_string() })
             .observe(elapsed.as_secs_f64());
     }
 }
@@ -186,12 +146,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    state.metrics.observe_request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
     if response.status().as_u16() == 429 {
         state.metrics.rate_limited.inc();
     }

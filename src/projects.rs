@@ -27,14 +27,8 @@ pub async fn list(
     QueryArgs(query): QueryArgs<ListQuery>,
 ) -> ApiResult {
     let sub = principal.user()?;
-    let projects = state
-        .db
-        .json(
-            &principal,
-            "SELECT synchub.list_projects($1, $2)",
-            &[&sub, &query.include_deleted],
-        )
-        .await?;
+    let projects =
+        state.db.json(&principal, "SELECT synchub.list_projects($1, $2)", &[&sub, &query.include_deleted]).await?;
     Ok(Json(projects))
 }
 
@@ -52,40 +46,21 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let sub = principal.user()?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
-    let source = body
-        .source
-        .unwrap_or_else(|| serde_json::json!({"kind": "cloud"}));
+    let source = body.source.unwrap_or_else(|| serde_json::json!({"kind": "cloud"}));
     if !source.is_object() {
         return Err(ApiError::InvalidRequest("source must be an object".into()));
     }
     let project = state
         .db
-        .json(
-            &principal,
-            "SELECT synchub.create_project($1, $2, $3, $4)",
-            &[&body.id, &body.name, &sub, &source],
-        )
+        .json(&principal, "SELECT synchub.create_project($1, $2, $3, $4)", &[&body.id, &body.name, &sub, &source])
         .await?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> ApiResult {
+pub async fn get(State(state): State<AppState>, principal: Principal, PathArgs(id): PathArgs<String>) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &principal,
-                "SELECT synchub.get_project($1, $2)",
-                &[&id, &sub],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&principal, "SELECT synchub.get_project($1, $2)", &[&id, &sub]).await?))
 }
 
 #[derive(Deserialize)]
@@ -114,44 +89,20 @@ pub async fn rename(
     Ok(Json(project))
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> ApiResult {
+pub async fn delete(State(state): State<AppState>, principal: Principal, PathArgs(id): PathArgs<String>) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
-    let project = state
-        .db
-        .json(
-            &principal,
-            "SELECT synchub.delete_project($1, $2)",
-            &[&id, &sub],
-        )
-        .await?;
+    let project = state.db.json(&principal, "SELECT synchub.delete_project($1, $2)", &[&id, &sub]).await?;
     state.committed(id);
     Ok(Json(project))
 }
 
-pub async fn restore(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> ApiResult {
+pub async fn restore(State(state): State<AppState>, principal: Principal, PathArgs(id): PathArgs<String>) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &principal,
-                "SELECT synchub.restore_project($1, $2)",
-                &[&id, &sub],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&principal, "SELECT synchub.restore_project($1, $2)", &[&id, &sub]).await?))
 }
 
 pub async fn list_members(
@@ -161,16 +112,7 @@ pub async fn list_members(
 ) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
-    Ok(Json(
-        state
-            .db
-            .json(
-                &principal,
-                "SELECT synchub.list_members($1, $2)",
-                &[&id, &sub],
-            )
-            .await?,
-    ))
+    Ok(Json(state.db.json(&principal, "SELECT synchub.list_members($1, $2)", &[&id, &sub]).await?))
 }
 
 #[derive(Deserialize)]
@@ -189,11 +131,7 @@ pub async fn set_member(
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let member = state
         .db
-        .json(
-            &principal,
-            "SELECT synchub.set_member($1, $2, $3, $4)",
-            &[&id, &sub, &user_id, &body.role],
-        )
+        .json(&principal, "SELECT synchub.set_member($1, $2, $3, $4)", &[&id, &sub, &user_id, &body.role])
         .await?;
     Ok(Json(member))
 }
@@ -206,13 +144,6 @@ pub async fn remove_member(
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
-    state
-        .db
-        .query(
-            &principal,
-            "SELECT synchub.remove_member($1, $2, $3)",
-            &[&id, &sub, &user_id],
-        )
-        .await?;
+    state.db.query(&principal, "SELECT synchub.remove_member($1, $2, $3)", &[&id, &sub, &user_id]).await?;
     Ok(StatusCode::NO_CONTENT)
 }

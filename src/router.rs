@@ -9,127 +9,31 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_doc::{Access, ApiRouter, Method::*};
 use crate::app::AppState;
-use crate::{editor_state, files, metrics, ops, projects};
+use crate::{editor_state, events, files, metrics, ops, projects};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
     use Access::*;
     ApiRouter::new()
         .route(Get, "/healthz", Public, "Process is up", ops::healthz)
-        .route(
-            Get,
-            "/readyz",
-            Public,
-            "Database and storage are reachable",
-            ops::readyz,
-        )
+        .route(Get, "/readyz", Public, "Database and storage are reachable", ops::readyz)
         .route(Get, "/metrics", Public, "Prometheus metrics", ops::metrics)
         .route(Get, "/openapi.json", Public, "This document", ops::openapi)
-        .route(
-            Get,
-            "/v1/projects",
-            User,
-            "List the caller's projects",
-            projects::list,
-        )
-        .route(
-            Post,
-            "/v1/projects",
-            User,
-            "Create a project",
-            projects::create,
-        )
-        .route(
-            Get,
-            "/v1/projects/{id}",
-            User,
-            "Get a project",
-            projects::get,
-        )
-        .route(
-            Patch,
-            "/v1/projects/{id}",
-            User,
-            "Rename a project (revision-checked)",
-            projects::rename,
-        )
-        .route(
-            Delete,
-            "/v1/projects/{id}",
-            User,
-            "Tombstone a project (owner)",
-            projects::delete,
-        )
-        .route(
-            Post,
-            "/v1/projects/{id}/restore",
-            User,
-            "Restore a tombstoned project (owner)",
-            projects::restore,
-        )
-        .route(
-            Get,
-            "/v1/projects/{id}/members",
-            User,
-            "List members",
-            projects::list_members,
-        )
-        .route(
-            Put,
-            "/v1/projects/{id}/members/{user_id}",
-            User,
-            "Add or change a member (owner)",
-            projects::set_member,
-        )
-        .route(
-            Delete,
-            "/v1/projects/{id}/members/{user_id}",
-            User,
-            "Remove a member (owner)",
-            projects::remove_member,
-        )
-        .route(
-            Get,
-            "/v1/projects/{id}/files",
-            Bearer,
-            "List current files with the cursor",
-            files::list,
-        )
-        .route(
-            Post,
-            "/v1/projects/{id}/files:bulk",
-            User,
-            "Upserts and deletes, all or nothing",
-            files::bulk,
-        )
-        .route(
-            Post,
-            "/v1/projects/{id}/files:move",
-            User,
-            "Move a file in one change",
-            files::move_file,
-        )
-        .route(
-            Get,
-            "/v1/projects/{id}/files/{*path}",
-            Bearer,
-            "Read a file",
-            files::get,
-        )
-        .route(
-            Put,
-            "/v1/projects/{id}/files/{*path}",
-            User,
-            "Create or replace a file",
-            files::put,
-        )
-        .route(
-            Delete,
-            "/v1/projects/{id}/files/{*path}",
-            User,
-            "Delete a file",
-            files::delete,
-        )
+        .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
+        .route(Post, "/v1/projects", User, "Create a project", projects::create)
+        .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)
+        .route(Patch, "/v1/projects/{id}", User, "Rename a project (revision-checked)", projects::rename)
+        .route(Delete, "/v1/projects/{id}", User, "Tombstone a project (owner)", projects::delete)
+        .route(Post, "/v1/projects/{id}/restore", User, "Restore a tombstoned project (owner)", projects::restore)
+        .route(Get, "/v1/projects/{id}/members", User, "List members", projects::list_members)
+        .route(Put, "/v1/projects/{id}/members/{user_id}", User, "Add or change a member (owner)", projects::set_member)
+        .route(Delete, "/v1/projects/{id}/members/{user_id}", User, "Remove a member (owner)", projects::remove_member)
+        .route(Get, "/v1/projects/{id}/files", Bearer, "List current files with the cursor", files::list)
+        .route(Post, "/v1/projects/{id}/files:bulk", User, "Upserts and deletes, all or nothing", files::bulk)
+        .route(Post, "/v1/projects/{id}/files:move", User, "Move a file in one change", files::move_file)
+        .route(Get, "/v1/projects/{id}/files/{*path}", Bearer, "Read a file", files::get)
+        .route(Put, "/v1/projects/{id}/files/{*path}", User, "Create or replace a file", files::put)
+        .route(Delete, "/v1/projects/{id}/files/{*path}", User, "Delete a file", files::delete)
         .route(
             Put,
             "/v1/projects/{id}/base",
@@ -137,55 +41,25 @@ pub fn api() -> (Router<AppState>, Value) {
             "Record (and apply) the repository tree at a commit",
             files::set_base,
         )
-        .route(
-            Get,
-            "/v1/projects/{id}/changes",
-            Bearer,
-            "Uncommitted changes relative to the base",
-            files::changes,
-        )
-        .route(
-            Get,
-            "/v1/projects/{id}/editor-state",
-            User,
-            "The caller's editor state",
-            editor_state::get,
-        )
-        .route(
-            Put,
-            "/v1/projects/{id}/editor-state",
-            User,
-            "Save the caller's editor state",
-            editor_state::put,
-        )
+        .route(Get, "/v1/projects/{id}/changes", Bearer, "Uncommitted changes relative to the base", files::changes)
+        .route(Get, "/v1/projects/{id}/events", Bearer, "Events after a seq (the socket's frames)", events::list)
+        .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
+        .route(Put, "/v1/projects/{id}/editor-state", User, "Save the caller's editor state", editor_state::put)
         .finish()
 }
 
 /// The complete service: routes, metrics, CORS for the configured browser origins, and a
 /// JSON 404 for unknown routes.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
-    let origins: Vec<HeaderValue> = state
-        .config
-        .allowed_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
-        .collect();
+    let origins: Vec<HeaderValue> =
+        state.config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([
-            HttpMethod::GET,
-            HttpMethod::POST,
-            HttpMethod::PUT,
-            HttpMethod::PATCH,
-            HttpMethod::DELETE,
-        ])
+        .allow_methods([HttpMethod::GET, HttpMethod::POST, HttpMethod::PUT, HttpMethod::PATCH, HttpMethod::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     routes
         .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

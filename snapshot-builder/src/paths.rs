@@ -86,16 +86,7 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for ok in [
-            "a",
-            "src/a.ts",
-            "src/my file.ts",
-            "ünï/cødé.rs",
-            ".env",
-            "a/.gitignore",
-            "..a",
-            "a..b/c",
-        ] {
+        for ok in ["a", "src/a.ts", "src/my file.ts", "ünï/cødé.rs", ".env", "a/.gitignore", "..a", "a..b/c"] {
             assert_eq!(validate_path(ok), Ok(ok), "{ok}");
         }
         let deep = vec!["d"; 64].join("/");

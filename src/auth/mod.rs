@@ -74,20 +74,13 @@ impl Authenticator {
         let payload = token
             .split('.')
             .nth(1)
-            .and_then(|part| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(part)
-                    .ok()
-            })
+            .and_then(|part| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok())
             .and_then(|bytes| serde_json::from_slice::<PeekClaims>(&bytes).ok())
             .ok_or_else(|| ApiError::Unauthenticated("malformed token".into()))?;
         if payload.iss.as_deref() == Some(tokens::ISSUER) {
             self.hub.verify(token)
         } else {
-            self.users
-                .verify(token)
-                .await
-                .map(|sub| Principal::User { sub })
+            self.users.verify(token).await.map(|sub| Principal::User { sub })
         }
     }
 }
@@ -95,21 +88,15 @@ impl Authenticator {
 /// The bearer token of a request, if any. Tokens are never read from the query string.
 pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim())
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)
-            .ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
         state.auth.verify(token).await
     }
 }

@@ -47,12 +47,9 @@ impl HubKeys {
     }
 
     pub fn sign(&self, claims: &HubClaims) -> Result<String, ApiError> {
-        let key = self
-            .encoding
-            .as_ref()
-            .ok_or_else(|| ApiError::Internal("SYNCHUB_SIGNING_KEY is not configured".into()))?;
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
-            .map_err(ApiError::internal)
+        let key =
+            self.encoding.as_ref().ok_or_else(|| ApiError::Internal("SYNCHUB_SIGNING_KEY is not configured".into()))?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key).map_err(ApiError::internal)
     }
 
     pub fn service_token(&self, ttl_secs: i64) -> Result<String, ApiError> {
@@ -69,23 +66,17 @@ impl HubKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let key = self
-            .decoding
-            .as_ref()
-            .ok_or_else(|| ApiError::Unauthenticated("hub tokens are not enabled".into()))?;
+        let key =
+            self.decoding.as_ref().ok_or_else(|| ApiError::Unauthenticated("hub tokens are not enabled".into()))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.validate_aud = false;
         validation.leeway = 5;
-        let data =
-            jsonwebtoken::decode::<HubClaims>(token, key, &validation).map_err(map_jwt_error)?;
+        let data = jsonwebtoken::decode::<HubClaims>(token, key, &validation).map_err(map_jwt_error)?;
         match (data.claims.typ, data.claims.sid, data.claims.pid) {
             (TokenKind::Service, _, _) => Ok(Principal::Service),
             (TokenKind::Container, Some(session_id), Some(project_id)) => {
-                Ok(Principal::Container {
-                    session_id,
-                    project_id,
-                })
+                Ok(Principal::Container { session_id, project_id })
             }
             _ => Err(ApiError::Unauthenticated("malformed token".into())),
         }
@@ -98,14 +89,10 @@ pub fn map_jwt_error(err: jsonwebtoken::errors::Error) -> ApiError {
     match err.kind() {
         ErrorKind::ExpiredSignature => ApiError::TokenExpired,
         ErrorKind::InvalidSignature => ApiError::Unauthenticated("invalid token signature".into()),
-        ErrorKind::InvalidAlgorithm => {
-            ApiError::Unauthenticated("token algorithm not allowed".into())
-        }
+        ErrorKind::InvalidAlgorithm => ApiError::Unauthenticated("token algorithm not allowed".into()),
         ErrorKind::InvalidIssuer => ApiError::Unauthenticated("wrong token issuer".into()),
         ErrorKind::InvalidAudience => ApiError::Unauthenticated("wrong token audience".into()),
-        ErrorKind::MissingRequiredClaim(claim) => {
-            ApiError::Unauthenticated(format!("token lacks the {claim} claim"))
-        }
+        ErrorKind::MissingRequiredClaim(claim) => ApiError::Unauthenticated(format!("token lacks the {claim} claim")),
         _ => ApiError::Unauthenticated("invalid token".into()),
     }
 }

@@ -70,21 +70,14 @@ impl UserVerifier {
         let jwks = match jwks_url {
             Some(url) => Some(Arc::new(JwksCache {
                 url: url.to_string(),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()?,
+                http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
                 keys: RwLock::new(None),
                 refresh: Mutex::new(()),
             })),
             None => None,
         };
         Ok(UserVerifier {
-            secret: secret.map(|s| {
-                (
-                    EncodingKey::from_secret(s.as_bytes()),
-                    DecodingKey::from_secret(s.as_bytes()),
-                )
-            }),
+            secret: secret.map(|s| (EncodingKey::from_secret(s.as_bytes()), DecodingKey::from_secret(s.as_bytes()))),
             jwks,
             algorithms: pinned,
             issuer,
@@ -109,34 +102,24 @@ impl UserVerifier {
 
     /// Returns the user id (`sub`) of a valid token.
     pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
-        let claims =
-            if header.alg == Algorithm::HS256 {
-                let (_, key) = self.secret.as_ref().ok_or_else(|| {
-                    ApiError::Unauthenticated("token algorithm not allowed".into())
-                })?;
-                jsonwebtoken::decode::<UserClaims>(token, key, &self.validation(Algorithm::HS256))
-                    .map_err(map_jwt_error)?
-            } else {
-                let jwks = self.jwks.as_ref().ok_or_else(|| {
-                    ApiError::Unauthenticated("token algorithm not allowed".into())
-                })?;
-                let kid = header
-                    .kid
-                    .as_deref()
-                    .ok_or_else(|| ApiError::Unauthenticated("token has no kid".into()))?;
-                let (key, algorithm) = jwks.key(kid, &self.algorithms).await?;
-                // The key decides the algorithm; the header must agree with it.
-                if header.alg != algorithm {
-                    return Err(ApiError::Unauthenticated(
-                        "token algorithm not allowed".into(),
-                    ));
-                }
-                jsonwebtoken::decode::<UserClaims>(token, &key, &self.validation(algorithm))
-                    .map_err(map_jwt_error)?
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
+        let claims = if header.alg == Algorithm::HS256 {
+            let (_, key) =
+                self.secret.as_ref().ok_or_else(|| ApiError::Unauthenticated("token algorithm not allowed".into()))?;
+            jsonwebtoken::decode::<UserClaims>(token, key, &self.validation(Algorithm::HS256)).map_err(map_jwt_error)?
+        } else {
+            let jwks =
+                self.jwks.as_ref().ok_or_else(|| ApiError::Unauthenticated("token algorithm not allowed".into()))?;
+            let kid = header.kid.as_deref().ok_or_else(|| ApiError::Unauthenticated("token has no kid".into()))?;
+            let (key, algorithm) = jwks.key(kid, &self.algorithms).await?;
+            // The key decides the algorithm; the header must agree with it.
+            if header.alg != algorithm {
+                return Err(ApiError::Unauthenticated("token algorithm not allowed".into()));
             }
-            .claims;
+            jsonwebtoken::decode::<UserClaims>(token, &key, &self.validation(algorithm)).map_err(map_jwt_error)?
+        }
+        .claims;
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err(ApiError::Unauthenticated("invalid sub".into()));
         }
@@ -145,10 +128,7 @@ impl UserVerifier {
 
     /// Mints a user token with the HS256 secret (`synchub token user`, tests, dev).
     pub fn mint(&self, sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
-        let (key, _) = self
-            .secret
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no SYNCHUB_JWT_SECRET configured"))?;
+        let (key, _) = self.secret.as_ref().ok_or_else(|| anyhow::anyhow!("no SYNCHUB_JWT_SECRET configured"))?;
         let now = chrono::Utc::now().timestamp();
         let claims = UserClaims {
             sub: sub.to_string(),
@@ -157,27 +137,18 @@ impl UserVerifier {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            key,
-        )?)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)?)
     }
 }
 
 impl JwksCache {
-    async fn key(
-        &self,
-        kid: &str,
-        pinned: &[Algorithm],
-    ) -> Result<(DecodingKey, Algorithm), ApiError> {
+    async fn key(&self, kid: &str, pinned: &[Algorithm]) -> Result<(DecodingKey, Algorithm), ApiError> {
         if let Some(found) = self.lookup(kid, pinned, false).await {
             return found;
         }
         // Unknown kid (or stale set): refetch, at most once per JWKS_MIN_REFRESH.
         let _guard = self.refresh.lock().await;
-        let fresh_enough =
-            matches!(&*self.keys.read().await, Some((_, at)) if at.elapsed() < JWKS_MIN_REFRESH);
+        let fresh_enough = matches!(&*self.keys.read().await, Some((_, at)) if at.elapsed() < JWKS_MIN_REFRESH);
         if !fresh_enough {
             match self.fetch().await {
                 Ok(set) => *self.keys.write().await = Some((set, Instant::now())),
@@ -206,15 +177,11 @@ impl JwksCache {
             AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
             AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
             _ => {
-                return Some(Err(ApiError::Unauthenticated(
-                    "unsupported JWKS key type".into(),
-                )));
+                return Some(Err(ApiError::Unauthenticated("unsupported JWKS key type".into())));
             }
         };
         if !pinned.contains(&algorithm) {
-            return Some(Err(ApiError::Unauthenticated(
-                "token algorithm not allowed".into(),
-            )));
+            return Some(Err(ApiError::Unauthenticated("token algorithm not allowed".into())));
         }
         Some(
             DecodingKey::from_jwk(jwk)

@@ -1,0 +1,38 @@
+//! The event log over HTTP: `GET /v1/projects/{id}/events?since=SEQ[&limit=N]`, the same
+//! frames the realtime socket sends, with the same retention rule (410 when trimmed).
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::{PathArgs, QueryArgs, project_id};
+
+/// Events per page when the caller gives no limit, and the most it may ask for.
+const DEFAULT_LIMIT: i32 = 100;
+const MAX_LIMIT: i32 = 1000;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    since: i64,
+    limit: Option<i32>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    QueryArgs(query): QueryArgs<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = project_id(&id)?;
+    let (as_principal, actor) = crate::files::reader(&principal, id)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let page = state
+        .db
+        .json(&as_principal, "SELECT synchub.events_for($1, $2, $3, $4)", &[&id, &actor, &query.since, &limit])
+        .await?;
+    Ok(Json(page))
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real PostgreSQL, real sockets. One binary, so the cluster is shared
+//! and each test still gets its own database and hub.
+
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod http_api;
+mod paths;
+mod sql_functions;

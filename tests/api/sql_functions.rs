@@ -1,0 +1,267 @@
+//! The SQL functions called directly (as the hub's runtime role): versions, hashes,
+//! conflicts, tombstones, bulk atomicity, move, op_id replay, role and quota refusal.
+
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+async fn project(db: &Client, owner: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    db.query_one("SELECT synchub.create_project($1, 'p', $2, '{}')", &[&id, &owner]).await.unwrap();
+    id
+}
+
+async fn upsert(
+    db: &Client,
+    p: Uuid,
+    path: &str,
+    content: &str,
+    expected: Option<i32>,
+    actor: &str,
+    op: Option<Uuid>,
+) -> Result<(i32, String, i64), String> {
+    db.query_one(
+        "SELECT version, content_hash, seq FROM synchub.upsert_project_file($1, $2, $3, NULL, $4, $5, $6)",
+        &[&p, &path, &content, &expected, &actor, &op],
+    )
+    .await
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .map_err(|e| e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_default())
+}
+
+fn sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+async fn current(db: &Client, p: Uuid) -> Vec<(String, String, i32)> {
+    db.query("SELECT file_path, content, version FROM synchub.list_current_files($1)", &[&p])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn versions_hashes_conflicts_and_history() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+
+    let (v1, h1, s1) = upsert(&db, p, "src/a.ts", "one", Some(0), "alice", None).await.unwrap();
+    assert_eq!((v1, h1.as_str(), s1), (1, sha256("one").as_str(), 1));
+    let (v2, _, s2) = upsert(&db, p, "src/a.ts", "two", Some(1), "alice", None).await.unwrap();
+    assert_eq!((v2, s2), (2, 2));
+    // Stale expected_version and "must not exist" both conflict.
+    assert_eq!(upsert(&db, p, "src/a.ts", "x", Some(1), "alice", None).await.unwrap_err(), "SH409");
+    assert_eq!(upsert(&db, p, "src/a.ts", "x", Some(0), "alice", None).await.unwrap_err(), "SH409");
+    // Unconditional write.
+    let (v3, _, s3) = upsert(&db, p, "src/a.ts", "three", None, "alice", None).await.unwrap();
+    assert_eq!((v3, s3), (3, 3));
+    // Same content again changes nothing (no version, no seq).
+    assert_eq!(upsert(&db, p, "src/a.ts", "three", None, "alice", None).await.unwrap(), (3, sha256("three"), 3));
+
+    // Every version is kept, chained by parent_version_id, one current.
+    let owner = app.sql().await;
+    owner.batch_execute("RESET ROLE").await.unwrap();
+    let rows = owner
+        .query(
+            "SELECT version, content, is_current_version, parent_version_id IS NOT NULL, created_by, last_modified_by
+             FROM synchub.project_files WHERE project_id = $1 ORDER BY version",
+            &[&p],
+        )
+        .await
+        .unwrap();
+    let history: Vec<(i32, Option<String>, bool, bool)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    assert_eq!(
+        history,
+        vec![
+            (1, Some("one".into()), false, false),
+            (2, Some("two".into()), false, true),
+            (3, Some("three".into()), true, true)
+        ]
+    );
+
+    // The conflict carries the contract's details.
+    let err = db
+        .query_one("SELECT * FROM synchub.upsert_project_file($1, 'src/a.ts', 'x', NULL, 1, 'alice', NULL)", &[&p])
+        .await
+        .unwrap_err();
+    let detail: Value = serde_json::from_str(err.as_db_error().unwrap().detail().unwrap()).unwrap();
+    assert_eq!(detail["path"], "src/a.ts");
+    assert_eq!(detail["expected_version"], 1);
+    assert_eq!(detail["current_version"], 3);
+    assert_eq!(detail["current_hash"], sha256("three"));
+}
+
+#[tokio::test]
+async fn tombstone_then_recreate() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    upsert(&db, p, "a.md", "hi", None, "alice", None).await.unwrap();
+    let row = db
+        .query_one("SELECT version, seq FROM synchub.delete_project_file($1, 'a.md', 1, 'alice', NULL)", &[&p])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (2, 2));
+    assert!(current(&db, p).await.is_empty());
+    // Deleting again: not found.
+    let err = db
+        .query_one("SELECT * FROM synchub.delete_project_file($1, 'a.md', NULL, 'alice', NULL)", &[&p])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SH404");
+    // Re-create with "must not exist": versions continue after the tombstone.
+    let (v, _, seq) = upsert(&db, p, "a.md", "again", Some(0), "alice", None).await.unwrap();
+    assert_eq!((v, seq), (3, 3));
+    assert_eq!(current(&db, p).await, vec![("a.md".to_string(), "again".to_string(), 3)]);
+}
+
+#[tokio::test]
+async fn bulk_is_all_or_nothing_and_lists_every_conflict() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    upsert(&db, p, "a", "1", None, "alice", None).await.unwrap();
+    upsert(&db, p, "b", "1", None, "alice", None).await.unwrap();
+
+    let files = json!([{"path": "a", "content": "2", "expected_version": 7}, {"path": "c", "content": "new"},
+                       {"path": "b", "content": "2", "expected_version": 9}]);
+    let err = db
+        .query_one("SELECT * FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)", &[&p, &files])
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "SH409");
+    let detail: Value = serde_json::from_str(db_err.detail().unwrap()).unwrap();
+    assert_eq!(detail["conflicts"].as_array().unwrap().len(), 2);
+    // Nothing was written, not even the valid entry.
+    assert_eq!(current(&db, p).await.len(), 2);
+    let last_seq: i64 =
+        db.query_one("SELECT (synchub.get_project($1, 'alice') ->> 'last_seq')::bigint", &[&p]).await.unwrap().get(0);
+    assert_eq!(last_seq, 2);
+
+    // A bad path anywhere refuses the whole change.
+    let files = json!([{"path": "ok.txt", "content": "x"}, {"path": "../evil", "content": "x"}]);
+    let err = db
+        .query_one("SELECT * FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)", &[&p, &files])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SHP00");
+    assert_eq!(current(&db, p).await.len(), 2);
+
+    // A valid bulk: one seq for all of it.
+    let files = json!([{"path": "a", "content": "2", "expected_version": 1}, {"path": "c", "content": "new"}]);
+    let deletes = json!([{"path": "b"}]);
+    let row = db
+        .query_one(
+            "SELECT seq, result FROM synchub.bulk_upsert_project_files($1, $2, $3, 'alice', NULL)",
+            &[&p, &files, &deletes],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3);
+    let result: Value = row.get(1);
+    assert_eq!(result["files"].as_array().unwrap().len(), 2);
+    assert_eq!(result["deleted"], json!([{"path": "b", "version": 2}]));
+    let events: i64 = db.query_one("SELECT count(*) FROM synchub.read_events($1, 0, 100)", &[&p]).await.unwrap().get(0);
+    assert_eq!(events, 3);
+}
+
+#[tokio::test]
+async fn move_is_one_change() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    upsert(&db, p, "old/name.ts", "body", None, "alice", None).await.unwrap();
+    upsert(&db, p, "taken.ts", "x", None, "alice", None).await.unwrap();
+    let err = db
+        .query_one("SELECT * FROM synchub.move_project_file($1, 'old/name.ts', 'taken.ts', NULL, 'alice', NULL)", &[&p])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SHA09");
+    let row = db
+        .query_one(
+            "SELECT seq, version FROM synchub.move_project_file($1, 'old/name.ts', 'new/name.ts', 1, 'alice', NULL)",
+            &[&p],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (3, 1));
+    let paths: Vec<String> = current(&db, p).await.into_iter().map(|f| f.0).collect();
+    assert_eq!(paths, vec!["new/name.ts", "taken.ts"]);
+    let event = db.query_one("SELECT event, payload FROM synchub.read_events($1, 2, 10)", &[&p]).await.unwrap();
+    assert_eq!(event.get::<_, String>(0), "bulk:apply");
+    let payload: Value = event.get(1);
+    assert_eq!(payload["files"][0]["file_path"], "new/name.ts");
+    assert_eq!(payload["deletes"][0]["file_path"], "old/name.ts");
+}
+
+#[tokio::test]
+async fn op_id_replay_returns_first_result_and_publishes_nothing() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    let op = Uuid::new_v4();
+    let first = upsert(&db, p, "a", "v1", Some(0), "alice", Some(op)).await.unwrap();
+    // The retry carries the same op_id: same answer, even though expected_version 0 would now conflict.
+    let again = upsert(&db, p, "a", "v1", Some(0), "alice", Some(op)).await.unwrap();
+    assert_eq!(first, again);
+    let events: i64 = db.query_one("SELECT count(*) FROM synchub.read_events($1, 0, 100)", &[&p]).await.unwrap().get(0);
+    assert_eq!(events, 1);
+}
+
+#[tokio::test]
+async fn roles_are_checked_in_the_database() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    db.query_one("SELECT synchub.set_member($1, 'alice', 'vera', 'viewer')", &[&p]).await.unwrap();
+    db.query_one("SELECT synchub.set_member($1, 'alice', 'ed', 'editor')", &[&p]).await.unwrap();
+    // Outsider: not found. Viewer: forbidden. Editor: allowed.
+    assert_eq!(upsert(&db, p, "a", "x", None, "mallory", None).await.unwrap_err(), "SH404");
+    assert_eq!(upsert(&db, p, "a", "x", None, "vera", None).await.unwrap_err(), "SH403");
+    upsert(&db, p, "a", "x", None, "ed", None).await.unwrap();
+    // Only owners manage members; the last owner cannot leave.
+    let err = db.query_one("SELECT synchub.set_member($1, 'ed', 'x', 'viewer')", &[&p]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SH403");
+    let err = db.query("SELECT synchub.remove_member($1, 'alice', 'alice')", &[&p]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SH400");
+    // The runtime role cannot touch tables directly.
+    let err = db.query("SELECT * FROM synchub.project_files", &[]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+}
+
+#[tokio::test]
+async fn quotas_are_refused_whole() {
+    let app = TestApp::spawn().await;
+    let owner = app.sql().await;
+    owner.batch_execute("RESET ROLE; UPDATE synchub.limits SET max_files_per_project = 3, max_bytes_per_user = 100, max_projects_per_user = 2").await.unwrap();
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    let files = json!([{"path": "a", "content": "1"}, {"path": "b", "content": "1"}, {"path": "c", "content": "1"}, {"path": "d", "content": "1"}]);
+    let err = db
+        .query_one("SELECT * FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)", &[&p, &files])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SHQ03");
+    assert!(current(&db, p).await.is_empty());
+    // Bytes: 60 + 60 > 100 across two projects of the same owner.
+    let q = project(&db, "alice").await;
+    upsert(&db, p, "big", &"x".repeat(60), None, "alice", None).await.unwrap();
+    assert_eq!(upsert(&db, q, "big", &"x".repeat(60), None, "alice", None).await.unwrap_err(), "SHQ03");
+    // Shrinking is always allowed, and frees room.
+    upsert(&db, p, "big", "small", None, "alice", None).await.unwrap();
+    upsert(&db, q, "big", &"x".repeat(60), None, "alice", None).await.unwrap();
+    // Projects per user.
+    let err = db
+        .query_one("SELECT synchub.create_project(gen_random_uuid(), 'third', 'alice', '{}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SHQ03");
+}
