@@ -1,0 +1,775 @@
+//! The project tree on disk. Every access goes through one directory handle opened on
+//! PROJECT_DIR (cap-std), and every path is walked one segment at a time without following
+//! symlinks: a symlink planted by the dev server can neither redirect a write or a delete
+//! out of PROJECT_DIR nor to another place inside it. Writes are atomic (temp file in the
+//! same directory, then rename, which replaces a final-component symlink instead of
+//! writing through it). The agent only deletes files it owns: the paths it wrote from
+//! snapshots and events, persisted with the last applied `seq` in
+//! `.synchub/agent-state.json`.
+//!
+//! Everything here is blocking; from async code call it inside `spawn_blocking`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsSyncExt};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, File, OpenOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use snapshot_builder::paths::{PathError, validate_path};
+
+use crate::protocol::{Change, FileDelete, FileUpdate};
+
+/// The reserved directory holding the agent's state (never a project path).
+pub const STATE_DIR: &str = ".synchub";
+/// The state file, relative to PROJECT_DIR.
+pub const STATE_PATH: &str = ".synchub/agent-state.json";
+const STATE_FORMAT: u32 = 1;
+/// Temp files are `.synchub-tmp-<pid>-<n>`, next to their target.
+const TEMP_PREFIX: &str = ".synchub-tmp-";
+const COPY_BUFFER: usize = 64 * 1024;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// sha256 of `bytes`, lowercase hex (the hub's `content_hash`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Why an operation on one path did not happen. Most errors are refusals
+/// ([`TreeError::is_refusal`]): that one path is skipped, the caller logs it and keeps
+/// going. The others (a full or read-only disk, a broken staging tree…) stop the change.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("refused path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: PathError },
+    #[error("refused {path:?}: it resolves through a symlink")]
+    Symlink { path: String },
+    #[error("refused {path:?}: a directory or a non-directory is in the way")]
+    Conflict { path: String },
+    #[error("refused {path:?}: content does not match its sha256 {expected}")]
+    HashMismatch { path: String, expected: String },
+    #[error("staged snapshot file {path:?} is unusable: {reason}")]
+    Staging { path: String, reason: String },
+    #[error("i/o error on {path:?}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TreeError {
+    /// A refusal concerns one path only. Anything else (see [`is_tree_wide`]) means the
+    /// tree may now lag behind: the caller retries or rehydrates. Per-path I/O errors
+    /// (a name too long for the file system, a directory the dev server made read-only)
+    /// are refusals, so that one bad path cannot wedge the agent in a rehydration loop.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            TreeError::Staging { .. } => false,
+            TreeError::Io { source, .. } => !is_tree_wide(source),
+            _ => true,
+        }
+    }
+
+    /// The project path the error is about (empty for PROJECT_DIR itself).
+    pub fn path(&self) -> &str {
+        match self {
+            TreeError::InvalidPath { path, .. }
+            | TreeError::Symlink { path }
+            | TreeError::Conflict { path }
+            | TreeError::HashMismatch { path, .. }
+            | TreeError::Staging { path, .. }
+            | TreeError::Io { path, .. } => path,
+        }
+    }
+}
+
+/// I/O errors that are about the file system or the process, not about one path.
+pub fn is_tree_wide(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    // EIO, ENFILE and EMFILE have these numbers on Linux and the BSDs alike.
+    const EIO: i32 = 5;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(error.kind(), StorageFull | QuotaExceeded | ReadOnlyFilesystem | OutOfMemory)
+        || matches!(error.raw_os_error(), Some(EIO | ENFILE | EMFILE))
+}
+
+fn io_error(path: &str, source: io::Error) -> TreeError {
+    TreeError::Io { path: path.to_owned(), source }
+}
+
+fn checked(path: &str) -> Result<&str, TreeError> {
+    validate_path(path).map_err(|reason| TreeError::InvalidPath { path: path.to_owned(), reason })
+}
+
+/// Tuning of a [`ProjectTree`].
+#[derive(Debug, Clone)]
+pub struct TreeOptions {
+    /// fsync each file before renaming it into place (survives power loss; slower).
+    pub fsync: bool,
+    /// After a delete, remove parent directories that are left empty and hold no owned file.
+    pub prune_empty_dirs: bool,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        Self { fsync: false, prune_empty_dirs: true }
+    }
+}
+
+/// Result of [`ProjectTree::write_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The file already had this content; it was not touched.
+    Unchanged,
+}
+
+/// Result of [`ProjectTree::delete_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// Owned, but already gone.
+    Absent,
+    /// Not a file the agent wrote: left alone.
+    NotOwned,
+}
+
+/// What one [`ProjectTree::apply`] or [`ProjectTree::reconcile`] did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub written: Vec<String>,
+    pub unchanged: usize,
+    pub deleted: Vec<String>,
+    /// Deletes of files the agent does not own (skipped) or that were already gone.
+    pub skipped_deletes: usize,
+    /// Paths skipped with the reason; log them and keep going.
+    pub refused: Vec<TreeError>,
+}
+
+/// One entry of a snapshot manifest (`.synchub/manifest.json` `files[]`); other manifest
+/// fields are ignored when deserializing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The persisted state: `.synchub/agent-state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub format: u32,
+    pub applied_seq: i64,
+    pub owned: Vec<String>,
+}
+
+/// PROJECT_DIR, seen through one directory handle; see the module documentation.
+pub struct ProjectTree {
+    root: Arc<Dir>,
+    root_path: PathBuf,
+    options: TreeOptions,
+    owned: BTreeSet<String>,
+    restored_seq: Option<i64>,
+    /// Bumped whenever `owned` changes, so an unchanged state is not rewritten.
+    generation: u64,
+    saved: Option<(i64, u64)>,
+    /// Test hook: staging this path fails as if the disk were full.
+    #[cfg(test)]
+    fail_staging: Option<String>,
+}
+
+impl std::fmt::Debug for ProjectTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectTree")
+            .field("root", &self.root_path)
+            .field("owned", &self.owned.len())
+            .field("restored_seq", &self.restored_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectTree {
+    /// Opens (creating it if needed) PROJECT_DIR and restores the owned set from the state
+    /// file. An unreadable state file is logged and ignored: the caller then rehydrates.
+    pub fn open(project_dir: &Path, options: TreeOptions) -> Result<Self, TreeError> {
+        std::fs::create_dir_all(project_dir).map_err(|e| io_error("", e))?;
+        let root = Dir::open_ambient_dir(project_dir, ambient_authority()).map_err(|e| io_error("", e))?;
+        let mut tree = Self {
+            root: Arc::new(root),
+            root_path: project_dir.to_owned(),
+            options,
+            owned: BTreeSet::new(),
+            restored_seq: None,
+            generation: 0,
+            saved: None,
+            #[cfg(test)]
+            fail_staging: None,
+        };
+        match tree.load_state() {
+            Ok(Some(state)) => {
+                tree.owned = state.owned.into_iter().filter(|path| validate_path(path).is_ok()).collect();
+                tree.restored_seq = Some(state.applied_seq);
+                tree.saved = Some((state.applied_seq, tree.generation));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable agent state; the tree will be rehydrated");
+            }
+        }
+        tree.sweep_temp_files();
+        Ok(tree)
+    }
+
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// The `applied_seq` found in the state file when the tree was opened.
+    pub fn restored_seq(&self) -> Option<i64> {
+        self.restored_seq
+    }
+
+    pub fn is_owned(&self, path: &str) -> bool {
+        self.owned.contains(path)
+    }
+
+    /// The files the agent wrote, sorted.
+    pub fn owned(&self) -> impl Iterator<Item = &str> {
+        self.owned.iter().map(String::as_str)
+    }
+
+    /// Marks files as owned without touching them: for a snapshot extracted straight into
+    /// PROJECT_DIR, adopt its manifest's paths. Invalid paths are refused and skipped.
+    pub fn adopt<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) -> Vec<TreeError> {
+        let mut refused = Vec::new();
+        for path in paths {
+            match checked(path) {
+                Ok(path) => self.own(path),
+                Err(e) => refused.push(e),
+            }
+        }
+        refused
+    }
+
+    fn own(&mut self, path: &str) {
+        if !self.owned.contains(path) {
+            self.owned.insert(path.to_owned());
+            self.generation += 1;
+        }
+    }
+
+    fn disown(&mut self, path: &str) {
+        if self.owned.remove(path) {
+            self.generation += 1;
+        }
+    }
+
+    /// Writes `content` at `path` atomically and marks it owned; a file that already has
+    /// this content is left untouched (same inode, same mtime).
+    pub fn write_file(&mut self, path: &str, content: &[u8]) -> Result<WriteOutcome, TreeError> {
+        let path = checked(path)?;
+        let sha = sha256_hex(content);
+        match self.stage_bytes(path, content, &sha)? {
+            None => {
+                self.own(path);
+                Ok(WriteOutcome::Unchanged)
+            }
+            Some(staged) => {
+                self.commit(staged)?;
+                Ok(WriteOutcome::Written)
+            }
+        }
+    }
+
+    /// Deletes an owned file (or a symlink that took its place: the link, never its
+    /// target). Files the agent does not own are left alone.
+    pub fn delete_file(&mut self, path: &str) -> Result<DeleteOutcome, TreeError> {
+        let path = checked(path)?;
+        if !self.owned.contains(path) {
+            return Ok(DeleteOutcome::NotOwned);
+        }
+        let Some((dir, name)) = resolve_parent(&self.root, path, false)? else {
+            self.disown(path);
+            return Ok(DeleteOutcome::Absent);
+        };
+        match dir.symlink_metadata(name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.disown(path);
+                return Ok(DeleteOutcome::Absent);
+            }
+            Err(e) => return Err(io_error(path, e)),
+            Ok(meta) if meta.is_dir() => {
+                return Err(TreeError::Conflict { path: path.to_owned() });
+            }
+            Ok(_) => {}
+        }
+        match dir.remove_file_or_symlink(name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+        self.disown(path);
+        if self.options.prune_empty_dirs {
+            self.prune_parents(path);
+        }
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    /// Removes the now-empty parents of `path` that hold no owned file, deepest first.
+    fn prune_parents(&self, path: &str) {
+        let mut current = path;
+        while let Some((parent, _)) = current.rsplit_once('/') {
+            let prefix = format!("{parent}/");
+            let still_used = self.owned.range(prefix.clone()..).next().is_some_and(|p| p.starts_with(&prefix));
+            if still_used {
+                return;
+            }
+            let Ok(Some((dir, name))) = resolve_parent(&self.root, parent, false) else {
+                return;
+            };
+            // rmdir only succeeds on an empty real directory, never on a symlink.
+            if dir.remove_dir(name).is_err() {
+                return;
+            }
+            current = parent;
+        }
+    }
+
+    /// Applies one change. Refused paths are reported and skipped; an I/O error stops
+    /// the change and is returned. A bulk is applied as a unit as far as a file system
+    /// allows: every new file is written to a temp file first (an I/O error there renames
+    /// nothing), then all are renamed into place, then the deletes run. Entries blocked by
+    /// a file/directory conflict are retried after the deletes, so a bulk that replaces a
+    /// file `a` by `a/b` (or the reverse) works.
+    pub fn apply(&mut self, change: &Change) -> Result<ApplyReport, TreeError> {
+        let mut report = ApplyReport::default();
+        match change {
+            Change::Update(update) => self.apply_files(std::slice::from_ref(update), &[], &mut report)?,
+            Change::Delete(delete) => self.apply_files(&[], std::slice::from_ref(delete), &mut report)?,
+            Change::Bulk(bulk) => self.apply_files(&bulk.files, &bulk.deletes, &mut report)?,
+            Change::ProjectDeleted(_) | Change::Other { .. } => {}
+        }
+        Ok(report)
+    }
+
+    fn apply_files(
+        &mut self,
+        files: &[FileUpdate],
+        deletes: &[FileDelete],
+        report: &mut ApplyReport,
+    ) -> Result<(), TreeError> {
+        // A path listed twice takes its last content.
+        let last: HashMap<&str, usize> = files.iter().enumerate().map(|(i, f)| (f.file_path.as_str(), i)).collect();
+        let files = files.iter().enumerate().filter(|(i, f)| last[f.file_path.as_str()] == *i).map(|(_, f)| f);
+        let mut staged = Vec::new();
+        let mut deferred = Vec::new();
+        for file in files {
+            match self.stage_update(file) {
+                Ok(None) => {
+                    self.own(&file.file_path);
+                    report.unchanged += 1;
+                }
+                Ok(Some(s)) => staged.push(s),
+                Err(TreeError::Conflict { .. }) => deferred.push(file),
+                Err(e) if e.is_refusal() => report.refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        self.commit_all(staged, report)?;
+        for delete in deletes {
+            self.record_delete(&delete.file_path, report)?;
+        }
+        for file in deferred {
+            match self.stage_update(file).and_then(|s| match s {
+                None => Ok(false),
+                Some(s) => self.commit(s).map(|()| true),
+            }) {
+                Ok(true) => report.written.push(file.file_path.clone()),
+                Ok(false) => {
+                    self.own(&file.file_path);
+                    report.unchanged += 1;
+                }
+                Err(e) if e.is_refusal() => report.refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_all(&mut self, staged: Vec<Staged>, report: &mut ApplyReport) -> Result<(), TreeError> {
+        // On an I/O error the remaining temp files are dropped, which removes them.
+        for s in staged {
+            let path = s.path.clone();
+            match self.commit(s) {
+                Ok(()) => report.written.push(path),
+                Err(e) if e.is_refusal() => report.refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn record_delete(&mut self, path: &str, report: &mut ApplyReport) -> Result<(), TreeError> {
+        match self.delete_file(path) {
+            Ok(DeleteOutcome::Deleted) => report.deleted.push(path.to_owned()),
+            Ok(DeleteOutcome::Absent | DeleteOutcome::NotOwned) => report.skipped_deletes += 1,
+            Err(e) if e.is_refusal() => report.refused.push(e),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn stage_update(&self, file: &FileUpdate) -> Result<Option<Staged>, TreeError> {
+        let path = checked(&file.file_path)?;
+        let sha = sha256_hex(file.content.as_bytes());
+        if !sha.eq_ignore_ascii_case(&file.content_hash) {
+            return Err(TreeError::HashMismatch { path: path.to_owned(), expected: file.content_hash.clone() });
+        }
+        self.stage_bytes(path, file.content.as_bytes(), &sha)
+    }
+
+    /// Makes the tree equal to a snapshot extracted (and verified) in `staging`: new and
+    /// changed files are copied in atomically (all staged first, then renamed), owned
+    /// files missing from `entries` are deleted, files the agent does not own and that are
+    /// not in `entries` are left alone. Files already equal are not touched. A staged
+    /// file that is missing or does not match its sha256 aborts before anything is renamed.
+    pub fn reconcile(&mut self, staging: &Path, entries: &[ManifestEntry]) -> Result<ApplyReport, TreeError> {
+        let staging_root = Dir::open_ambient_dir(staging, ambient_authority())
+            .map_err(|e| TreeError::Staging { path: String::new(), reason: e.to_string() })?;
+        let mut report = ApplyReport::default();
+        let mut wanted = BTreeSet::new();
+        let mut staged = Vec::new();
+        let mut deferred = Vec::new();
+        for entry in entries {
+            if let Err(e) = checked(&entry.path) {
+                report.refused.push(e);
+                continue;
+            }
+            wanted.insert(entry.path.as_str());
+            match self.stage_from(&staging_root, entry) {
+                Ok(None) => {
+                    self.own(&entry.path);
+                    report.unchanged += 1;
+                }
+                Ok(Some(s)) => staged.push(s),
+                Err(TreeError::Conflict { .. }) => deferred.push(entry),
+                Err(e) if e.is_refusal() => report.refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        self.commit_all(staged, &mut report)?;
+        let stale: Vec<String> = self.owned.iter().filter(|path| !wanted.contains(path.as_str())).cloned().collect();
+        for path in stale {
+            self.record_delete(&path, &mut report)?;
+        }
+        for entry in deferred {
+            match self.stage_from(&staging_root, entry).and_then(|s| match s {
+                None => Ok(false),
+                Some(s) => self.commit(s).map(|()| true),
+            }) {
+                Ok(true) => report.written.push(entry.path.clone()),
+                Ok(false) => {
+                    self.own(&entry.path);
+                    report.unchanged += 1;
+                }
+                Err(e) if e.is_refusal() => report.refused.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stages `content` as a temp file next to `path`, or `None` when the file already
+    /// holds content with sha256 `sha`.
+    fn stage_bytes(&self, path: &str, content: &[u8], sha: &str) -> Result<Option<Staged>, TreeError> {
+        let (dir, name) = self.target_dir(path)?;
+        if same_content(&dir, name, content.len() as u64, sha) {
+            return Ok(None);
+        }
+        let (mut file, staged) = Staged::create(&self.root, &dir, path)?;
+        file.write_all(content).map_err(|e| io_error(path, e))?;
+        self.finish_temp(file, staged)
+    }
+
+    /// Like [`Self::stage_bytes`], with the content copied from the staging tree and
+    /// checked against the manifest's sha256 on the way.
+    fn stage_from(&self, staging: &Dir, entry: &ManifestEntry) -> Result<Option<Staged>, TreeError> {
+        let path = entry.path.as_str();
+        let staging_error = |reason: String| TreeError::Staging { path: path.to_owned(), reason };
+        let (source_dir, source_name) = resolve_parent(staging, path, false)
+            .map_err(|e| staging_error(e.to_string()))?
+            .ok_or_else(|| staging_error("missing".into()))?;
+        let mut source = open_regular(&source_dir, source_name).map_err(|e| staging_error(e.to_string()))?;
+        let len = source.metadata().map_err(|e| staging_error(e.to_string()))?.len();
+
+        let (dir, name) = self.target_dir(path)?;
+        if same_content(&dir, name, len, &entry.sha256) {
+            return Ok(None);
+        }
+        let (mut file, staged) = Staged::create(&self.root, &dir, path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; COPY_BUFFER];
+        loop {
+            let n = match source.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(staging_error(e.to_string())),
+            };
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n]).map_err(|e| io_error(path, e))?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if !actual.eq_ignore_ascii_case(&entry.sha256) {
+            return Err(staging_error(format!("sha256 {actual} does not match the manifest")));
+        }
+        self.finish_temp(file, staged)
+    }
+
+    fn finish_temp(&self, file: File, staged: Staged) -> Result<Option<Staged>, TreeError> {
+        if self.options.fsync {
+            file.sync_all().map_err(|e| io_error(&staged.path, e))?;
+        }
+        Ok(Some(staged))
+    }
+
+    /// The directory that will hold `path` (created as needed), refusing a directory in
+    /// the way of the file itself.
+    fn target_dir<'p>(&self, path: &'p str) -> Result<(Dir, &'p str), TreeError> {
+        #[cfg(test)]
+        if self.fail_staging.as_deref() == Some(path) {
+            return Err(io_error(path, io::ErrorKind::StorageFull.into()));
+        }
+        let (dir, name) = resolve_parent(&self.root, path, true)?.expect("resolve_parent creates missing directories");
+        match dir.symlink_metadata(name) {
+            Ok(meta) if meta.is_dir() => Err(TreeError::Conflict { path: path.to_owned() }),
+            _ => Ok((dir, name)),
+        }
+    }
+
+    /// Renames a staged temp file over its target and marks the path owned.
+    fn commit(&mut self, mut staged: Staged) -> Result<(), TreeError> {
+        staged.rename_into_place()?;
+        self.own(&staged.path);
+        Ok(())
+    }
+
+    /// Reads the state file; `Ok(None)` when there is none.
+    pub fn load_state(&self) -> Result<Option<AgentState>, TreeError> {
+        let Some((dir, name)) = resolve_parent(&self.root, STATE_PATH, false)? else {
+            return Ok(None);
+        };
+        let mut file = match open_regular(&dir, name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(STATE_PATH, e)),
+        };
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(|e| io_error(STATE_PATH, e))?;
+        let state: AgentState = serde_json::from_slice(&text)
+            .map_err(|e| io_error(STATE_PATH, io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        if state.format != STATE_FORMAT {
+            return Err(io_error(STATE_PATH, io::Error::new(io::ErrorKind::InvalidData, "unknown state format")));
+        }
+        Ok(Some(state))
+    }
+
+    /// Persists the owned set with `applied_seq`, atomically. Returns false (and writes
+    /// nothing) when neither changed since the last save. Saving less often than every
+    /// event is safe: replaying events from an older `seq` converges to the same tree.
+    pub fn save_state(&mut self, applied_seq: i64) -> Result<bool, TreeError> {
+        if self.saved == Some((applied_seq, self.generation)) {
+            return Ok(false);
+        }
+        let state = AgentState { format: STATE_FORMAT, applied_seq, owned: self.owned.iter().cloned().collect() };
+        let json = serde_json::to_vec(&state).expect("agent state always serializes");
+        let (dir, _) =
+            resolve_parent(&self.root, STATE_PATH, true)?.expect("resolve_parent creates missing directories");
+        let (mut file, mut staged) = Staged::create(&self.root, &dir, STATE_PATH)?;
+        file.write_all(&json).map_err(|e| io_error(STATE_PATH, e))?;
+        if self.options.fsync {
+            file.sync_all().map_err(|e| io_error(STATE_PATH, e))?;
+        }
+        drop(file);
+        staged.rename_into_place()?;
+        self.saved = Some((applied_seq, self.generation));
+        Ok(true)
+    }
+
+    /// Removes temp files a crashed agent left next to owned files and in `.synchub/`.
+    fn sweep_temp_files(&self) {
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        dirs.insert("");
+        dirs.insert(STATE_DIR);
+        for path in &self.owned {
+            let mut current = path.as_str();
+            while let Some((parent, _)) = current.rsplit_once('/') {
+                dirs.insert(parent);
+                current = parent;
+            }
+        }
+        for dir_path in dirs {
+            let Ok(Some(dir)) = open_dir_path(&self.root, dir_path, dir_path, false) else { continue };
+            let Ok(entries) = dir.entries() else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let owned_path = if dir_path.is_empty() { name.to_owned() } else { format!("{dir_path}/{name}") };
+                if is_temp_name(name)
+                    && !self.owned.contains(&owned_path)
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                {
+                    let _ = dir.remove_file(name);
+                }
+            }
+        }
+    }
+}
+
+/// `.synchub-tmp-<digits>-<digits>`: the names this agent gives its temp files.
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX).and_then(|rest| rest.split_once('-')).is_some_and(|(pid, n)| {
+        !pid.is_empty()
+            && !n.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// A temp file waiting to be renamed over its target; removed on drop unless committed.
+/// It keeps no directory handle open (a bulk may stage thousands of files): its directory
+/// is resolved again, without following symlinks, for the rename.
+struct Staged {
+    root: Arc<Dir>,
+    temp: String,
+    path: String,
+    committed: bool,
+}
+
+impl Staged {
+    /// Creates a fresh temp file in `dir`, the parent directory of `path`.
+    fn create(root: &Arc<Dir>, dir: &Dir, path: &str) -> Result<(File, Staged), TreeError> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true).follow(FollowSymlinks::No);
+        for _ in 0..16 {
+            let temp = format!("{TEMP_PREFIX}{}-{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
+            match dir.open_with(&temp, &options) {
+                Ok(file) => {
+                    let staged = Staged { root: Arc::clone(root), temp, path: path.to_owned(), committed: false };
+                    return Ok((file, staged));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(path, e)),
+            }
+        }
+        Err(io_error(path, io::Error::new(io::ErrorKind::AlreadyExists, "no free temp file name")))
+    }
+
+    /// Renames the temp file over the target. A rename replaces a symlink at the target
+    /// itself; it never writes through it.
+    fn rename_into_place(&mut self) -> Result<(), TreeError> {
+        let (dir, name) = resolve_parent(&self.root, &self.path, false)?.ok_or_else(|| {
+            io_error(&self.path, io::Error::new(io::ErrorKind::NotFound, "parent directory vanished"))
+        })?;
+        match dir.rename(&self.temp, &dir, name) {
+            Ok(()) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(e) => match dir.symlink_metadata(name) {
+                Ok(meta) if meta.is_dir() => Err(TreeError::Conflict { path: self.path.clone() }),
+                _ => Err(io_error(&self.path, e)),
+            },
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Ok(Some((dir, _))) = resolve_parent(&self.root, &self.path, false) {
+            let _ = dir.remove_file(&self.temp);
+        }
+    }
+}
+
+/// Opens the directory holding `path`'s last segment, one segment at a time, never
+/// following a symlink. `Ok(None)`: a parent is missing and `create` is false.
+fn resolve_parent<'p>(root: &Dir, path: &'p str, create: bool) -> Result<Option<(Dir, &'p str)>, TreeError> {
+    match path.rsplit_once('/') {
+        Some((parents, name)) => Ok(open_dir_path(root, parents, path, create)?.map(|dir| (dir, name))),
+        None => Ok(Some((root.try_clone().map_err(|e| io_error(path, e))?, path))),
+    }
+}
+
+/// Opens the directory `dir_path` ("" is `root`) one segment at a time, never following a
+/// symlink; errors name `path`. `Ok(None)`: a directory is missing and `create` is false.
+fn open_dir_path(root: &Dir, dir_path: &str, path: &str, create: bool) -> Result<Option<Dir>, TreeError> {
+    let mut dir = root.try_clone().map_err(|e| io_error(path, e))?;
+    for segment in dir_path.split('/').filter(|s| !s.is_empty()) {
+        dir = match dir.open_dir_nofollow(segment) {
+            Ok(sub) => sub,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
+                match dir.create_dir(segment) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(classify(&dir, segment, path, e)),
+                }
+                dir.open_dir_nofollow(segment).map_err(|e| classify(&dir, segment, path, e))?
+            }
+            Err(e) => return Err(classify(&dir, segment, path, e)),
+        };
+    }
+    Ok(Some(dir))
+}
+
+/// Names the reason a directory segment could not be opened.
+fn classify(dir: &Dir, segment: &str, path: &str, error: io::Error) -> TreeError {
+    match dir.symlink_metadata(segment) {
+        Ok(meta) if meta.file_type().is_symlink() => TreeError::Symlink { path: path.to_owned() },
+        Ok(meta) if !meta.is_dir() => TreeError::Conflict { path: path.to_owned() },
+        _ => io_error(path, error),
+    }
+}
+
+/// Opens a regular file for reading without following a symlink and without blocking on
+/// a FIFO someone put in its place.
+fn open_regular(dir: &Dir, name: &str) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).follow(FollowSymlinks::No).nonblock(true);
+    let file = dir.open_with(name, &options)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Whether `dir/name` is a regular file of `len` bytes with sha256 `sha`.
+fn same_content(dir: &Dir, name: &str, len: u64, sha: &str) -> bool {
+    match dir.symlink_metadata(name) {
+        Ok(meta) if meta.is_file() && meta.len() == len => {}
+        _ => return false,
+    }
+    let Ok(mut file) = open_regular(dir, name) else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    if io::copy(&mut file, &mut hasher).is_err() {
+        return false;
+    }
+    hex::encode(hasher.finalize()).eq_ignore_ascii_case(sha)
+}
+
+#[cfg(test)]
+mod tests;
