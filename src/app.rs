@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::realtime::{Broker, wakeups::Wakeups};
 
 pub struct App {
     pub config: Config,
@@ -23,6 +24,8 @@ pub struct App {
     pub limiter: RateLimiter,
     pub metrics: Metrics,
     pub openapi: Arc<Value>,
+    pub broker: Arc<Broker>,
+    pub wakeups: Wakeups,
 }
 
 #[derive(Clone)]
@@ -37,8 +40,19 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Called after a write to `project` committed: the realtime fan-out picks it up.
-    pub fn committed(&self, _project: Uuid) {}
+    /// Called after a write to `project` committed: local feeds read it now, other hubs
+    /// are told after the commit.
+    pub fn committed(&self, project: Uuid) {
+        self.wakeups.committed(project);
+    }
+
+    /// Called after members of `project` changed: subscribers who lost access are dropped.
+    pub fn members_changed(&self, project: Uuid) {
+        self.wakeups.members_changed(project);
+    }
+
+    /// An agent reported the highest seq applied to its tree (kept per session).
+    pub fn session_progress(&self, _session: Uuid, _applied_seq: i64) {}
 }
 
 /// Process-wide setup that must happen once: the rustls crypto provider used by the
@@ -67,6 +81,8 @@ impl App {
         let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
         let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
         let (routes, openapi) = crate::router::api();
+        let broker = Broker::new(db.clone());
+        let wakeups = Wakeups::start(broker.clone(), db.clone(), database_url);
         let state = AppState(Arc::new(App {
             config,
             db,
@@ -74,19 +90,32 @@ impl App {
             limiter,
             metrics: Metrics::default(),
             openapi: Arc::new(openapi),
+            broker,
+            wakeups,
         }));
         let router = crate::router::build(routes, state.clone());
         Ok((state, router))
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves: then stops accepting, closes sockets with a close
+/// frame (1001), stops the realtime tasks and drains in-flight requests.
 pub async fn serve(
+    state: AppState,
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    let broker = state.broker.clone();
+    let stop = async move {
+        shutdown.await;
+        broker.shutdown.cancel();
+    };
+    // Small frames must not wait for delayed ACKs (Nagle): realtime latency is the product.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router).with_graceful_shutdown(stop).await?;
     Ok(())
 }
 

@@ -81,6 +81,12 @@ pub struct Limits {
     pub max_bulk_entries: u32,
     #[arg(long, env = "SYNCHUB_MAX_EDITOR_STATE_BYTES", default_value_t = 256 * 1024)]
     pub max_editor_state_bytes: usize,
+    /// Open WebSocket connections per user (or per service/container token).
+    #[arg(long, env = "SYNCHUB_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    pub max_sockets_per_user: usize,
+    /// Bytes queued for one socket before it is closed as a slow consumer (4008).
+    #[arg(long, env = "SYNCHUB_SOCKET_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub socket_queue_bytes: usize,
     /// Sustained writes per user per second.
     #[arg(long, env = "SYNCHUB_WRITE_RATE", default_value_t = 50.0)]
     pub write_rate: f64,
@@ -99,6 +105,8 @@ impl Default for Limits {
             max_bulk_bytes: 32 * 1024 * 1024,
             max_bulk_entries: 2_000,
             max_editor_state_bytes: 256 * 1024,
+            max_sockets_per_user: 32,
+            socket_queue_bytes: 8 * 1024 * 1024,
             write_rate: 50.0,
             write_burst: 200.0,
         }

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, project_id};
 
 type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResultValue = Result<Value, ApiError>;
 
 /// Who reads a project's files: members (their role is checked in SQL), the project's
 /// own container tokens and service tokens (both act through the service marking).
@@ -104,10 +105,41 @@ pub async fn get(
 
 #[derive(Deserialize)]
 pub struct PutFile {
-    content: String,
-    file_type: Option<String>,
-    expected_version: Option<i64>,
-    op_id: Option<Uuid>,
+    pub content: String,
+    pub file_type: Option<String>,
+    pub expected_version: Option<i64>,
+    pub op_id: Option<Uuid>,
+}
+
+/// Creates or replaces one file; answers `{path, version, content_hash, seq}`.
+pub async fn upsert_file(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    path: &str,
+    body: PutFile,
+) -> ApiResultValue {
+    let actor = writer(principal, id)?;
+    let path = checked_path(path)?;
+    check_content(&body.content, state.config.limits.max_file_bytes)?;
+    let expected = expected_version(body.expected_version)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let rows = state
+        .db
+        .query(
+            principal,
+            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
+            &[&id, &path, &body.content, &body.file_type, &expected, &actor, &body.op_id],
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
+    state.committed(id);
+    Ok(json!({
+        "path": row.get::<_, String>("file_path"),
+        "version": row.get::<_, i32>("version"),
+        "content_hash": row.get::<_, String>("content_hash"),
+        "seq": row.get::<_, Option<i64>>("seq"),
+    }))
 }
 
 pub async fn put(
@@ -117,33 +149,42 @@ pub async fn put(
     JsonBody(body): JsonBody<PutFile>,
 ) -> ApiResult {
     let id = project_id(&id)?;
-    let actor = writer(&principal, id)?;
-    let path = checked_path(&path)?;
-    check_content(&body.content, state.config.limits.max_file_bytes)?;
-    let expected = expected_version(body.expected_version)?;
-    state.limiter.check(&principal.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            &principal,
-            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &body.content, &body.file_type, &expected, &actor, &body.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed(id);
-    Ok(Json(json!({
-        "path": row.get::<_, String>("file_path"),
-        "version": row.get::<_, i32>("version"),
-        "content_hash": row.get::<_, String>("content_hash"),
-        "seq": row.get::<_, Option<i64>>("seq"),
-    })))
+    Ok(Json(upsert_file(&state, &principal, id, &path, body).await?))
 }
 
 #[derive(Deserialize)]
 pub struct DeleteQuery {
-    expected_version: Option<i64>,
-    op_id: Option<Uuid>,
+    pub expected_version: Option<i64>,
+    pub op_id: Option<Uuid>,
+}
+
+/// Deletes one file; answers `{path, version, seq}`.
+pub async fn delete_file(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    path: &str,
+    query: DeleteQuery,
+) -> ApiResultValue {
+    let actor = writer(principal, id)?;
+    let path = checked_path(path)?;
+    let expected = expected_version(query.expected_version)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let rows = state
+        .db
+        .query(
+            principal,
+            "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
+            &[&id, &path, &expected, &actor, &query.op_id],
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
+    state.committed(id);
+    Ok(json!({
+        "path": row.get::<_, String>("file_path"),
+        "version": row.get::<_, i32>("version"),
+        "seq": row.get::<_, Option<i64>>("seq"),
+    }))
 }
 
 pub async fn delete(
@@ -153,51 +194,33 @@ pub async fn delete(
     QueryArgs(query): QueryArgs<DeleteQuery>,
 ) -> ApiResult {
     let id = project_id(&id)?;
-    let actor = writer(&principal, id)?;
-    let path = checked_path(&path)?;
-    let expected = expected_version(query.expected_version)?;
-    state.limiter.check(&principal.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            &principal,
-            "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
-            &[&id, &path, &expected, &actor, &query.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
-    state.committed(id);
-    Ok(Json(json!({
-        "path": row.get::<_, String>("file_path"),
-        "version": row.get::<_, i32>("version"),
-        "seq": row.get::<_, Option<i64>>("seq"),
-    })))
+    Ok(Json(delete_file(&state, &principal, id, &path, query).await?))
 }
 
 #[derive(Deserialize, serde::Serialize)]
 pub struct BulkUpsert {
-    path: String,
-    content: String,
+    pub path: String,
+    pub content: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    file_type: Option<String>,
+    pub file_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    expected_version: Option<i64>,
+    pub expected_version: Option<i64>,
 }
 
 #[derive(Deserialize, serde::Serialize)]
 pub struct BulkDelete {
-    path: String,
+    pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    expected_version: Option<i64>,
+    pub expected_version: Option<i64>,
 }
 
 #[derive(Deserialize)]
 pub struct Bulk {
     #[serde(default)]
-    upserts: Vec<BulkUpsert>,
+    pub upserts: Vec<BulkUpsert>,
     #[serde(default)]
-    deletes: Vec<BulkDelete>,
-    op_id: Option<Uuid>,
+    pub deletes: Vec<BulkDelete>,
+    pub op_id: Option<Uuid>,
 }
 
 /// Checks a bulk request before it reaches the database: entry count, every path, every
@@ -222,6 +245,26 @@ fn check_bulk(bulk: &Bulk, state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Upserts and deletes as one change; answers `{seq, files, deleted}`.
+pub async fn bulk_write(state: &AppState, principal: &Principal, id: Uuid, body: Bulk) -> ApiResultValue {
+    let actor = writer(principal, id)?;
+    check_bulk(&body, state)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
+    let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
+    let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
+    let rows = state
+        .db
+        .query(
+            principal,
+            "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
+            &[&id, &upserts, &deletes, &actor, &body.op_id],
+        )
+        .await?;
+    let result: Value = rows.first().map(|r| r.get(0)).ok_or_else(|| ApiError::internal("bulk returned no row"))?;
+    state.committed(id);
+    Ok(result)
+}
+
 pub async fn bulk(
     State(state): State<AppState>,
     principal: Principal,
@@ -229,22 +272,7 @@ pub async fn bulk(
     JsonBody(body): JsonBody<Bulk>,
 ) -> ApiResult {
     let id = project_id(&id)?;
-    let actor = writer(&principal, id)?;
-    check_bulk(&body, &state)?;
-    state.limiter.check(&principal.rate_key(), 1.0)?;
-    let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
-    let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
-    let rows = state
-        .db
-        .query(
-            &principal,
-            "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
-            &[&id, &upserts, &deletes, &actor, &body.op_id],
-        )
-        .await?;
-    let result: Value = rows.first().map(|r| r.get(0)).ok_or_else(|| ApiError::internal("bulk returned no row"))?;
-    state.committed(id);
-    Ok(Json(result))
+    Ok(Json(bulk_write(&state, &principal, id, body).await?))
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod projects;
+pub mod realtime;
 pub mod router;
 
 pub use app::{App, AppState};

@@ -99,9 +99,9 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let (_state, router) = App::build(config).await?;
+    let (state, router) = App::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "synchub serving");
-    app::serve(listener, router, app::shutdown_signal()).await
+    app::serve(state, listener, router, app::shutdown_signal()).await
 }
 
 async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
@@ -129,7 +129,7 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
         UserVerifier::new(Some(&keys.jwt_secret), None, &[], config.jwt_issuer.clone(), config.jwt_audience.clone())?;
     let user_token = users.mint("dev-user", 86_400)?;
     let service_token = HubKeys::new(Some(&keys.signing_key)).service_token(30 * 86_400)?;
-    let (_state, router) = App::build(config).await?;
+    let (state, router) = App::build(config).await?;
     let base = format!("http://{addr}");
     println!(
         "synchub dev is ready in {:.1} s\n\n  API:        {base}/v1\n  Realtime:   ws://{addr}/v1/realtime\n  OpenAPI:    {base}/openapi.json\n  Data dir:   {}\n\n  User token (sub=dev-user, 24 h):\n    {user_token}\n  Service token (30 days):\n    {service_token}\n\n  More tokens: synchub token user --sub alice --data-dir {}\n",
@@ -137,7 +137,7 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
         data_dir.display(),
         data_dir.display(),
     );
-    let result = app::serve(listener, router, app::shutdown_signal()).await;
+    let result = app::serve(state, listener, router, app::shutdown_signal()).await;
     if let Some(server) = _database {
         tokio::task::spawn_blocking(move || server.stop()).await?;
     }

@@ -133,6 +133,7 @@ pub async fn set_member(
         .db
         .json(&principal, "SELECT synchub.set_member($1, $2, $3, $4)", &[&id, &sub, &user_id, &body.role])
         .await?;
+    state.members_changed(id);
     Ok(Json(member))
 }
 
@@ -145,5 +146,6 @@ pub async fn remove_member(
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     state.db.query(&principal, "SELECT synchub.remove_member($1, $2, $3)", &[&id, &sub, &user_id]).await?;
+    state.members_changed(id);
     Ok(StatusCode::NO_CONTENT)
 }

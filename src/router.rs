@@ -9,7 +9,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_doc::{Access, ApiRouter, Method::*};
 use crate::app::AppState;
-use crate::{editor_state, events, files, metrics, ops, projects};
+use crate::{editor_state, events, files, metrics, ops, projects, realtime};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -19,6 +19,13 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(Get, "/readyz", Public, "Database and storage are reachable", ops::readyz)
         .route(Get, "/metrics", Public, "Prometheus metrics", ops::metrics)
         .route(Get, "/openapi.json", Public, "This document", ops::openapi)
+        .route(
+            Get,
+            "/v1/realtime",
+            Bearer,
+            "WebSocket: join channels, receive events, write (docs/API.md)",
+            realtime::socket::upgrade,
+        )
         .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
         .route(Post, "/v1/projects", User, "Create a project", projects::create)
         .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)

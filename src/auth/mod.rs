@@ -69,6 +69,11 @@ struct PeekClaims {
 
 impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_with_expiry(token).await.map(|(principal, _)| principal)
+    }
+
+    /// The principal and the token's `exp` (unix seconds): sockets close when it passes.
+    pub async fn verify_with_expiry(&self, token: &str) -> Result<(Principal, i64), ApiError> {
         // Which verifier to use is decided by the (unverified) issuer; each verifier then
         // checks the signature with its own pinned algorithm and key.
         let payload = token
@@ -80,14 +85,18 @@ impl Authenticator {
         if payload.iss.as_deref() == Some(tokens::ISSUER) {
             self.hub.verify(token)
         } else {
-            self.users.verify(token).await.map(|sub| Principal::User { sub })
+            self.users.verify(token).await.map(|(sub, exp)| (Principal::User { sub }, exp))
         }
     }
 }
 
 /// The bearer token of a request, if any. Tokens are never read from the query string.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_header(&parts.headers)
+}
+
+pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim())
 }

@@ -65,7 +65,7 @@ impl HubKeys {
         })
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<(Principal, i64), ApiError> {
         let key =
             self.decoding.as_ref().ok_or_else(|| ApiError::Unauthenticated("hub tokens are not enabled".into()))?;
         let mut validation = Validation::new(Algorithm::HS256);
@@ -73,13 +73,14 @@ impl HubKeys {
         validation.validate_aud = false;
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<HubClaims>(token, key, &validation).map_err(map_jwt_error)?;
-        match (data.claims.typ, data.claims.sid, data.claims.pid) {
-            (TokenKind::Service, _, _) => Ok(Principal::Service),
+        let principal = match (data.claims.typ, data.claims.sid, data.claims.pid) {
+            (TokenKind::Service, _, _) => Principal::Service,
             (TokenKind::Container, Some(session_id), Some(project_id)) => {
-                Ok(Principal::Container { session_id, project_id })
+                Principal::Container { session_id, project_id }
             }
-            _ => Err(ApiError::Unauthenticated("malformed token".into())),
-        }
+            _ => return Err(ApiError::Unauthenticated("malformed token".into())),
+        };
+        Ok((principal, data.claims.exp))
     }
 }
 

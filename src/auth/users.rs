@@ -100,8 +100,8 @@ impl UserVerifier {
         validation
     }
 
-    /// Returns the user id (`sub`) of a valid token.
-    pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
+    /// Returns the user id (`sub`) and expiry (`exp`) of a valid token.
+    pub async fn verify(&self, token: &str) -> Result<(String, i64), ApiError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthenticated("malformed token".into()))?;
         let claims = if header.alg == Algorithm::HS256 {
@@ -123,7 +123,7 @@ impl UserVerifier {
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err(ApiError::Unauthenticated("invalid sub".into()));
         }
-        Ok(claims.sub)
+        Ok((claims.sub, claims.exp))
     }
 
     /// Mints a user token with the HS256 secret (`synchub token user`, tests, dev).

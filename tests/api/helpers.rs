@@ -118,8 +118,9 @@ impl TestApp {
         let (state, router) = App::build(config).await.expect("build app");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let serving = state.clone();
         tokio::spawn(async move {
-            let _ = synchub::app::serve(listener, router, async move { stop.cancelled().await }).await;
+            let _ = synchub::app::serve(serving, listener, router, async move { stop.cancelled().await }).await;
         });
         TestApp { base: format!("http://{addr}"), addr, database_url, state, http: reqwest::Client::new(), shutdown }
     }
@@ -205,4 +206,110 @@ pub fn assert_error(answer: &(StatusCode, Value), status: u16, code: &str) {
     assert_eq!(answer.0.as_u16(), status, "{}", answer.1);
     assert_eq!(answer.1["error"]["code"], code, "{}", answer.1);
     assert!(answer.1["error"]["message"].is_string(), "{}", answer.1);
+}
+
+pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A realtime client over a real socket.
+pub struct Ws {
+    pub stream: WsStream,
+}
+
+pub fn channel(project: &str) -> String {
+    format!("realtime:project:{project}")
+}
+
+impl TestApp {
+    /// Opens `/v1/realtime` with the token in the Authorization header.
+    pub async fn ws(&self, token: &str) -> Ws {
+        Ws::connect(self.addr, Some(token), None, "").await.expect("websocket upgrade")
+    }
+}
+
+impl Ws {
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        token: Option<&str>,
+        origin: Option<&str>,
+        query: &str,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/v1/realtime{query}").into_client_request().unwrap();
+        if let Some(token) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+        Ok(Ws { stream })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        use futures_util::SinkExt;
+        self.stream.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.unwrap();
+    }
+
+    /// The next text frame as JSON; Err(close code) when the hub closed the socket.
+    pub async fn next(&mut self, within: std::time::Duration) -> Result<Value, Option<u16>> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message = tokio::time::timeout(within, self.stream.next()).await.map_err(|_| None)?;
+            match message {
+                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// The next frame, which must arrive within 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.next(std::time::Duration::from_secs(10)).await.unwrap_or_else(|code| panic!("socket closed: {code:?}"))
+    }
+
+    /// Joins a project's channel and returns the `joined` cursor.
+    pub async fn join(&mut self, project: &str, since: Option<i64>) -> i64 {
+        self.send(json!({"type": "join", "ref": "j", "channel": channel(project), "since": since})).await;
+        let joined = self.recv().await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+        joined["cursor"].as_i64().unwrap()
+    }
+
+    /// Receives `n` events and returns them (panics on anything else).
+    pub async fn events(&mut self, n: usize) -> Vec<Value> {
+        let mut events = Vec::with_capacity(n);
+        while events.len() < n {
+            let frame = self.recv().await;
+            assert_eq!(frame["type"], "event", "{frame}");
+            events.push(frame);
+        }
+        events
+    }
+
+    /// Nothing arrives for `quiet`.
+    pub async fn assert_quiet(&mut self, quiet: std::time::Duration) {
+        if let Ok(frame) = self.next(quiet).await {
+            panic!("unexpected frame: {frame}");
+        }
+    }
+
+    /// Reads until the hub closes the socket; returns the close code.
+    pub async fn close_code(&mut self, within: std::time::Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Ok(_) => continue,
+                Err(code) => return code,
+            }
+        }
+    }
+}
+
+/// The seqs of a list of event frames.
+pub fn seqs(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
 }

@@ -7,4 +7,5 @@ mod auth;
 mod concurrency;
 mod http_api;
 mod paths;
+mod realtime;
 mod sql_functions;

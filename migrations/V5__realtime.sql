@@ -1,0 +1,40 @@
+-- Realtime support: authorizing a channel join, the cheap heads check that catches
+-- changes whose wake-up never came, and re-checking subscribers after member changes.
+
+-- A reader joins a project's channel: returns its current last_seq and the oldest seq
+-- still in the log (viewer or better; 404 otherwise).
+CREATE FUNCTION synchub.join_channel(p_project uuid, p_actor text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM synchub.authorize(p_project, p_actor, 'viewer');
+    RETURN jsonb_build_object('last_seq', (SELECT last_seq FROM synchub.projects WHERE id = p_project),
+                              'oldest_seq', synchub.oldest_seq(p_project));
+END $$;
+
+-- last_seq of many projects at once (the hub's periodic check for active channels).
+CREATE FUNCTION synchub.project_heads(p_projects uuid[])
+RETURNS TABLE (project_id uuid, last_seq bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT id, last_seq FROM synchub.projects WHERE id = ANY (p_projects)
+$$;
+
+-- Which of these users may still read the project (after a member change).
+CREATE FUNCTION synchub.readers_among(p_project uuid, p_users text[])
+RETURNS TABLE (user_id text)
+LANGUAGE sql STABLE AS $$
+    SELECT m.user_id FROM synchub.project_members m JOIN synchub.projects p ON p.id = m.project_id
+    WHERE m.project_id = p_project AND m.user_id = ANY (p_users) AND p.deleted_at IS NULL
+$$;
+
+DO $$
+DECLARE
+    v_fn text;
+BEGIN
+    FOREACH v_fn IN ARRAY ARRAY['synchub.join_channel(uuid, text)', 'synchub.project_heads(uuid[])',
+                                'synchub.readers_among(uuid, text[])']
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', v_fn);
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO synchub_runtime', v_fn);
+    END LOOP;
+END $$;

@@ -1,0 +1,286 @@
+//! One feed per project that has subscribers on this hub. A woken feed reads the events
+//! after the last seq it delivered from the log and hands each frame, serialized once, to
+//! every subscriber's outbox. Feeds end when their last subscriber leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::outbox::{Out, Outbox};
+use super::protocol;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// Events read from the log per query.
+const PAGE: i64 = 500;
+/// A feed with no wake-up re-reads the log this often anyway (the heads check normally
+/// wakes it much sooner).
+const FEED_FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+/// One event, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct EventFrame {
+    pub seq: i64,
+    pub event_type: String,
+    pub text: Utf8Bytes,
+    /// When the write was committed (microseconds since the epoch), for the lag metric.
+    pub committed_at_us: i64,
+}
+
+pub struct Broker {
+    db: Db,
+    feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
+    next_id: AtomicU64,
+    sockets: Mutex<HashMap<String, usize>>,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Feed {
+    project: Uuid,
+    state: Mutex<FeedState>,
+    wake: Notify,
+}
+
+struct FeedState {
+    last_seq: i64,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// The user to re-check after member changes (None: service or container tokens,
+    /// which are bound to the project by the hub itself).
+    reader: Option<String>,
+}
+
+/// A registration of one socket on one project's feed; dropping it unsubscribes.
+pub struct Subscription {
+    broker: Arc<Broker>,
+    project: Uuid,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let feeds = self.broker.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(&self.project) {
+            feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.remove(&self.id);
+            feed.wake.notify_one();
+        }
+    }
+}
+
+/// Counts a user's open sockets; dropping it releases the slot.
+pub struct SocketSlot {
+    broker: Arc<Broker>,
+    key: String,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut sockets = self.broker.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = sockets.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                sockets.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Broker {
+    pub fn new(db: Db) -> Arc<Self> {
+        Arc::new(Broker {
+            db,
+            feeds: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            sockets: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Takes one of `key`'s socket slots, or None when all `max` are in use.
+    pub fn claim_socket(self: &Arc<Self>, key: &str, max: usize) -> Option<SocketSlot> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let count = sockets.entry(key.to_string()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { broker: self.clone(), key: key.to_string() })
+    }
+
+    /// Registers `outbox` for `project`'s events. Everything committed after this call is
+    /// pushed to the outbox (and possibly some earlier events; the socket de-duplicates by
+    /// seq). `head` is a recent last_seq, the starting point of a new feed.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        project: Uuid,
+        head: i64,
+        outbox: Arc<Outbox>,
+        reader: Option<String>,
+    ) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let feed = feeds.entry(project).or_insert_with(|| {
+            let feed = Arc::new(Feed {
+                project,
+                state: Mutex::new(FeedState { last_seq: head, subscribers: HashMap::new() }),
+                wake: Notify::new(),
+            });
+            tokio::spawn(pump(self.clone(), feed.clone()));
+            feed
+        });
+        feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.insert(id, Subscriber { outbox, reader });
+        feed.wake.notify_one();
+        Subscription { broker: self.clone(), project, id }
+    }
+
+    /// Something was committed to `project`: its feed (if any) reads the log now.
+    pub fn wake(&self, project: Uuid) {
+        if let Some(feed) = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(&project) {
+            feed.wake.notify_one();
+        }
+    }
+
+    /// Wakes every feed (after the wake-up listener reconnected: notifications may be lost).
+    pub fn wake_all(&self) {
+        for feed in self.feeds.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            feed.wake.notify_one();
+        }
+    }
+
+    /// Projects with local subscribers and the last seq delivered for each.
+    pub fn active(&self) -> Vec<(Uuid, i64)> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|feed| (feed.project, feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq))
+            .collect()
+    }
+
+    /// Members of `project` changed: subscribers who may no longer read it are told so and
+    /// dropped from the feed.
+    pub async fn members_changed(&self, project: Uuid) -> Result<(), ApiError> {
+        let Some(feed) = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(&project).cloned() else {
+            return Ok(());
+        };
+        let readers: Vec<String> = {
+            let state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.subscribers.values().filter_map(|s| s.reader.clone()).collect()
+        };
+        if readers.is_empty() {
+            return Ok(());
+        }
+        let client = self.db.pool().get().await?;
+        let rows = client.query("SELECT user_id FROM synchub.readers_among($1, $2)", &[&project, &readers]).await?;
+        let allowed: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Only readers that were checked are judged: one who joined since was authorized
+        // by their own join.
+        state.subscribers.retain(|_, subscriber| match &subscriber.reader {
+            Some(user) if readers.contains(user) && !allowed.contains(user) => {
+                let notice = protocol::error(
+                    &None,
+                    Some(&protocol::channel_name(project)),
+                    &ApiError::NotFound("project not found".into()),
+                );
+                subscriber.outbox.push(Out::Leave { project, notice: Some(notice) });
+                false
+            }
+            _ => true,
+        });
+        Ok(())
+    }
+
+    /// Reads events after `after` (up to one page), serialized as frames.
+    pub async fn read_events(&self, project: Uuid, after: i64, limit: i64) -> Result<Vec<Arc<EventFrame>>, ApiError> {
+        let client = self.db.pool().get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT seq, event, payload::text, (extract(epoch FROM created_at) * 1000000)::bigint
+                 FROM synchub.read_events($1, $2, $3)",
+            )
+            .await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = client.query(&statement, &[&project, &after, &limit]).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let seq: i64 = row.get(0);
+                let event_type: String = row.get(1);
+                let payload: String = row.get(2);
+                Arc::new(EventFrame {
+                    seq,
+                    text: protocol::event_frame(project, seq, &event_type, &payload).into(),
+                    event_type,
+                    committed_at_us: row.get(3),
+                })
+            })
+            .collect())
+    }
+
+    /// The oldest seq still in the log (for gap fills that hit retention).
+    pub async fn oldest_seq(&self, project: Uuid) -> Result<i64, ApiError> {
+        let client = self.db.pool().get().await?;
+        Ok(client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.get(0))
+    }
+}
+
+/// A feed's task: on each wake-up, deliver everything after `last_seq`; exit when the
+/// last subscriber has left.
+async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        tokio::select! {
+            _ = feed.wake.notified() => {}
+            _ = tokio::time::sleep(FEED_FALLBACK_POLL) => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        {
+            let mut feeds = broker.feeds.lock().unwrap_or_else(|p| p.into_inner());
+            if feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.is_empty() {
+                feeds.remove(&feed.project);
+                return;
+            }
+        }
+        loop {
+            let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
+            match broker.read_events(feed.project, after, PAGE).await {
+                Ok(frames) => {
+                    backoff = Duration::from_millis(50);
+                    let full_page = frames.len() as i64 == PAGE;
+                    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+                    for frame in frames {
+                        // Another pass may have delivered it already.
+                        if frame.seq <= state.last_seq {
+                            continue;
+                        }
+                        for subscriber in state.subscribers.values() {
+                            subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
+                        }
+                        state.last_seq = frame.seq;
+                    }
+                    if !full_page {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    // The database is away: retry with backoff; the log keeps everything.
+                    tracing::warn!(project_id = %feed.project, error = %err, "reading events failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    feed.wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Realtime: server-authored, ordered, gap-free, resumable events over WebSockets.
+//!
+//! - [`broker`]: one feed per project with local subscribers. A feed reads new events from
+//!   the log (the truth) when woken and hands each serialized frame to every subscriber's
+//!   byte-capped [`outbox::Outbox`].
+//! - [`wakeups`]: who wakes feeds: this hub's own commits (in-process, at once), other hubs
+//!   (LISTEN/NOTIFY after commit, never inside the write transaction), and a periodic heads
+//!   check that catches everything else (direct SQL writes, lost notifications).
+//! - [`socket`]: the WebSocket session: auth, joins, writes, pings; one writer task per
+//!   socket that owns channel positions and fills any gap from the log, so what a client
+//!   receives per channel is always seq-contiguous.
+
+pub mod broker;
+pub mod outbox;
+pub mod protocol;
+pub mod socket;
+pub mod wakeups;
+
+pub use broker::Broker;

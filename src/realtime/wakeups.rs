@@ -1,0 +1,203 @@
+//! Who wakes the feeds. The log is the truth; these only say "look now".
+//!
+//! - This hub's own commits wake its feeds in-process at once ([`Wakeups::committed`]) and
+//!   are announced to other hubs with a small batched `NOTIFY` sent *after* the commit
+//!   (never inside the write transaction: NOTIFY serializes commits database-wide).
+//! - A dedicated LISTEN connection (outside the pool) receives other hubs' announcements;
+//!   it reconnects with backoff and then wakes every feed, since notifications may have
+//!   been missed while it was away.
+//! - A heads check compares every active project's `last_seq` with what its feed delivered,
+//!   every [`HEADS_INTERVAL`]: it catches writes made by calling the SQL functions directly
+//!   and announcements that never came (a hub that died right after its commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+use uuid::Uuid;
+
+use super::broker::Broker;
+use crate::db::Db;
+
+pub const CHANNEL: &str = "synchub_events";
+pub const HEADS_INTERVAL: Duration = Duration::from_millis(500);
+/// NOTIFY payloads are capped at 8000 bytes by PostgreSQL; stay well below.
+const MAX_PAYLOAD: usize = 7000;
+const QUEUE: usize = 10_000;
+
+/// An announcement to other hubs.
+#[derive(Debug, Clone, Copy)]
+enum Announce {
+    Committed(Uuid),
+    MembersChanged(Uuid),
+}
+
+/// The sending side, held by the app.
+#[derive(Clone)]
+pub struct Wakeups {
+    broker: Arc<Broker>,
+    announce: mpsc::Sender<Announce>,
+}
+
+impl Wakeups {
+    /// Starts the announcer, the listener and the heads check; they stop with the broker.
+    pub fn start(broker: Arc<Broker>, db: Db, database_url: String) -> Self {
+        let (announce, announcements) = mpsc::channel(QUEUE);
+        tokio::spawn(announcer(db.clone(), announcements, broker.shutdown.clone()));
+        tokio::spawn(listener(broker.clone(), database_url));
+        tokio::spawn(heads_check(broker.clone(), db));
+        Wakeups { broker, announce }
+    }
+
+    /// A write to `project` committed on this hub.
+    pub fn committed(&self, project: Uuid) {
+        self.broker.wake(project);
+        // A full queue only delays other hubs until their heads check.
+        let _ = self.announce.try_send(Announce::Committed(project));
+    }
+
+    /// Members of `project` changed on this hub.
+    pub fn members_changed(&self, project: Uuid) {
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            if let Err(err) = broker.members_changed(project).await {
+                tracing::warn!(project_id = %project, error = %err, "re-checking subscribers failed");
+            }
+        });
+        let _ = self.announce.try_send(Announce::MembersChanged(project));
+    }
+}
+
+/// Sends announcements in batches: one NOTIFY carries every project committed since the
+/// previous one (ids only, never content).
+async fn announcer(db: Db, mut rx: mpsc::Receiver<Announce>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            item = rx.recv() => match item { Some(item) => item, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let mut payload = String::new();
+        add_entry(&mut payload, first);
+        while payload.len() < MAX_PAYLOAD {
+            match rx.try_recv() {
+                Ok(item) => add_entry(&mut payload, item),
+                Err(_) => break,
+            }
+        }
+        let sent = async {
+            let client = db.pool().get().await.map_err(|e| e.to_string())?;
+            client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(|e| e.to_string())
+        };
+        if let Err(err) = sent.await {
+            tracing::debug!(error = %err, "announcing commits failed; other hubs catch up by their heads check");
+        }
+    }
+}
+
+fn add_entry(payload: &mut String, item: Announce) {
+    let entry = match item {
+        Announce::Committed(p) => p.to_string(),
+        Announce::MembersChanged(p) => format!("m:{p}"),
+    };
+    if !payload.split(',').any(|e| e == entry) {
+        if !payload.is_empty() {
+            payload.push(',');
+        }
+        payload.push_str(&entry);
+    }
+}
+
+/// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
+async fn listener(broker: Arc<Broker>, database_url: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if broker.shutdown.is_cancelled() {
+            return;
+        }
+        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let pump = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                    backoff = Duration::from_millis(100);
+                    broker.wake_all();
+                    loop {
+                        let payload = tokio::select! {
+                            payload = rx.recv() => match payload { Some(p) => p, None => break },
+                            _ = broker.shutdown.cancelled() => { pump.abort(); return; }
+                        };
+                        for entry in payload.split(',') {
+                            if let Some(project) = entry.strip_prefix("m:").and_then(|p| Uuid::parse_str(p).ok()) {
+                                let broker = broker.clone();
+                                tokio::spawn(async move {
+                                    let _ = broker.members_changed(project).await;
+                                });
+                            } else if let Ok(project) = Uuid::parse_str(entry) {
+                                broker.wake(project);
+                            }
+                        }
+                    }
+                }
+                pump.abort();
+                tracing::warn!("wake-up listener lost its connection; reconnecting");
+            }
+            Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Every HEADS_INTERVAL: one query for all active projects; wake the feeds that are behind.
+async fn heads_check(broker: Arc<Broker>, db: Db) {
+    let mut tick = tokio::time::interval(HEADS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = broker.shutdown.cancelled() => return,
+        }
+        let active = broker.active();
+        if active.is_empty() {
+            continue;
+        }
+        let projects: Vec<Uuid> = active.iter().map(|(p, _)| *p).collect();
+        let heads = async {
+            let client = db.pool().get().await.map_err(|e| e.to_string())?;
+            client
+                .query("SELECT project_id, last_seq FROM synchub.project_heads($1)", &[&projects])
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match heads.await {
+            Ok(rows) => {
+                for row in rows {
+                    let (project, head): (Uuid, i64) = (row.get(0), row.get(1));
+                    if active.iter().any(|(p, delivered)| *p == project && head > *delivered) {
+                        broker.wake(project);
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "heads check failed"),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Realtime over real sockets: order, gap-freedom, resume with `since`, the join seam,
+//! several hubs, direct SQL writes, slow consumers, and socket auth.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, Ws, channel, seqs, test_config};
+
+fn fast_writes(c: &mut synchub::Config) {
+    c.limits.write_rate = 100_000.0;
+    c.limits.write_burst = 100_000.0;
+}
+
+#[tokio::test]
+async fn two_subscribers_get_200_rapid_writes_in_order() {
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "rt").await;
+    let token = app.user_token("alice");
+    let mut a = app.ws(&token).await;
+    let mut b = app.ws(&token).await;
+    assert_eq!(a.join(&p, None).await, 0);
+    assert_eq!(b.join(&p, Some(0)).await, 0);
+    // 200 writes from 8 concurrent writers.
+    let writers = (0..8).map(|w| {
+        let (app, p) = (&app, p.clone());
+        async move {
+            for i in 0..25 {
+                app.write("alice", &p, &format!("w{w}/f{i}.ts"), &format!("{w}-{i}")).await;
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let expected: Vec<i64> = (1..=200).collect();
+    for ws in [&mut a, &mut b] {
+        let events = ws.events(200).await;
+        assert_eq!(seqs(&events), expected);
+        assert!(events.iter().all(|e| e["event"] == "file:update" && e["channel"] == channel(&p)));
+        ws.assert_quiet(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn join_since_delivers_exactly_the_missed_events_then_live() {
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "since").await;
+    for i in 0..20 {
+        app.write("alice", &p, &format!("f{i}"), "x").await;
+    }
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    assert_eq!(ws.join(&p, Some(7)).await, 20);
+    assert_eq!(seqs(&ws.events(13).await), (8..=20).collect::<Vec<_>>());
+    ws.assert_quiet(Duration::from_millis(300)).await;
+    app.write("alice", &p, "live", "y").await;
+    let live = ws.events(1).await;
+    assert_eq!(live[0]["seq"], 21);
+    assert_eq!(live[0]["payload"]["file_path"], "live");
+    assert_eq!(live[0]["payload"]["content"], "y");
+    assert_eq!(live[0]["payload"]["version"], 1);
+    assert_eq!(live[0]["payload"]["actor"], "alice");
+    // since = null: live only.
+    let mut late = app.ws(&app.user_token("alice")).await;
+    assert_eq!(late.join(&p, None).await, 21);
+    late.assert_quiet(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn the_join_seam_loses_and_repeats_nothing_over_1000_trials() {
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "seam").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // A background writer keeps commits landing while joins happen.
+    let background = {
+        let (stop, app_base, token, p) = (stop.clone(), app.base.clone(), app.user_token("alice"), p.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                let url = format!("{app_base}/v1/projects/{p}/files/bg.txt");
+                let _ = http.put(url).bearer_auth(&token).json(&json!({"content": i.to_string()})).send().await;
+                i += 1;
+            }
+        })
+    };
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    let mut last = 0i64;
+    for trial in 0..1000 {
+        ws.send(json!({"type": "join", "ref": trial, "channel": channel(&p), "since": last})).await;
+        // Frames the previous subscription sent before the leave took effect come first.
+        loop {
+            let frame = ws.recv().await;
+            if frame["type"] == "joined" {
+                break;
+            }
+            assert_eq!(frame["type"], "event", "trial {trial}: {frame}");
+        }
+        let written = app.write("alice", &p, "seam.txt", &trial.to_string()).await;
+        let target = written["seq"].as_i64().unwrap();
+        while last < target {
+            let frame = ws.recv().await;
+            assert_eq!(frame["type"], "event", "trial {trial}: {frame}");
+            let seq = frame["seq"].as_i64().unwrap();
+            assert_eq!(seq, last + 1, "trial {trial}: gap or repeat");
+            last = seq;
+        }
+        ws.send(json!({"type": "leave", "channel": channel(&p)})).await;
+    }
+    stop.cancel();
+    background.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_hub_on_the_same_database_delivers_writes_made_through_the_first() {
+    let first = TestApp::spawn().await;
+    let second = TestApp::spawn_on(test_config(first.database_url.clone())).await;
+    let p = first.create_project("alice", "two hubs").await;
+    let mut ws = second.ws(&second.user_token("alice")).await;
+    ws.join(&p, None).await;
+    first.write("alice", &p, "a.ts", "from the first hub").await;
+    let event = ws.events(1).await;
+    assert_eq!(event[0]["payload"]["content"], "from the first hub");
+    // And the other way round.
+    let mut ws1 = first.ws(&first.user_token("alice")).await;
+    ws1.join(&p, None).await;
+    second.write("alice", &p, "b.ts", "from the second hub").await;
+    assert_eq!(ws1.events(1).await[0]["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_write_made_by_calling_the_sql_function_directly_reaches_subscribers() {
+    let app = TestApp::spawn().await;
+    let p = app.create_project("alice", "direct").await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    ws.join(&p, None).await;
+    let db = app.sql().await;
+    let started = Instant::now();
+    db.query_one(
+        "SELECT * FROM synchub.upsert_project_file($1::text::uuid, 'direct.sql', 'select 1', NULL, NULL, 'alice', NULL)",
+        &[&p],
+    )
+    .await
+    .unwrap();
+    let event = ws.events(1).await;
+    let elapsed = started.elapsed();
+    assert_eq!(event[0]["payload"]["file_path"], "direct.sql");
+    // The heads check runs every 500 ms; allow for a loaded machine.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_dropped_with_4008_while_a_fast_one_keeps_up() {
+    let app = TestApp::spawn_with(|c| {
+        fast_writes(c);
+        c.limits.socket_queue_bytes = 256 * 1024;
+    })
+    .await;
+    let p = app.create_project("alice", "slow").await;
+    let token = app.user_token("alice");
+    let mut slow = app.ws(&token).await;
+    slow.join(&p, None).await;
+    let mut fast = app.ws(&token).await;
+    fast.join(&p, None).await;
+    let content = "x".repeat(64 * 1024);
+    let mut lags = Vec::new();
+    for i in 0..300 {
+        let written_at = Instant::now();
+        app.write("alice", &p, &format!("big{}", i % 10), &format!("{i}{content}")).await;
+        let event = fast.events(1).await;
+        assert_eq!(event[0]["seq"], i + 1);
+        lags.push(written_at.elapsed());
+    }
+    // The slow socket never read; it now finds the 4008 close after what was buffered.
+    assert_eq!(slow.close_code(Duration::from_secs(20)).await, Some(4008));
+    lags.sort();
+    let median = lags[lags.len() / 2];
+    assert!(median < Duration::from_millis(50), "fast consumer median write→event {median:?}");
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("synchub_slow_consumer_drops_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn socket_auth_origin_and_channel_authorization() {
+    let app = TestApp::spawn_with(|c| c.allowed_origins = vec!["https://editor.test".into()]).await;
+    let p = app.create_project("alice", "auth").await;
+    let alice = app.user_token("alice");
+
+    // Foreign origin: refused at the upgrade.
+    let refused = Ws::connect(app.addr, Some(&alice), Some("https://evil.test"), "").await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    // Allowed origin, first-frame auth (browsers).
+    let mut browser = Ws::connect(app.addr, None, Some("https://editor.test"), "").await.unwrap();
+    browser.send(json!({"type": "auth", "token": alice})).await;
+    browser.join(&p, None).await;
+
+    // A token in the query string is never read: the socket is unauthenticated.
+    let mut query = Ws::connect(app.addr, None, None, &format!("?token={alice}&access_token={alice}")).await.unwrap();
+    query.send(json!({"type": "join", "ref": "1", "channel": channel(&p), "since": null})).await;
+    assert_eq!(query.close_code(Duration::from_secs(5)).await, Some(4001));
+    // A bad header token is refused before the upgrade.
+    match Ws::connect(app.addr, Some("garbage"), None, "").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    // An outsider cannot join and learns nothing (same answer as a project that does not exist).
+    let mut bob = app.ws(&app.user_token("bob")).await;
+    bob.send(json!({"type": "join", "ref": "x", "channel": channel(&p), "since": 0})).await;
+    let refusal = bob.recv().await;
+    assert_eq!(refusal["type"], "error");
+    assert_eq!(refusal["error"]["code"], "not_found");
+    bob.send(json!({"type": "join", "ref": "y", "channel": channel(&uuid::Uuid::new_v4().to_string()), "since": 0}))
+        .await;
+    assert_eq!(bob.recv().await["error"], refusal["error"]);
+    // ping → pong
+    bob.send(json!({"type": "ping", "ref": "p1"})).await;
+    assert_eq!(bob.recv().await, json!({"type": "pong", "ref": "p1"}));
+
+    // A viewer may join; once removed, the events stop.
+    app.put(&format!("/v1/projects/{p}/members/bob"), &alice, json!({"role": "viewer"})).await;
+    bob.join(&p, None).await;
+    app.write("alice", &p, "seen.txt", "1").await;
+    assert_eq!(bob.events(1).await[0]["payload"]["file_path"], "seen.txt");
+    app.delete(&format!("/v1/projects/{p}/members/bob"), &alice).await;
+    let notice = bob.recv().await;
+    assert_eq!((notice["type"].as_str(), notice["error"]["code"].as_str()), (Some("error"), Some("not_found")));
+    app.write("alice", &p, "unseen.txt", "2").await;
+    bob.assert_quiet(Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn token_expiry_closes_with_4009_unless_refreshed_in_place() {
+    let app = TestApp::spawn().await;
+    let short = |secs: i64| {
+        synchub::auth::users::UserVerifier::new(Some(crate::helpers::JWT_SECRET), None, &[], None, None)
+            .unwrap()
+            .mint("alice", secs)
+            .unwrap()
+    };
+    let mut expiring = app.ws(&short(2)).await;
+    let mut refreshed = app.ws(&short(2)).await;
+    refreshed.send(json!({"type": "auth", "token": short(3600)})).await;
+    assert_eq!(expiring.close_code(Duration::from_secs(6)).await, Some(4009));
+    refreshed.send(json!({"type": "ping", "ref": "still here"})).await;
+    assert_eq!(refreshed.recv().await["type"], "pong");
+    // Another user's token cannot take over a socket.
+    refreshed.send(json!({"type": "auth", "token": app.user_token("mallory")})).await;
+    assert_eq!(refreshed.close_code(Duration::from_secs(5)).await, Some(4003));
+}
+
+#[tokio::test]
+async fn writes_over_the_socket_are_acked_and_published() {
+    let app = TestApp::spawn().await;
+    let p = app.create_project("alice", "socket writes").await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    ws.join(&p, None).await;
+    ws.send(json!({"type": "upsert", "ref": "7", "channel": channel(&p), "path": "a.ts", "content": "x", "expected_version": 0}))
+        .await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!(frames[0]["type"], "ack");
+    assert_eq!((frames[0]["ref"].as_str(), frames[0]["ok"].as_bool()), (Some("7"), Some(true)));
+    assert_eq!((frames[0]["seq"].as_i64(), frames[0]["version"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(frames[1]["event"], "file:update");
+    // A conflict is a failed ack with the contract's error object; nothing is published.
+    ws.send(json!({"type": "upsert", "ref": "8", "channel": channel(&p), "path": "a.ts", "content": "y", "expected_version": 0}))
+        .await;
+    let ack = ws.recv().await;
+    assert_eq!((ack["ok"].as_bool(), ack["error"]["code"].as_str()), (Some(false), Some("version_conflict")));
+    ws.send(json!({"type": "bulk", "ref": "9", "channel": channel(&p), "upserts": [{"path": "b.ts", "content": "b"}], "deletes": [{"path": "a.ts"}]}))
+        .await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!(frames[0]["seq"], 2);
+    assert_eq!(frames[1]["event"], "bulk:apply");
+    assert_eq!(frames[1]["payload"]["deletes"][0]["file_path"], "a.ts");
+    ws.send(json!({"type": "delete", "ref": "10", "channel": channel(&p), "path": "b.ts"})).await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!(frames[1]["event"], "file:delete");
+    // Garbage frames get an error and the socket stays open.
+    ws.send(json!({"type": "nonsense"})).await;
+    assert_eq!(ws.recv().await["error"]["code"], "invalid_request");
+    let (status, _) = app.get(&format!("/v1/projects/{p}/files"), &app.user_token("alice")).await;
+    assert_eq!(status, StatusCode::OK);
+}
