@@ -82,7 +82,8 @@ impl App {
         let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
         let (routes, openapi) = crate::router::api();
         let broker = Broker::new(db.clone());
-        let wakeups = Wakeups::start(broker.clone(), db.clone(), database_url);
+        let retention = std::time::Duration::from_secs(config.event_retention_secs);
+        let wakeups = Wakeups::start(broker.clone(), db.clone(), database_url, retention);
         let state = AppState(Arc::new(App {
             config,
             db,

@@ -57,6 +57,10 @@ pub struct Config {
     /// stay the connecting role.
     #[arg(long, env = "SYNCHUB_DB_ROLE", default_value = "synchub_runtime")]
     pub db_role: String,
+    /// How long events stay in the log (seconds). Older ones are pruned; a client resuming
+    /// from before that gets resync_required / 410 history_trimmed.
+    #[arg(long, env = "SYNCHUB_EVENT_RETENTION_SECS", default_value_t = 7 * 86_400)]
+    pub event_retention_secs: u64,
     /// Connections in the pool.
     #[arg(long, env = "SYNCHUB_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
@@ -135,6 +139,7 @@ impl Config {
             log_format: "text".into(),
             db_role: "synchub_runtime".into(),
             db_pool_size: 16,
+            event_retention_secs: 7 * 86_400,
             limits: Limits::default(),
         }
     }

@@ -43,8 +43,9 @@ pub struct Wakeups {
 
 impl Wakeups {
     /// Starts the announcer, the listener and the heads check; they stop with the broker.
-    pub fn start(broker: Arc<Broker>, db: Db, database_url: String) -> Self {
+    pub fn start(broker: Arc<Broker>, db: Db, database_url: String, retention: Duration) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
+        tokio::spawn(prune(db.clone(), retention, broker.shutdown.clone()));
         tokio::spawn(announcer(db.clone(), announcements, broker.shutdown.clone()));
         tokio::spawn(listener(broker.clone(), database_url));
         tokio::spawn(heads_check(broker.clone(), db));
@@ -164,6 +165,32 @@ async fn listener(broker: Arc<Broker>, database_url: String) {
             _ = broker.shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Retention: every minute, events older than `retention` leave the log. Several hubs
+/// may run this at once; deleting twice is harmless.
+async fn prune(db: Db, retention: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let keep = format!("{} seconds", retention.as_secs());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let pruned = async {
+            let client = db.pool().get().await.map_err(|e| e.to_string())?;
+            let row = client
+                .query_one("SELECT synchub.prune_events($1::text::interval)", &[&keep])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<i64, String>(row.get(0))
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "pruned events past retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning events failed"),
+        }
     }
 }
 

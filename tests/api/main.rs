@@ -8,4 +8,5 @@ mod concurrency;
 mod http_api;
 mod paths;
 mod realtime;
+mod resilience;
 mod sql_functions;
