@@ -18,7 +18,7 @@ struct HubProcess {
 impl HubProcess {
     async fn start(database_url: &str) -> HubProcess {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_synchub"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("SYNCHUB_LISTEN", addr.to_string())
@@ -38,6 +38,8 @@ impl HubProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("synchub serve did not come up");
     }
 }
