@@ -16,6 +16,7 @@ use crate::db::{self, Db};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::realtime::{Broker, wakeups::Wakeups};
+use crate::snapshots::storage::Storage;
 
 pub struct App {
     pub config: Config,
@@ -26,6 +27,10 @@ pub struct App {
     pub openapi: Arc<Value>,
     pub broker: Arc<Broker>,
     pub wakeups: Wakeups,
+    /// Snapshot storage; None when neither S3 nor a storage dir is configured.
+    pub storage: Option<Arc<Storage>>,
+    /// Where agents and browsers reach this hub (for URLs the hub hands out).
+    pub public_url: String,
 }
 
 #[derive(Clone)]
@@ -80,6 +85,8 @@ impl App {
         }
         let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
         let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+        let storage = Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
         let (routes, openapi) = crate::router::api();
         let broker = Broker::new(db.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
@@ -93,6 +100,8 @@ impl App {
             openapi: Arc::new(openapi),
             broker,
             wakeups,
+            storage,
+            public_url,
         }));
         let router = crate::router::build(routes, state.clone());
         Ok((state, router))

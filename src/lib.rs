@@ -23,6 +23,7 @@ pub mod ops;
 pub mod projects;
 pub mod realtime;
 pub mod router;
+pub mod snapshots;
 
 pub use app::{App, AppState};
 pub use config::Config;

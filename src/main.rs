@@ -125,6 +125,7 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    config.public_url.get_or_insert(format!("http://{addr}"));
     let users =
         UserVerifier::new(Some(&keys.jwt_secret), None, &[], config.jwt_issuer.clone(), config.jwt_audience.clone())?;
     let user_token = users.mint("dev-user", 86_400)?;

@@ -9,7 +9,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_doc::{Access, ApiRouter, Method::*};
 use crate::app::AppState;
-use crate::{editor_state, events, files, metrics, ops, projects, realtime};
+use crate::{editor_state, events, files, metrics, ops, projects, realtime, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -26,6 +26,7 @@ pub fn api() -> (Router<AppState>, Value) {
             "WebSocket: join channels, receive events, write (docs/API.md)",
             realtime::socket::upgrade,
         )
+        .route(Get, "/v1/objects/{*key}", Public, "A stored snapshot, behind a signed expiring URL", snapshots::storage::serve_object)
         .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
         .route(Post, "/v1/projects", User, "Create a project", projects::create)
         .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)

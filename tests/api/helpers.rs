@@ -111,10 +111,11 @@ impl TestApp {
     }
 
     /// A hub on an existing database (several hubs may share one).
-    pub async fn spawn_on(config: Config) -> TestApp {
+    pub async fn spawn_on(mut config: Config) -> TestApp {
         let database_url = config.database_url.clone().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        config.public_url.get_or_insert(format!("http://{addr}"));
         let (state, router) = App::build(config).await.expect("build app");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
