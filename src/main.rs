@@ -96,9 +96,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    config.public_url.get_or_insert(format!("http://{}", listener.local_addr()?));
     let (state, router) = App::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "synchub serving");
     app::serve(state, listener, router, app::shutdown_signal()).await
