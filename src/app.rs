@@ -10,9 +10,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::auth::{Authenticator, tokens::HubKeys, users::UserVerifier};
+use crate::auth::{Authenticator, Principal, tokens::HubKeys, users::UserVerifier};
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::realtime::{Broker, wakeups::Wakeups};
@@ -56,8 +57,25 @@ impl AppState {
         self.wakeups.members_changed(project);
     }
 
-    /// An agent reported the highest seq applied to its tree (kept per session).
-    pub fn session_progress(&self, _session: Uuid, _applied_seq: i64) {}
+    /// A session was revoked: its sockets close with 4010 on every hub.
+    pub fn session_revoked(&self, session: Uuid) {
+        self.wakeups.session_revoked(session);
+    }
+
+    /// Verifies a bearer token; container tokens must also belong to a live session
+    /// (not revoked, within its max lifetime). Returns the principal and the token's exp.
+    pub async fn authenticate(&self, token: &str) -> Result<(Principal, i64), ApiError> {
+        let (principal, exp) = self.auth.verify_with_expiry(token).await?;
+        if let Principal::Container { session_id, project_id } = &principal {
+            let client = self.db.pool().get().await?;
+            let active: bool =
+                client.query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id]).await?.get(0);
+            if !active {
+                return Err(ApiError::Unauthenticated("the session was revoked or has ended".into()));
+            }
+        }
+        Ok((principal, exp))
+    }
 }
 
 /// Process-wide setup that must happen once: the rustls crypto provider used by the
@@ -86,7 +104,8 @@ impl App {
         let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
         let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-        let storage = Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
+        let storage =
+            Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
         let (routes, openapi) = crate::router::api();
         let broker = Broker::new(db.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);

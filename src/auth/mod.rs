@@ -106,6 +106,6 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
-        state.auth.verify(token).await
+        state.authenticate(token).await.map(|(principal, _)| principal)
     }
 }

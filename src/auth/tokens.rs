@@ -65,6 +65,29 @@ impl HubKeys {
         })
     }
 
+    /// A read-only token for one session of one project, expiring after `ttl_secs` but
+    /// never after `not_after` (the session's max lifetime). Returns it with its `exp`.
+    pub fn container_token(
+        &self,
+        session: Uuid,
+        project: Uuid,
+        ttl_secs: i64,
+        not_after: i64,
+    ) -> Result<(String, i64), ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let exp = (now + ttl_secs).min(not_after);
+        let token = self.sign(&HubClaims {
+            iss: ISSUER.into(),
+            typ: TokenKind::Container,
+            sub: format!("session:{session}"),
+            iat: now,
+            exp,
+            sid: Some(session),
+            pid: Some(project),
+        })?;
+        Ok((token, exp))
+    }
+
     pub fn verify(&self, token: &str) -> Result<(Principal, i64), ApiError> {
         let key =
             self.decoding.as_ref().ok_or_else(|| ApiError::Unauthenticated("hub tokens are not enabled".into()))?;

@@ -38,7 +38,28 @@ pub struct Broker {
     feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
     next_id: AtomicU64,
     sockets: Mutex<HashMap<String, usize>>,
+    /// Open container sockets by session, so a revocation can close them (4010).
+    sessions: Mutex<HashMap<Uuid, HashMap<u64, Arc<Outbox>>>>,
     pub shutdown: CancellationToken,
+}
+
+/// A container socket registered under its session; dropping it unregisters.
+pub struct SessionSocket {
+    broker: Arc<Broker>,
+    session: Uuid,
+    id: u64,
+}
+
+impl Drop for SessionSocket {
+    fn drop(&mut self) {
+        let mut sessions = self.broker.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sockets) = sessions.get_mut(&self.session) {
+            sockets.remove(&self.id);
+            if sockets.is_empty() {
+                sessions.remove(&self.session);
+            }
+        }
+    }
 }
 
 pub struct Feed {
@@ -101,6 +122,7 @@ impl Broker {
             feeds: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             sockets: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         })
     }
@@ -114,6 +136,27 @@ impl Broker {
         }
         *count += 1;
         Some(SocketSlot { broker: self.clone(), key: key.to_string() })
+    }
+
+    /// Registers a container socket under its session.
+    pub fn register_session_socket(self: &Arc<Self>, session: Uuid, outbox: Arc<Outbox>) -> SessionSocket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).entry(session).or_default().insert(id, outbox);
+        SessionSocket { broker: self.clone(), session, id }
+    }
+
+    /// Closes every socket of a revoked (or ended) session with 4010.
+    pub fn revoke(&self, session: Uuid) {
+        if let Some(sockets) = self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&session) {
+            for outbox in sockets.values() {
+                outbox.push(Out::Close(protocol::close::SESSION_REVOKED, "session revoked"));
+            }
+        }
+    }
+
+    /// Sessions with open sockets on this hub.
+    pub fn live_sessions(&self) -> Vec<Uuid> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
     /// Registers `outbox` for `project`'s events. Everything committed after this call is

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -46,7 +46,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         }
     }
     let pre_auth = match crate::auth::bearer_header(&headers) {
-        Some(token) => match state.auth.verify_with_expiry(token).await {
+        Some(token) => match state.authenticate(token).await {
             Ok(verified) => Some(verified),
             Err(err) => return err.into_response(),
         },
@@ -83,8 +83,19 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
     let outbox = Outbox::new(state.config.limits.socket_queue_bytes);
     let closed = CancellationToken::new();
     let writer = tokio::spawn(write_loop(state.clone(), sink, outbox.clone(), closed.clone()));
-    let mut session = Session { state: state.clone(), principal, expires_at, outbox: outbox.clone() };
+    let (progress, _session_socket) = match &principal {
+        Principal::Container { session_id, .. } => {
+            let registered = state.broker.register_session_socket(*session_id, outbox.clone());
+            seen(&state, *session_id, None, 1).await;
+            (Some(Progress { session: *session_id, pending: None, flushed_at: Instant::now() }), Some(registered))
+        }
+        _ => (None, None),
+    };
+    let mut session = Session { state: state.clone(), principal, expires_at, outbox: outbox.clone(), progress };
     session.read_loop(&mut stream, &closed).await;
+    if let Some(progress) = &session.progress {
+        seen(&state, progress.session, progress.pending, -1).await;
+    }
     // Let the writer send what is queued, ending with a close frame (the first Close
     // queued wins), then stop it if the peer does not take it.
     outbox.push(Out::Close(close::NORMAL, ""));
@@ -109,7 +120,7 @@ async fn first_frame_auth(state: &AppState, stream: &mut Stream) -> Result<(Prin
     let Ok(ClientFrame::Auth { token }) = parse_json::<ClientFrame>(text.as_bytes()) else {
         return Err((close::UNAUTHENTICATED, "authenticate first"));
     };
-    match state.auth.verify_with_expiry(&token).await {
+    match state.authenticate(&token).await {
         Ok(verified) => Ok(verified),
         Err(ApiError::TokenExpired) => Err((close::TOKEN_EXPIRED, "token expired")),
         Err(_) => Err((close::UNAUTHENTICATED, "invalid token")),
@@ -121,13 +132,40 @@ struct Session {
     principal: Principal,
     expires_at: i64,
     outbox: Arc<Outbox>,
+    /// Container sockets: the agent's reported progress, written at most every
+    /// PROGRESS_EVERY (and as a liveness heartbeat at least every HEARTBEAT_EVERY).
+    progress: Option<Progress>,
+}
+
+struct Progress {
+    session: Uuid,
+    pending: Option<i64>,
+    flushed_at: Instant,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+
+/// Records a container session's progress and liveness (`sockets_delta` +1/-1 on
+/// connect/disconnect). Failures only delay what `GET /v1/sessions/{id}` shows.
+async fn seen(state: &AppState, session: Uuid, applied: Option<i64>, sockets_delta: i32) {
+    let result = async {
+        let client = state.db.pool().get().await?;
+        client.execute("SELECT synchub.session_seen($1, $2, $3)", &[&session, &applied, &sockets_delta]).await?;
+        Ok::<(), ApiError>(())
+    };
+    if let Err(err) = result.await {
+        tracing::debug!(session_id = %session, error = %err, "recording session progress failed");
+    }
 }
 
 impl Session {
     async fn read_loop(&mut self, stream: &mut Stream, closed: &CancellationToken) {
+        let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
+                _ = progress_tick.tick(), if self.progress.is_some() => self.flush_progress(false).await,
                 message = tokio::time::timeout(IDLE_LIMIT, stream.next()) => match message {
                     Err(_) => {
                         self.outbox.push(Out::Close(close::GOING_AWAY, "idle"));
@@ -221,7 +259,7 @@ impl Session {
 
     /// A fresh token on an open socket: same user (or same session) only.
     async fn reauthenticate(&mut self, token: &str) -> bool {
-        match self.state.auth.verify_with_expiry(token).await {
+        match self.state.authenticate(token).await {
             Ok((principal, expires_at)) if principal == self.principal => {
                 self.expires_at = expires_at;
                 true
@@ -289,13 +327,26 @@ impl Session {
     }
 
     /// Agents report how far their tree is; kept per session for `GET /v1/sessions/{id}`.
-    async fn applied(&self, channel: &str, seq: i64) {
-        if let (Principal::Container { session_id, project_id }, Some(project)) =
+    async fn applied(&mut self, channel: &str, seq: i64) {
+        if let (Principal::Container { project_id, .. }, Some(project)) =
             (&self.principal, protocol::parse_channel(channel))
             && *project_id == project
+            && let Some(progress) = &mut self.progress
         {
-            self.state.session_progress(*session_id, seq);
+            progress.pending = Some(progress.pending.map_or(seq, |p| p.max(seq)));
         }
+    }
+
+    /// Writes pending progress (or a heartbeat when `HEARTBEAT_EVERY` passed).
+    async fn flush_progress(&mut self, force: bool) {
+        let Some(progress) = &mut self.progress else { return };
+        let due = progress.pending.is_some() || progress.flushed_at.elapsed() >= HEARTBEAT_EVERY;
+        if !(due || force) {
+            return;
+        }
+        let (session, applied) = (progress.session, progress.pending.take());
+        progress.flushed_at = Instant::now();
+        seen(&self.state, session, applied, 0).await;
     }
 }
 

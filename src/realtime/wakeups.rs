@@ -32,6 +32,7 @@ const QUEUE: usize = 10_000;
 enum Announce {
     Committed(Uuid),
     MembersChanged(Uuid),
+    SessionRevoked(Uuid),
 }
 
 /// The sending side, held by the app.
@@ -57,6 +58,12 @@ impl Wakeups {
         self.broker.wake(project);
         // A full queue only delays other hubs until their heads check.
         let _ = self.announce.try_send(Announce::Committed(project));
+    }
+
+    /// A session was revoked on this hub: close its sockets here and everywhere.
+    pub fn session_revoked(&self, session: Uuid) {
+        self.broker.revoke(session);
+        let _ = self.announce.try_send(Announce::SessionRevoked(session));
     }
 
     /// Members of `project` changed on this hub.
@@ -101,6 +108,7 @@ fn add_entry(payload: &mut String, item: Announce) {
     let entry = match item {
         Announce::Committed(p) => p.to_string(),
         Announce::MembersChanged(p) => format!("m:{p}"),
+        Announce::SessionRevoked(s) => format!("r:{s}"),
     };
     if !payload.split(',').any(|e| e == entry) {
         if !payload.is_empty() {
@@ -148,6 +156,9 @@ async fn listener(broker: Arc<Broker>, database_url: String) {
                                 tokio::spawn(async move {
                                     let _ = broker.members_changed(project).await;
                                 });
+                            } else if let Some(session) = entry.strip_prefix("r:").and_then(|s| Uuid::parse_str(s).ok())
+                            {
+                                broker.revoke(session);
                             } else if let Ok(project) = Uuid::parse_str(entry) {
                                 broker.wake(project);
                             }
@@ -165,6 +176,30 @@ async fn listener(broker: Arc<Broker>, database_url: String) {
             _ = broker.shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Closes sockets of sessions that were revoked or ended, whether or not the
+/// revocation's announcement reached this hub.
+async fn check_sessions(broker: &Broker, db: &Db) {
+    let sessions = broker.live_sessions();
+    if sessions.is_empty() {
+        return;
+    }
+    let inactive = async {
+        let client = db.pool().get().await.map_err(|e| e.to_string())?;
+        client
+            .query("SELECT session_id FROM synchub.inactive_sessions($1)", &[&sessions])
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match inactive.await {
+        Ok(rows) => {
+            for row in rows {
+                broker.revoke(row.get(0));
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "session check failed"),
     }
 }
 
@@ -203,6 +238,7 @@ async fn heads_check(broker: Arc<Broker>, db: Db) {
             _ = tick.tick() => {}
             _ = broker.shutdown.cancelled() => return,
         }
+        check_sessions(&broker, &db).await;
         let active = broker.active();
         if active.is_empty() {
             continue;
