@@ -1,6 +1,17 @@
 -- Reading the event log over HTTP (and replay on join): frames exactly as the realtime
 -- socket sends them, the retention check, and pruning.
 
+-- Makes a function an entry point of the hub's runtime role: SECURITY DEFINER with a
+-- pinned search_path, not executable by PUBLIC, executable by synchub_runtime.
+CREATE FUNCTION synchub.expose(p_fn regprocedure) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', p_fn);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', p_fn);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO synchub_runtime', p_fn);
+END $$;
+REVOKE EXECUTE ON FUNCTION synchub.expose(regprocedure) FROM PUBLIC;
+
 -- Events after p_since for a reader (viewer or better; a tombstoned project's members
 -- may still read its log, which ends with project:deleted). 410 when p_since is older
 -- than what retention kept.
@@ -36,9 +47,5 @@ RETURNS bigint LANGUAGE sql AS $$
     SELECT count(*) FROM gone
 $$;
 
-ALTER FUNCTION synchub.events_for(uuid, text, bigint, integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION synchub.prune_events(interval) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE EXECUTE ON FUNCTION synchub.events_for(uuid, text, bigint, integer) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION synchub.prune_events(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION synchub.events_for(uuid, text, bigint, integer) TO synchub_runtime;
-GRANT EXECUTE ON FUNCTION synchub.prune_events(interval) TO synchub_runtime;
+SELECT synchub.expose('synchub.events_for(uuid, text, bigint, integer)');
+SELECT synchub.expose('synchub.prune_events(interval)');

@@ -26,15 +26,6 @@ LANGUAGE sql STABLE AS $$
     WHERE m.project_id = p_project AND m.user_id = ANY (p_users) AND p.deleted_at IS NULL
 $$;
 
-DO $$
-DECLARE
-    v_fn text;
-BEGIN
-    FOREACH v_fn IN ARRAY ARRAY['synchub.join_channel(uuid, text)', 'synchub.project_heads(uuid[])',
-                                'synchub.readers_among(uuid, text[])']
-    LOOP
-        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', v_fn);
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO synchub_runtime', v_fn);
-    END LOOP;
-END $$;
+SELECT synchub.expose('synchub.join_channel(uuid, text)');
+SELECT synchub.expose('synchub.project_heads(uuid[])');
+SELECT synchub.expose('synchub.readers_among(uuid, text[])');

@@ -128,19 +128,11 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_id, p_project, p_cursor, p_key, p_sha256, p_bytes, p_file_count)
 $$;
 
-DO $$
-DECLARE
-    v_fn text;
-BEGIN
-    FOREACH v_fn IN ARRAY ARRAY[
-        'synchub.create_session(uuid, integer, integer)', 'synchub.get_session(uuid, text)',
-        'synchub.session_active(uuid, uuid)', 'synchub.inactive_sessions(uuid[])',
-        'synchub.revoke_session(uuid)', 'synchub.session_seen(uuid, bigint, integer)',
-        'synchub.latest_snapshot(uuid)',
-        'synchub.record_snapshot(uuid, uuid, bigint, text, text, bigint, integer)']
-    LOOP
-        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', v_fn);
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO synchub_runtime', v_fn);
-    END LOOP;
-END $$;
+SELECT synchub.expose('synchub.create_session(uuid, integer, integer)');
+SELECT synchub.expose('synchub.get_session(uuid, text)');
+SELECT synchub.expose('synchub.session_active(uuid, uuid)');
+SELECT synchub.expose('synchub.inactive_sessions(uuid[])');
+SELECT synchub.expose('synchub.revoke_session(uuid)');
+SELECT synchub.expose('synchub.session_seen(uuid, bigint, integer)');
+SELECT synchub.expose('synchub.latest_snapshot(uuid)');
+SELECT synchub.expose('synchub.record_snapshot(uuid, uuid, bigint, text, text, bigint, integer)');
