@@ -1,0 +1,410 @@
+//! What every scenario runs against: one private PostgreSQL cluster for the whole run, a
+//! fresh hub process (the real release binary) per scenario, and the client side (HTTP,
+//! WebSockets from spread-out loopback source addresses).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use synchub::embedded_pg::{Durability, EmbeddedPostgres};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use uuid::Uuid;
+
+use crate::procfs;
+
+pub const USER: &str = "bench-user";
+const DB_NAME: &str = "synchub_bench";
+
+/// Everything shared by the scenarios of one run.
+pub struct Ctx {
+    pub quick: bool,
+    pub pg: EmbeddedPostgres,
+    pub durability: Durability,
+    pub db_url: String,
+    pub hub_bin: PathBuf,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub work: PathBuf,
+    /// pg_stat_statements is loaded (`--pg-stat-statements`): scenarios add the hub's
+    /// statements per write to their notes.
+    pub statements: bool,
+    jwt_secret: String,
+    signing_key: String,
+    _work_dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    /// Starts PostgreSQL, creates and migrates the bench database, mints the user token.
+    pub async fn start(quick: bool, hub_bin: PathBuf, durability: Durability, statements: bool) -> anyhow::Result<Ctx> {
+        if !hub_bin.exists() {
+            bail!("hub binary {} not found (build it: cargo build --release -p synchub)", hub_bin.display());
+        }
+        let work_dir = tempfile::Builder::new().prefix("synchub-bench-").tempdir()?;
+        let work = work_dir.path().to_path_buf();
+        let pg_root = work.join("pg");
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_root, durability))
+            .await?
+            .context("starting PostgreSQL")?;
+        let (client, connection) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {DB_NAME}")).await?;
+        if statements {
+            client.batch_execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'").await?;
+        }
+        drop(client);
+        let _ = connection.await;
+        let pg = if statements {
+            tokio::task::spawn_blocking(move || {
+                pg.stop();
+                pg.restart(durability).map(|()| pg)
+            })
+            .await?
+            .context("restarting PostgreSQL with pg_stat_statements")?
+        } else {
+            pg
+        };
+        let db_url = pg.url(DB_NAME);
+        synchub::db::migrate(&db_url, &synchub::config::Limits::default()).await.context("migrating")?;
+        if statements {
+            let (client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await?;
+        }
+        let jwt_secret = format!("bench-jwt-{}", Uuid::new_v4());
+        let signing_key = format!("bench-signing-{}", Uuid::new_v4());
+        let token =
+            synchub::auth::users::UserVerifier::new(Some(&jwt_secret), None, &[], None, None)?.mint(USER, 6 * 3600)?;
+        // reqwest is built with the hub's `rustls-no-provider` feature (one build of it in
+        // the workspace): the process needs its crypto provider even for plain HTTP.
+        synchub::app::init_process();
+        let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(64).build()?;
+        Ok(Ctx {
+            quick,
+            pg,
+            durability,
+            db_url,
+            hub_bin,
+            token,
+            http,
+            work,
+            statements,
+            jwt_secret,
+            signing_key,
+            _work_dir: work_dir,
+        })
+    }
+
+    pub fn db_name(&self) -> &'static str {
+        DB_NAME
+    }
+
+    /// A client of the bench database (as the superuser).
+    pub async fn sql(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// With `--pg-stat-statements`: forget the statistics gathered so far.
+    pub async fn statements_reset(&self) -> anyhow::Result<()> {
+        if self.statements {
+            self.sql().await?.batch_execute("SELECT pg_stat_statements_reset()").await?;
+        }
+        Ok(())
+    }
+
+    /// With `--pg-stat-statements`: the statements run since the last reset, most called
+    /// first, as note lines ("calls per write, mean time, query"). Statements of the
+    /// bench's own connection (the ones reading the statistics) are left out.
+    pub async fn statements_report(&self, writes: u64) -> anyhow::Result<Vec<String>> {
+        if !self.statements {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .sql()
+            .await?
+            .query(
+                "SELECT calls, mean_exec_time, regexp_replace(query, '\\s+', ' ', 'g')
+                 FROM pg_stat_statements
+                 WHERE query NOT LIKE '%pg_stat_statements%' AND calls > 0
+                 ORDER BY calls DESC LIMIT 12",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (calls, mean_ms, query): (i64, f64, String) = (row.get(0), row.get(1), row.get(2));
+                let query: String = query.chars().take(110).collect();
+                format!(
+                    "pg_stat_statements: {calls} calls ({:.2} per write), mean {mean_ms:.3} ms: `{}`",
+                    calls as f64 / writes.max(1) as f64,
+                    query.replace('`', "'")
+                )
+            })
+            .collect())
+    }
+
+    /// Starts a fresh hub process (`synchub serve`) and waits until it answers /healthz.
+    pub async fn start_hub(&self, label: &str) -> anyhow::Result<Hub> {
+        let log = self.work.join(format!("hub-{label}.log"));
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            let child = Command::new(&self.hub_bin)
+                .arg("serve")
+                .env("DATABASE_URL", &self.db_url)
+                .env("SYNCHUB_LISTEN", addr.to_string())
+                .env("SYNCHUB_JWT_SECRET", &self.jwt_secret)
+                .env("SYNCHUB_SIGNING_KEY", &self.signing_key)
+                .env("SYNCHUB_STORAGE_DIR", self.work.join("objects"))
+                .env("SYNCHUB_WRITE_RATE", "1000000")
+                .env("SYNCHUB_WRITE_BURST", "1000000")
+                .env("SYNCHUB_MAX_SOCKETS_PER_USER", "100000")
+                .env("SYNCHUB_MAX_PROJECTS_PER_USER", "1000")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone()?)
+                .stderr(log_file)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", self.hub_bin.display()))?;
+            let mut hub = Hub { pid: child.id().context("hub exited at once")?, child, addr, log: log.clone() };
+            match hub.wait_ready(&self.http).await {
+                Ok(()) => return Ok(hub),
+                Err(err) => {
+                    last_error = Some(err);
+                    hub.stop().await;
+                }
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("hub did not start"))
+            .context(format!("hub did not become ready; see {}", log.display())))
+    }
+
+    /// `POST /v1/projects` → the new project's id.
+    pub async fn create_project(&self, hub: &Hub, name: &str) -> anyhow::Result<Uuid> {
+        let response = self
+            .http
+            .post(hub.url("/v1/projects"))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status.as_u16() != 201 {
+            bail!("creating a project answered {status}: {body}");
+        }
+        Ok(body["id"].as_str().context("project without id")?.parse()?)
+    }
+
+    /// Opens `n` WebSockets joined to `project`, `concurrency` handshakes at a time, spread
+    /// over several loopback source addresses.
+    pub async fn open_joined(&self, hub: &Hub, project: Uuid, n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
+        let token = &self.token;
+        let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
+            .map(|i| async move {
+                let mut last = None;
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                    match connect_joined(hub.addr, token, Some(source_addr(i)), project).await {
+                        Ok(ws) => return Ok(ws),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")).context(format!("socket {i}")))
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.pg.stop();
+    }
+}
+
+/// A running hub process.
+pub struct Hub {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Hub {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("hub exited with {status}");
+            }
+            if let Ok(response) = http.get(self.url("/healthz")).timeout(Duration::from_secs(1)).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("hub not ready after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// VmRSS of the hub process, KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        procfs::status_kib(self.pid, "VmRSS")
+    }
+
+    /// user + system CPU time of the hub process.
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        procfs::cpu_time(self.pid)
+    }
+
+    /// Lines the hub logged at warn level or above (RUST_LOG=warn).
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .map(|text| text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub async fn stop(mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().await;
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Client sockets are spread over this many loopback source addresses (127.0.0.2 …), so
+/// 10,000 connections to one hub port do not exhaust one address's ephemeral ports.
+pub const SOURCE_ADDRESSES: usize = 8;
+
+pub fn source_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + (i % SOURCE_ADDRESSES) as u8)
+}
+
+/// A WebSocket to the hub's `/v1/realtime` with the token in the Authorization header
+/// and TCP_NODELAY, from `source` when given.
+pub async fn connect(addr: SocketAddr, token: &str, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(source) = source {
+        socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("binding {source}"))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut request = format!("ws://{addr}/v1/realtime").into_client_request()?;
+    request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    Ok(ws)
+}
+
+/// Sends a join for `project` (since = null) and waits for `joined`; returns its cursor.
+pub async fn join(ws: &mut Ws, project: Uuid) -> anyhow::Result<i64> {
+    let frame = json!({"type": "join", "ref": "1", "channel": format!("realtime:project:{project}"), "since": null});
+    ws.send(Message::Text(frame.to_string().into())).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .context("no joined reply within 30 s")?
+            .context("socket closed before joined")??;
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(text.as_str())?;
+            match value["type"].as_str() {
+                Some("joined") => return Ok(value["cursor"].as_i64().unwrap_or(0)),
+                Some("error") => bail!("join refused: {value}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+pub async fn connect_joined(
+    addr: SocketAddr,
+    token: &str,
+    source: Option<Ipv4Addr>,
+    project: Uuid,
+) -> anyhow::Result<Ws> {
+    let mut ws = connect(addr, token, source).await?;
+    join(&mut ws, project).await?;
+    Ok(ws)
+}
+
+/// A monotonic clock in nanoseconds since the first call (never 0), plus the wall-clock
+/// time of that first call, to place database timestamps on the same line.
+pub struct Clock {
+    start: Instant,
+    wall_start_us: i64,
+}
+
+pub fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| Clock {
+        start: Instant::now(),
+        wall_start_us: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0),
+    })
+}
+
+impl Clock {
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// A wall-clock instant (µs since the epoch, e.g. PostgreSQL's clock_timestamp())
+    /// on this clock's line, in ns (may be negative for times before the first call).
+    pub fn wall_us_to_ns(&self, wall_us: i64) -> i64 {
+        (wall_us - self.wall_start_us) * 1000
+    }
+}
+
+/// Reads the event log's `created_at` (clock_timestamp() at the event insert, just before
+/// its transaction commits) for `seqs` of `project`, in µs since the epoch.
+pub async fn event_times(
+    ctx: &Ctx,
+    project: Uuid,
+    seqs: &[i64],
+) -> anyhow::Result<std::collections::HashMap<i64, i64>> {
+    let client = ctx.sql().await?;
+    let rows = client
+        .query(
+            "SELECT seq, (extract(epoch FROM created_at) * 1000000)::bigint FROM synchub.events
+             WHERE project_id = $1 AND seq = ANY($2)",
+            &[&project, &seqs],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Where pgbench and friends live: the PostgreSQL binaries the cluster was started from.
+pub fn pg_bin(ctx: &Ctx) -> &Path {
+    ctx.pg.bin_dir()
+}

@@ -1,0 +1,110 @@
+//! The database baseline: pgbench calling the same SQL function the hub calls, one client,
+//! paced, with per-transaction logging (`-l`) so that percentiles come from every sample.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use uuid::Uuid;
+
+use crate::harness::{Ctx, USER, pg_bin};
+use crate::stats::Latencies;
+
+pub struct Run {
+    /// Per-transaction latency from pgbench's log, minus its schedule lag (with `-R`,
+    /// pgbench measures from the scheduled start; the hub side measures from the actual send).
+    pub latencies: Latencies,
+    /// pgbench's own `-r` per-statement average for the SELECT, ms.
+    pub statement_avg_ms: Option<f64>,
+    pub command: String,
+}
+
+/// `transactions` single-client commits of `synchub.upsert_project_file` at `rate`/s.
+pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag: &str) -> anyhow::Result<Run> {
+    let dir = ctx.work.join(format!("pgbench-{tag}"));
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("upsert.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set n random(1, 1000000000)\n\
+             SELECT * FROM synchub.upsert_project_file(:project, 'bench/' || :n || '.txt', 'x', NULL, NULL, '{USER}', NULL);\n"
+        ),
+    )?;
+    let pgbench = pg_bin(ctx).join("pgbench");
+    let args: Vec<String> = vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        ctx.pg.port.to_string(),
+        "-U".into(),
+        "postgres".into(),
+        "-n".into(),
+        "-c".into(),
+        "1".into(),
+        "-j".into(),
+        "1".into(),
+        "-M".into(),
+        "prepared".into(),
+        "-t".into(),
+        transactions.to_string(),
+        "-R".into(),
+        format!("{rate}"),
+        "-r".into(),
+        "-l".into(),
+        format!("--log-prefix={}", dir.join("log").display()),
+        "-D".into(),
+        format!("project={project}"),
+        "-f".into(),
+        script.display().to_string(),
+        ctx.db_name().into(),
+    ];
+    let output = tokio::process::Command::new(&pgbench)
+        .args(&args)
+        .current_dir(&dir)
+        .output()
+        .await
+        .with_context(|| format!("running {}", pgbench.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("pgbench failed ({}): {}\n{}", output.status, stdout, String::from_utf8_lossy(&output.stderr));
+    }
+    let mut latencies = Latencies::default();
+    let mut failed = 0u64;
+    for log in log_files(&dir)? {
+        for line in std::fs::read_to_string(&log)?.lines() {
+            // client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(time) = fields.get(2) else { continue };
+            let Ok(time_us) = time.parse::<u64>() else {
+                failed += 1; // "failed" or "skipped"
+                continue;
+            };
+            let lag_us: u64 = fields.get(6).and_then(|l| l.parse().ok()).unwrap_or(0);
+            latencies.record_us(time_us.saturating_sub(lag_us));
+        }
+    }
+    if failed > 0 || latencies.count() < transactions {
+        bail!(
+            "pgbench logged {} good and {failed} failed transactions of {transactions}:\n{stdout}",
+            latencies.count()
+        );
+    }
+    let statement_avg_ms = stdout
+        .lines()
+        .find(|l| l.contains("upsert_project_file") && !l.contains("transaction type"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    let command = format!("{} {}", pgbench.display(), args.join(" "));
+    Ok(Run { latencies, statement_avg_ms, command })
+}
+
+fn log_files(dir: &PathBuf) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("log.")) {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,282 @@
+//! Scenario results and the two ways they are shown: a table on stdout and
+//! docs/BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+/// What a number measures, for formatting and for how a ratio reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unit {
+    Ms,
+    KiB,
+    PerSec,
+    Count,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Value {
+    pub value: f64,
+    pub unit: Unit,
+}
+
+impl Value {
+    pub fn ms(value: f64) -> Self {
+        Value { value, unit: Unit::Ms }
+    }
+    pub fn kib(value: f64) -> Self {
+        Value { value, unit: Unit::KiB }
+    }
+    pub fn per_sec(value: f64) -> Self {
+        Value { value, unit: Unit::PerSec }
+    }
+    pub fn count(value: f64) -> Self {
+        Value { value, unit: Unit::Count }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unit {
+            Unit::Ms => write!(f, "{:.3} ms", self.value),
+            Unit::KiB => write!(f, "{:.0} KiB", self.value),
+            Unit::PerSec => write!(f, "{:.0}/s", self.value),
+            Unit::Count => {
+                if self.value.fract() == 0.0 {
+                    write!(f, "{:.0}", self.value)
+                } else {
+                    write!(f, "{:.2}", self.value)
+                }
+            }
+        }
+    }
+}
+
+/// One line of a scenario's table.
+pub struct Row {
+    pub metric: String,
+    /// The same quantity measured for the baseline in the same run; None when the
+    /// scenario has no baseline for it (yet).
+    pub baseline: Option<Value>,
+    pub result: Value,
+    /// Said in the baseline column when there is no baseline.
+    pub no_baseline: &'static str,
+}
+
+impl Row {
+    pub fn compared(metric: impl Into<String>, baseline: Value, result: Value) -> Self {
+        Row { metric: metric.into(), baseline: Some(baseline), result, no_baseline: "" }
+    }
+
+    pub fn alone(metric: impl Into<String>, result: Value, why: &'static str) -> Self {
+        Row { metric: metric.into(), baseline: None, result, no_baseline: why }
+    }
+
+    fn baseline_text(&self) -> String {
+        self.baseline.map_or_else(|| self.no_baseline.to_string(), |b| b.to_string())
+    }
+
+    /// "×2.41 (+1.234 ms)" for times; "×2.41" otherwise.
+    fn ratio_text(&self) -> String {
+        let Some(baseline) = self.baseline else { return "—".into() };
+        if baseline.value == 0.0 {
+            return "—".into();
+        }
+        let ratio = self.result.value / baseline.value;
+        match self.result.unit {
+            Unit::Ms => format!("×{ratio:.2} ({:+.3} ms)", self.result.value - baseline.value),
+            _ => format!("×{ratio:.2}"),
+        }
+    }
+}
+
+/// What one scenario found.
+pub struct Report {
+    pub name: &'static str,
+    pub title: &'static str,
+    /// Parameters as run (sample counts, rates, sizes).
+    pub params: Vec<(String, String)>,
+    /// How the baseline was measured.
+    pub baseline: String,
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn new(name: &'static str, title: &'static str) -> Self {
+        Report {
+            name,
+            title,
+            params: Vec::new(),
+            baseline: String::new(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    pub fn param(&mut self, key: &str, value: impl ToString) {
+        self.params.push((key.to_string(), value.to_string()));
+    }
+}
+
+/// A scenario either reports or fails (the run goes on with the next one).
+pub enum Outcome {
+    Done(Report),
+    Failed { name: &'static str, error: String },
+}
+
+/// The header of the Markdown file.
+pub struct RunInfo {
+    pub date: String,
+    pub machine: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub commit: String,
+    pub command: String,
+    pub mode: &'static str,
+    pub postgres: String,
+    pub hub: String,
+    pub notes: Vec<String>,
+}
+
+/// The stdout table: one line per metric.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut lines = vec![["scenario".to_string(), "metric".into(), "baseline".into(), "result".into(), "ratio".into()]];
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Done(report) => {
+                for row in &report.rows {
+                    lines.push([
+                        report.name.to_string(),
+                        row.metric.clone(),
+                        row.baseline_text(),
+                        row.result.to_string(),
+                        row.ratio_text(),
+                    ]);
+                }
+            }
+            Outcome::Failed { name, error } => {
+                lines.push([name.to_string(), "FAILED".into(), String::new(), first_line(error), String::new()])
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..5).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count())))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        if i == 0 {
+            let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+        }
+    }
+    out
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// docs/BENCHMARKS.md.
+pub fn markdown(info: &RunInfo, outcomes: &[Outcome]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `scripts/bench` (the `bench/` crate, `synchub-bench`); rerun it rather than editing this file. \
+         Every number is compared with a baseline measured in the same run on the same machine, because the \
+         machine is shared and noisy: read the ratios, not the absolute times. Latencies are HDR histograms \
+         (µs resolution, 3 significant digits); nothing here is a pass/fail threshold.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Run: `scripts/bench` (all scenarios, full samples, rewrites this file); `scripts/bench --quick` (smoke \
+         check, under 2 minutes, writes `BENCHMARKS.partial.md` in the target dir); `--only NAME[,NAME]`, \
+         `--list`, `--note TEXT`, `--pg-stat-statements` (diagnostic: the hub's SQL statements per write). \
+         Honours `CARGO_TARGET_DIR`.\n"
+    );
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| date | {} |", info.date);
+    let _ = writeln!(md, "| mode | {} |", info.mode);
+    let _ = writeln!(md, "| machine | {} |", cell(&info.machine));
+    let _ = writeln!(md, "| load average (1/5/15 min) | start {}, end {} |", info.load_start, info.load_end);
+    let _ = writeln!(md, "| commit | {} |", cell(&info.commit));
+    let _ = writeln!(md, "| command | `{}` |", cell(&info.command));
+    let _ = writeln!(md, "| PostgreSQL | {} |", cell(&info.postgres));
+    let _ = writeln!(md, "| hub | {} |", cell(&info.hub));
+    let _ = writeln!(md);
+    let _ = writeln!(md, "## Summary\n");
+    let _ =
+        writeln!(md, "| scenario | metric | baseline | result | ratio (result / baseline) |\n|---|---|---|---|---|");
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Done(report) => {
+                for row in &report.rows {
+                    let _ = writeln!(
+                        md,
+                        "| [{0}](#{0}) | {1} | {2} | {3} | {4} |",
+                        report.name,
+                        cell(&row.metric),
+                        cell(&row.baseline_text()),
+                        row.result,
+                        row.ratio_text()
+                    );
+                }
+            }
+            Outcome::Failed { name, error } => {
+                let _ = writeln!(md, "| {name} | **failed** | | {} | |", cell(&first_line(error)));
+            }
+        }
+    }
+    let _ = writeln!(md);
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Done(report) => {
+                let _ = writeln!(md, "## {}\n", report.name);
+                let _ = writeln!(md, "{}\n", report.title);
+                if !report.params.is_empty() {
+                    let params: Vec<String> = report.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    let _ = writeln!(md, "Parameters: {}; took {:.1} s.\n", params.join(", "), report.seconds);
+                }
+                if !report.baseline.is_empty() {
+                    let _ = writeln!(md, "Baseline: {}\n", report.baseline);
+                }
+                let _ = writeln!(md, "| metric | baseline | result | ratio |\n|---|---|---|---|");
+                for row in &report.rows {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {} |",
+                        cell(&row.metric),
+                        cell(&row.baseline_text()),
+                        row.result,
+                        row.ratio_text()
+                    );
+                }
+                let _ = writeln!(md);
+                for note in &report.notes {
+                    let _ = writeln!(md, "- {note}");
+                }
+                if !report.notes.is_empty() {
+                    let _ = writeln!(md);
+                }
+            }
+            Outcome::Failed { name, error } => {
+                let _ = writeln!(md, "## {name}\n\n**Failed:**\n\n```\n{error}\n```\n");
+            }
+        }
+    }
+    if !info.notes.is_empty() {
+        let _ = writeln!(md, "## Notes\n");
+        for note in &info.notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
+    md
+}
