@@ -279,8 +279,8 @@ impl Hub {
         procfs::status_kib(self.pid, "VmRSS")
     }
 
-    /// user + system CPU time of the hub process.
-    pub fn cpu(&self) -> anyhow::Result<Duration> {
+    /// User and system CPU time of the hub process.
+    pub fn cpu(&self) -> anyhow::Result<procfs::Cpu> {
         procfs::cpu_time(self.pid)
     }
 

@@ -150,8 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             load_start,
             load_end: procfs::load_average(),
             commit: git_commit(),
-            command: std::env::var("SYNCHUB_BENCH_COMMAND")
-                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            command: command_line(),
             mode: if cli.quick { "quick (smoke check: small samples, not for the record)" } else { "full" },
             postgres,
             hub: format!("`{} serve` (release build), RUST_LOG=warn", hub_bin.display()),
@@ -172,6 +171,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
     Ok(!failed)
+}
+
+/// How this run was started: `SYNCHUB_BENCH_COMMAND` (scripts/bench sets it to its own
+/// name) or this executable's path, then the arguments, quoted for a POSIX shell.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    let mut words = vec![std::env::var("SYNCHUB_BENCH_COMMAND").unwrap_or(program)];
+    for arg in args {
+        let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@%+".contains(c));
+        words.push(if plain { arg } else { format!("'{}'", arg.replace('\'', r"'\''")) });
+    }
+    words.join(" ")
 }
 
 fn select(only: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {

@@ -19,24 +19,48 @@ pub fn status_field(pid: u32, field: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// utime + stime of a process (/proc/PID/stat fields 14 and 15).
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+/// CPU time a process has used, split as the kernel accounts it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// utime: the process's own code.
+    pub user: Duration,
+    /// stime: system calls (on loopback this includes the receiving side's TCP work).
+    pub system: Duration,
+}
+
+impl Cpu {
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The CPU used between `earlier` and this reading.
+    pub fn since(&self, earlier: Cpu) -> Cpu {
+        Cpu { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+/// utime and stime of a process (/proc/PID/stat fields 14 and 15).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Cpu> {
     cpu_time_of(&format!("/proc/{pid}/stat"))
 }
 
-/// utime + stime of this process.
-pub fn self_cpu_time() -> anyhow::Result<Duration> {
+/// utime and stime of this process.
+pub fn self_cpu_time() -> anyhow::Result<Cpu> {
     cpu_time_of("/proc/self/stat")
 }
 
-fn cpu_time_of(path: &str) -> anyhow::Result<Duration> {
+fn cpu_time_of(path: &str) -> anyhow::Result<Cpu> {
     let stat = std::fs::read_to_string(path)?;
     // The command name (field 2) may contain spaces; fields after it start at field 3.
     let rest = &stat[stat.rfind(')').context("malformed stat")? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(Duration::from_secs_f64((utime + stime) as f64 / clock_ticks() as f64))
+    let ticks = clock_ticks() as f64;
+    Ok(Cpu {
+        user: Duration::from_secs_f64(utime as f64 / ticks),
+        system: Duration::from_secs_f64(stime as f64 / ticks),
+    })
 }
 
 /// USER_HZ (`getconf CLK_TCK`; 100 on every Linux we know of).

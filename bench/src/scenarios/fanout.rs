@@ -129,8 +129,8 @@ async fn fan_out(ctx: &Ctx, hub: &Hub, sockets: usize, events: u64, report: &mut
         Duration::from_secs(30),
     )
     .await;
-    let hub_cpu = hub.cpu()?.saturating_sub(hub_cpu_before);
-    let own_cpu = procfs::self_cpu_time()?.saturating_sub(own_cpu_before);
+    let hub_cpu = hub.cpu()?.since(hub_cpu_before);
+    let own_cpu = procfs::self_cpu_time()?.since(own_cpu_before);
     let delivered = frames.load(Ordering::Relaxed) - frames_before;
     readers.abort_all();
     let statements = ctx.statements_report(events).await?;
@@ -163,7 +163,8 @@ async fn fan_out(ctx: &Ctx, hub: &Hub, sockets: usize, events: u64, report: &mut
     }
     let window = (last_arrival.saturating_sub(first_sent)) as f64 / 1e9;
     let delivered_per_sec = delivered as f64 / window;
-    let cpu_per_1000_ms = hub_cpu.as_secs_f64() * 1000.0 / (delivered as f64 / 1000.0);
+    let per_1000 = |d: Duration| d.as_secs_f64() * 1000.0 / (delivered as f64 / 1000.0);
+    let cpu_per_1000_ms = per_1000(hub_cpu.total());
 
     let baseline = node_ws_baseline();
     const PENDING: &str = "(Node ws: pending)";
@@ -197,10 +198,16 @@ async fn fan_out(ctx: &Ctx, hub: &Hub, sockets: usize, events: u64, report: &mut
         sockets as f64 * RATE
     ));
     report.notes.push(format!(
-        "CPU time while counting: hub {:.2} s ({cpu_per_1000_ms:.2} ms per 1,000 frames), bench client {:.2} s \
-         (same 2 cores)",
-        hub_cpu.as_secs_f64(),
-        own_cpu.as_secs_f64()
+        "CPU time while counting ({window:.1} s): hub {:.2} s = {:.0}% of one core ({cpu_per_1000_ms:.2} ms per \
+         1,000 frames: user {:.2}, system {:.2}; on loopback the sender's system time includes the receiving \
+         side's TCP processing); bench client {:.2} s (user {:.2}, system {:.2}), on the same 2 cores",
+        hub_cpu.total().as_secs_f64(),
+        hub_cpu.total().as_secs_f64() / window * 100.0,
+        per_1000(hub_cpu.user),
+        per_1000(hub_cpu.system),
+        own_cpu.total().as_secs_f64(),
+        own_cpu.user.as_secs_f64(),
+        own_cpu.system.as_secs_f64(),
     ));
     report.notes.push(format!(
         "{sockets} sockets opened and joined in {connect_secs:.1} s ({:.0}/s, 32 handshakes at a time)",
