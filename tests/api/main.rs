@@ -10,3 +10,4 @@ mod paths;
 mod realtime;
 mod resilience;
 mod sql_functions;
+mod storage;
