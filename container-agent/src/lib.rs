@@ -1,4 +1,4 @@
-//! synchub-agent's core, without the network: the frames it exchanges with the hub
+//! synchub-agent. The core, without the network: the frames it exchanges with the hub
 //! ([`protocol`]), the confined project tree it writes ([`tree`]), and the state machine
 //! that applies events in `seq` order and paces `applied` frames ([`applier`]).
 //!
@@ -7,10 +7,19 @@
 //! tree is blocking), rehydrates on [`applier::Outcome::Gap`] or `resync_required` with
 //! [`tree::ProjectTree::reconcile`] + [`applier::Applier::rebase`], and sends an `applied`
 //! frame whenever [`applier::Applier::applied_frame_due`] says so, after
-//! [`tree::ProjectTree::save_state`].
+//! [`tree::ProjectTree::save_state`]. That driving task is [`session::Session`]; around it,
+//! [`hydrate`] (snapshot download, verify, staging, reconcile), [`hub`] (HTTP: latest
+//! snapshot, token refresh), [`health`] (`--health-addr`), [`command`] (the dev server) and
+//! [`backoff`] (reconnect delays).
 
 pub mod applier;
+pub mod backoff;
+pub mod command;
+pub mod health;
+pub mod hub;
+pub mod hydrate;
 pub mod protocol;
+pub mod session;
 pub mod tree;
 
 pub use applier::{Admission, Applier, ApplyError, ChangeTarget, Outcome};

@@ -1,0 +1,120 @@
+//! Hydration: download a snapshot to a temp file (streamed, never held in memory), verify
+//! and extract it into a fresh staging directory with the snapshot-builder reader, then
+//! reconcile PROJECT_DIR with it through the confined tree (write what changed, delete the
+//! owned files that are gone, leave everything else alone). The staging directory and the
+//! download live in `PROJECT_DIR/.synchub/`, on the same file system, and are removed
+//! afterwards whatever happens; PROJECT_DIR itself only ever sees atomic renames, so a
+//! failed hydration leaves no half-extracted tree.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use snapshot_builder::{ReadError, ReadLimits};
+
+use crate::hub::{HubClient, HubError};
+use crate::tree::{ManifestEntry, ProjectTree, STATE_DIR, TreeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HydrateError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error("the snapshot is invalid: {0}")]
+    Archive(#[from] ReadError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("preparing the staging area: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a hydration did.
+#[derive(Debug)]
+pub struct Hydrated {
+    pub cursor: i64,
+    pub files: usize,
+    pub written: usize,
+    pub deleted: usize,
+}
+
+/// Hydrates from `url` when given (the session's `SNAPSHOT_URL`), falling back to a fresh
+/// `snapshots/latest` URL when that fails (it may have expired); without `url`, from
+/// `snapshots/latest`.
+pub async fn hydrate(hub: &HubClient, url: Option<&str>, tree: &mut ProjectTree) -> Result<Hydrated, HydrateError> {
+    let started = Instant::now();
+    let work = work_dir(tree.root_path())?;
+    let mut download = tempfile::Builder::new().prefix("download-").tempfile_in(&work)?;
+    let mut fetched = false;
+    if let Some(url) = url {
+        match hub.download(url, download.as_file_mut()).await {
+            Ok(_) => fetched = true,
+            Err(error) => tracing::warn!(%error, "the session's snapshot URL failed; asking for the latest snapshot"),
+        }
+    }
+    if !fetched {
+        let latest = hub.latest_snapshot().await?;
+        hub.download(&latest.url, download.as_file_mut()).await?;
+    }
+    let bytes = download.as_file().metadata()?.len();
+    let staging = tempfile::Builder::new().prefix("staging-").tempdir_in(&work)?;
+    let hydrated = tokio::task::block_in_place(|| -> Result<Hydrated, HydrateError> {
+        let manifest = snapshot_builder::extract(download.as_file_mut(), staging.path(), &ReadLimits::default())?;
+        let entries: Vec<ManifestEntry> = manifest
+            .files
+            .iter()
+            .map(|file| ManifestEntry { path: file.path.clone(), sha256: file.sha256.clone() })
+            .collect();
+        let report = tree.reconcile(staging.path(), &entries)?;
+        for refused in &report.refused {
+            tracing::warn!(path = refused.path(), error = %refused, "snapshot file skipped");
+        }
+        tree.save_state(manifest.cursor)?;
+        Ok(Hydrated {
+            cursor: manifest.cursor,
+            files: manifest.files.len(),
+            written: report.written.len(),
+            deleted: report.deleted.len(),
+        })
+    })?;
+    tracing::info!(
+        cursor = hydrated.cursor,
+        files = hydrated.files,
+        written = hydrated.written,
+        deleted = hydrated.deleted,
+        bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "hydrated"
+    );
+    Ok(hydrated)
+}
+
+/// `PROJECT_DIR/.synchub`, which must be a real directory (a symlink there could send
+/// the staging tree elsewhere). Leftovers of a crashed agent are removed.
+fn work_dir(root: &Path) -> Result<PathBuf, HydrateError> {
+    let work = root.join(STATE_DIR);
+    match std::fs::symlink_metadata(&work) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            // Not ours to keep: a file or a symlink squatting on the reserved name.
+            std::fs::remove_file(&work)?;
+            std::fs::create_dir(&work)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&work)?,
+        Err(e) => return Err(e.into()),
+    }
+    Ok(work)
+}
+
+/// Removes staging directories and downloads a killed agent left behind.
+pub fn sweep_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join(STATE_DIR)) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(kind) = entry.file_type() else { continue };
+        if name.starts_with("staging-") && kind.is_dir() {
+            // remove_dir_all removes symlinks inside, never what they point to.
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if name.starts_with("download-") && !kind.is_dir() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

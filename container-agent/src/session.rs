@@ -1,0 +1,398 @@
+//! The live loop: hydrate, connect, join with `since`, apply events in `seq` order, report
+//! progress, refresh the token in place, and start over (reconnect with backoff + jitter,
+//! or rehydrate) whenever the connection or the sequence breaks. It ends only on
+//! revocation (4010, or a token the hub no longer refreshes) or when asked to stop.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::applier::{ApplyError, Outcome};
+use crate::health::SharedStatus;
+use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
+use crate::hydrate::{HydrateError, hydrate};
+use crate::protocol::{ClientFrame, EventFrame, ServerFrame, project_channel};
+use crate::tree::ProjectTree;
+use crate::{Applier, backoff::Backoff};
+
+/// The largest frame accepted from the hub: a maximal bulk (32 MiB of content) plus
+/// JSON escaping headroom.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// The agent pings this often, and gives up on a hub silent for [`SILENCE_LIMIT`].
+const PING_EVERY: Duration = Duration::from_secs(20);
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Close codes of CONTRACT section 4.
+const CLOSE_UNAUTHENTICATED: u16 = 4001;
+const CLOSE_TOKEN_EXPIRED: u16 = 4009;
+const CLOSE_REVOKED: u16 = 4010;
+
+/// Why the session loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The session was revoked or has ended: the agent must stop (non-zero exit).
+    Revoked,
+    /// Asked to stop (signal, or the dev server exited).
+    Shutdown,
+}
+
+/// Why one connection ended.
+enum Ended {
+    Revoked,
+    Shutdown,
+    /// Rehydrate, then reconnect at once.
+    Resync,
+    /// The hub refused the token: refresh it, or stop if it cannot be refreshed.
+    Unauthorized,
+    /// Lost or refused: reconnect after a backoff.
+    Lost(String),
+}
+
+pub struct Session {
+    hub: HubClient,
+    tree: ProjectTree,
+    applier: Applier,
+    status: SharedStatus,
+    channel: String,
+    /// The session's `SNAPSHOT_URL`, used for the first hydration only.
+    snapshot_url: Option<String>,
+    backoff: Backoff,
+}
+
+impl Session {
+    pub fn new(hub: HubClient, tree: ProjectTree, snapshot_url: Option<String>, status: SharedStatus) -> Self {
+        let channel = project_channel(hub.project_id());
+        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, backoff: Backoff::new() }
+    }
+
+    /// Runs until revoked or stopped; `hydrated` fires after the first hydration.
+    pub async fn run(mut self, mut hydrated: Option<oneshot::Sender<()>>, mut shutdown: watch::Receiver<bool>) -> Exit {
+        let mut need_hydrate = true;
+        loop {
+            if *shutdown.borrow() {
+                return Exit::Shutdown;
+            }
+            if need_hydrate {
+                let url = self.snapshot_url.take();
+                match hydrate(&self.hub, url.as_deref(), &mut self.tree).await {
+                    Ok(done) => {
+                        need_hydrate = false;
+                        self.applier.rebase(done.cursor);
+                        self.status.update(|s| {
+                            s.hydrated = true;
+                            s.applied = done.cursor;
+                            s.cursor = s.cursor.max(done.cursor);
+                        });
+                        if let Some(tx) = hydrated.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Err(HydrateError::Hub(HubError::Unauthorized)) => {
+                        if self.session_over().await {
+                            return Exit::Revoked;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "hydration failed; retrying");
+                        if self.pause(&mut shutdown).await {
+                            return Exit::Shutdown;
+                        }
+                    }
+                }
+                continue;
+            }
+            let ended = self.follow(&mut shutdown).await;
+            self.status.update(|s| s.connected = false);
+            match ended {
+                Ended::Revoked => {
+                    tracing::error!("the session was revoked; stopping");
+                    return Exit::Revoked;
+                }
+                Ended::Shutdown => return Exit::Shutdown,
+                Ended::Resync => need_hydrate = true,
+                Ended::Unauthorized => {
+                    if self.session_over().await {
+                        return Exit::Revoked;
+                    }
+                    if self.pause(&mut shutdown).await {
+                        return Exit::Shutdown;
+                    }
+                }
+                Ended::Lost(reason) => {
+                    tracing::warn!(reason, applied = self.applier.applied_seq(), "disconnected; reconnecting");
+                    if self.pause(&mut shutdown).await {
+                        return Exit::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps one backoff step; true when asked to stop meanwhile.
+    async fn pause(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let delay = self.backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = shutdown.changed() => true,
+        }
+    }
+
+    /// After a 401: a refresh that is itself refused means revoked or past the session's
+    /// max lifetime.
+    async fn session_over(&mut self) -> bool {
+        match self.hub.refresh().await {
+            Ok(_) => false,
+            Err(HubError::Unauthorized) => true,
+            Err(error) => {
+                tracing::warn!(%error, "token refresh failed");
+                false
+            }
+        }
+    }
+
+    /// One connection: connect, join with `since`, apply until something ends it.
+    async fn follow(&mut self, shutdown: &mut watch::Receiver<bool>) -> Ended {
+        let mut request = match self.hub.realtime_url().into_client_request() {
+            Ok(request) => request,
+            Err(error) => return Ended::Lost(error.to_string()),
+        };
+        let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", self.hub.token().0)) else {
+            return Ended::Unauthorized;
+        };
+        request.headers_mut().insert("authorization", bearer);
+        let config =
+            WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let socket = tokio::select! {
+            result = tokio::time::timeout(CONNECT_TIMEOUT, connect) => match result {
+                Err(_) => return Ended::Lost("connect timed out".into()),
+                Ok(Err(tungstenite::Error::Http(response))) if response.status() == 401 => return Ended::Unauthorized,
+                Ok(Err(error)) => return Ended::Lost(error.to_string()),
+                Ok(Ok((socket, _))) => socket,
+            },
+            _ = shutdown.changed() => return Ended::Shutdown,
+        };
+        let (mut sink, mut stream) = socket.split();
+        let join = ClientFrame::Join {
+            reference: "1".into(),
+            channel: self.channel.clone(),
+            since: Some(self.applier.since()),
+        };
+        if let Err(error) = sink.send(Message::text(join.to_text())).await {
+            return Ended::Lost(error.to_string());
+        }
+        // The hub knows nothing of this connection's progress yet.
+        self.applier.resend_applied();
+
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut last_heard = Instant::now();
+        let mut refresh_at = tokio::time::Instant::now() + refresh_delay(token_expiry(&self.hub.token()));
+        let mut pings = 0u64;
+        loop {
+            let applied_at = self.applier.applied_deadline(Instant::now()).map(tokio::time::Instant::from_std);
+            let ended = tokio::select! {
+                _ = shutdown.changed() => Some(Ended::Shutdown),
+                message = stream.next() => {
+                    last_heard = Instant::now();
+                    match message {
+                        None => Some(Ended::Lost("connection closed".into())),
+                        Some(Err(error)) => Some(Ended::Lost(error.to_string())),
+                        Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()),
+                        Some(Ok(Message::Close(frame))) => Some(closed(frame.map(|f| f.code))),
+                        Some(Ok(_)) => None, // ping/pong (tungstenite answers pings itself)
+                    }
+                }
+                _ = sleep_until(applied_at) => None,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > SILENCE_LIMIT {
+                        Some(Ended::Lost("the hub went silent".into()))
+                    } else {
+                        pings += 1;
+                        let frame = ClientFrame::Ping { reference: format!("p{pings}") };
+                        sink.send(Message::text(frame.to_text())).await.err().map(|e| Ended::Lost(e.to_string()))
+                    }
+                }
+                _ = tokio::time::sleep_until(refresh_at) => {
+                    match self.hub.refresh().await {
+                        Ok(token) => {
+                            refresh_at = tokio::time::Instant::now() + refresh_delay(token_expiry(&token));
+                            tracing::info!("token refreshed");
+                            let frame = ClientFrame::Auth { token };
+                            sink.send(Message::text(frame.to_text())).await.err().map(|e| Ended::Lost(e.to_string()))
+                        }
+                        Err(HubError::Unauthorized) => Some(Ended::Revoked),
+                        Err(error) => {
+                            tracing::warn!(%error, "token refresh failed; retrying");
+                            refresh_at = tokio::time::Instant::now() + Duration::from_secs(5);
+                            None
+                        }
+                    }
+                }
+            };
+            // Report progress whenever a frame is due, whatever woke the loop.
+            if let Some(seq) = self.applier.applied_frame_due(Instant::now()) {
+                if let Err(error) = tokio::task::block_in_place(|| self.tree.save_state(seq)) {
+                    tracing::warn!(%error, "saving the agent state failed");
+                }
+                let frame = ClientFrame::Applied { channel: self.channel.clone(), seq };
+                if let Err(error) = sink.send(Message::text(frame.to_text())).await {
+                    return Ended::Lost(error.to_string());
+                }
+            }
+            if let Some(ended) = ended {
+                if !matches!(ended, Ended::Lost(_)) {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
+                }
+                return ended;
+            }
+        }
+    }
+
+    /// Handles one text frame from the hub; `Some` ends the connection.
+    fn on_frame(&mut self, text: &str) -> Option<Ended> {
+        let frame = match ServerFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring an unreadable frame");
+                return None;
+            }
+        };
+        match frame {
+            ServerFrame::Joined { cursor, .. } => {
+                tracing::info!(cursor, since = self.applier.since(), "joined");
+                self.backoff.reset();
+                self.status.update(|s| {
+                    s.connected = true;
+                    s.cursor = s.cursor.max(cursor);
+                });
+                None
+            }
+            ServerFrame::Event(event) if event.channel == self.channel => self.on_event(&event),
+            ServerFrame::ResyncRequired { oldest_seq, .. } => {
+                tracing::warn!(oldest_seq, since = self.applier.since(), "history trimmed; rehydrating");
+                Some(Ended::Resync)
+            }
+            ServerFrame::Error(error) => {
+                let code = error.code().unwrap_or("unknown").to_owned();
+                Some(Ended::Lost(format!("the hub refused the join: {code}")))
+            }
+            _ => None,
+        }
+    }
+
+    fn on_event(&mut self, event: &EventFrame) -> Option<Ended> {
+        self.status.update(|s| s.cursor = s.cursor.max(event.seq));
+        let outcome = tokio::task::block_in_place(|| self.applier.handle_event(&mut self.tree, event));
+        match outcome {
+            Ok(Outcome::Applied(report)) => {
+                for refused in &report.refused {
+                    tracing::warn!(seq = event.seq, event_type = %event.event, path = refused.path(), error = %refused, "path refused");
+                }
+                let lag = event.payload["timestamp"].as_str().and_then(lag_ms);
+                self.status.update(|s| {
+                    s.applied = event.seq;
+                    if lag.is_some() {
+                        s.last_lag_ms = lag;
+                    }
+                });
+                tracing::debug!(seq = event.seq, event_type = %event.event, written = report.written.len(), deleted = report.deleted.len(), "applied");
+                None
+            }
+            Ok(Outcome::Duplicate) => None,
+            Ok(Outcome::ProjectDeleted) => {
+                tracing::warn!(seq = event.seq, "the project was deleted");
+                self.status.update(|s| s.applied = event.seq);
+                None
+            }
+            Ok(Outcome::Gap { expected, got }) => {
+                tracing::warn!(expected, got, "gap in the event sequence; rehydrating");
+                Some(Ended::Resync)
+            }
+            Err(error @ ApplyError::Malformed { .. }) => {
+                tracing::warn!(%error, "rehydrating");
+                Some(Ended::Resync)
+            }
+            Err(ApplyError::Tree(error)) => {
+                tracing::error!(%error, seq = event.seq, "the tree could not be changed; rehydrating");
+                Some(Ended::Resync)
+            }
+        }
+    }
+}
+
+fn closed(code: Option<CloseCode>) -> Ended {
+    match code.map(u16::from) {
+        Some(CLOSE_REVOKED) => Ended::Revoked,
+        Some(CLOSE_UNAUTHENTICATED | CLOSE_TOKEN_EXPIRED) => Ended::Unauthorized,
+        Some(code) => Ended::Lost(format!("closed by the hub ({code})")),
+        None => Ended::Lost("closed by the hub".into()),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Milliseconds from a commit timestamp (`2026-11-22T10:00:00.000Z`) to now; clocks of
+/// the hub and the container may differ, so a negative lag reads as 0.
+fn lag_ms(timestamp: &str) -> Option<u64> {
+    let committed = parse_utc_millis(timestamp)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some(now.saturating_sub(committed).max(0) as u64)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → Unix milliseconds.
+fn parse_utc_millis(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
+    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hub_timestamps() {
+        assert_eq!(parse_utc_millis("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(parse_utc_millis("2026-11-22T10:00:00.123Z"), Some(1_795_341_600_123));
+        assert_eq!(parse_utc_millis("2000-03-01T00:00:01Z"), Some(951_868_801_000));
+        assert_eq!(parse_utc_millis("garbage"), None);
+        assert_eq!(lag_ms("2999-01-01T00:00:00.000Z"), Some(0));
+    }
+
+    #[test]
+    fn close_codes_map_to_endings() {
+        assert!(matches!(closed(Some(CloseCode::from(4010))), Ended::Revoked));
+        assert!(matches!(closed(Some(CloseCode::from(4009))), Ended::Unauthorized));
+        assert!(matches!(closed(Some(CloseCode::from(4008))), Ended::Lost(_)));
+        assert!(matches!(closed(None), Ended::Lost(_)));
+    }
+}
