@@ -1,3 +1,399 @@
-//! The synchub snapshot format (CONTRACT section 5): build and read/verify.
+//! The synchub snapshot format (CONTRACT section 5), both ways.
+//!
+//! A snapshot is a zip of a project's current files at their paths plus
+//! `.synchub/manifest.json` (`format`, `project_id`, `snapshot_id`, `cursor`, `created_at`,
+//! and per file `path`, `size`, `sha256`, `version`, `file_type`).
+//!
+//! - [`build`] is pure and synchronous: it streams files (sorted by path, one in memory at
+//!   a time) into any `Write + Seek` (a temporary file), with fixed timestamps and
+//!   permissions, so the same files and metadata give byte-identical archives.
+//! - [`verify`] and [`extract`] read untrusted archives (the agent runs inside preview
+//!   containers): every name must be a valid project path listed in the manifest exactly
+//!   once, no symlinks or other special entries, sizes and hashes must match, and the
+//!   bytes actually inflated are capped, whatever the headers claim (zip bombs).
 
 pub mod paths;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+
+use crate::paths::validate_path;
+
+/// The manifest format this crate writes and reads.
+pub const FORMAT: u32 = 1;
+/// Where the manifest lives inside the archive.
+pub const MANIFEST_PATH: &str = ".synchub/manifest.json";
+/// A manifest larger than this is refused before parsing.
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub version: i64,
+    pub file_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub project_id: String,
+    pub snapshot_id: String,
+    pub cursor: i64,
+    pub created_at: String,
+    pub files: Vec<ManifestFile>,
+}
+
+/// What identifies a snapshot; part of the manifest.
+#[derive(Debug, Clone)]
+pub struct SnapshotMeta {
+    pub project_id: String,
+    pub snapshot_id: String,
+    pub cursor: i64,
+    pub created_at: String,
+}
+
+/// One file to put in a snapshot.
+#[derive(Clone)]
+pub struct SnapshotFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub version: i64,
+    pub file_type: String,
+}
+
+/// Sizes of a built archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildStats {
+    pub files: usize,
+    pub content_bytes: u64,
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    InvalidPath {
+        path: String,
+        reason: paths::PathError,
+    },
+    Unsorted {
+        path: String,
+    },
+    Duplicate {
+        path: String,
+    },
+    /// The file source failed (e.g. the database connection).
+    Source(String),
+    Zip(zip::result::ZipError),
+    Io(io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::InvalidPath { path, reason } => write!(f, "invalid path {path:?}: {reason}"),
+            BuildError::Unsorted { path } => write!(f, "files are not sorted by path at {path:?}"),
+            BuildError::Duplicate { path } => write!(f, "duplicate path {path:?}"),
+            BuildError::Source(err) => write!(f, "reading files: {err}"),
+            BuildError::Zip(err) => write!(f, "writing the archive: {err}"),
+            BuildError::Io(err) => write!(f, "writing the archive: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<zip::result::ZipError> for BuildError {
+    fn from(err: zip::result::ZipError) -> Self {
+        BuildError::Zip(err)
+    }
+}
+
+impl From<io::Error> for BuildError {
+    fn from(err: io::Error) -> Self {
+        BuildError::Io(err)
+    }
+}
+
+/// Fixed entry options: the DOS epoch as timestamp, 0644, deflate at a fixed level.
+fn entry_options() -> SimpleFileOptions {
+    SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .compression_level(Some(6))
+        .last_modified_time(DateTime::default())
+        .unix_permissions(0o644)
+}
+
+/// Streams `files` (strictly increasing byte order of path) into a deterministic zip,
+/// writes the manifest last, and returns it.
+pub fn build<W, E>(
+    meta: SnapshotMeta,
+    files: impl IntoIterator<Item = Result<SnapshotFile, E>>,
+    writer: W,
+) -> Result<(Manifest, BuildStats), BuildError>
+where
+    W: Write + Seek,
+    E: fmt::Display,
+{
+    let mut zip = ZipWriter::new(writer);
+    let mut manifest_files: Vec<ManifestFile> = Vec::new();
+    let mut content_bytes = 0u64;
+    for file in files {
+        let file = file.map_err(|err| BuildError::Source(err.to_string()))?;
+        validate_path(&file.path).map_err(|reason| BuildError::InvalidPath { path: file.path.clone(), reason })?;
+        if let Some(previous) = manifest_files.last() {
+            match previous.path.as_bytes().cmp(file.path.as_bytes()) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Err(BuildError::Duplicate { path: file.path }),
+                std::cmp::Ordering::Greater => return Err(BuildError::Unsorted { path: file.path }),
+            }
+        }
+        zip.start_file(file.path.as_str(), entry_options())?;
+        zip.write_all(&file.content)?;
+        content_bytes += file.content.len() as u64;
+        manifest_files.push(ManifestFile {
+            sha256: hex::encode(Sha256::digest(&file.content)),
+            size: file.content.len() as u64,
+            path: file.path,
+            version: file.version,
+            file_type: file.file_type,
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        project_id: meta.project_id,
+        snapshot_id: meta.snapshot_id,
+        cursor: meta.cursor,
+        created_at: meta.created_at,
+        files: manifest_files,
+    };
+    zip.start_file(MANIFEST_PATH, entry_options())?;
+    serde_json::to_writer(&mut zip, &manifest).map_err(io::Error::other)?;
+    zip.finish()?;
+    let stats = BuildStats { files: manifest.files.len(), content_bytes };
+    Ok((manifest, stats))
+}
+
+/// Caps for reading untrusted archives; sizes are measured on the bytes actually inflated.
+#[derive(Debug, Clone)]
+pub struct ReadLimits {
+    pub max_entries: usize,
+    pub max_total_bytes: u64,
+    pub max_file_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    /// The contract's project limits: 10,000 files of at most 2 MiB, 256 MiB in all.
+    fn default() -> Self {
+        ReadLimits { max_entries: 10_000, max_total_bytes: 256 * 1024 * 1024, max_file_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    Zip(String),
+    Io(io::Error),
+    TooManyEntries { limit: usize },
+    MissingManifest,
+    BadManifest(String),
+    UnsupportedFormat(u32),
+    InvalidPath { path: String, reason: String },
+    NotAFile { path: String },
+    Duplicate { path: String },
+    Unlisted { path: String },
+    Missing { path: String },
+    SizeMismatch { path: String },
+    HashMismatch { path: String },
+    FileTooLarge { path: String, limit: u64 },
+    TotalTooLarge { limit: u64 },
+    DestinationNotEmpty,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Zip(err) => write!(f, "not a readable zip: {err}"),
+            ReadError::Io(err) => write!(f, "i/o error: {err}"),
+            ReadError::TooManyEntries { limit } => write!(f, "more than {limit} entries"),
+            ReadError::MissingManifest => write!(f, "no {MANIFEST_PATH}"),
+            ReadError::BadManifest(err) => write!(f, "invalid manifest: {err}"),
+            ReadError::UnsupportedFormat(format) => write!(f, "unsupported snapshot format {format}"),
+            ReadError::InvalidPath { path, reason } => write!(f, "refused entry {path:?}: {reason}"),
+            ReadError::NotAFile { path } => write!(f, "refused entry {path:?}: not a regular file"),
+            ReadError::Duplicate { path } => write!(f, "duplicate entry {path:?}"),
+            ReadError::Unlisted { path } => write!(f, "entry {path:?} is not in the manifest"),
+            ReadError::Missing { path } => write!(f, "manifest file {path:?} is missing from the archive"),
+            ReadError::SizeMismatch { path } => write!(f, "size of {path:?} does not match the manifest"),
+            ReadError::HashMismatch { path } => write!(f, "sha256 of {path:?} does not match the manifest"),
+            ReadError::FileTooLarge { path, limit } => write!(f, "{path:?} inflates to more than {limit} bytes"),
+            ReadError::TotalTooLarge { limit } => write!(f, "the archive inflates to more than {limit} bytes"),
+            ReadError::DestinationNotEmpty => write!(f, "the extraction directory is not empty"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<io::Error> for ReadError {
+    fn from(err: io::Error) -> Self {
+        ReadError::Io(err)
+    }
+}
+
+impl From<zip::result::ZipError> for ReadError {
+    fn from(err: zip::result::ZipError) -> Self {
+        match err {
+            zip::result::ZipError::Io(err) => ReadError::Io(err),
+            other => ReadError::Zip(other.to_string()),
+        }
+    }
+}
+
+/// Checks an archive completely (every entry inflated and hashed) without writing.
+pub fn verify<R: Read + Seek>(archive: R, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+    read(archive, None, limits)
+}
+
+/// Verifies and extracts into `dest`, an existing empty directory the caller just made
+/// (a staging directory). On any error, whatever was written is removed again.
+pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+    if fs::read_dir(dest)?.next().is_some() {
+        return Err(ReadError::DestinationNotEmpty);
+    }
+    let result = read(archive, Some(dest), limits);
+    if result.is_err() {
+        for entry in fs::read_dir(dest)?.flatten() {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+    result
+}
+
+fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+    let mut zip = ZipArchive::new(archive)?;
+    if zip.len() > limits.max_entries + 1 {
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries });
+    }
+    let manifest = read_manifest(&mut zip)?;
+    let mut expected: HashMap<&str, &ManifestFile> = HashMap::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        expected.insert(file.path.as_str(), file);
+    }
+    let mut seen: HashMap<String, ()> = HashMap::with_capacity(manifest.files.len());
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 64 * 1024];
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index)?;
+        // Names are compared as the raw bytes, which must be UTF-8: no code page guessing.
+        let name = std::str::from_utf8(entry.name_raw())
+            .map_err(|_| ReadError::InvalidPath {
+                path: String::from_utf8_lossy(entry.name_raw()).into_owned(),
+                reason: "name is not UTF-8".into(),
+            })?
+            .to_owned();
+        if name == MANIFEST_PATH {
+            if seen.insert(name.clone(), ()).is_some() {
+                return Err(ReadError::Duplicate { path: name });
+            }
+            continue;
+        }
+        validate_path(&name)
+            .map_err(|reason| ReadError::InvalidPath { path: name.clone(), reason: reason.to_string() })?;
+        let is_special = entry.unix_mode().is_some_and(|mode| mode & 0o170000 != 0o100000 && mode & 0o170000 != 0);
+        if entry.is_dir() || entry.is_symlink() || is_special {
+            return Err(ReadError::NotAFile { path: name });
+        }
+        let listed = *expected.get(name.as_str()).ok_or_else(|| ReadError::Unlisted { path: name.clone() })?;
+        if seen.insert(name.clone(), ()).is_some() {
+            return Err(ReadError::Duplicate { path: name });
+        }
+        let mut out = match dest {
+            Some(dest) => {
+                let target = dest.join(&name);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                Some(OpenOptions::new().write(true).create_new(true).open(target)?)
+            }
+            None => None,
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
+        loop {
+            let read = limited.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            size += read as u64;
+            total += read as u64;
+            if size > limits.max_file_bytes {
+                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes });
+            }
+            if total > limits.max_total_bytes {
+                return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes });
+            }
+            hasher.update(&buffer[..read]);
+            if let Some(out) = &mut out {
+                out.write_all(&buffer[..read])?;
+            }
+        }
+        if size != listed.size {
+            return Err(ReadError::SizeMismatch { path: name });
+        }
+        if hex::encode(hasher.finalize()) != listed.sha256 {
+            return Err(ReadError::HashMismatch { path: name });
+        }
+        if let Some(out) = out {
+            finish_file(out)?;
+        }
+    }
+    if let Some(missing) = manifest.files.iter().find(|f| !seen.contains_key(&f.path)) {
+        return Err(ReadError::Missing { path: missing.path.clone() });
+    }
+    Ok(manifest)
+}
+
+fn finish_file(file: File) -> io::Result<()> {
+    file.sync_all().or(Ok(()))
+}
+
+fn read_manifest<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Manifest, ReadError> {
+    let entry = match zip.by_name(MANIFEST_PATH) {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => return Err(ReadError::MissingManifest),
+        Err(err) => return Err(err.into()),
+    };
+    let mut bytes = Vec::new();
+    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ReadError::BadManifest("too large".into()));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ReadError::BadManifest(e.to_string()))?;
+    if manifest.format != FORMAT {
+        return Err(ReadError::UnsupportedFormat(manifest.format));
+    }
+    for pair in manifest.files.windows(2) {
+        if pair[0].path.as_bytes() >= pair[1].path.as_bytes() {
+            return Err(ReadError::BadManifest(format!("files not sorted or duplicated at {:?}", pair[1].path)));
+        }
+    }
+    for file in &manifest.files {
+        validate_path(&file.path)
+            .map_err(|reason| ReadError::InvalidPath { path: file.path.clone(), reason: reason.to_string() })?;
+    }
+    Ok(manifest)
+}
