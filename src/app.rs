@@ -30,6 +30,8 @@ pub struct App {
     pub wakeups: Wakeups,
     /// Snapshot storage; None when neither S3 nor a storage dir is configured.
     pub storage: Option<Arc<Storage>>,
+    /// One snapshot build at a time per project.
+    pub snapshot_locks: crate::snapshots::service::BuildLocks,
     /// Where agents and browsers reach this hub (for URLs the hub hands out).
     pub public_url: String,
 }
@@ -120,6 +122,7 @@ impl App {
             broker,
             wakeups,
             storage,
+            snapshot_locks: Default::default(),
             public_url,
         }));
         let router = crate::router::build(routes, state.clone());

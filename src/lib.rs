@@ -23,7 +23,7 @@ pub mod ops;
 pub mod projects;
 pub mod realtime;
 pub mod router;
-// pending the snapshot-builder library: pub mod sessions;
+pub mod sessions;
 pub mod snapshots;
 
 pub use app::{App, AppState};

@@ -9,7 +9,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_doc::{Access, ApiRouter, Method::*};
 use crate::app::AppState;
-use crate::{editor_state, events, files, metrics, ops, projects, realtime, snapshots};
+use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -57,13 +57,25 @@ pub fn api() -> (Router<AppState>, Value) {
         )
         .route(Get, "/v1/projects/{id}/changes", Bearer, "Uncommitted changes relative to the base", files::changes)
         .route(Get, "/v1/projects/{id}/events", Bearer, "Events after a seq (the socket's frames)", events::list)
-        // pending: .route(Post, "/v1/projects/{id}/sessions", Service, "Session: snapshot + container token + env", sessions::create)
-        // pending: .route(Post, "/v1/projects/{id}/snapshots", Service, "Build (or reuse) a snapshot", snapshots::handlers::create)
-        // pending: .route(Get, "/v1/projects/{id}/snapshots/latest", Bearer, "The latest snapshot, fresh URL", snapshots::handlers::latest)
-        // pending: .route(Post, "/v1/projects/{id}/tokens", Service, "A container token for a session", sessions::mint)
-        // pending: .route(Post, "/v1/tokens/refresh", Bearer, "Refresh a container token", sessions::refresh)
-        // pending: .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
-        // pending: .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
+        .route(
+            Post,
+            "/v1/projects/{id}/sessions",
+            Service,
+            "Session: snapshot + container token + env",
+            sessions::create,
+        )
+        .route(Post, "/v1/projects/{id}/snapshots", Service, "Build (or reuse) a snapshot", snapshots::handlers::create)
+        .route(
+            Get,
+            "/v1/projects/{id}/snapshots/latest",
+            Bearer,
+            "The latest snapshot, fresh URL",
+            snapshots::handlers::latest,
+        )
+        .route(Post, "/v1/projects/{id}/tokens", Service, "A container token for a session", sessions::mint)
+        .route(Post, "/v1/tokens/refresh", Bearer, "Refresh a container token", sessions::refresh)
+        .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
+        .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
         .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
         .route(Put, "/v1/projects/{id}/editor-state", User, "Save the caller's editor state", editor_state::put)
         .finish()

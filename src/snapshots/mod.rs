@@ -2,5 +2,6 @@
 //! (format in the `snapshot-builder` crate), stored in S3-compatible storage or on local
 //! disk and handed out as signed, expiring URLs.
 
-// pending the snapshot-builder library: pub mod handlers; pub mod service;
+pub mod handlers;
+pub mod service;
 pub mod storage;

@@ -9,5 +9,6 @@ mod http_api;
 mod paths;
 mod realtime;
 mod resilience;
+mod sessions;
 mod sql_functions;
 mod storage;

@@ -1,0 +1,168 @@
+//! The orchestrator API: one call gives a preview container everything it needs (a
+//! snapshot URL, a scoped read-only token, the env), plus container tokens, refresh,
+//! session status (has the preview caught up?) and revocation.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJsonBody, PathArgs, project_id};
+use crate::realtime::protocol::channel_name;
+use crate::snapshots::service as snapshots;
+
+/// Container tokens live this long by default (CONTRACT section 2).
+const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+/// Sessions (and so token refreshes) end after this by default.
+const DEFAULT_MAX_LIFETIME: i64 = 12 * 3600;
+
+fn service_only(principal: &Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::Service => Ok(()),
+        _ => Err(ApiError::Forbidden("this route needs a service token".into())),
+    }
+}
+
+fn timestamp(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_time(value: &Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.timestamp())
+}
+
+#[derive(Deserialize, Default)]
+pub struct CreateSession {
+    ttl_seconds: Option<i64>,
+    max_lifetime_seconds: Option<i64>,
+}
+
+/// `POST /v1/projects/{id}/sessions`: session + snapshot + container token + env.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CreateSession>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    service_only(&principal)?;
+    let project = project_id(&id)?;
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    let max_lifetime = body.max_lifetime_seconds.unwrap_or(DEFAULT_MAX_LIFETIME.max(ttl));
+    let (ttl32, max32) = (i32::try_from(ttl).unwrap_or(-1), i32::try_from(max_lifetime).unwrap_or(-1));
+    let session =
+        state.db.json(&principal, "SELECT synchub.create_session($1, $2, $3)", &[&project, &ttl32, &max32]).await?;
+    let session_id = session["session_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| ApiError::internal("no session id"))?;
+    let not_after = parse_time(&session["expires_at"]).ok_or_else(|| ApiError::internal("no session expiry"))?;
+    let snapshot = snapshots::create_or_reuse(&state, project).await?;
+    let (token, exp) = state.auth.hub.container_token(session_id, project, ttl, not_after)?;
+    let env = json!({
+        "SYNCHUB_URL": state.public_url,
+        "PROJECT_ID": project,
+        "SESSION_ID": session_id,
+        "SNAPSHOT_URL": snapshot["url"],
+        "REALTIME_TOKEN": token,
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "session_id": session_id,
+            "snapshot": snapshot,
+            "token": token,
+            "token_expires_at": timestamp(exp),
+            "env": env,
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct MintToken {
+    session_id: Uuid,
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /v1/projects/{id}/tokens`: another container token for a live session.
+pub async fn mint(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(body): JsonBody<MintToken>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    let project = project_id(&id)?;
+    let session = state.db.json(&principal, "SELECT synchub.get_session($1, 'service')", &[&body.session_id]).await?;
+    if session["project_id"].as_str() != Some(project.to_string().as_str()) {
+        return Err(ApiError::NotFound("session not found".into()));
+    }
+    if !session["revoked_at"].is_null() {
+        return Err(ApiError::Forbidden("the session was revoked".into()));
+    }
+    let not_after = parse_time(&session["expires_at"]).unwrap_or(0);
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    if !(10..=86_400).contains(&ttl) {
+        return Err(ApiError::InvalidRequest("ttl_seconds must be between 10 and 86400".into()));
+    }
+    if not_after <= chrono::Utc::now().timestamp() {
+        return Err(ApiError::Forbidden("the session has ended".into()));
+    }
+    let (token, exp) = state.auth.hub.container_token(body.session_id, project, ttl, not_after)?;
+    Ok(Json(json!({"token": token, "expires_at": timestamp(exp), "channel": channel_name(project)})))
+}
+
+/// `POST /v1/tokens/refresh` (bearer: a container token): a fresh token for the same
+/// session, until the session's max lifetime; 401 once revoked.
+pub async fn refresh(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    let Principal::Container { session_id, project_id } = principal else {
+        return Err(ApiError::Forbidden("this route needs a container token".into()));
+    };
+    // The extractor already refused revoked and ended sessions.
+    let session =
+        state.db.json(&Principal::Service, "SELECT synchub.get_session($1, 'service')", &[&session_id]).await?;
+    let not_after = parse_time(&session["expires_at"]).unwrap_or(0);
+    let ttl = session["token_ttl_seconds"].as_i64().unwrap_or(DEFAULT_TOKEN_TTL);
+    let (token, exp) = state.auth.hub.container_token(session_id, project_id, ttl, not_after)?;
+    Ok(Json(json!({"token": token, "expires_at": timestamp(exp)})))
+}
+
+/// `GET /v1/sessions/{id}`: is the preview caught up? (service, or a project member)
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("session not found".into()))?;
+    let actor = match &principal {
+        Principal::User { sub } => sub.clone(),
+        Principal::Service => "service".to_string(),
+        Principal::Container { session_id, .. } if *session_id == session => "service".to_string(),
+        Principal::Container { .. } => return Err(ApiError::NotFound("session not found".into())),
+    };
+    let as_principal = if matches!(principal, Principal::User { .. }) { principal.clone() } else { Principal::Service };
+    let mut body = state.db.json(&as_principal, "SELECT synchub.get_session($1, $2)", &[&session, &actor]).await?;
+    if let Value::Object(fields) = &mut body {
+        // Internal bookkeeping, not part of the contract's answer.
+        fields.remove("revoked_at");
+        fields.remove("token_ttl_seconds");
+    }
+    Ok(Json(body))
+}
+
+/// `DELETE /v1/sessions/{id}`: revoke; its sockets close with 4010, its tokens answer 401.
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> Result<Json<Value>, ApiError> {
+    service_only(&principal)?;
+    let session = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("session not found".into()))?;
+    let body = state.db.json(&principal, "SELECT synchub.revoke_session($1)", &[&session]).await?;
+    state.session_revoked(session);
+    Ok(Json(body))
+}
