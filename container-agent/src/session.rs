@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::Instrument;
 
 use crate::applier::{ApplyError, Outcome};
 use crate::health::SharedStatus;
@@ -63,20 +64,77 @@ pub struct Session {
     /// The session's `SNAPSHOT_URL`, used for the first hydration only.
     snapshot_url: Option<String>,
     backoff: Backoff,
+    /// News from the token refresher.
+    refreshes: watch::Receiver<Refresh>,
+}
+
+/// What the token refresher last did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// The n-th fresh token is in the hub client: send it on the socket.
+    Fresh(u64),
+    /// The hub refused to refresh: the session is revoked or over.
+    Refused,
+}
+
+/// Refreshes the token before it expires, connected or not (an expired token cannot be
+/// refreshed, so an agent cut off for longer than the token's life must not wait for a
+/// socket to do it).
+async fn refresh_tokens(hub: HubClient, news: watch::Sender<Refresh>) {
+    let mut generation = 0;
+    let mut delay = refresh_delay(token_expiry(&hub.token()));
+    loop {
+        tokio::time::sleep(delay).await;
+        match hub.refresh().await {
+            Ok(token) => {
+                generation += 1;
+                tracing::info!("token refreshed");
+                delay = refresh_delay(token_expiry(&token));
+                if news.send(Refresh::Fresh(generation)).is_err() {
+                    return;
+                }
+            }
+            Err(HubError::Unauthorized) => {
+                let _ = news.send(Refresh::Refused);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "token refresh failed; retrying");
+                delay = Duration::from_secs(2);
+            }
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Session {
     pub fn new(hub: HubClient, tree: ProjectTree, snapshot_url: Option<String>, status: SharedStatus) -> Self {
         let channel = project_channel(hub.project_id());
-        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, backoff: Backoff::new() }
+        let (_, refreshes) = watch::channel(Refresh::Fresh(0));
+        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, backoff: Backoff::new(), refreshes }
     }
 
     /// Runs until revoked or stopped; `hydrated` fires after the first hydration.
     pub async fn run(mut self, mut hydrated: Option<oneshot::Sender<()>>, mut shutdown: watch::Receiver<bool>) -> Exit {
+        let (news, refreshes) = watch::channel(Refresh::Fresh(0));
+        self.refreshes = refreshes;
+        let _refresher = AbortOnDrop(tokio::spawn(refresh_tokens(self.hub.clone(), news).in_current_span()));
         let mut need_hydrate = true;
         loop {
             if *shutdown.borrow() {
                 return Exit::Shutdown;
+            }
+            if self.refused() {
+                tracing::error!("the hub no longer refreshes the token; stopping");
+                return Exit::Revoked;
             }
             if need_hydrate {
                 let url = self.snapshot_url.take();
@@ -143,6 +201,10 @@ impl Session {
         }
     }
 
+    fn refused(&self) -> bool {
+        *self.refreshes.borrow() == Refresh::Refused
+    }
+
     /// After a 401: a refresh that is itself refused means revoked or past the session's
     /// max lifetime.
     async fn session_over(&mut self) -> bool {
@@ -193,7 +255,6 @@ impl Session {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut last_heard = Instant::now();
-        let mut refresh_at = tokio::time::Instant::now() + refresh_delay(token_expiry(&self.hub.token()));
         let mut pings = 0u64;
         loop {
             let applied_at = self.applier.applied_deadline(Instant::now()).map(tokio::time::Instant::from_std);
@@ -219,19 +280,14 @@ impl Session {
                         sink.send(Message::text(frame.to_text())).await.err().map(|e| Ended::Lost(e.to_string()))
                     }
                 }
-                _ = tokio::time::sleep_until(refresh_at) => {
-                    match self.hub.refresh().await {
-                        Ok(token) => {
-                            refresh_at = tokio::time::Instant::now() + refresh_delay(token_expiry(&token));
-                            tracing::info!("token refreshed");
-                            let frame = ClientFrame::Auth { token };
+                changed = self.refreshes.changed() => {
+                    // Copied out first: the watch guard must not live across the send below.
+                    let refresh = changed.ok().map(|()| *self.refreshes.borrow_and_update());
+                    match refresh {
+                        None | Some(Refresh::Refused) => Some(Ended::Revoked),
+                        Some(Refresh::Fresh(_)) => {
+                            let frame = ClientFrame::Auth { token: self.hub.token() };
                             sink.send(Message::text(frame.to_text())).await.err().map(|e| Ended::Lost(e.to_string()))
-                        }
-                        Err(HubError::Unauthorized) => Some(Ended::Revoked),
-                        Err(error) => {
-                            tracing::warn!(%error, "token refresh failed; retrying");
-                            refresh_at = tokio::time::Instant::now() + Duration::from_secs(5);
-                            None
                         }
                     }
                 }

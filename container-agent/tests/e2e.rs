@@ -700,3 +700,29 @@ async fn sigterm_is_forwarded_to_the_command() {
     let exit = agent.exit_within(CONVERGE_WITHIN).await;
     assert_eq!(exit.code(), Some(5), "{}", agent.log_tail());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_refreshed_in_place_before_it_expires() {
+    let world = World::start().await;
+    let project = world.create_project().await;
+    world.put(&project, "a.txt", "a").await;
+    let (status, session) = world
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project}/sessions"),
+            &world.service_token(),
+            Some(json!({"ttl_seconds": 10})),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+    // Past the first token's expiry: without an in-place refresh the hub closes with 4009.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    world.put(&project, "b.txt", "after expiry").await;
+    converge(&world, &project, &agent, &[]).await;
+    let log = agent.log_without_secrets(&session, &["after expiry"]);
+    assert!(log.contains("token refreshed"), "{log}");
+    assert!(!log.contains("disconnected"), "the socket was not replaced: {log}");
+    assert_eq!(agent.status().await["connected"], true);
+}
