@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,6 +32,9 @@ pub struct EventFrame {
     pub text: Utf8Bytes,
     /// When the write was committed (microseconds since the epoch), for the lag metric.
     pub committed_at_us: i64,
+    /// The `events_published` counter for `event_type`, looked up by the first socket
+    /// that sends this frame (so deliveries do not each clone the label and hash it).
+    pub published: OnceLock<Counter>,
 }
 
 pub struct Broker {
@@ -265,6 +269,7 @@ impl Broker {
                     text: protocol::event_frame(project, seq, &event_type, &payload).into(),
                     event_type,
                     committed_at_us: row.get(3),
+                    published: OnceLock::new(),
                 })
             })
             .collect())

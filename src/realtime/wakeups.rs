@@ -9,6 +9,11 @@
 //! - A heads check compares every active project's `last_seq` with what its feed delivered,
 //!   every [`HEADS_INTERVAL`]: it catches writes made by calling the SQL functions directly
 //!   and announcements that never came (a hub that died right after its commit).
+//!
+//! Every announcement starts with the announcing hub's random id (`<hub id>;<entries>`):
+//! a hub's LISTEN connection also receives its own NOTIFYs, and acting on them would wake
+//! a feed a second time for a commit it has already been woken for (one wasted log read
+//! per write).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +47,18 @@ pub struct Wakeups {
     announce: mpsc::Sender<Announce>,
 }
 
+/// This hub process's id in its announcements (random per start).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct HubId(Uuid);
+
 impl Wakeups {
     /// Starts the announcer, the listener and the heads check; they stop with the broker.
     pub fn start(broker: Arc<Broker>, db: Db, database_url: String, retention: Duration) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
+        let hub = HubId(Uuid::new_v4());
         tokio::spawn(prune(db.clone(), retention, broker.shutdown.clone()));
-        tokio::spawn(announcer(db.clone(), announcements, broker.shutdown.clone()));
-        tokio::spawn(listener(broker.clone(), database_url));
+        tokio::spawn(announcer(db.clone(), hub, announcements, broker.shutdown.clone()));
+        tokio::spawn(listener(broker.clone(), hub, database_url));
         tokio::spawn(heads_check(broker.clone(), db));
         Wakeups { broker, announce }
     }
@@ -80,20 +90,26 @@ impl Wakeups {
 
 /// Sends announcements in batches: one NOTIFY carries every project committed since the
 /// previous one (ids only, never content).
-async fn announcer(db: Db, mut rx: mpsc::Receiver<Announce>, shutdown: tokio_util::sync::CancellationToken) {
+async fn announcer(
+    db: Db,
+    hub: HubId,
+    mut rx: mpsc::Receiver<Announce>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(item) => item, None => return },
             _ = shutdown.cancelled() => return,
         };
-        let mut payload = String::new();
-        add_entry(&mut payload, first);
-        while payload.len() < MAX_PAYLOAD {
+        let mut entries = String::new();
+        add_entry(&mut entries, first);
+        while entries.len() < MAX_PAYLOAD {
             match rx.try_recv() {
-                Ok(item) => add_entry(&mut payload, item),
+                Ok(item) => add_entry(&mut entries, item),
                 Err(_) => break,
             }
         }
+        let payload = format!("{};{entries}", hub.0);
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
             client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(|e| e.to_string())
@@ -118,8 +134,17 @@ fn add_entry(payload: &mut String, item: Announce) {
     }
 }
 
+/// Splits an announcement into its sender and its entries; None when it came from `own`
+/// (this hub already acted on it). Payloads without a sender id are treated as foreign.
+fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
+    match payload.split_once(';') {
+        Some((sender, entries)) => (Uuid::parse_str(sender).ok() != Some(own.0)).then_some(entries),
+        None => Some(payload),
+    }
+}
+
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
-async fn listener(broker: Arc<Broker>, database_url: String) {
+async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if broker.shutdown.is_cancelled() {
@@ -150,7 +175,8 @@ async fn listener(broker: Arc<Broker>, database_url: String) {
                             payload = rx.recv() => match payload { Some(p) => p, None => break },
                             _ = broker.shutdown.cancelled() => { pump.abort(); return; }
                         };
-                        for entry in payload.split(',') {
+                        let Some(entries) = foreign_entries(&payload, hub) else { continue };
+                        for entry in entries.split(',') {
                             if let Some(project) = entry.strip_prefix("m:").and_then(|p| Uuid::parse_str(p).ok()) {
                                 let broker = broker.clone();
                                 tokio::spawn(async move {
@@ -262,5 +288,21 @@ async fn heads_check(broker: Arc<Broker>, db: Db) {
             }
             Err(err) => tracing::debug!(error = %err, "heads check failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_announcements_are_ignored() {
+        let own = HubId(Uuid::new_v4());
+        let other = Uuid::new_v4();
+        let project = Uuid::new_v4();
+        assert_eq!(foreign_entries(&format!("{};{project}", own.0), own), None);
+        let from_other = format!("{other};{project},m:{project}");
+        assert_eq!(foreign_entries(&from_other, own), Some(format!("{project},m:{project}").as_str()));
+        assert_eq!(foreign_entries(&project.to_string(), own), Some(project.to_string().as_str()));
     }
 }
