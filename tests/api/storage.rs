@@ -426,3 +426,22 @@ async fn objects_are_forbidden_without_local_storage() {
     let path = format!("/v1/objects/{key}?expires={expires}&sig={}", sign(&key, expires));
     assert_error(&app.call(reqwest::Method::GET, &path, None, None).await, 403, "forbidden");
 }
+
+#[tokio::test]
+async fn readiness_follows_snapshot_storage() {
+    let (app, dir) = local_hub().await;
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready, serde_json::json!({"database": true, "storage": "ok"}));
+
+    // The storage directory vanishes (a volume unmounted): not ready, and nothing leaks.
+    std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready, serde_json::json!({"database": true, "storage": "unreachable"}));
+
+    let plain = TestApp::spawn().await;
+    let (status, ready) = plain.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["storage"], "not_configured");
+}
