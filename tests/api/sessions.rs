@@ -305,3 +305,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn concurrent_snapshot_requests_for_one_project_build_once() {
+    let (app, _dir) = app_with_storage().await;
+    let p = app.create_project("alice", "busy").await;
+    for i in 0..50 {
+        app.write("alice", &p, &format!("src/{i}.ts"), &format!("export const n = {i}")).await;
+    }
+    let service = app.service_token();
+    let route = format!("/v1/projects/{p}/snapshots");
+    let requests = (0..8).map(|_| app.post(&route, &service, json!({})));
+    let answers = futures_util::future::join_all(requests).await;
+    let mut built = 0;
+    for (status, answer) in &answers {
+        assert_eq!(status.as_u16(), 201, "{answer}");
+        assert_eq!(answer["snapshot_id"], answers[0].1["snapshot_id"], "one snapshot for one cursor");
+        assert_eq!(answer["cursor"], 50);
+        if answer["reused"] == false {
+            built += 1;
+        }
+    }
+    assert_eq!(built, 1, "{answers:?}");
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("synchub_snapshot_build_seconds_count 1\n"), "{metrics}");
+    assert!(metrics.contains("synchub_snapshot_reused_total 7\n"), "{metrics}");
+}
