@@ -14,7 +14,7 @@
 
 pub mod paths;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -269,8 +269,10 @@ pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> 
         return Err(ReadError::DestinationNotEmpty);
     }
     let result = read(archive, Some(dest), limits);
-    if result.is_err() {
-        for entry in fs::read_dir(dest)?.flatten() {
+    if result.is_err()
+        && let Ok(entries) = fs::read_dir(dest)
+    {
+        for entry in entries.flatten() {
             let path = entry.path();
             let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 fs::remove_dir_all(&path)
@@ -283,11 +285,21 @@ pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> 
 }
 
 fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) -> Result<Manifest, ReadError> {
-    let mut zip = ZipArchive::new(archive)?;
+    let mut zip = ZipArchive::new(archive).map_err(archive_error)?;
     if zip.len() > limits.max_entries + 1 {
         return Err(ReadError::TooManyEntries { limit: limits.max_entries });
     }
+    // The reader keeps one entry per name, so a second entry of the same name would pass
+    // unseen: refuse it here. Local headers must agree with the central directory (no
+    // names hidden from other unzip tools) and entries must not overlap.
+    if zip.has_duplicate_names() {
+        return Err(ReadError::Duplicate { path: "(a name in the central directory)".into() });
+    }
+    zip.validate_header_consistency().map_err(archive_error)?;
     let manifest = read_manifest(&mut zip)?;
+    if manifest.files.len() > limits.max_entries {
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries });
+    }
     let mut expected: HashMap<&str, &ManifestFile> = HashMap::with_capacity(manifest.files.len());
     for file in &manifest.files {
         expected.insert(file.path.as_str(), file);
@@ -296,7 +308,7 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
     let mut total = 0u64;
     let mut buffer = vec![0u8; 64 * 1024];
     for index in 0..zip.len() {
-        let mut entry = zip.by_index(index)?;
+        let mut entry = zip.by_index(index).map_err(archive_error)?;
         // Names are compared as the raw bytes, which must be UTF-8: no code page guessing.
         let name = std::str::from_utf8(entry.name_raw())
             .map_err(|_| ReadError::InvalidPath {
@@ -334,7 +346,7 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
         let mut size = 0u64;
         let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
         loop {
-            let read = limited.read(&mut buffer)?;
+            let read = limited.read(&mut buffer).map_err(archive_io_error)?;
             if read == 0 {
                 break;
             }
@@ -367,6 +379,24 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
     Ok(manifest)
 }
 
+/// A failure while reading the archive: corrupt data (bad deflate stream, CRC mismatch,
+/// more bytes than the header declares, truncation) is a bad archive, not an i/o error.
+fn archive_io_error(err: io::Error) -> ReadError {
+    match err.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput => {
+            ReadError::Zip(err.to_string())
+        }
+        _ => ReadError::Io(err),
+    }
+}
+
+fn archive_error(err: zip::result::ZipError) -> ReadError {
+    match err {
+        zip::result::ZipError::Io(err) => archive_io_error(err),
+        other => ReadError::Zip(other.to_string()),
+    }
+}
+
 fn finish_file(file: File) -> io::Result<()> {
     file.sync_all().or(Ok(()))
 }
@@ -375,10 +405,10 @@ fn read_manifest<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Manifest, Re
     let entry = match zip.by_name(MANIFEST_PATH) {
         Ok(entry) => entry,
         Err(zip::result::ZipError::FileNotFound) => return Err(ReadError::MissingManifest),
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(archive_error(err)),
     };
     let mut bytes = Vec::new();
-    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
+    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(archive_io_error)?;
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(ReadError::BadManifest("too large".into()));
     }
@@ -394,6 +424,16 @@ fn read_manifest<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Manifest, Re
     for file in &manifest.files {
         validate_path(&file.path)
             .map_err(|reason| ReadError::InvalidPath { path: file.path.clone(), reason: reason.to_string() })?;
+    }
+    // "a" and "a/b" cannot both be files on disk: refuse it here, so verify and extract agree.
+    let paths: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for file in &manifest.files {
+        for (at, _) in file.path.match_indices('/') {
+            let parent = &file.path[..at];
+            if paths.contains(parent) {
+                return Err(ReadError::BadManifest(format!("{parent:?} is both a file and a directory")));
+            }
+        }
     }
     Ok(manifest)
 }
