@@ -2,10 +2,11 @@
 //! fresh hub process (the real release binary) per scenario, and the client side (HTTP,
 //! WebSockets from spread-out loopback source addresses).
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -18,6 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use uuid::Uuid;
 
 use crate::procfs;
@@ -33,11 +35,20 @@ pub struct Ctx {
     pub db_url: String,
     pub hub_bin: PathBuf,
     pub token: String,
+    /// A service (orchestrator) token, for snapshots and sessions.
+    pub service_token: String,
     pub http: reqwest::Client,
     pub work: PathBuf,
     /// pg_stat_statements is loaded (`--pg-stat-statements`): scenarios add the hub's
     /// statements per write to their notes.
     pub statements: bool,
+    /// Socket counts for idle_socket_rss (`--idle-sockets`).
+    pub idle_sockets: Vec<usize>,
+    /// The container agent binary (`--agent-bin`).
+    pub agent_bin: PathBuf,
+    /// Figures scenarios publish for later ones of the same run (e.g. the one-hub
+    /// throughput the two-hub variant compares with), by key.
+    results: Mutex<HashMap<String, f64>>,
     jwt_secret: String,
     signing_key: String,
     _work_dir: tempfile::TempDir,
@@ -49,7 +60,12 @@ impl Ctx {
         if !hub_bin.exists() {
             bail!("hub binary {} not found (build it: cargo build --release -p synchub)", hub_bin.display());
         }
-        let work_dir = tempfile::Builder::new().prefix("synchub-bench-").tempdir()?;
+        let mut work_dir = tempfile::Builder::new().prefix("synchub-bench-").tempdir()?;
+        if std::env::var_os("SYNCHUB_BENCH_KEEP_WORK").is_some() {
+            // Diagnostics: keep the hub and agent logs, pgbench logs and trees after the run.
+            work_dir.disable_cleanup(true);
+            eprintln!("synchub-bench: keeping the work dir {}", work_dir.path().display());
+        }
         let work = work_dir.path().to_path_buf();
         let pg_root = work.join("pg");
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_root, durability))
@@ -86,6 +102,7 @@ impl Ctx {
             synchub::auth::users::UserVerifier::new(Some(&jwt_secret), None, &[], None, None)?.mint(USER, 6 * 3600)?;
         // reqwest is built with the hub's `rustls-no-provider` feature (one build of it in
         // the workspace): the process needs its crypto provider even for plain HTTP.
+        let service_token = synchub::auth::tokens::HubKeys::new(Some(&signing_key)).service_token(6 * 3600)?;
         synchub::app::init_process();
         let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(64).build()?;
         Ok(Ctx {
@@ -95,13 +112,27 @@ impl Ctx {
             db_url,
             hub_bin,
             token,
+            service_token,
             http,
             work,
             statements,
+            idle_sockets: vec![10_000],
+            agent_bin: PathBuf::from("synchub-agent"),
+            results: Mutex::new(HashMap::new()),
             jwt_secret,
             signing_key,
             _work_dir: work_dir,
         })
+    }
+
+    /// Makes `value` available to later scenarios of this run under `key`.
+    pub fn publish(&self, key: impl Into<String>, value: f64) {
+        self.results.lock().unwrap_or_else(|p| p.into_inner()).insert(key.into(), value);
+    }
+
+    /// A figure an earlier scenario of this run published.
+    pub fn published(&self, key: &str) -> Option<f64> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
     }
 
     pub fn db_name(&self) -> &'static str {
@@ -174,6 +205,7 @@ impl Ctx {
                 .env("SYNCHUB_WRITE_BURST", "1000000")
                 .env("SYNCHUB_MAX_SOCKETS_PER_USER", "100000")
                 .env("SYNCHUB_MAX_PROJECTS_PER_USER", "1000")
+                .env("SYNCHUB_MAX_BYTES_PER_USER", (4u64 << 30).to_string())
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone()?)
@@ -212,9 +244,59 @@ impl Ctx {
         Ok(body["id"].as_str().context("project without id")?.parse()?)
     }
 
+    /// Writes `files` (path, content) through `files:bulk`, 1,000 per request.
+    pub async fn bulk_upsert(&self, hub: &Hub, project: Uuid, files: &[(String, String)]) -> anyhow::Result<()> {
+        for batch in files.chunks(1_000) {
+            let upserts: Vec<Value> =
+                batch.iter().map(|(path, content)| json!({"path": path, "content": content})).collect();
+            let response = self
+                .http
+                .post(hub.url(&format!("/v1/projects/{project}/files:bulk")))
+                .bearer_auth(&self.token)
+                .json(&json!({ "upserts": upserts, "deletes": [] }))
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                let status = response.status();
+                bail!("bulk write answered {status}: {}", response.text().await.unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
+    /// `PUT` one file; returns the event seq of the write.
+    pub async fn put_file(&self, hub: &Hub, project: Uuid, path: &str, content: &str) -> anyhow::Result<i64> {
+        let response = self
+            .http
+            .put(hub.url(&format!("/v1/projects/{project}/files/{path}")))
+            .bearer_auth(&self.token)
+            .json(&json!({ "content": content }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("PUT {path} answered {status}: {body}");
+        }
+        body["seq"].as_i64().with_context(|| format!("PUT {path}: no seq in {body}"))
+    }
+
     /// Opens `n` WebSockets joined to `project`, `concurrency` handshakes at a time, spread
     /// over several loopback source addresses.
     pub async fn open_joined(&self, hub: &Hub, project: Uuid, n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
+        self.open_joined_at(hub.addr, project, n, concurrency).await
+    }
+
+    /// [`Ctx::open_joined`] against any server speaking the join handshake (the hub, or
+    /// the Node baseline).
+    pub async fn open_joined_at(
+        &self,
+        addr: SocketAddr,
+        project: Uuid,
+        n: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<Ws>> {
         let token = &self.token;
         let results: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
             .map(|i| async move {
@@ -223,7 +305,7 @@ impl Ctx {
                     if attempt > 0 {
                         tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                     }
-                    match connect_joined(hub.addr, token, Some(source_addr(i)), project).await {
+                    match connect_joined(addr, token, Some(source_addr(i)), project).await {
                         Ok(ws) => return Ok(ws),
                         Err(err) => last = Some(err),
                     }
@@ -323,7 +405,10 @@ pub async fn connect(addr: SocketAddr, token: &str, source: Option<Ipv4Addr>) ->
     stream.set_nodelay(true)?;
     let mut request = format!("ws://{addr}/v1/realtime").into_client_request()?;
     request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
-    let (ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    // A small read buffer (the default is 128 KiB per socket): 10,000+ client sockets in
+    // this process must not cost gigabytes. Frames larger than it are still read whole.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
 }
 

@@ -8,6 +8,7 @@
 //! does not work (an event never arrives, a request is refused).
 
 mod harness;
+mod node_ws;
 mod pgbench;
 mod procfs;
 mod report;
@@ -48,6 +49,9 @@ struct Cli {
     /// The hub binary. Default: `synchub` next to this executable (the same target dir).
     #[arg(long, env = "SYNCHUB_BENCH_HUB_BIN")]
     hub_bin: Option<PathBuf>,
+    /// The container agent binary. Default: `synchub-agent` next to this executable.
+    #[arg(long, env = "SYNCHUB_BENCH_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
     /// Run PostgreSQL with fsync off (cheaper commits). Default: PostgreSQL's own settings.
     #[arg(long)]
     throwaway_pg: bool,
@@ -55,6 +59,10 @@ struct Cli {
     /// statements the hub ran per write (adds a little overhead to every statement).
     #[arg(long)]
     pg_stat_statements: bool,
+    /// Socket counts for idle_socket_rss (ascending steps on one hub; quick mode: 1000).
+    /// Clients are spread over 127.0.0.2–127.0.0.9, so 50,000 fit in the ephemeral ports.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
+    idle_sockets: Vec<usize>,
     /// A note for the report (repeatable), e.g. what else was running on the machine.
     #[arg(long)]
     note: Vec<String>,
@@ -104,7 +112,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let load_start = procfs::load_average();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     eprintln!("synchub-bench: starting PostgreSQL and migrating …");
-    let ctx = harness::Ctx::start(cli.quick, hub_bin.clone(), durability, cli.pg_stat_statements).await?;
+    let mut ctx = harness::Ctx::start(cli.quick, hub_bin.clone(), durability, cli.pg_stat_statements).await?;
+    ctx.idle_sockets = cli.idle_sockets.clone();
+    ctx.agent_bin = cli.agent_bin.clone().unwrap_or_else(|| exe_dir.join("synchub-agent"));
 
     let mut outcomes = Vec::new();
     for scenario in &selected {
@@ -159,7 +169,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&path, report::markdown(&info, &outcomes))
+        let analysis = std::fs::read_to_string(&path).ok().and_then(|old| report::kept_analysis(&old));
+        std::fs::write(&path, report::markdown(&info, &outcomes, analysis.as_deref()))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("synchub-bench: wrote {}", path.display());
     }

@@ -20,8 +20,7 @@ pub struct Run {
 
 /// `transactions` single-client commits of `synchub.upsert_project_file` at `rate`/s.
 pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag: &str) -> anyhow::Result<Run> {
-    let dir = ctx.work.join(format!("pgbench-{tag}"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = fresh_dir(ctx, tag)?;
     let script = dir.join("upsert.sql");
     std::fs::write(
         &script,
@@ -98,6 +97,16 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
     Ok(Run { latencies, statement_avg_ms, command })
 }
 
+/// `pgbench-<tag>` in the work dir, emptied: the logs read afterwards are this run's only.
+fn fresh_dir(ctx: &Ctx, tag: &str) -> anyhow::Result<PathBuf> {
+    let dir = ctx.work.join(format!("pgbench-{tag}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 fn log_files(dir: &PathBuf) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -107,4 +116,99 @@ fn log_files(dir: &PathBuf) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// What a closed-loop pgbench run (no `-R`) achieved.
+pub struct Throughput {
+    pub transactions: u64,
+    pub seconds: f64,
+    pub latencies: Latencies,
+    pub command: String,
+}
+
+impl Throughput {
+    pub fn per_sec(&self) -> f64 {
+        self.transactions as f64 / self.seconds
+    }
+}
+
+/// `clients` pgbench clients (one thread each) calling `synchub.upsert_project_file` as
+/// fast as they can for `seconds`, each on its own 100 paths (`tp/<client>/<k>.txt`, k
+/// random), with per-transaction logging for the latency distribution.
+pub async fn upsert_throughput(
+    ctx: &Ctx,
+    project: Uuid,
+    clients: usize,
+    seconds: u64,
+    tag: &str,
+) -> anyhow::Result<Throughput> {
+    let dir = fresh_dir(ctx, tag)?;
+    let script = dir.join("upsert.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set k random(1, 100)\n\
+             SELECT * FROM synchub.upsert_project_file(:project, 'tp/' || :client_id || '/' || :k || '.txt', 'x', NULL, NULL, '{USER}', NULL);\n"
+        ),
+    )?;
+    let pgbench = pg_bin(ctx).join("pgbench");
+    let args: Vec<String> = vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        ctx.pg.port.to_string(),
+        "-U".into(),
+        "postgres".into(),
+        "-n".into(),
+        "-c".into(),
+        clients.to_string(),
+        "-j".into(),
+        clients.to_string(),
+        "-M".into(),
+        "prepared".into(),
+        "-T".into(),
+        seconds.to_string(),
+        "-l".into(),
+        format!("--log-prefix={}", dir.join("log").display()),
+        "-D".into(),
+        format!("project={project}"),
+        "-f".into(),
+        script.display().to_string(),
+        ctx.db_name().into(),
+    ];
+    let output = tokio::process::Command::new(&pgbench)
+        .args(&args)
+        .current_dir(&dir)
+        .output()
+        .await
+        .with_context(|| format!("running {}", pgbench.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("pgbench failed ({}): {}\n{}", output.status, stdout, String::from_utf8_lossy(&output.stderr));
+    }
+    let mut latencies = Latencies::default();
+    let (mut first_start_us, mut last_end_us) = (u64::MAX, 0u64);
+    for log in log_files(&dir)? {
+        for line in std::fs::read_to_string(&log)?.lines() {
+            // client_id transaction_no time script_no time_epoch time_us
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(Ok(time_us)), Some(Ok(epoch)), Some(Ok(epoch_us))) = (
+                fields.get(2).map(|v| v.parse::<u64>()),
+                fields.get(4).map(|v| v.parse::<u64>()),
+                fields.get(5).map(|v| v.parse::<u64>()),
+            ) else {
+                bail!("pgbench logged a failed transaction: {line}");
+            };
+            latencies.record_us(time_us);
+            let end_us = epoch * 1_000_000 + epoch_us;
+            last_end_us = last_end_us.max(end_us);
+            first_start_us = first_start_us.min(end_us.saturating_sub(time_us));
+        }
+    }
+    if latencies.count() == 0 {
+        bail!("pgbench logged no transaction:\n{stdout}");
+    }
+    let seconds = (last_end_us.saturating_sub(first_start_us)) as f64 / 1e6;
+    let command = format!("{} {}", pgbench.display(), args.join(" "));
+    Ok(Throughput { transactions: latencies.count(), seconds, latencies, command })
 }

@@ -89,6 +89,13 @@ pub fn nofile_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The hard RLIMIT_NOFILE of this process.
+pub fn nofile_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

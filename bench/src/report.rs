@@ -37,6 +37,7 @@ impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.unit {
             Unit::Ms => write!(f, "{:.3} ms", self.value),
+            Unit::KiB if self.value < 100.0 => write!(f, "{:.2} KiB", self.value),
             Unit::KiB => write!(f, "{:.0} KiB", self.value),
             Unit::PerSec => write!(f, "{:.0}/s", self.value),
             Unit::Count => {
@@ -50,6 +51,46 @@ impl std::fmt::Display for Value {
     }
 }
 
+/// The goal of issue #6's table for a row, checked against this run's numbers.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    /// result / baseline ≥ x (throughputs).
+    RatioAtLeast(f64),
+    /// result / baseline ≤ x (wall times).
+    RatioAtMost(f64),
+    /// result ≤ baseline + x, in the result's unit (latency overheads).
+    PlusAtMost(f64),
+    /// result ≤ x, in the result's unit.
+    AtMost(f64),
+}
+
+impl Goal {
+    fn text(&self, unit: Unit) -> String {
+        let suffix = match unit {
+            Unit::Ms => " ms",
+            Unit::KiB => " KiB",
+            Unit::PerSec => "/s",
+            Unit::Count => "",
+        };
+        match *self {
+            Goal::RatioAtLeast(x) => format!("≥ {x}×"),
+            Goal::RatioAtMost(x) => format!("≤ {x}×"),
+            Goal::PlusAtMost(x) => format!("≤ baseline + {x}{suffix}"),
+            Goal::AtMost(x) => format!("≤ {x}{suffix}"),
+        }
+    }
+
+    /// None when the row lacks what the goal compares with.
+    fn met(&self, baseline: Option<Value>, result: Value) -> Option<bool> {
+        match *self {
+            Goal::RatioAtLeast(x) => baseline.filter(|b| b.value > 0.0).map(|b| result.value / b.value >= x),
+            Goal::RatioAtMost(x) => baseline.filter(|b| b.value > 0.0).map(|b| result.value / b.value <= x),
+            Goal::PlusAtMost(x) => baseline.map(|b| result.value <= b.value + x),
+            Goal::AtMost(x) => Some(result.value <= x),
+        }
+    }
+}
+
 /// One line of a scenario's table.
 pub struct Row {
     pub metric: String,
@@ -59,15 +100,35 @@ pub struct Row {
     pub result: Value,
     /// Said in the baseline column when there is no baseline.
     pub no_baseline: &'static str,
+    /// The issue's goal for this figure, if it has one.
+    pub goal: Option<Goal>,
 }
 
 impl Row {
     pub fn compared(metric: impl Into<String>, baseline: Value, result: Value) -> Self {
-        Row { metric: metric.into(), baseline: Some(baseline), result, no_baseline: "" }
+        Row { metric: metric.into(), baseline: Some(baseline), result, no_baseline: "", goal: None }
     }
 
     pub fn alone(metric: impl Into<String>, result: Value, why: &'static str) -> Self {
-        Row { metric: metric.into(), baseline: None, result, no_baseline: why }
+        Row { metric: metric.into(), baseline: None, result, no_baseline: why, goal: None }
+    }
+
+    pub fn goal(mut self, goal: Goal) -> Self {
+        self.goal = Some(goal);
+        self
+    }
+
+    fn goal_text(&self) -> String {
+        self.goal.map_or_else(String::new, |g| g.text(self.result.unit))
+    }
+
+    fn met_text(&self) -> &'static str {
+        match self.goal.map(|g| g.met(self.baseline, self.result)) {
+            None => "",
+            Some(Some(true)) => "yes",
+            Some(Some(false)) => "**no**",
+            Some(None) => "?",
+        }
     }
 
     fn baseline_text(&self) -> String {
@@ -91,6 +152,8 @@ impl Row {
 /// What one scenario found.
 pub struct Report {
     pub name: &'static str,
+    /// The row(s) of issue #6's table this scenario measures, e.g. "#1".
+    pub issue: &'static str,
     pub title: &'static str,
     /// Parameters as run (sample counts, rates, sizes).
     pub params: Vec<(String, String)>,
@@ -102,9 +165,10 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(name: &'static str, title: &'static str) -> Self {
+    pub fn new(name: &'static str, issue: &'static str, title: &'static str) -> Self {
         Report {
             name,
+            issue,
             title,
             params: Vec::new(),
             baseline: String::new(),
@@ -141,7 +205,16 @@ pub struct RunInfo {
 
 /// The stdout table: one line per metric.
 pub fn table(outcomes: &[Outcome]) -> String {
-    let mut lines = vec![["scenario".to_string(), "metric".into(), "baseline".into(), "result".into(), "ratio".into()]];
+    const COLUMNS: usize = 7;
+    let mut lines: Vec<[String; COLUMNS]> = vec![[
+        "scenario".to_string(),
+        "metric".into(),
+        "baseline".into(),
+        "result".into(),
+        "ratio".into(),
+        "goal".into(),
+        "met?".into(),
+    ]];
     for outcome in outcomes {
         match outcome {
             Outcome::Done(report) => {
@@ -152,15 +225,24 @@ pub fn table(outcomes: &[Outcome]) -> String {
                         row.baseline_text(),
                         row.result.to_string(),
                         row.ratio_text(),
+                        row.goal_text(),
+                        row.met_text().replace('*', ""),
                     ]);
                 }
             }
-            Outcome::Failed { name, error } => {
-                lines.push([name.to_string(), "FAILED".into(), String::new(), first_line(error), String::new()])
-            }
+            Outcome::Failed { name, error } => lines.push([
+                name.to_string(),
+                "FAILED".into(),
+                String::new(),
+                first_line(error),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
         }
     }
-    let widths: Vec<usize> = (0..5).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..COLUMNS).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for (i, line) in lines.iter().enumerate() {
         let cells: Vec<String> = line
@@ -176,6 +258,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
+/// Hand-written analysis kept across reruns: the text between these markers in the
+/// existing file is carried into the new one.
+pub const ANALYSIS_START: &str = "<!-- analysis:start (hand-written; kept when scripts/bench rewrites this file) -->";
+pub const ANALYSIS_END: &str = "<!-- analysis:end -->";
+
+/// The hand-written analysis section of an earlier report, markers included.
+pub fn kept_analysis(previous: &str) -> Option<String> {
+    let start = previous.find(ANALYSIS_START)?;
+    let end = previous[start..].find(ANALYSIS_END)? + start + ANALYSIS_END.len();
+    Some(previous[start..end].to_string())
+}
+
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
 }
@@ -184,23 +278,25 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// docs/BENCHMARKS.md.
-pub fn markdown(info: &RunInfo, outcomes: &[Outcome]) -> String {
+/// docs/BENCHMARKS.md; `analysis` is the hand-written section kept from the previous file.
+pub fn markdown(info: &RunInfo, outcomes: &[Outcome], analysis: Option<&str>) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Written by `scripts/bench` (the `bench/` crate, `synchub-bench`); rerun it rather than editing this file. \
-         Every number is compared with a baseline measured in the same run on the same machine, because the \
-         machine is shared and noisy: read the ratios, not the absolute times. Latencies are HDR histograms \
-         (µs resolution, 3 significant digits); nothing here is a pass/fail threshold.\n"
+        "Written by `scripts/bench` (the `bench/` crate, `synchub-bench`); rerun it rather than editing this file \
+         (only the analysis section between its markers is hand-written, and kept on rerun). Every number is \
+         compared with a baseline measured in the same run on the same machine, because the machine is shared and \
+         noisy: read the ratios, not the absolute times. Latencies are HDR histograms (µs resolution, 3 significant \
+         digits). The goals are issue #6's; \"met?\" checks them against this run's numbers and is not a CI \
+         assertion.\n"
     );
     let _ = writeln!(
         md,
         "Run: `scripts/bench` (all scenarios, full samples, rewrites this file); `scripts/bench --quick` (smoke \
          check, under 2 minutes, writes `BENCHMARKS.partial.md` in the target dir); `--only NAME[,NAME]`, \
-         `--list`, `--note TEXT`, `--pg-stat-statements` (diagnostic: the hub's SQL statements per write). \
-         Honours `CARGO_TARGET_DIR`.\n"
+         `--list`, `--note TEXT`, `--idle-sockets N,N`, `--pg-stat-statements` (diagnostic: the hub's SQL \
+         statements per write). Honours `CARGO_TARGET_DIR`.\n"
     );
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| date | {} |", info.date);
@@ -213,34 +309,43 @@ pub fn markdown(info: &RunInfo, outcomes: &[Outcome]) -> String {
     let _ = writeln!(md, "| hub | {} |", cell(&info.hub));
     let _ = writeln!(md);
     let _ = writeln!(md, "## Summary\n");
-    let _ =
-        writeln!(md, "| scenario | metric | baseline | result | ratio (result / baseline) |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| issue | scenario | metric | baseline | result | ratio (result / baseline) | goal | met? |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
     for outcome in outcomes {
         match outcome {
             Outcome::Done(report) => {
                 for row in &report.rows {
                     let _ = writeln!(
                         md,
-                        "| [{0}](#{0}) | {1} | {2} | {3} | {4} |",
+                        "| {} | [{1}](#{1}) | {2} | {3} | {4} | {5} | {6} | {7} |",
+                        report.issue,
                         report.name,
                         cell(&row.metric),
                         cell(&row.baseline_text()),
                         row.result,
-                        row.ratio_text()
+                        row.ratio_text(),
+                        cell(&row.goal_text()),
+                        row.met_text()
                     );
                 }
             }
             Outcome::Failed { name, error } => {
-                let _ = writeln!(md, "| {name} | **failed** | | {} | |", cell(&first_line(error)));
+                let _ = writeln!(md, "| | {name} | **failed** | | {} | | | |", cell(&first_line(error)));
             }
         }
     }
     let _ = writeln!(md);
+    if let Some(analysis) = analysis {
+        let _ = writeln!(md, "{analysis}\n");
+    }
     for outcome in outcomes {
         match outcome {
             Outcome::Done(report) => {
                 let _ = writeln!(md, "## {}\n", report.name);
-                let _ = writeln!(md, "{}\n", report.title);
+                let _ = writeln!(md, "Issue #6 row {}. {}\n", report.issue.trim_start_matches('#'), report.title);
                 if !report.params.is_empty() {
                     let params: Vec<String> = report.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                     let _ = writeln!(md, "Parameters: {}; took {:.1} s.\n", params.join(", "), report.seconds);
@@ -248,15 +353,17 @@ pub fn markdown(info: &RunInfo, outcomes: &[Outcome]) -> String {
                 if !report.baseline.is_empty() {
                     let _ = writeln!(md, "Baseline: {}\n", report.baseline);
                 }
-                let _ = writeln!(md, "| metric | baseline | result | ratio |\n|---|---|---|---|");
+                let _ = writeln!(md, "| metric | baseline | result | ratio | goal | met? |\n|---|---|---|---|---|---|");
                 for row in &report.rows {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} |",
                         cell(&row.metric),
                         cell(&row.baseline_text()),
                         row.result,
-                        row.ratio_text()
+                        row.ratio_text(),
+                        cell(&row.goal_text()),
+                        row.met_text()
                     );
                 }
                 let _ = writeln!(md);

@@ -1,30 +1,51 @@
-//! Fan-out: one project, many joined sockets, 1 KiB writes at a modest pace. For every
-//! event: when it was created in the log (just before commit) and when the first and the
-//! last socket got it; delivered frames per second; the hub's CPU time per 1,000 frames.
+//! Fan-out: one project, many joined sockets, 1 KiB writes. Two phases per server:
+//! - paced: a steady write rate; per event, when it was created (hub: the event row's
+//!   `created_at`, just before commit; Node: when the server built the frame) and when
+//!   the first and the last socket got it; the server's CPU time per 1,000 frames;
+//! - burst: writes back to back (one closed-loop writer): delivered frames per second
+//!   while every socket has to keep up, the fan-out capacity.
+//!
+//! Baseline, same run, same client code and sockets: a minimal Node.js `ws` broadcast
+//! server ([`crate::node_ws`]).
+//!
+//! The two-hub variant (`fanout_1000_2hubs`) runs two hub processes on the same database,
+//! writes through hub A and joins half the sockets on A, half on B; it compares with the
+//! Node and one-hub figures fanout_1000 published earlier in the same run.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
 
 use super::Pending;
 use crate::harness::{self, Ctx, Hub, clock};
+use crate::node_ws::{self, NodeServer};
 use crate::procfs;
-use crate::report::{Report, Row, Value as V};
+use crate::report::{Goal, Report, Row, Value as V};
 use crate::stats::Latencies;
 
-/// Writes per second (each one event to every socket).
-const RATE: f64 = 20.0;
 /// File content per write; the frame adds ~300 bytes of envelope and metadata.
 const CONTENT_BYTES: usize = 1024;
 const WARMUP: u64 = 10;
+/// Concurrent closed-loop writers in the burst phase.
+const BURST_WRITERS: u64 = 4;
 
-pub fn run(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx))
+pub fn run_1000(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, "fanout_1000", if ctx.quick { 100 } else { 1_000 }, 1))
+}
+
+pub fn run_1000_two_hubs(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, "fanout_1000_2hubs", if ctx.quick { 100 } else { 1_000 }, 2))
+}
+
+pub fn run_10000(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, "fanout_10000", if ctx.quick { 1_000 } else { 10_000 }, 1))
 }
 
 /// Per seq: how many sockets got it, and when the first and the last did (clock ns).
@@ -34,56 +55,387 @@ struct Arrivals {
     last: AtomicU64,
 }
 
-async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
-    let sockets: usize = if ctx.quick { 100 } else { 1_000 };
-    let events: u64 = if ctx.quick { 200 } else { 1_000 };
+struct Plan {
+    sockets: usize,
+    rate: f64,
+    events: u64,
+    burst: u64,
+}
+
+/// What one server (hub or Node) did.
+struct Numbers {
+    created_to_last: Latencies,
+    write_to_last: Latencies,
+    write_to_first: Latencies,
+    spread: Latencies,
+    paced_per_sec: f64,
+    paced_window: f64,
+    burst_per_sec: f64,
+    burst_secs: f64,
+    cpu: procfs::Cpu,
+    cpu_per_1000_ms: f64,
+    own_cpu: procfs::Cpu,
+    delivered: u64,
+    connect_secs: f64,
+}
+
+enum Target<'a> {
+    /// Writes go to the first hub; sockets are spread over all of them.
+    Hub {
+        hubs: &'a [Hub],
+        project: Uuid,
+    },
+    Node {
+        node: &'a NodeServer,
+        project: Uuid,
+    },
+}
+
+impl Target<'_> {
+    /// Where the sockets join, round robin.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Target::Hub { hubs, .. } => hubs.iter().map(|h| h.addr).collect(),
+            Target::Node { node, .. } => vec![node.addr],
+        }
+    }
+
+    fn project(&self) -> Uuid {
+        match self {
+            Target::Hub { project, .. } | Target::Node { project, .. } => *project,
+        }
+    }
+
+    /// The server CPU time (summed over the hubs).
+    fn cpu(&self) -> anyhow::Result<procfs::Cpu> {
+        match self {
+            Target::Hub { hubs, .. } => {
+                let mut total = procfs::Cpu::default();
+                for hub in hubs.iter() {
+                    let cpu = hub.cpu()?;
+                    total.user += cpu.user;
+                    total.system += cpu.system;
+                }
+                Ok(total)
+            }
+            Target::Node { node, .. } => node.cpu(),
+        }
+    }
+
+    /// A request writing event `i` (1 KiB content).
+    fn request(&self, ctx: &Ctx, i: u64) -> anyhow::Result<reqwest::Request> {
+        let mut content = format!("{i:08} ");
+        content.push_str(&"x".repeat(CONTENT_BYTES - content.len()));
+        Ok(match self {
+            Target::Hub { hubs, project } => ctx
+                .http
+                .put(hubs[0].url(&format!("/v1/projects/{project}/files/fanout-{}.txt", i % BURST_WRITERS)))
+                .bearer_auth(&ctx.token)
+                .json(&json!({ "content": content }))
+                .build()?,
+            Target::Node { node, .. } => {
+                ctx.http.post(node.url("/broadcast")).json(&json!({ "content": content })).build()?
+            }
+        })
+    }
+}
+
+/// One write: (clock ns just before sending, seq, created µs since the epoch if the
+/// server said).
+type Written = (u64, i64, Option<i64>);
+
+async fn send(client: reqwest::Client, request: reqwest::Request, i: u64) -> anyhow::Result<Written> {
+    let sent = clock().now_ns();
+    let response = client.execute(request).await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("write {i} answered {status}: {body}");
+    }
+    let seq = body["seq"].as_i64().with_context(|| format!("write {i}: no seq in {body}"))?;
+    Ok((sent, seq, body["created_us"].as_i64()))
+}
+
+/// The figures the rows are made of; fanout_1000 publishes its own for the two-hub variant.
+#[derive(Clone, Copy)]
+struct Figures {
+    burst_per_sec: f64,
+    created_to_last_p50: f64,
+    created_to_last_p99: f64,
+    write_to_last_p50: f64,
+    paced_per_sec: f64,
+    cpu_per_1000_ms: f64,
+}
+
+const FIGURES: [&str; 6] = [
+    "burst_per_sec",
+    "created_to_last_p50",
+    "created_to_last_p99",
+    "write_to_last_p50",
+    "paced_per_sec",
+    "cpu_per_1000_ms",
+];
+
+impl Figures {
+    fn of(x: &Numbers) -> Self {
+        Figures {
+            burst_per_sec: x.burst_per_sec,
+            created_to_last_p50: x.created_to_last.ms(0.5),
+            created_to_last_p99: x.created_to_last.ms(0.99),
+            write_to_last_p50: x.write_to_last.ms(0.5),
+            paced_per_sec: x.paced_per_sec,
+            cpu_per_1000_ms: x.cpu_per_1000_ms,
+        }
+    }
+
+    fn values(&self) -> [f64; 6] {
+        [
+            self.burst_per_sec,
+            self.created_to_last_p50,
+            self.created_to_last_p99,
+            self.write_to_last_p50,
+            self.paced_per_sec,
+            self.cpu_per_1000_ms,
+        ]
+    }
+
+    fn publish(&self, ctx: &Ctx, prefix: &str) {
+        for (key, value) in FIGURES.iter().zip(self.values()) {
+            ctx.publish(format!("{prefix}/{key}"), value);
+        }
+    }
+
+    fn published(ctx: &Ctx, prefix: &str) -> Option<Self> {
+        let get = |key: &str| ctx.published(&format!("{prefix}/{key}"));
+        Some(Figures {
+            burst_per_sec: get(FIGURES[0])?,
+            created_to_last_p50: get(FIGURES[1])?,
+            created_to_last_p99: get(FIGURES[2])?,
+            write_to_last_p50: get(FIGURES[3])?,
+            paced_per_sec: get(FIGURES[4])?,
+            cpu_per_1000_ms: get(FIGURES[5])?,
+        })
+    }
+}
+
+async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> anyhow::Result<Report> {
+    let plan = Plan {
+        sockets,
+        // 20 events/s at 1,000 sockets (20,000 frames/s); fewer at 10,000 (40,000 frames/s).
+        rate: if sockets >= 5_000 { 4.0 } else { 20.0 },
+        events: match (ctx.quick, sockets >= 5_000) {
+            (true, _) => 30,
+            (false, false) => 400,
+            (false, true) => 100,
+        },
+        burst: match (ctx.quick, sockets >= 5_000) {
+            (true, _) => 30,
+            (false, false) => 300,
+            (false, true) => 60,
+        },
+    };
     let mut report = Report::new(
-        "fanout_1000",
-        "One project with many joined WebSockets; one client writes 1 KiB files over HTTP (same path, new content \
-         each time) at a steady pace; every socket receives every `file:update` frame.",
+        name,
+        "#3",
+        if hubs == 1 {
+            "One project with many joined WebSockets; one client writes 1 KiB files (the hub: HTTP PUT of a few \
+             paths with new content each time; Node: POST /broadcast) at a steady pace, then back to back (burst); \
+             every socket receives every `file:update` frame. The burst uses 4 concurrent closed-loop writers (the \
+             hub: one file each). The same client code and sockets measure the hub and the Node `ws` baseline, one \
+             after the other."
+        } else {
+            "fanout_1000 with two hub processes on the same database: the writes go to hub A, half the sockets are \
+             joined on A and half on B (B learns of each write through PostgreSQL). Baselines: the Node `ws` figures \
+             fanout_1000 measured earlier in this run (and its one-hub figures, for the change)."
+        },
     );
-    report.param("sockets", sockets);
-    report.param("events", events);
+    report.param("sockets", plan.sockets);
+    report
+        .param("hubs", if hubs == 1 { "1".to_string() } else { format!("{hubs} (writes on A; sockets split evenly)") });
+    report.param("paced events", plan.events);
+    report.param("pace", format!("{} writes/s", plan.rate));
+    report.param("burst events", plan.burst);
     report.param("warm-up events (not counted)", WARMUP);
-    report.param("pace", format!("{RATE} writes/s"));
     report.param("content", format!("{CONTENT_BYTES} bytes"));
     report.param("client source addresses", format!("127.0.0.2–127.0.0.{}", 1 + harness::SOURCE_ADDRESSES));
-
-    let hub = ctx.start_hub("fanout").await?;
-    let result = fan_out(ctx, &hub, sockets, events, &mut report).await;
-    let log = hub.log_lines();
-    hub.stop().await;
-    result?;
-    if !log.is_empty() {
-        report.notes.push(format!("the hub logged {} warning/error lines, first: `{}`", log.len(), log[0]));
+    let needed = plan.sockets as u64 + 512;
+    if let Some(limit) = procfs::nofile_limit()
+        && limit < needed
+    {
+        bail!("RLIMIT_NOFILE is {limit}, {needed} needed: run through scripts/bench (it raises it)");
     }
-    report.baseline = "none yet for this scenario (HOOK: `node_ws_baseline` in bench/src/scenarios/fanout.rs \
-                       is where a Node `ws` broadcast server with the same sockets, frame size and pace goes)."
-        .into();
+
+    // The hub(s).
+    let mut started = Vec::new();
+    for k in 0..hubs {
+        let label = if k == 0 { name.to_string() } else { format!("{name}-{k}") };
+        match ctx.start_hub(&label).await {
+            Ok(hub) => started.push(hub),
+            Err(err) => {
+                for hub in started {
+                    hub.stop().await;
+                }
+                return Err(err);
+            }
+        }
+    }
+    let result = async {
+        let project = ctx.create_project(&started[0], &format!("bench {name}")).await?;
+        fan_out(ctx, &Target::Hub { hubs: &started, project }, &plan).await
+    }
+    .await;
+    let mut log = Vec::new();
+    for hub in started {
+        log.extend(hub.log_lines());
+        hub.stop().await;
+    }
+    let hub_numbers = result.context("hub phase")?;
+    if !log.is_empty() {
+        report.notes.push(format!("the hubs logged {} warning/error lines, first: `{}`", log.len(), log[0]));
+    }
+    let h = Figures::of(&hub_numbers);
+
+    // The Node baseline: measured here, or (two hubs) taken from fanout_1000 of this run.
+    let published_node = if hubs > 1 { Figures::published(ctx, "fanout_1000/node") } else { None };
+    let node_numbers = match published_node {
+        Some(_) => None,
+        None => {
+            let project = Uuid::new_v4();
+            let node = node_ws::start(ctx, project).await.context("starting the Node ws baseline")?;
+            let result = fan_out(ctx, &Target::Node { node: &node, project }, &plan).await;
+            let version = node.version.clone();
+            node.stop().await;
+            Some((result.context("Node baseline phase")?, version))
+        }
+    };
+    let n = match (&published_node, &node_numbers) {
+        (Some(figures), _) => *figures,
+        (None, Some((numbers, _))) => Figures::of(numbers),
+        (None, None) => unreachable!("the Node baseline is either published or measured"),
+    };
+    report.baseline = match &node_numbers {
+        Some((_, node_version)) => format!(
+            "a minimal Node.js {node_version} broadcast server on `ws` {} (installed with `npm i ws` at run time; \
+             source in bench/src/node_ws.rs): answers `join` with `joined`, and on `POST /broadcast` builds one \
+             frame of the hub's shape (same envelope and payload fields, sha256 of the content) and `send`s it to \
+             every joined socket. No database, no auth, no per-socket ordering or gap filling. Same client code, \
+             sockets, sizes and pace; measured right after the hub.",
+            node_ws::ws_version(ctx)
+        ),
+        None => "the Node `ws` broadcast server as measured by fanout_1000 earlier in this run (same client code, \
+                 socket count, sizes and pace)"
+            .into(),
+    };
+    if hubs == 1 && name == "fanout_1000" {
+        h.publish(ctx, &format!("{name}/hub"));
+        n.publish(ctx, &format!("{name}/node"));
+    }
+
+    report.rows.push(
+        Row::compared("burst: delivered events/s", V::per_sec(n.burst_per_sec), V::per_sec(h.burst_per_sec))
+            .goal(Goal::RatioAtLeast(2.0)),
+    );
+    for (label, nv, hv) in
+        [("p50", n.created_to_last_p50, h.created_to_last_p50), ("p99", n.created_to_last_p99, h.created_to_last_p99)]
+    {
+        let row = Row::compared(format!("paced: commit → last socket {label}"), V::ms(nv), V::ms(hv));
+        report.rows.push(if label == "p99" && name.starts_with("fanout_1000") {
+            row.goal(Goal::AtMost(50.0))
+        } else {
+            row
+        });
+    }
+    report.rows.push(Row::compared(
+        "paced: write → last socket p50",
+        V::ms(n.write_to_last_p50),
+        V::ms(h.write_to_last_p50),
+    ));
+    report.rows.push(Row::compared(
+        "paced: delivered events/s",
+        V::per_sec(n.paced_per_sec),
+        V::per_sec(h.paced_per_sec),
+    ));
+    report.rows.push(Row::compared(
+        format!("paced: server CPU ms per 1,000 delivered events{}", if hubs > 1 { " (both hubs)" } else { "" }),
+        V::count((n.cpu_per_1000_ms * 100.0).round() / 100.0),
+        V::count((h.cpu_per_1000_ms * 100.0).round() / 100.0),
+    ));
+    if hubs > 1 {
+        match Figures::published(ctx, "fanout_1000/hub") {
+            Some(one) => {
+                report.rows.push(Row::compared(
+                    "burst: delivered events/s, 2 hubs vs 1 hub (fanout_1000)",
+                    V::per_sec(one.burst_per_sec),
+                    V::per_sec(h.burst_per_sec),
+                ));
+                report.rows.push(Row::compared(
+                    "paced: commit → last socket p99, 2 hubs vs 1 hub (fanout_1000)",
+                    V::ms(one.created_to_last_p99),
+                    V::ms(h.created_to_last_p99),
+                ));
+                report.rows.push(Row::compared(
+                    "paced: CPU ms per 1,000 delivered events, 2 hubs vs 1 hub (fanout_1000)",
+                    V::count((one.cpu_per_1000_ms * 100.0).round() / 100.0),
+                    V::count((h.cpu_per_1000_ms * 100.0).round() / 100.0),
+                ));
+            }
+            None => report.notes.push("fanout_1000 did not run before this: no one-hub comparison".into()),
+        }
+    }
+    let mut described = vec![("hub", &hub_numbers)];
+    if let Some((numbers, _)) = &node_numbers {
+        described.push(("Node", numbers));
+    }
+    for (who, x) in described {
+        report.notes.push(format!(
+            "{who}: commit → last socket {}; write → first socket {}; write → last socket {}; first → last socket, \
+             same event: {}",
+            x.created_to_last.summary(),
+            x.write_to_first.summary(),
+            x.write_to_last.summary(),
+            x.spread.summary()
+        ));
+        report.notes.push(format!(
+            "{who}: paced {} frames in {:.1} s (offered {:.0}/s); burst of {} events × {} sockets delivered in {:.2} s; \
+             server CPU while paced {:.2} s = {:.0}% of one core (user {:.2} s, system {:.2} s; on loopback the \
+             sender's system time includes the receiver's TCP work); bench client CPU {:.2} s; {} sockets opened \
+             and joined in {:.1} s",
+            x.delivered,
+            x.paced_window,
+            plan.sockets as f64 * plan.rate,
+            plan.burst,
+            plan.sockets,
+            x.burst_secs,
+            x.cpu.total().as_secs_f64(),
+            x.cpu.total().as_secs_f64() / x.paced_window * 100.0,
+            x.cpu.user.as_secs_f64(),
+            x.cpu.system.as_secs_f64(),
+            x.own_cpu.total().as_secs_f64(),
+            plan.sockets,
+            x.connect_secs,
+        ));
+    }
+    report.notes.push(
+        "commit → last socket: for the hub from `synchub.events.created_at` (`clock_timestamp()` at the event insert, \
+         just before commit), for Node from when it built the frame; both on this machine's clock"
+            .into(),
+    );
     Ok(report)
 }
 
-/// HOOK(node-ws-baseline): a later task measures the same fan-out against a minimal
-/// Node.js `ws` broadcast server (same socket count, frame size and pace, same client code
-/// below) started by this scenario, and returns its numbers here; the rows then show
-/// hub/Node ratios. Until then there is no fan-out baseline.
-fn node_ws_baseline() -> Option<FanoutNumbers> {
-    None
-}
-
-struct FanoutNumbers {
-    created_to_last: Latencies,
-    delivered_per_sec: f64,
-}
-
-async fn fan_out(ctx: &Ctx, hub: &Hub, sockets: usize, events: u64, report: &mut Report) -> anyhow::Result<()> {
-    let project = ctx.create_project(hub, "bench fanout").await?;
+async fn fan_out(ctx: &Ctx, target: &Target<'_>, plan: &Plan) -> anyhow::Result<Numbers> {
     let connect_started = Instant::now();
-    let sockets_open = ctx.open_joined(hub, project, sockets, 32).await?;
+    let addrs = target.addrs();
+    let mut sockets_open = Vec::with_capacity(plan.sockets);
+    for (k, addr) in addrs.iter().enumerate() {
+        let n = plan.sockets / addrs.len() + usize::from(k < plan.sockets % addrs.len());
+        sockets_open.extend(ctx.open_joined_at(*addr, target.project(), n, 32).await?);
+    }
     let connect_secs = connect_started.elapsed().as_secs_f64();
+    let sockets = plan.sockets;
 
-    // The project is new: its seqs are 1, 2, 3, … (slack for anything else written to it).
-    let capacity = (WARMUP + events) as usize + 64;
+    // A fresh project (or Node server): seqs are 1, 2, 3, … (slack for anything else).
+    let capacity = (WARMUP + plan.events + plan.burst) as usize + 64;
     let arrivals: Arc<Vec<Arrivals>> = Arc::new(
         (0..capacity)
             .map(|_| Arrivals { count: AtomicU32::new(0), first: AtomicU64::new(u64::MAX), last: AtomicU64::new(0) })
@@ -108,116 +460,108 @@ async fn fan_out(ctx: &Ctx, hub: &Hub, sockets: usize, events: u64, report: &mut
         });
     }
     let all_arrived =
-        |from: usize, to: usize| arrivals[from..to].iter().all(|a| a.count.load(Ordering::Relaxed) as usize >= sockets);
+        |seqs: &[usize]| seqs.iter().all(|&s| arrivals[s].count.load(Ordering::Relaxed) as usize >= sockets);
+    let result = async {
+        // Warm-up: everything delivered everywhere before counting starts.
+        let warm = write_paced(ctx, target, 0, WARMUP, plan.rate).await?;
+        let warm_seqs = seqs_of(&warm, capacity)?;
+        wait_for(|| all_arrived(&warm_seqs), Duration::from_secs(30)).await?;
 
-    // Warm-up: everything delivered everywhere before counting starts.
-    let warm: Vec<(u64, i64)> = write_paced(ctx, hub, project, 0, WARMUP).await?;
-    let warm_last = warm.iter().map(|(_, seq)| *seq).max().unwrap_or(0) as usize;
-    wait_for(|| all_arrived(1, warm_last + 1), Duration::from_secs(30)).await?;
+        // Paced.
+        let cpu_before = target.cpu()?;
+        let own_cpu_before = procfs::self_cpu_time()?;
+        let frames_before = frames.load(Ordering::Relaxed);
+        let written = write_paced(ctx, target, WARMUP, plan.events, plan.rate).await?;
+        let seqs = seqs_of(&written, capacity)?;
+        wait_for(|| all_arrived(&seqs), Duration::from_secs(60)).await?;
+        let cpu = target.cpu()?.since(cpu_before);
+        let own_cpu = procfs::self_cpu_time()?.since(own_cpu_before);
+        let delivered = frames.load(Ordering::Relaxed) - frames_before;
 
-    let hub_cpu_before = hub.cpu()?;
-    let own_cpu_before = procfs::self_cpu_time()?;
-    let frames_before = frames.load(Ordering::Relaxed);
-    ctx.statements_reset().await?;
-    let written = write_paced(ctx, hub, project, WARMUP, events).await?;
-    let seqs: Vec<usize> = written.iter().map(|(_, seq)| *seq as usize).collect();
-    if seqs.iter().any(|&s| s >= capacity) {
-        bail!("unexpected seqs (project not fresh?): {:?}", seqs.iter().max());
-    }
-    let complete = wait_for(
-        || seqs.iter().all(|&s| arrivals[s].count.load(Ordering::Relaxed) as usize >= sockets),
-        Duration::from_secs(30),
-    )
-    .await;
-    let hub_cpu = hub.cpu()?.since(hub_cpu_before);
-    let own_cpu = procfs::self_cpu_time()?.since(own_cpu_before);
-    let delivered = frames.load(Ordering::Relaxed) - frames_before;
-    readers.abort_all();
-    let statements = ctx.statements_report(events).await?;
-    if let Err(err) = complete {
-        let missing: u64 = seqs
-            .iter()
-            .map(|&s| sockets as u64 - (arrivals[s].count.load(Ordering::Relaxed) as u64).min(sockets as u64))
-            .sum();
-        report.notes.push(format!("{missing} of {} deliveries had not arrived after 30 s", sockets as u64 * events));
-        return Err(err);
-    }
-
-    let seq_list: Vec<i64> = written.iter().map(|(_, seq)| *seq).collect();
-    let created = harness::event_times(ctx, project, &seq_list).await?;
-    let (mut write_to_last, mut write_to_first, mut created_to_last, mut spread) =
-        (Latencies::default(), Latencies::default(), Latencies::default(), Latencies::default());
-    let first_sent = written.iter().map(|(sent, _)| *sent).min().unwrap_or(0);
-    let mut last_arrival = 0;
-    for (sent, seq) in &written {
-        let slot = &arrivals[*seq as usize];
-        let (first, last) = (slot.first.load(Ordering::Relaxed), slot.last.load(Ordering::Relaxed));
-        last_arrival = last_arrival.max(last);
-        write_to_last.record_ns(last.saturating_sub(*sent));
-        write_to_first.record_ns(first.saturating_sub(*sent));
-        spread.record_ns(last.saturating_sub(first));
-        if let Some(created_us) = created.get(seq) {
-            let created_ns = clock().wall_us_to_ns(*created_us);
-            created_to_last.record_ns((last as i64 - created_ns).max(0) as u64);
+        let created: std::collections::HashMap<i64, i64> = match target {
+            Target::Hub { project, .. } => {
+                let list: Vec<i64> = written.iter().map(|w| w.1).collect();
+                harness::event_times(ctx, *project, &list).await?
+            }
+            Target::Node { .. } => written.iter().filter_map(|w| Some((w.1, w.2?))).collect(),
+        };
+        let mut numbers = Numbers {
+            created_to_last: Latencies::default(),
+            write_to_last: Latencies::default(),
+            write_to_first: Latencies::default(),
+            spread: Latencies::default(),
+            paced_per_sec: 0.0,
+            paced_window: 0.0,
+            burst_per_sec: 0.0,
+            burst_secs: 0.0,
+            cpu,
+            cpu_per_1000_ms: 0.0,
+            own_cpu,
+            delivered,
+            connect_secs,
+        };
+        let first_sent = written.iter().map(|w| w.0).min().unwrap_or(0);
+        let mut last_arrival = 0;
+        for (sent, seq, _) in &written {
+            let slot = &arrivals[*seq as usize];
+            let (first, last) = (slot.first.load(Ordering::Relaxed), slot.last.load(Ordering::Relaxed));
+            last_arrival = last_arrival.max(last);
+            numbers.write_to_last.record_ns(last.saturating_sub(*sent));
+            numbers.write_to_first.record_ns(first.saturating_sub(*sent));
+            numbers.spread.record_ns(last.saturating_sub(first));
+            if let Some(created_us) = created.get(seq) {
+                let created_ns = clock().wall_us_to_ns(*created_us);
+                numbers.created_to_last.record_ns((last as i64 - created_ns).max(0) as u64);
+            }
         }
-    }
-    let window = (last_arrival.saturating_sub(first_sent)) as f64 / 1e9;
-    let delivered_per_sec = delivered as f64 / window;
-    let per_1000 = |d: Duration| d.as_secs_f64() * 1000.0 / (delivered as f64 / 1000.0);
-    let cpu_per_1000_ms = per_1000(hub_cpu.total());
+        numbers.paced_window = last_arrival.saturating_sub(first_sent) as f64 / 1e9;
+        numbers.paced_per_sec = delivered as f64 / numbers.paced_window;
+        numbers.cpu_per_1000_ms = cpu.total().as_secs_f64() * 1000.0 / (delivered as f64 / 1000.0);
 
-    let baseline = node_ws_baseline();
-    const PENDING: &str = "(Node ws: pending)";
-    for q in [0.5, 0.99] {
-        let label = if q == 0.5 { "p50" } else { "p99" };
-        let metric = format!("commit → last socket {label}");
-        report.rows.push(match &baseline {
-            Some(b) => Row::compared(metric, V::ms(b.created_to_last.ms(q)), V::ms(created_to_last.ms(q))),
-            None => Row::alone(metric, V::ms(created_to_last.ms(q)), PENDING),
-        });
+        // Burst: BURST_WRITERS closed-loop writers (each its own file), as fast as the
+        // server answers, so one writer's commit latency does not cap the event rate.
+        let from = WARMUP + plan.events;
+        let mut requests: Vec<Vec<(u64, reqwest::Request)>> = (0..BURST_WRITERS).map(|_| Vec::new()).collect();
+        for i in from..from + plan.burst {
+            requests[(i % BURST_WRITERS) as usize].push((i, target.request(ctx, i)?));
+        }
+        let mut writers = tokio::task::JoinSet::new();
+        for queue in requests {
+            let client = ctx.http.clone();
+            writers.spawn(async move {
+                let mut written = Vec::with_capacity(queue.len());
+                for (i, request) in queue {
+                    written.push(send(client.clone(), request, i).await?);
+                }
+                Ok::<_, anyhow::Error>(written)
+            });
+        }
+        let mut burst = Vec::with_capacity(plan.burst as usize);
+        while let Some(result) = writers.join_next().await {
+            burst.extend(result??);
+        }
+        let burst_seqs = seqs_of(&burst, capacity)?;
+        wait_for(|| all_arrived(&burst_seqs), Duration::from_secs(120)).await?;
+        let burst_first = burst.iter().map(|w| w.0).min().unwrap_or(0);
+        let burst_last = burst_seqs.iter().map(|&s| arrivals[s].last.load(Ordering::Relaxed)).max().unwrap_or(0);
+        numbers.burst_secs = burst_last.saturating_sub(burst_first) as f64 / 1e9;
+        numbers.burst_per_sec = (plan.burst as f64 * sockets as f64) / numbers.burst_secs;
+        Ok(numbers)
     }
-    report.rows.push(match &baseline {
-        Some(b) => Row::compared("delivered events/s", V::per_sec(b.delivered_per_sec), V::per_sec(delivered_per_sec)),
-        None => Row::alone("delivered events/s", V::per_sec(delivered_per_sec), PENDING),
-    });
-    report.rows.push(Row::alone("hub CPU per 1,000 delivered events (ms)", V::count(cpu_per_1000_ms), PENDING));
-    report.rows.push(Row::alone("write → last socket p50", V::ms(write_to_last.ms(0.5)), PENDING));
-    report.rows.push(Row::alone("write → last socket p99", V::ms(write_to_last.ms(0.99)), PENDING));
-
-    report.notes.push(format!(
-        "commit → last socket: from `synchub.events.created_at` (`clock_timestamp()` at the event insert, just \
-         before commit) to the last of the {sockets} sockets receiving the frame: {}",
-        created_to_last.summary()
-    ));
-    report.notes.push(format!("write (PUT sent) → first socket: {}", write_to_first.summary()));
-    report.notes.push(format!("write (PUT sent) → last socket: {}", write_to_last.summary()));
-    report.notes.push(format!("first → last socket, same event: {}", spread.summary()));
-    report.notes.push(format!(
-        "{delivered} frames delivered in {window:.1} s (offered: {sockets} sockets × {RATE} events/s = {:.0}/s); \
-         the rate is paced, so this shows the hub keeping up, not its ceiling",
-        sockets as f64 * RATE
-    ));
-    report.notes.push(format!(
-        "CPU time while counting ({window:.1} s): hub {:.2} s = {:.0}% of one core ({cpu_per_1000_ms:.2} ms per \
-         1,000 frames: user {:.2}, system {:.2}; on loopback the sender's system time includes the receiving \
-         side's TCP processing); bench client {:.2} s (user {:.2}, system {:.2}), on the same 2 cores",
-        hub_cpu.total().as_secs_f64(),
-        hub_cpu.total().as_secs_f64() / window * 100.0,
-        per_1000(hub_cpu.user),
-        per_1000(hub_cpu.system),
-        own_cpu.total().as_secs_f64(),
-        own_cpu.user.as_secs_f64(),
-        own_cpu.system.as_secs_f64(),
-    ));
-    report.notes.push(format!(
-        "{sockets} sockets opened and joined in {connect_secs:.1} s ({:.0}/s, 32 handshakes at a time)",
-        sockets as f64 / connect_secs
-    ));
-    report.notes.extend(statements);
-    Ok(())
+    .await;
+    readers.abort_all();
+    result
 }
 
-/// The seq of an event frame, without parsing the whole 1 KiB JSON: the hub writes
+fn seqs_of(written: &[Written], capacity: usize) -> anyhow::Result<Vec<usize>> {
+    let seqs: Vec<usize> = written.iter().map(|w| w.1 as usize).collect();
+    if let Some(&bad) = seqs.iter().find(|&&s| s >= capacity) {
+        bail!("unexpected seq {bad} (project not fresh?)");
+    }
+    Ok(seqs)
+}
+
+/// The seq of an event frame, without parsing the whole 1 KiB JSON: both servers write
 /// `{"type":"event","channel":"…","seq":N,…`.
 fn event_seq(text: &str) -> Option<usize> {
     if !text.starts_with(r#"{"type":"event""#) {
@@ -228,40 +572,14 @@ fn event_seq(text: &str) -> Option<usize> {
     rest[..end].parse().ok()
 }
 
-/// Writes files `from..from+count` at RATE; returns (clock ns just before sending, seq)
-/// for each.
-async fn write_paced(
-    ctx: &Ctx,
-    hub: &Hub,
-    project: uuid::Uuid,
-    from: u64,
-    count: u64,
-) -> anyhow::Result<Vec<(u64, i64)>> {
+/// Writes events `from..from+count` at `rate`/s (not waiting for answers before the next).
+async fn write_paced(ctx: &Ctx, target: &Target<'_>, from: u64, count: u64, rate: f64) -> anyhow::Result<Vec<Written>> {
     let mut puts = tokio::task::JoinSet::new();
     let start = tokio::time::Instant::now();
     for k in 0..count {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / RATE)).await;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
         let i = from + k;
-        let mut content = format!("{i:08} ");
-        content.push_str(&"x".repeat(CONTENT_BYTES - content.len()));
-        let request = ctx
-            .http
-            .put(hub.url(&format!("/v1/projects/{project}/files/fanout.txt")))
-            .bearer_auth(&ctx.token)
-            .json(&json!({ "content": content }))
-            .build()?;
-        let client = ctx.http.clone();
-        puts.spawn(async move {
-            let sent = clock().now_ns();
-            let response = client.execute(request).await?;
-            let status = response.status();
-            let body: Value = response.json().await?;
-            if !status.is_success() {
-                bail!("PUT {i} answered {status}: {body}");
-            }
-            let seq = body["seq"].as_i64().ok_or_else(|| anyhow::anyhow!("PUT {i}: no seq in {body}"))?;
-            Ok((sent, seq))
-        });
+        puts.spawn(send(ctx.http.clone(), target.request(ctx, i)?, i));
     }
     let mut written = Vec::with_capacity(count as usize);
     while let Some(result) = puts.join_next().await {
@@ -276,7 +594,7 @@ async fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> anyhow::Re
         if Instant::now() > deadline {
             bail!("not every socket received every event within {} s", limit.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use crate::report::Report;
 
 pub mod fanout;
 pub mod idle_socket_rss;
+pub mod snapshot_build;
 pub mod write_event_latency;
+pub mod write_throughput;
 
 pub type Pending<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Report>> + 'a>>;
 
@@ -26,18 +28,43 @@ pub struct Scenario {
 
 pub const ALL: &[Scenario] = &[
     Scenario {
+        name: "write_throughput",
+        summary: "#1 writes/s through the hub (HTTP PUT, socket upsert), 1 and 8 closed-loop writers, 2 subscribers; baseline: pgbench with the same client count",
+        run: write_throughput::run,
+    },
+    Scenario {
+        name: "write_throughput_2hubs",
+        summary: "#1 with 2 hub processes on one database: writers on A, one subscriber on A and one on B",
+        run: write_throughput::run_two_hubs,
+    },
+    Scenario {
         name: "write_event_latency",
-        summary: "HTTP PUT sent → matching file:update on a subscribed socket, 100 writes/s; baseline: pgbench commit of the same SQL function",
+        summary: "#2 HTTP PUT sent → matching file:update on a subscribed socket, 100 writes/s; baseline: pgbench commit of the same SQL function",
         run: write_event_latency::run,
     },
     Scenario {
         name: "fanout_1000",
-        summary: "one project, 1,000 joined sockets (quick: 100), 1 KiB events at 20/s: commit → last socket, events/s, hub CPU per 1,000 events",
-        run: fanout::run,
+        summary: "#3 one project, 1,000 joined sockets (quick: 100), 1 KiB events paced and in a burst; baseline: a Node ws broadcast server",
+        run: fanout::run_1000,
+    },
+    Scenario {
+        name: "fanout_1000_2hubs",
+        summary: "#3 with 2 hub processes on one database: writes on A, sockets split over A and B; baseline: fanout_1000's Node figures",
+        run: fanout::run_1000_two_hubs,
+    },
+    Scenario {
+        name: "fanout_10000",
+        summary: "#3 the same with 10,000 joined sockets (quick: 1,000)",
+        run: fanout::run_10000,
     },
     Scenario {
         name: "idle_socket_rss",
-        summary: "hub VmRSS with 0 vs 10,000 idle joined sockets (quick: 1,000): KiB per socket",
+        summary: "#4 hub VmRSS with 0 vs 10,000 and 50,000 idle joined sockets (--idle-sockets; quick: 1,000): KiB per socket",
         run: idle_socket_rss::run,
+    },
+    Scenario {
+        name: "snapshot_build",
+        summary: "#5 snapshot build + store via the hub, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: zip -r -1 of the same files",
+        run: snapshot_build::run,
     },
 ];
