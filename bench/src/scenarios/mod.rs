@@ -12,6 +12,7 @@ use std::pin::Pin;
 use crate::harness::Ctx;
 use crate::report::Report;
 
+pub mod agent;
 pub mod fanout;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
@@ -66,5 +67,20 @@ pub const ALL: &[Scenario] = &[
         name: "snapshot_build",
         summary: "#5 snapshot build + store via the hub, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: zip -r -1 of the same files",
         run: snapshot_build::run,
+    },
+    Scenario {
+        name: "agent_hydrate",
+        summary: "#6 sessions call → synchub-agent /readyz, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: curl + unzip of the same snapshot",
+        run: agent::run_hydrate,
+    },
+    Scenario {
+        name: "agent_edit_latency",
+        summary: "#7 HTTP PUT → file renamed into place in the agent's tree, 1,000 edits at 100/s; baseline: write → event of the same writes",
+        run: agent::run_edit_latency,
+    },
+    Scenario {
+        name: "agent_resume",
+        summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits land: reconnect → converged",
+        run: agent::run_resume,
     },
 ];
