@@ -104,12 +104,14 @@ impl App {
             tracing::warn!("neither SYNCHUB_JWT_SECRET nor SYNCHUB_JWKS_URL is set: no user token will be accepted");
         }
         let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
-        let limiter = RateLimiter::new(config.limits.write_rate, config.limits.write_burst);
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
         let storage =
             Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
         let (routes, openapi) = crate::router::api();
-        let broker = Broker::new(db.clone());
+        let metrics = Metrics::default();
+        let limiter =
+            RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
+        let broker = Broker::new(db.clone(), metrics.events_published.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
         let wakeups = Wakeups::start(broker.clone(), db.clone(), database_url, retention);
         let state = AppState(Arc::new(App {
@@ -117,7 +119,7 @@ impl App {
             db,
             auth,
             limiter,
-            metrics: Metrics::default(),
+            metrics,
             openapi: Arc::new(openapi),
             broker,
             wakeups,

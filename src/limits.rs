@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::error::ApiError;
 
 /// Buckets kept before idle (full) ones are dropped.
@@ -15,6 +17,8 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// `rate_limited`: every refusal, whether the write came over HTTP or a socket.
+    refused: Counter,
 }
 
 struct Bucket {
@@ -23,8 +27,13 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
-        RateLimiter { rate: rate_per_sec.max(0.001), burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
+    pub fn new(rate_per_sec: f64, burst: f64, refused: Counter) -> Self {
+        RateLimiter {
+            rate: rate_per_sec.max(0.001),
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+            refused,
+        }
     }
 
     /// Takes `cost` tokens from `key`'s bucket, or answers 429 with the wait in seconds.
@@ -43,6 +52,7 @@ impl RateLimiter {
             bucket.tokens -= cost;
             Ok(())
         } else {
+            self.refused.inc();
             let wait = (cost - bucket.tokens) / self.rate;
             Err(ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 })
         }
@@ -55,7 +65,7 @@ mod tests {
 
     #[test]
     fn burst_then_refusal_with_retry_after() {
-        let limiter = RateLimiter::new(1.0, 3.0);
+        let limiter = RateLimiter::new(1.0, 3.0, Counter::default());
         for _ in 0..3 {
             limiter.check("alice", 1.0).unwrap();
         }

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub open_sockets: Gauge,
     pub joined_channels: Gauge,
     pub events_published: Family<EventLabels, Counter>,
+    pub events_delivered: Counter,
     pub event_delivery_lag: Histogram,
     pub slow_consumer_drops: Counter,
     pub snapshot_build_seconds: Histogram,
@@ -63,6 +64,7 @@ impl Default for Metrics {
         let open_sockets = Gauge::default();
         let joined_channels = Gauge::default();
         let events_published = Family::<EventLabels, Counter>::default();
+        let events_delivered = Counter::default();
         let event_delivery_lag = latency_histogram();
         let slow_consumer_drops = Counter::default();
         let snapshot_build_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
@@ -71,14 +73,19 @@ impl Default for Metrics {
         let snapshot_reused = Counter::default();
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
-        registry.register("rate_limited", "Requests refused by the write rate limit", rate_limited.clone());
+        registry.register(
+            "rate_limited",
+            "Writes refused by the write rate limit (HTTP and socket)",
+            rate_limited.clone(),
+        );
         registry.register("open_sockets", "Open WebSocket connections", open_sockets.clone());
         registry.register("joined_channels", "Joined project channels over all sockets", joined_channels.clone());
         registry.register(
             "events_published",
-            "Events delivered to this hub's subscribers, by type",
+            "Events this hub published to its subscribers (once per event, however many sockets), by type",
             events_published.clone(),
         );
+        registry.register("events_delivered", "Event frames sent to sockets", events_delivered.clone());
         registry.register(
             "event_delivery_lag_seconds",
             "Commit to frame-sent lag of delivered events",
@@ -105,6 +112,7 @@ impl Default for Metrics {
             open_sockets,
             joined_channels,
             events_published,
+            events_delivered,
             event_delivery_lag,
             slow_consumer_drops,
             snapshot_build_seconds,
@@ -147,8 +155,5 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
     state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
-    if response.status().as_u16() == 429 {
-        state.metrics.rate_limited.inc();
-    }
     response
 }

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,6 +18,7 @@ use super::outbox::{Out, Outbox};
 use super::protocol;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::metrics::EventLabels;
 
 /// Events read from the log per query.
 const PAGE: i64 = 500;
@@ -32,9 +34,6 @@ pub struct EventFrame {
     pub text: Utf8Bytes,
     /// When the write was committed (microseconds since the epoch), for the lag metric.
     pub committed_at_us: i64,
-    /// The `events_published` counter for `event_type`, looked up by the first socket
-    /// that sends this frame (so deliveries do not each clone the label and hash it).
-    pub published: OnceLock<Counter>,
 }
 
 pub struct Broker {
@@ -44,6 +43,8 @@ pub struct Broker {
     sockets: Mutex<HashMap<String, usize>>,
     /// Open container sockets by session, so a revocation can close them (4010).
     sessions: Mutex<HashMap<Uuid, HashMap<u64, Arc<Outbox>>>>,
+    /// `events_published`: counted once per event when a feed fans it out.
+    published: Family<EventLabels, Counter>,
     pub shutdown: CancellationToken,
 }
 
@@ -120,13 +121,14 @@ impl Drop for SocketSlot {
 }
 
 impl Broker {
-    pub fn new(db: Db) -> Arc<Self> {
+    pub fn new(db: Db, published: Family<EventLabels, Counter>) -> Arc<Self> {
         Arc::new(Broker {
             db,
             feeds: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             sockets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            published,
             shutdown: CancellationToken::new(),
         })
     }
@@ -269,7 +271,6 @@ impl Broker {
                     text: protocol::event_frame(project, seq, &event_type, &payload).into(),
                     event_type,
                     committed_at_us: row.get(3),
-                    published: OnceLock::new(),
                 })
             })
             .collect())
@@ -314,6 +315,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                         for subscriber in state.subscribers.values() {
                             subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
                         }
+                        broker.published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).inc();
                         state.last_seq = frame.seq;
                     }
                     if !full_page {

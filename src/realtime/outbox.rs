@@ -114,7 +114,6 @@ mod tests {
                 event_type: "file:update".into(),
                 text: "x".repeat(len).into(),
                 committed_at_us: 0,
-                published: Default::default(),
             }),
         }
     }

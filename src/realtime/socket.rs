@@ -25,7 +25,6 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::files;
-use crate::metrics::EventLabels;
 
 /// A browser must authenticate within this long after the upgrade.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,20 +68,16 @@ type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (principal, expires_at) = match pre_auth {
         Some(verified) => verified,
         None => match first_frame_auth(&state, &mut stream).await {
             Ok(verified) => verified,
-            Err((code, reason)) => {
-                let _ = sink.send(close_message(code, reason)).await;
-                return;
-            }
+            Err((code, reason)) => return close_early(sink, stream, code, reason).await,
         },
     };
     let Some(_slot) = state.broker.claim_socket(&principal.rate_key(), state.config.limits.max_sockets_per_user) else {
-        let _ = sink.send(close_message(close::POLICY, "too many sockets for this user")).await;
-        return;
+        return close_early(sink, stream, close::POLICY, "too many sockets for this user").await;
     };
     state.metrics.open_sockets.inc();
     let outbox = Outbox::new(state.config.limits.socket_queue_bytes);
@@ -110,6 +105,28 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
         let _ = writer.await;
     }
     state.metrics.open_sockets.dec();
+}
+
+/// How long a refused socket waits for the client's close reply.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Closes a socket that never got going (failed auth, too many sockets). The client may
+/// already have sent more frames (auth, join, ping back to back): dropping the connection
+/// with those unread makes the kernel answer with a reset, and the client sees 1006
+/// instead of our close code. So read (and discard) until the client's close reply, the
+/// end of the stream, or `CLOSE_DRAIN`.
+async fn close_early(mut sink: Sink, mut stream: Stream, code: u16, reason: &'static str) {
+    if sink.send(close_message(code, reason)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn close_message(code: u16, reason: &'static str) -> Message {
@@ -510,13 +527,7 @@ impl Writer {
         channel.next_seq = frame.seq + 1;
         sink.feed(Message::Text(frame.text.clone())).await.map_err(|_| ())?;
         let metrics = &self.state.metrics;
-        // The labelled counter is looked up once per event, not once per delivery.
-        frame
-            .published
-            .get_or_init(|| {
-                metrics.events_published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).clone()
-            })
-            .inc();
+        metrics.events_delivered.inc();
         let lag_us = now_micros() - frame.committed_at_us;
         metrics.event_delivery_lag.observe(lag_us.max(0) as f64 / 1e6);
         Ok(())

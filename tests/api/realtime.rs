@@ -39,6 +39,10 @@ async fn two_subscribers_get_200_rapid_writes_in_order() {
         assert!(events.iter().all(|e| e["event"] == "file:update" && e["channel"] == channel(&p)));
         ws.assert_quiet(Duration::from_millis(300)).await;
     }
+    // Published counts events (once each); delivered counts frames sent to sockets.
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("synchub_events_published_total{event_type=\"file:update\"} 200\n"), "{metrics}");
+    assert!(metrics.contains("synchub_events_delivered_total 400\n"), "{metrics}");
 }
 
 #[tokio::test]
@@ -200,6 +204,17 @@ async fn socket_auth_origin_and_channel_authorization() {
     let mut query = Ws::connect(app.addr, None, None, &format!("?token={alice}&access_token={alice}")).await.unwrap();
     query.send(json!({"type": "join", "ref": "1", "channel": channel(&p), "since": null})).await;
     assert_eq!(query.close_code(Duration::from_secs(5)).await, Some(4001));
+    // A bad auth frame followed at once by more frames still gets its close code (not a
+    // connection reset because frames were left unread).
+    for _ in 0..5 {
+        let mut eager = Ws::connect(app.addr, None, None, "").await.unwrap();
+        eager.send(json!({"type": "auth", "token": "garbage"})).await;
+        // The next frames arrive once the hub has read the auth frame and refused it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        eager.send(json!({"type": "join", "ref": "1", "channel": channel(&p), "since": null})).await;
+        eager.send(json!({"type": "ping", "ref": "2"})).await;
+        assert_eq!(eager.close_code(Duration::from_secs(5)).await, Some(4001));
+    }
     // A bad header token is refused before the upgrade.
     match Ws::connect(app.addr, Some("garbage"), None, "").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
@@ -286,4 +301,25 @@ async fn writes_over_the_socket_are_acked_and_published() {
     assert_eq!(ws.recv().await["error"]["code"], "invalid_request");
     let (status, _) = app.get(&format!("/v1/projects/{p}/files"), &app.user_token("alice")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn socket_writes_share_the_rate_limit_and_its_metric() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.write_rate = 0.01;
+        c.limits.write_burst = 2.0;
+    })
+    .await;
+    let p = app.create_project("alice", "limited").await; // takes one token
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    ws.send(json!({"type": "upsert", "ref": "1", "channel": channel(&p), "path": "a.ts", "content": "x"})).await;
+    assert_eq!(ws.recv().await["ok"], true);
+    ws.send(json!({"type": "upsert", "ref": "2", "channel": channel(&p), "path": "b.ts", "content": "x"})).await;
+    let refused = ws.recv().await;
+    assert_eq!((refused["ok"].as_bool(), refused["error"]["code"].as_str()), (Some(false), Some("rate_limited")));
+    let (status, _) =
+        app.put(&format!("/v1/projects/{p}/files/c.ts"), &app.user_token("alice"), json!({"content": "x"})).await;
+    assert_eq!(status.as_u16(), 429);
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("synchub_rate_limited_total 2\n"), "{metrics}");
 }
