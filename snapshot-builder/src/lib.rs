@@ -12,6 +12,8 @@
 //!   once, no symlinks or other special entries, sizes and hashes must match, and the
 //!   bytes actually inflated are capped, whatever the headers claim (zip bombs).
 
+#[cfg(feature = "db")]
+pub mod db;
 pub mod paths;
 
 use std::collections::{HashMap, HashSet};

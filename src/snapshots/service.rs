@@ -12,10 +12,9 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, pin_mut};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use snapshot_builder::{SnapshotFile, SnapshotMeta};
+use snapshot_builder::db::{DbBuildError, ProjectRead};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -23,8 +22,6 @@ use crate::error::ApiError;
 
 /// Presigned URLs live this long (CONTRACT section 5).
 pub const URL_TTL: Duration = Duration::from_secs(600);
-/// Rows in flight between the database reader and the builder thread.
-const ROWS_IN_FLIGHT: usize = 32;
 
 /// One build at a time per project.
 #[derive(Default)]
@@ -107,65 +104,28 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     let started = Instant::now();
     let storage = storage(state)?;
     let mut client = state.db.pool().get().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let head = tx.query_opt("SELECT last_seq FROM synchub.project_heads(ARRAY[$1]::uuid[])", &[&project]).await?;
-    let cursor: i64 = head.ok_or_else(|| ApiError::NotFound("project not found".into()))?.get(0);
-    let latest: Option<Value> = tx.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.get(0);
-    let mut created_at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-    if let Some(row) = latest
+    let read = ProjectRead::begin(&mut client, project)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("project not found".into()))?;
+    let cursor = read.cursor();
+    if let Some(row) = read.latest()
         && row["cursor"].as_i64() == Some(cursor)
+        && storage.exists(row["storage_key"].as_str().unwrap_or_default()).await.unwrap_or(false)
     {
-        if storage.exists(row["storage_key"].as_str().unwrap_or_default()).await.unwrap_or(false) {
-            return Ok((row, true));
-        }
-        // The object is gone from storage: rebuild the same snapshot, byte for byte.
-        if let Some(at) = row["created_at"].as_str() {
-            created_at = at.to_owned();
-        }
+        return Ok((row.clone(), true));
     }
-
+    // A cursor snapshotted before whose object is gone from storage keeps its recorded
+    // created_at, so the rebuild is the same snapshot, byte for byte.
+    let meta = read.meta(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
     let snapshot_id = snapshot_id(project, cursor);
-    let meta =
-        SnapshotMeta { project_id: project.to_string(), snapshot_id: snapshot_id.to_string(), cursor, created_at };
     let archive = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let writer = archive.reopen().map_err(ApiError::internal)?;
-    let (tx_rows, mut rx_rows) = tokio::sync::mpsc::channel::<Result<SnapshotFile, String>>(ROWS_IN_FLIGHT);
-    let builder = tokio::task::spawn_blocking(move || {
-        let rows = std::iter::from_fn(move || rx_rows.blocking_recv());
-        snapshot_builder::build(meta, rows, writer)
-    });
-    let statement =
-        tx.prepare("SELECT file_path, file_type, content, version FROM synchub.list_current_files($1)").await?;
-    let rows = tx.query_raw(&statement, [&project]).await?;
-    pin_mut!(rows);
-    let mut read_error = None;
-    while let Some(row) = rows.next().await {
-        let item = row.map_err(|e| e.to_string()).map(|row| SnapshotFile {
-            path: row.get(0),
-            file_type: row.get(1),
-            content: row.get::<_, String>(2).into_bytes(),
-            version: i64::from(row.get::<_, i32>(3)),
-        });
-        let failed = item.is_err();
-        if let Err(err) = &item {
-            read_error = Some(err.clone());
-        }
-        if tx_rows.send(item).await.is_err() || failed {
-            break;
-        }
-    }
-    drop(tx_rows);
-    let built = builder.await.map_err(ApiError::internal)?;
-    tx.commit().await?;
-    if let Some(err) = read_error {
-        return Err(ApiError::Unavailable(format!("reading files: {err}")));
-    }
-    let (manifest, _stats) = built.map_err(|e| ApiError::internal(format!("building snapshot: {e}")))?;
+    let (manifest, _stats) = read.build(meta, writer).await.map_err(|err| match err {
+        DbBuildError::Db(err) => ApiError::from(err),
+        DbBuildError::Rows(err) => ApiError::Unavailable(format!("reading files: {err}")),
+        DbBuildError::Build(err) => ApiError::internal(format!("building snapshot: {err}")),
+        DbBuildError::Builder(err) => ApiError::internal(err),
+    })?;
 
     let path = archive.path().to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || file_sha256(&path))
@@ -195,13 +155,9 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     Ok((row, false))
 }
 
-/// A snapshot's id follows from its project and cursor (one cursor is one state of the
-/// files), so the same files and cursor give the same manifest and byte-identical archives.
+/// A snapshot's id follows from its project and cursor (see [`snapshot_builder::db::snapshot_id`]).
 pub fn snapshot_id(project: Uuid, cursor: i64) -> Uuid {
-    let digest = Sha256::digest(format!("synchub-snapshot:{project}:{cursor}"));
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    snapshot_builder::db::snapshot_id(project, cursor)
 }
 
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {

@@ -1,0 +1,161 @@
+//! The database side of a snapshot (feature `db`): the project's files and cursor from one
+//! read-only REPEATABLE READ transaction, so hydrating from the archive and then joining
+//! with `since = cursor` neither misses nor repeats a change. The hub and the CLI both
+//! build through [`ProjectRead`], so their archives for one cursor are byte-identical.
+//!
+//! Rows stream from PostgreSQL into the synchronous [`build`](crate::build) (on a blocking
+//! thread) through a bounded channel: memory stays bounded whatever the project's size.
+
+use std::fmt;
+use std::io::{Seek, Write};
+
+use futures_util::{StreamExt, pin_mut};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, IsolationLevel, Transaction};
+use uuid::Uuid;
+
+use crate::{BuildError, BuildStats, Manifest, SnapshotFile, SnapshotMeta};
+
+/// Rows in flight between the database reader and the builder thread.
+const ROWS_IN_FLIGHT: usize = 32;
+
+/// A snapshot's id follows from its project and cursor (one cursor is one state of the
+/// files), so the same files and cursor give the same manifest and byte-identical archives.
+pub fn snapshot_id(project: Uuid, cursor: i64) -> Uuid {
+    let digest = Sha256::digest(format!("synchub-snapshot:{project}:{cursor}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Why building from the database failed.
+#[derive(Debug)]
+pub enum DbBuildError {
+    /// Preparing or running the listing, or committing, failed.
+    Db(tokio_postgres::Error),
+    /// The row stream failed midway.
+    Rows(tokio_postgres::Error),
+    /// The builder refused the files or could not write.
+    Build(BuildError),
+    /// The builder thread panicked or was cancelled.
+    Builder(tokio::task::JoinError),
+}
+
+impl fmt::Display for DbBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbBuildError::Db(err) => write!(f, "database: {err}"),
+            DbBuildError::Rows(err) => write!(f, "reading files: {err}"),
+            DbBuildError::Build(err) => write!(f, "building snapshot: {err}"),
+            DbBuildError::Builder(err) => write!(f, "snapshot builder thread: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for DbBuildError {}
+
+/// One consistent read of a project: its cursor and latest snapshot record now, its files
+/// when [`ProjectRead::build`] streams them, all from the same transaction.
+pub struct ProjectRead<'c> {
+    tx: Transaction<'c>,
+    project: Uuid,
+    cursor: i64,
+    latest: Option<Value>,
+}
+
+impl<'c> ProjectRead<'c> {
+    /// Opens the transaction and reads the cursor (`last_seq`) and the latest snapshot
+    /// record (`synchub.latest_snapshot`). `Ok(None)` when the project does not exist.
+    pub async fn begin(client: &'c mut Client, project: Uuid) -> Result<Option<Self>, tokio_postgres::Error> {
+        let tx =
+            client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let head = tx.query_opt("SELECT last_seq FROM synchub.project_heads(ARRAY[$1]::uuid[])", &[&project]).await?;
+        let Some(head) = head else { return Ok(None) };
+        let cursor: i64 = head.get(0);
+        let latest: Option<Value> = tx.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.get(0);
+        Ok(Some(ProjectRead { tx, project, cursor, latest }))
+    }
+
+    /// The project's `last_seq` in this read.
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// The latest recorded snapshot (`synchub.latest_snapshot`), if any.
+    pub fn latest(&self) -> Option<&Value> {
+        self.latest.as_ref()
+    }
+
+    /// The snapshot's identity at this cursor. `created_at` is `now`, unless a snapshot of
+    /// this very cursor was recorded before: then it is that one's, so a rebuild (a lost
+    /// object, or the CLI) gives the same archive byte for byte.
+    pub fn meta(&self, now: String) -> SnapshotMeta {
+        let recorded = self
+            .latest
+            .as_ref()
+            .filter(|row| row["cursor"].as_i64() == Some(self.cursor))
+            .and_then(|row| row["created_at"].as_str());
+        SnapshotMeta {
+            project_id: self.project.to_string(),
+            snapshot_id: snapshot_id(self.project, self.cursor).to_string(),
+            cursor: self.cursor,
+            created_at: recorded.map_or(now, str::to_owned),
+        }
+    }
+
+    /// Streams the current files into [`build`](crate::build) on a blocking thread, then
+    /// ends the transaction.
+    pub async fn build<W>(self, meta: SnapshotMeta, writer: W) -> Result<(Manifest, BuildStats), DbBuildError>
+    where
+        W: Write + Seek + Send + 'static,
+    {
+        let ProjectRead { tx, project, .. } = self;
+        let (tx_rows, mut rx_rows) = tokio::sync::mpsc::channel::<Result<SnapshotFile, String>>(ROWS_IN_FLIGHT);
+        let builder = tokio::task::spawn_blocking(move || {
+            let rows = std::iter::from_fn(move || rx_rows.blocking_recv());
+            crate::build(meta, rows, writer)
+        });
+        let streamed = stream_rows(&tx, project, &tx_rows).await;
+        drop(tx_rows);
+        let built = builder.await.map_err(DbBuildError::Builder)?;
+        let committed = tx.commit().await.map_err(DbBuildError::Db);
+        // The first failure is the cause: a failed read also fails the builder (`Source`).
+        streamed?;
+        committed?;
+        built.map_err(DbBuildError::Build)
+    }
+}
+
+/// Sends every current file to the builder; stops early when the builder has given up.
+async fn stream_rows(
+    tx: &Transaction<'_>,
+    project: Uuid,
+    rows_out: &tokio::sync::mpsc::Sender<Result<SnapshotFile, String>>,
+) -> Result<(), DbBuildError> {
+    let statement = tx
+        .prepare("SELECT file_path, file_type, content, version FROM synchub.list_current_files($1)")
+        .await
+        .map_err(DbBuildError::Db)?;
+    let rows = tx.query_raw(&statement, [&project]).await.map_err(DbBuildError::Db)?;
+    pin_mut!(rows);
+    while let Some(row) = rows.next().await {
+        let row = match row {
+            Ok(row) => row,
+            Err(err) => {
+                let _ = rows_out.send(Err(err.to_string())).await;
+                return Err(DbBuildError::Rows(err));
+            }
+        };
+        let file = SnapshotFile {
+            path: row.get(0),
+            file_type: row.get(1),
+            content: row.get::<_, String>(2).into_bytes(),
+            version: i64::from(row.get::<_, i32>(3)),
+        };
+        if rows_out.send(Ok(file)).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
