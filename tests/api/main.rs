@@ -10,5 +10,6 @@ mod paths;
 mod realtime;
 mod resilience;
 mod sessions;
+mod snapshot_cli;
 mod sql_functions;
 mod storage;
