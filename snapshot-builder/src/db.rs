@@ -3,8 +3,12 @@
 //! with `since = cursor` neither misses nor repeats a change. The hub and the CLI both
 //! build through [`ProjectRead`], so their archives for one cursor are byte-identical.
 //!
-//! Rows stream from PostgreSQL into the synchronous [`build`](crate::build) (on a blocking
-//! thread) through a bounded channel: memory stays bounded whatever the project's size.
+//! The files are read in two passes of that transaction: first their metadata (path, size,
+//! sha256, version, file type; no content), from which the manifest is known up front, so
+//! the builder can write it at its sorted place among the files; then their contents, in
+//! path order, streamed from PostgreSQL into the synchronous [`build`](crate::build) (on a
+//! blocking thread) through a bounded channel: memory stays bounded whatever the project's
+//! size. The builder checks each content against its metadata.
 
 use std::fmt;
 use std::io::{Seek, Write};
@@ -15,7 +19,19 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 use uuid::Uuid;
 
-use crate::{BuildError, BuildStats, Manifest, SnapshotFile, SnapshotMeta};
+use crate::{BuildError, BuildStats, FileContent, Manifest, ManifestFile, SnapshotMeta};
+
+/// The metadata of the current files, in byte order of path. Size and sha256 are computed
+/// here from the content (its UTF-8 bytes, as the content pass sends them), not taken from
+/// stored columns, so the two passes describe the same bytes; only the small results
+/// cross the wire.
+const METADATA_QUERY: &str = "SELECT f.file_path, f.file_type, f.version, octet_length(b.bytes), \
+       encode(sha256(b.bytes), 'hex') \
+FROM synchub.list_current_files($1) f CROSS JOIN LATERAL (SELECT convert_to(f.content, 'UTF8') AS bytes) b \
+ORDER BY f.file_path COLLATE \"C\"";
+
+/// The contents of the current files, in byte order of path (`list_current_files` sorts).
+const CONTENT_QUERY: &str = "SELECT file_path, content FROM synchub.list_current_files($1)";
 
 /// Rows in flight between the database reader and the builder thread.
 const ROWS_IN_FLIGHT: usize = 32;
@@ -104,17 +120,18 @@ impl<'c> ProjectRead<'c> {
         }
     }
 
-    /// Streams the current files into [`build`](crate::build) on a blocking thread, then
-    /// ends the transaction.
+    /// Reads the current files' metadata, then streams their contents into
+    /// [`build`](crate::build) on a blocking thread, then ends the transaction.
     pub async fn build<W>(self, meta: SnapshotMeta, writer: W) -> Result<(Manifest, BuildStats), DbBuildError>
     where
         W: Write + Seek + Send + 'static,
     {
         let ProjectRead { tx, project, .. } = self;
-        let (tx_rows, mut rx_rows) = tokio::sync::mpsc::channel::<Result<SnapshotFile, String>>(ROWS_IN_FLIGHT);
+        let files = list_metadata(&tx, project).await?;
+        let (tx_rows, mut rx_rows) = tokio::sync::mpsc::channel::<Result<FileContent, String>>(ROWS_IN_FLIGHT);
         let builder = tokio::task::spawn_blocking(move || {
             let rows = std::iter::from_fn(move || rx_rows.blocking_recv());
-            crate::build(meta, rows, writer)
+            crate::build(meta, files, rows, writer)
         });
         let streamed = stream_rows(&tx, project, &tx_rows).await;
         drop(tx_rows);
@@ -127,16 +144,29 @@ impl<'c> ProjectRead<'c> {
     }
 }
 
-/// Sends every current file to the builder; stops early when the builder has given up.
+/// The manifest entries of the current files (first pass: no content crosses the wire).
+async fn list_metadata(tx: &Transaction<'_>, project: Uuid) -> Result<Vec<ManifestFile>, DbBuildError> {
+    let rows = tx.query(METADATA_QUERY, &[&project]).await.map_err(DbBuildError::Db)?;
+    Ok(rows
+        .iter()
+        .map(|row| ManifestFile {
+            path: row.get(0),
+            file_type: row.get(1),
+            version: i64::from(row.get::<_, i32>(2)),
+            size: u64::try_from(row.get::<_, i32>(3)).unwrap_or_default(),
+            sha256: row.get(4),
+        })
+        .collect())
+}
+
+/// Sends every current file's content to the builder (second pass); stops early when the
+/// builder has given up.
 async fn stream_rows(
     tx: &Transaction<'_>,
     project: Uuid,
-    rows_out: &tokio::sync::mpsc::Sender<Result<SnapshotFile, String>>,
+    rows_out: &tokio::sync::mpsc::Sender<Result<FileContent, String>>,
 ) -> Result<(), DbBuildError> {
-    let statement = tx
-        .prepare("SELECT file_path, file_type, content, version FROM synchub.list_current_files($1)")
-        .await
-        .map_err(DbBuildError::Db)?;
+    let statement = tx.prepare(CONTENT_QUERY).await.map_err(DbBuildError::Db)?;
     let rows = tx.query_raw(&statement, [&project]).await.map_err(DbBuildError::Db)?;
     pin_mut!(rows);
     while let Some(row) = rows.next().await {
@@ -147,12 +177,7 @@ async fn stream_rows(
                 return Err(DbBuildError::Rows(err));
             }
         };
-        let file = SnapshotFile {
-            path: row.get(0),
-            file_type: row.get(1),
-            content: row.get::<_, String>(2).into_bytes(),
-            version: i64::from(row.get::<_, i32>(3)),
-        };
+        let file = FileContent { path: row.get(0), content: row.get::<_, String>(1).into_bytes() };
         if rows_out.send(Ok(file)).await.is_err() {
             break;
         }

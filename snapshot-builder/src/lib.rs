@@ -4,9 +4,11 @@
 //! `.synchub/manifest.json` (`format`, `project_id`, `snapshot_id`, `cursor`, `created_at`,
 //! and per file `path`, `size`, `sha256`, `version`, `file_type`).
 //!
-//! - [`build`] is pure and synchronous: it streams files (sorted by path, one in memory at
-//!   a time) into any `Write + Seek` (a temporary file), with fixed timestamps and
-//!   permissions, so the same files and metadata give byte-identical archives.
+//! - [`build`] is pure and synchronous: given the manifest's file entries up front, it
+//!   streams the files' contents (sorted by path, one in memory at a time) into any
+//!   `Write + Seek` (a temporary file), every entry (the manifest included) in byte order of
+//!   its name, with fixed timestamps and permissions, so the same files and metadata give
+//!   byte-identical archives.
 //! - [`verify`] and [`extract`] read untrusted archives (the agent runs inside preview
 //!   containers): every name must be a valid project path listed in the manifest exactly
 //!   once, no symlinks or other special entries, sizes and hashes must match, and the
@@ -64,13 +66,22 @@ pub struct SnapshotMeta {
     pub created_at: String,
 }
 
-/// One file to put in a snapshot.
+/// One file's bytes, streamed into [`build`] after the manifest listed it.
 #[derive(Clone)]
-pub struct SnapshotFile {
+pub struct FileContent {
     pub path: String,
     pub content: Vec<u8>,
-    pub version: i64,
-    pub file_type: String,
+}
+
+impl ManifestFile {
+    /// The manifest entry of `content` at `path`: its size and sha256.
+    pub fn describe(path: String, content: &[u8], version: i64, file_type: String) -> ManifestFile {
+        ManifestFile { path, size: content.len() as u64, sha256: sha256_hex(content), version, file_type }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Sizes of a built archive.
@@ -92,6 +103,18 @@ pub enum BuildError {
     Duplicate {
         path: String,
     },
+    /// A streamed content's size or sha256 differs from its manifest entry.
+    ContentMismatch {
+        path: String,
+    },
+    /// The contents ended, or went on to a later path, before this listed file.
+    MissingContent {
+        path: String,
+    },
+    /// A content whose path is not the next listed file.
+    UnlistedContent {
+        path: String,
+    },
     /// The file source failed (e.g. the database connection).
     Source(String),
     Zip(zip::result::ZipError),
@@ -104,6 +127,13 @@ impl fmt::Display for BuildError {
             BuildError::InvalidPath { path, reason } => write!(f, "invalid path {path:?}: {reason}"),
             BuildError::Unsorted { path } => write!(f, "files are not sorted by path at {path:?}"),
             BuildError::Duplicate { path } => write!(f, "duplicate path {path:?}"),
+            BuildError::ContentMismatch { path } => {
+                write!(f, "content of {path:?} does not match its size and sha256 in the manifest")
+            }
+            BuildError::MissingContent { path } => write!(f, "no content for {path:?}"),
+            BuildError::UnlistedContent { path } => {
+                write!(f, "content for {path:?}, which is not the next listed file")
+            }
             BuildError::Source(err) => write!(f, "reading files: {err}"),
             BuildError::Zip(err) => write!(f, "writing the archive: {err}"),
             BuildError::Io(err) => write!(f, "writing the archive: {err}"),
@@ -134,54 +164,90 @@ fn entry_options() -> SimpleFileOptions {
         .unix_permissions(0o644)
 }
 
-/// Streams `files` (strictly increasing byte order of path) into a deterministic zip,
-/// writes the manifest last, and returns it.
+/// Writes a deterministic zip of `files` (the manifest entries, strictly increasing byte
+/// order of path) whose bytes `contents` streams in the same order, one per file, and
+/// returns the manifest.
+///
+/// Every entry, the manifest included, is written in byte order of its name: the manifest
+/// is known up front, so it goes in at its sorted place among the files. Each content is
+/// checked against its entry (size and sha256) before it is written.
 pub fn build<W, E>(
     meta: SnapshotMeta,
-    files: impl IntoIterator<Item = Result<SnapshotFile, E>>,
+    files: Vec<ManifestFile>,
+    contents: impl IntoIterator<Item = Result<FileContent, E>>,
     writer: W,
 ) -> Result<(Manifest, BuildStats), BuildError>
 where
     W: Write + Seek,
     E: fmt::Display,
 {
-    let mut zip = ZipWriter::new(writer);
-    let mut manifest_files: Vec<ManifestFile> = Vec::new();
-    let mut content_bytes = 0u64;
-    for file in files {
-        let file = file.map_err(|err| BuildError::Source(err.to_string()))?;
-        validate_path(&file.path).map_err(|reason| BuildError::InvalidPath { path: file.path.clone(), reason })?;
-        if let Some(previous) = manifest_files.last() {
-            match previous.path.as_bytes().cmp(file.path.as_bytes()) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => return Err(BuildError::Duplicate { path: file.path }),
-                std::cmp::Ordering::Greater => return Err(BuildError::Unsorted { path: file.path }),
-            }
-        }
-        zip.start_file(file.path.as_str(), entry_options())?;
-        zip.write_all(&file.content)?;
-        content_bytes += file.content.len() as u64;
-        manifest_files.push(ManifestFile {
-            sha256: hex::encode(Sha256::digest(&file.content)),
-            size: file.content.len() as u64,
-            path: file.path,
-            version: file.version,
-            file_type: file.file_type,
-        });
-    }
+    check_listing(&files)?;
     let manifest = Manifest {
         format: FORMAT,
         project_id: meta.project_id,
         snapshot_id: meta.snapshot_id,
         cursor: meta.cursor,
         created_at: meta.created_at,
-        files: manifest_files,
+        files,
     };
-    zip.start_file(MANIFEST_PATH, entry_options())?;
-    serde_json::to_writer(&mut zip, &manifest).map_err(io::Error::other)?;
+    let manifest_json = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+    let mut zip = ZipWriter::new(writer);
+    let mut manifest_written = false;
+    let mut listed = manifest.files.iter();
+    let mut content_bytes = 0u64;
+    for content in contents {
+        let content = content.map_err(|err| BuildError::Source(err.to_string()))?;
+        let Some(file) = listed.next() else {
+            return Err(BuildError::UnlistedContent { path: content.path });
+        };
+        match content.path.as_bytes().cmp(file.path.as_bytes()) {
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Less => return Err(BuildError::UnlistedContent { path: content.path }),
+            std::cmp::Ordering::Greater => return Err(BuildError::MissingContent { path: file.path.clone() }),
+        }
+        if content.content.len() as u64 != file.size || sha256_hex(&content.content) != file.sha256 {
+            return Err(BuildError::ContentMismatch { path: content.path });
+        }
+        if !manifest_written && MANIFEST_PATH.as_bytes() < file.path.as_bytes() {
+            write_entry(&mut zip, MANIFEST_PATH, &manifest_json)?;
+            manifest_written = true;
+        }
+        write_entry(&mut zip, &file.path, &content.content)?;
+        content_bytes += file.size;
+    }
+    if let Some(file) = listed.next() {
+        return Err(BuildError::MissingContent { path: file.path.clone() });
+    }
+    if !manifest_written {
+        write_entry(&mut zip, MANIFEST_PATH, &manifest_json)?;
+    }
     zip.finish()?;
     let stats = BuildStats { files: manifest.files.len(), content_bytes };
     Ok((manifest, stats))
+}
+
+/// Every listed path is a valid project path (so none is the manifest's), strictly after
+/// the one before it in byte order.
+fn check_listing(files: &[ManifestFile]) -> Result<(), BuildError> {
+    let mut previous: Option<&str> = None;
+    for file in files {
+        validate_path(&file.path).map_err(|reason| BuildError::InvalidPath { path: file.path.clone(), reason })?;
+        if let Some(previous) = previous {
+            match previous.as_bytes().cmp(file.path.as_bytes()) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Err(BuildError::Duplicate { path: file.path.clone() }),
+                std::cmp::Ordering::Greater => return Err(BuildError::Unsorted { path: file.path.clone() }),
+            }
+        }
+        previous = Some(&file.path);
+    }
+    Ok(())
+}
+
+fn write_entry<W: Write + Seek>(zip: &mut ZipWriter<W>, name: &str, bytes: &[u8]) -> Result<(), BuildError> {
+    zip.start_file(name, entry_options())?;
+    zip.write_all(bytes)?;
+    Ok(())
 }
 
 /// Caps for reading untrusted archives; sizes are measured on the bytes actually inflated.

@@ -7,7 +7,7 @@ mod common;
 use std::io::Cursor;
 
 use common::*;
-use snapshot_builder::{BuildError, ReadError, ReadLimits, SnapshotFile};
+use snapshot_builder::{BuildError, FileContent, ReadError, ReadLimits};
 
 macro_rules! assert_variant {
     ($err:expr, $pattern:pat $(if $guard:expr)?) => {
@@ -31,12 +31,12 @@ macro_rules! refused {
     }};
 }
 
-fn sample_files() -> Vec<SnapshotFile> {
+fn sample_files() -> Vec<TestFile> {
     vec![
         file(".env", "A=1\n"),
         file("README.md", "# hi\n"),
         file("empty.txt", ""),
-        SnapshotFile {
+        TestFile {
             path: "src/app.ts".into(),
             content: b"export const x = 1;\n".to_vec(),
             version: 4,
@@ -98,7 +98,7 @@ fn same_files_cursor_and_created_at_give_byte_identical_archives() {
     let mut out = Cursor::new(Vec::new());
     let mut later = meta(7);
     later.cursor = 8;
-    snapshot_builder::build(later, sample_files().into_iter().map(Ok::<_, String>), &mut out).unwrap();
+    build_files(later, sample_files(), &mut out).unwrap();
     assert_ne!(out.into_inner(), first);
 }
 
@@ -114,35 +114,61 @@ fn entries_are_sorted_with_fixed_timestamps_and_permissions() {
         assert_eq!(entry.unix_mode(), Some(0o100_644), "{name}");
         names.push(name);
     }
+    // ".env" < ".synchub/manifest.json" < "README.md": the manifest is among the files.
     let mut expected: Vec<String> = sample_files().into_iter().map(|f| f.path).collect();
-    expected.push(snapshot_builder::MANIFEST_PATH.into());
-    assert_eq!(names, expected, "sorted by path (central directory order), manifest last");
+    expected.insert(1, snapshot_builder::MANIFEST_PATH.into());
+    assert_eq!(names, expected, "sorted by name, manifest included (central directory order)");
+    assert_eq!(entry_names(&bytes), (expected.clone(), expected), "local headers in the same order");
+}
+
+#[test]
+fn the_manifest_goes_in_at_its_byte_order_place() {
+    let manifest = snapshot_builder::MANIFEST_PATH;
+    // Paths next to the manifest's in byte order: '!' < '-' < '.', "env" < "synchub",
+    // ".synchub-…" < ".synchub/" < ".synchub0" and ".synchub?" (not reserved: the first
+    // segment is not ".synchub").
+    let around = ["!a", "-x", ".env", ".synchub-not-reserved", ".synchub0", ".synchub?", "A", "a", "z", "ü"];
+    let cases: [(&[&str], usize); 5] =
+        [(&around, 4), (&["a", "b/c"], 0), (&["!a", "-x", ".env", ".synchub-x"], 4), (&[".synchub0"], 0), (&[], 0)];
+    for (paths, at) in cases {
+        let files: Vec<TestFile> = paths.iter().map(|p| file(p, p)).collect();
+        let (built, bytes) = build_bytes(files);
+        let mut expected: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        expected.insert(at, manifest.into());
+        let (local, central) = entry_names(&bytes);
+        assert_eq!(central, expected, "central directory order");
+        assert_eq!(local, expected, "local header order");
+        for pair in central.windows(2) {
+            assert!(pair[0].as_bytes() < pair[1].as_bytes(), "{pair:?} not strictly byte-sorted");
+        }
+        // The readers find the manifest wherever it is.
+        assert_eq!(snapshot_builder::verify(Cursor::new(&bytes), &ReadLimits::default()).unwrap(), built);
+        let sandbox = Sandbox::create();
+        snapshot_builder::extract(Cursor::new(&bytes), &sandbox.dest, &ReadLimits::default()).unwrap();
+        let on_disk: Vec<String> = tree(&sandbox.dest).into_keys().collect();
+        assert_eq!(on_disk, paths.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    }
 }
 
 #[test]
 fn build_requires_sorted_input_instead_of_sorting_it() {
-    // `build` streams and does not sort: input out of byte order is refused.
+    // `build` streams and does not sort: a listing out of byte order is refused.
     let mut files = sample_files();
     files.swap(1, 3);
-    let rows = files.into_iter().map(Ok::<_, String>);
-    let err = snapshot_builder::build(meta(1), rows, Cursor::new(Vec::new())).unwrap_err();
+    let err = build_files(meta(1), files, Cursor::new(Vec::new())).unwrap_err();
     assert_variant!(err, BuildError::Unsorted { path } if path == "empty.txt");
 
     // Byte order, not locale order: "B" < "a" < "ä".
     let ordered = vec![file("B", "1"), file("a", "2"), file("ä", "3")];
-    assert!(
-        snapshot_builder::build(meta(1), ordered.into_iter().map(Ok::<_, String>), Cursor::new(Vec::new())).is_ok()
-    );
+    assert!(build_files(meta(1), ordered, Cursor::new(Vec::new())).is_ok());
     let wrong = vec![file("a", "2"), file("B", "1")];
-    let err = snapshot_builder::build(meta(1), wrong.into_iter().map(Ok::<_, String>), Cursor::new(Vec::new()));
+    let err = build_files(meta(1), wrong, Cursor::new(Vec::new()));
     assert_variant!(err.unwrap_err(), BuildError::Unsorted { .. });
 }
 
 #[test]
 fn build_refuses_duplicates_invalid_paths_and_source_errors() {
-    let build = |files: Vec<SnapshotFile>| {
-        snapshot_builder::build(meta(1), files.into_iter().map(Ok::<_, String>), Cursor::new(Vec::new()))
-    };
+    let build = |files: Vec<TestFile>| build_files(meta(1), files, Cursor::new(Vec::new()));
     assert_variant!(build(vec![file("a", "1"), file("a", "2")]).unwrap_err(), BuildError::Duplicate { path } if path == "a");
     for bad in [
         "../x",
@@ -160,9 +186,42 @@ fn build_refuses_duplicates_invalid_paths_and_source_errors() {
         let err = build(vec![file(bad, "x")]).unwrap_err();
         assert_variant!(err, BuildError::InvalidPath { path, .. } if path == bad);
     }
-    let rows = vec![Ok(file("a", "1")), Err("connection reset".to_string())];
-    let err = snapshot_builder::build(meta(1), rows, Cursor::new(Vec::new())).unwrap_err();
+    let listed = manifest_files(&[file("a", "1"), file("b", "2")]);
+    let rows = vec![Ok(content("a", "1")), Err("connection reset".to_string())];
+    let err = snapshot_builder::build(meta(1), listed, rows, Cursor::new(Vec::new())).unwrap_err();
     assert_variant!(err, BuildError::Source(text) if text.contains("connection reset"));
+}
+
+fn content(path: &str, content: &str) -> FileContent {
+    FileContent { path: path.into(), content: content.as_bytes().to_vec() }
+}
+
+#[test]
+fn build_refuses_contents_that_disagree_with_the_listing() {
+    let listed = manifest_files(&[file("a", "one"), file("b", "two"), file("c", "three")]);
+    let build = |rows: Vec<FileContent>| {
+        snapshot_builder::build(meta(1), listed.clone(), rows.into_iter().map(Ok::<_, String>), Cursor::new(Vec::new()))
+    };
+    // The same bytes as listed build.
+    assert!(build(vec![content("a", "one"), content("b", "two"), content("c", "three")]).is_ok());
+    // Other bytes of the same size (sha256), or another size.
+    let err = build(vec![content("a", "one"), content("b", "TWO"), content("c", "three")]).unwrap_err();
+    assert_variant!(err, BuildError::ContentMismatch { path } if path == "b");
+    let err = build(vec![content("a", "one!"), content("b", "two"), content("c", "three")]).unwrap_err();
+    assert_variant!(err, BuildError::ContentMismatch { path } if path == "a");
+    // A listed file skipped, or the contents ending early.
+    let err = build(vec![content("a", "one"), content("c", "three")]).unwrap_err();
+    assert_variant!(err, BuildError::MissingContent { path } if path == "b");
+    let err = build(vec![content("a", "one"), content("b", "two")]).unwrap_err();
+    assert_variant!(err, BuildError::MissingContent { path } if path == "c");
+    // A content not listed (between two listed files, or after the last).
+    let err = build(vec![content("a", "one"), content("a2", "x"), content("b", "two")]).unwrap_err();
+    assert_variant!(err, BuildError::UnlistedContent { path } if path == "a2");
+    let rows = vec![content("a", "one"), content("b", "two"), content("c", "three"), content("d", "x")];
+    assert_variant!(build(rows).unwrap_err(), BuildError::UnlistedContent { path } if path == "d");
+    // Out of order: "b" comes where "a" is listed, so "a" is missing.
+    let err = build(vec![content("b", "two"), content("a", "one"), content("c", "three")]).unwrap_err();
+    assert_variant!(err, BuildError::MissingContent { path } if path == "a");
 }
 
 // ---- hostile archives ----

@@ -8,7 +8,9 @@ use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use snapshot_builder::{Manifest, ReadError, ReadLimits, SnapshotFile, SnapshotMeta};
+use snapshot_builder::{
+    BuildError, BuildStats, FileContent, Manifest, ManifestFile, ReadError, ReadLimits, SnapshotMeta,
+};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
@@ -21,16 +23,65 @@ pub fn meta(cursor: i64) -> SnapshotMeta {
     }
 }
 
-pub fn file(path: &str, content: &str) -> SnapshotFile {
-    SnapshotFile { path: path.into(), content: content.as_bytes().to_vec(), version: 1, file_type: "text".into() }
+/// A file with its content and metadata, as the tests describe a project.
+#[derive(Clone)]
+pub struct TestFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub version: i64,
+    pub file_type: String,
+}
+
+pub fn file(path: &str, content: &str) -> TestFile {
+    TestFile { path: path.into(), content: content.as_bytes().to_vec(), version: 1, file_type: "text".into() }
+}
+
+/// The manifest entries of `files`, as the database's metadata pass gives them.
+pub fn manifest_files(files: &[TestFile]) -> Vec<ManifestFile> {
+    files.iter().map(|f| ManifestFile::describe(f.path.clone(), &f.content, f.version, f.file_type.clone())).collect()
+}
+
+/// The contents of `files`, as the database's content pass streams them.
+pub fn contents(files: Vec<TestFile>) -> impl Iterator<Item = Result<FileContent, std::convert::Infallible>> {
+    files.into_iter().map(|f| Ok(FileContent { path: f.path, content: f.content }))
+}
+
+/// Builds `files` (metadata, then contents in the same order) into `writer`.
+pub fn build_files<W: std::io::Write + std::io::Seek>(
+    meta: SnapshotMeta,
+    files: Vec<TestFile>,
+    writer: W,
+) -> Result<(Manifest, BuildStats), BuildError> {
+    snapshot_builder::build(meta, manifest_files(&files), contents(files), writer)
 }
 
 /// Builds a snapshot in memory.
-pub fn build_bytes(files: Vec<SnapshotFile>) -> (Manifest, Vec<u8>) {
+pub fn build_bytes(files: Vec<TestFile>) -> (Manifest, Vec<u8>) {
     let mut out = Cursor::new(Vec::new());
-    let rows = files.into_iter().map(Ok::<_, std::convert::Infallible>);
-    let (manifest, _) = snapshot_builder::build(meta(7), rows, &mut out).expect("build");
+    let (manifest, _) = build_files(meta(7), files, &mut out).expect("build");
     (manifest, out.into_inner())
+}
+
+/// The entry names of a zip in local-header order (walking the file from the start) and
+/// in central-directory order.
+pub fn entry_names(archive: &[u8]) -> (Vec<String>, Vec<String>) {
+    let mut local = Vec::new();
+    let mut at = 0;
+    while archive.get(at..at + 4) == Some(b"PK\x03\x04") {
+        let flags = u16_at(archive, at + 6);
+        let compressed = u32::from_le_bytes(archive[at + 18..at + 22].try_into().unwrap()) as usize;
+        let name_len = u16_at(archive, at + 26);
+        let extra_len = u16_at(archive, at + 28);
+        let name_at = at + 30;
+        local.push(String::from_utf8(archive[name_at..name_at + name_len].to_vec()).unwrap());
+        at = name_at + name_len + extra_len + compressed;
+        assert_eq!(flags & 0x8, 0, "sizes in the local header, no data descriptor");
+    }
+    assert_eq!(archive.get(at..at + 4), Some(&b"PK\x01\x02"[..]), "the central directory follows the last entry");
+    let mut zip = zip::ZipArchive::new(Cursor::new(archive)).unwrap();
+    let central =
+        (0..zip.len()).map(|i| String::from_utf8(zip.by_index(i).unwrap().name_raw().to_vec()).unwrap()).collect();
+    (local, central)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
