@@ -747,7 +747,10 @@ async fn resume_phase(
             if (0..edits).any(|i| watch.arrived(i) != 0) {
                 bail!("edits reached the agent during the cut: the proxy did not cut");
             }
+            // The edits are sent one after the other: on a loaded machine they may take
+            // longer than the cut, which then lasts until the last one has landed.
             tokio::time::sleep_until(tokio::time::Instant::from_std(cut_at + away)).await;
+            let cut_secs = cut_at.elapsed().as_secs_f64();
             let restore_at = clock().now_ns();
             proxy.restore();
             wait_until("every edit in the agent's tree after the cut", Duration::from_secs(60), || {
@@ -778,8 +781,8 @@ async fn resume_phase(
                 }
             }
             per_rep.push(format!(
-                "noticed the cut after {noticed_ms:.0} ms; reconnected {:.0} ms after the restore; converged {:.1} ms \
-                 after reconnecting",
+                "cut for {cut_secs:.1} s; noticed the cut after {noticed_ms:.0} ms; reconnected {:.0} ms after the \
+                 restore; converged {:.1} ms after reconnecting",
                 reconnect.saturating_sub(restore_at) as f64 / 1e6,
                 converged.saturating_sub(reconnect) as f64 / 1e6
             ));
