@@ -44,8 +44,10 @@ impl Principal {
         }
     }
 
-    /// User-only routes (projects, files, editor state) refuse hub tokens with 404 for
-    /// project routes, so a container token learns nothing about other projects.
+    /// Routes only a user may call (creating and listing projects, writing files, editor
+    /// state) refuse hub tokens with 403. Routes about one project check that project
+    /// first, so a container token asking about another project gets 404 and learns
+    /// nothing about it.
     pub fn user(&self) -> Result<&str, ApiError> {
         match self {
             Principal::User { sub } => Ok(sub),
