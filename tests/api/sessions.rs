@@ -331,3 +331,20 @@ async fn concurrent_snapshot_requests_for_one_project_build_once() {
     assert!(metrics.contains("synchub_snapshot_build_seconds_count 1\n"), "{metrics}");
     assert!(metrics.contains("synchub_snapshot_reused_total 7\n"), "{metrics}");
 }
+
+#[tokio::test]
+async fn deleting_the_project_ends_its_sessions() {
+    let (app, _dir) = app_with_storage().await;
+    let p = app.create_project("alice", "doomed").await;
+    app.write("alice", &p, "a.txt", "1").await;
+    let (_, session) = app.post(&format!("/v1/projects/{p}/sessions"), &app.service_token(), json!({})).await;
+    let token = session["token"].as_str().unwrap();
+    let mut agent = app.ws(token).await;
+    agent.join(&p, Some(1)).await;
+    app.delete(&format!("/v1/projects/{p}"), &app.user_token("alice")).await;
+    let deleted = agent.recv().await;
+    assert_eq!(deleted["event"], "project:deleted", "{deleted}");
+    assert_eq!(agent.close_code(Duration::from_secs(3)).await, Some(4010));
+    let (status, _) = app.get(&format!("/v1/projects/{p}/files/a.txt"), token).await;
+    assert_eq!(status.as_u16(), 401);
+}
