@@ -44,6 +44,11 @@ pub const ALL: &[Scenario] = &[
         run: write_event_latency::run,
     },
     Scenario {
+        name: "write_event_latency_2hubs",
+        summary: "#2 with 2 hub processes on one database: PUTs to A, the subscriber on B",
+        run: write_event_latency::run_two_hubs,
+    },
+    Scenario {
         name: "fanout_1000",
         summary: "#3 one project, 1,000 joined sockets (quick: 100), 1 KiB events paced and in a burst; baseline: a Node ws broadcast server",
         run: fanout::run_1000,

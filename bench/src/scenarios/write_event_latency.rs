@@ -22,24 +22,38 @@ use crate::stats::Latencies;
 const RATE: f64 = 100.0;
 
 pub fn run(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx))
+    Box::pin(measure(ctx, false))
 }
 
-async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
+/// The same with the subscriber on a second hub process: the event reaches it through the
+/// post-commit NOTIFY and that hub's own read of the log.
+pub fn run_two_hubs(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, true))
+}
+
+async fn measure(ctx: &Ctx, two_hubs: bool) -> anyhow::Result<Report> {
     let samples: u64 = if ctx.quick { 200 } else { 1_000 };
     let warmup: u64 = if ctx.quick { 20 } else { 50 };
+    let name = if two_hubs { "write_event_latency_2hubs" } else { "write_event_latency" };
     let mut report = Report::new(
-        "write_event_latency",
-        "#2",
-        "Time from just before an HTTP `PUT /v1/projects/{id}/files/lat/N.txt` (content `x`) is sent to the arrival \
-         of its `file:update` frame on one WebSocket joined to the project, paced at 100 writes/s (PUTs are not \
-         waited for before the next one is sent).",
+        name,
+        if two_hubs { "#2 (2 hubs)" } else { "#2" },
+        if two_hubs {
+            "As write_event_latency, with two hub processes on the same database: the PUTs go to hub A, the \
+             subscribed WebSocket is on hub B (the event travels by A's post-commit NOTIFY and B's read of the log)."
+        } else {
+            "Time from just before an HTTP `PUT /v1/projects/{id}/files/lat/N.txt` (content `x`) is sent to the \
+             arrival of its `file:update` frame on one WebSocket joined to the project, paced at 100 writes/s (PUTs \
+             are not waited for before the next one is sent)."
+        },
     );
+    report.param("hubs", if two_hubs { "2 (PUTs to A, subscriber on B)" } else { "1" });
     report.param("samples", samples);
     report.param("warm-up writes (not counted)", warmup);
     report.param("pace", format!("{RATE} writes/s"));
 
-    let hub = ctx.start_hub("write_event_latency").await?;
+    let hub = ctx.start_hub(name).await?;
+    let second = if two_hubs { Some(ctx.start_hub(&format!("{name}-b")).await?) } else { None };
     let project = ctx.create_project(&hub, "bench write_event_latency").await?;
 
     // Baseline, first half (after a warm-up run that is thrown away).
@@ -48,10 +62,15 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
 
     // The hub.
     ctx.statements_reset().await?;
-    let hub_side = hub_phase(ctx, &hub, project, warmup, samples).await;
+    let subscriber_hub = second.as_ref().unwrap_or(&hub);
+    let hub_side = hub_phase(ctx, &hub, subscriber_hub, project, warmup, samples).await;
     let statements = ctx.statements_report(warmup + samples).await?;
-    let log = hub.log_lines();
+    let mut log = hub.log_lines();
     hub.stop().await;
+    if let Some(second) = second {
+        log.extend(second.log_lines());
+        second.stop().await;
+    }
     let hub_side = hub_side?;
 
     // Baseline, second half.
@@ -81,8 +100,10 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
             .goal(goal),
         );
     }
-    ctx.publish("write_event_latency/p50_ms", hub_side.write_to_event.ms(0.5));
-    ctx.publish("write_event_latency/p99_ms", hub_side.write_to_event.ms(0.99));
+    if !two_hubs {
+        ctx.publish("write_event_latency/p50_ms", hub_side.write_to_event.ms(0.5));
+        ctx.publish("write_event_latency/p99_ms", hub_side.write_to_event.ms(0.99));
+    }
     for q in [0.5, 0.99] {
         let label = if q == 0.5 { "p50" } else { "p99" };
         report.rows.push(Row::compared(
@@ -134,6 +155,7 @@ struct HubSide {
 async fn hub_phase(
     ctx: &Ctx,
     hub: &harness::Hub,
+    subscriber_hub: &harness::Hub,
     project: uuid::Uuid,
     warmup: u64,
     samples: u64,
@@ -145,7 +167,7 @@ async fn hub_phase(
     let seqs: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
     let got = Arc::new(AtomicU64::new(0));
 
-    let ws = harness::connect_joined(hub.addr, &ctx.token, None, project).await?;
+    let ws = harness::connect_joined(subscriber_hub.addr, &ctx.token, None, project).await?;
     let reader = {
         let (received, seqs, got) = (received.clone(), seqs.clone(), got.clone());
         tokio::spawn(async move {
