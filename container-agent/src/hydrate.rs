@@ -1,18 +1,21 @@
-//! Hydration: download a snapshot to a temp file (streamed, never held in memory), verify
-//! and extract it into a fresh staging directory with the snapshot-builder reader, then
-//! reconcile PROJECT_DIR with it through the confined tree (write what changed, delete the
-//! owned files that are gone, leave everything else alone). The staging directory and the
-//! download live in `PROJECT_DIR/.synchub/`, on the same file system, and are removed
-//! afterwards whatever happens; PROJECT_DIR itself only ever sees atomic renames, so a
-//! failed hydration leaves no half-extracted tree.
+//! Hydration: download a snapshot to a temp file (streamed, never held in memory), then
+//! make PROJECT_DIR equal to it through the confined tree in one pass of the snapshot-builder
+//! reader: each entry is verified as it is inflated straight into a temp file next to its
+//! target, and only a fully verified archive is renamed into place (write what changed,
+//! delete the owned files that are gone, leave everything else alone). Each file is written
+//! once: an earlier version extracted into a staging tree and copied from there, which made
+//! hydration ×3 `unzip` (BENCHMARKS.md, #6). The download and the scratch directory (for the
+//! rare entries blocked by a file/directory conflict) live in `PROJECT_DIR/.synchub/`, on
+//! the same file system, and are removed afterwards whatever happens; PROJECT_DIR itself only
+//! ever sees atomic renames, so a failed hydration leaves no half-extracted tree.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use snapshot_builder::{ReadError, ReadLimits};
+use snapshot_builder::{ReadError, ReadLimits, SinkError};
 
 use crate::hub::{HubClient, HubError};
-use crate::tree::{ManifestEntry, ProjectTree, STATE_DIR, TreeError};
+use crate::tree::{ProjectTree, STATE_DIR, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HydrateError {
@@ -54,15 +57,13 @@ pub async fn hydrate(hub: &HubClient, url: Option<&str>, tree: &mut ProjectTree)
         hub.download(&latest.url, download.as_file_mut()).await?;
     }
     let bytes = download.as_file().metadata()?.len();
-    let staging = tempfile::Builder::new().prefix("staging-").tempdir_in(&work)?;
+    let scratch = tempfile::Builder::new().prefix("staging-").tempdir_in(&work)?;
     let hydrated = tokio::task::block_in_place(|| -> Result<Hydrated, HydrateError> {
-        let manifest = snapshot_builder::extract(download.as_file_mut(), staging.path(), &ReadLimits::default())?;
-        let entries: Vec<ManifestEntry> = manifest
-            .files
-            .iter()
-            .map(|file| ManifestEntry { path: file.path.clone(), sha256: file.sha256.clone() })
-            .collect();
-        let report = tree.reconcile(staging.path(), &entries)?;
+        let (manifest, report) =
+            tree.hydrate_from(download.as_file_mut(), &ReadLimits::default(), scratch.path()).map_err(|e| match e {
+                SinkError::Archive(e) => HydrateError::Archive(e),
+                SinkError::Sink(e) => HydrateError::Tree(e),
+            })?;
         for refused in &report.refused {
             tracing::warn!(path = refused.path(), error = %refused, "snapshot file skipped");
         }

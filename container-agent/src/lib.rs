@@ -5,10 +5,10 @@
 //! A driving task keeps one [`tree::ProjectTree`] and one [`applier::Applier`]; on each
 //! `event` frame it calls [`applier::Applier::handle_event`] (inside `spawn_blocking`, the
 //! tree is blocking), rehydrates on [`applier::Outcome::Gap`] or `resync_required` with
-//! [`tree::ProjectTree::reconcile`] + [`applier::Applier::rebase`], and sends an `applied`
+//! [`tree::ProjectTree::hydrate_from`] + [`applier::Applier::rebase`], and sends an `applied`
 //! frame whenever [`applier::Applier::applied_frame_due`] says so, after
 //! [`tree::ProjectTree::save_state`]. That driving task is [`session::Session`]; around it,
-//! [`hydrate`] (snapshot download, verify, staging, reconcile), [`hub`] (HTTP: latest
+//! [`hydrate`] (snapshot download, then verify and write in one pass), [`hub`] (HTTP: latest
 //! snapshot, token refresh), [`health`] (`--health-addr`), [`command`] (the dev server) and
 //! [`backoff`] (reconnect delays).
 
@@ -24,4 +24,4 @@ pub mod tree;
 
 pub use applier::{Admission, Applier, ApplyError, ChangeTarget, Outcome};
 pub use protocol::{Change, ClientFrame, EventFrame, ServerFrame};
-pub use tree::{ApplyReport, ManifestEntry, ProjectTree, TreeError, TreeOptions};
+pub use tree::{ApplyReport, ProjectTree, TreeError, TreeOptions};

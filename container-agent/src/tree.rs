@@ -10,7 +10,7 @@
 //! Everything here is blocking; from async code call it inside `spawn_blocking`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use cap_std::fs::{Dir, File, OpenOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use snapshot_builder::paths::{PathError, validate_path};
+use snapshot_builder::{DirSink, EntrySink, Manifest, ManifestFile, ReadLimits, SinkError};
 
 use crate::protocol::{Change, FileDelete, FileUpdate};
 
@@ -141,7 +142,7 @@ pub enum DeleteOutcome {
     NotOwned,
 }
 
-/// What one [`ProjectTree::apply`] or [`ProjectTree::reconcile`] did.
+/// What one [`ProjectTree::apply`] or [`ProjectTree::hydrate_from`] did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     pub written: Vec<String>,
@@ -151,14 +152,6 @@ pub struct ApplyReport {
     pub skipped_deletes: usize,
     /// Paths skipped with the reason; log them and keep going.
     pub refused: Vec<TreeError>,
-}
-
-/// One entry of a snapshot manifest (`.synchub/manifest.json` `files[]`); other manifest
-/// fields are ignored when deserializing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    pub path: String,
-    pub sha256: String,
 }
 
 /// The persisted state: `.synchub/agent-state.json`.
@@ -434,42 +427,56 @@ impl ProjectTree {
         self.stage_bytes(path, file.content.as_bytes(), &sha)
     }
 
-    /// Makes the tree equal to a snapshot extracted (and verified) in `staging`: new and
-    /// changed files are copied in atomically (all staged first, then renamed), owned
-    /// files missing from `entries` are deleted, files the agent does not own and that are
-    /// not in `entries` are left alone. Files already equal are not touched. A staged
-    /// file that is missing or does not match its sha256 aborts before anything is renamed.
-    pub fn reconcile(&mut self, staging: &Path, entries: &[ManifestEntry]) -> Result<ApplyReport, TreeError> {
-        let staging_root = Dir::open_ambient_dir(staging, ambient_authority())
-            .map_err(|e| TreeError::Staging { path: String::new(), reason: e.to_string() })?;
-        let mut report = ApplyReport::default();
-        let mut wanted = BTreeSet::new();
-        let mut staged = Vec::new();
-        let mut deferred = Vec::new();
-        for entry in entries {
-            if let Err(e) = checked(&entry.path) {
-                report.refused.push(e);
-                continue;
-            }
-            wanted.insert(entry.path.as_str());
-            match self.stage_from(&staging_root, entry) {
-                Ok(None) => {
-                    self.own(&entry.path);
-                    report.unchanged += 1;
-                }
-                Ok(Some(s)) => staged.push(s),
-                Err(TreeError::Conflict { .. }) => deferred.push(entry),
-                Err(e) if e.is_refusal() => report.refused.push(e),
-                Err(e) => return Err(e),
-            }
-        }
+    /// Makes the tree equal to the snapshot `archive`, in one pass over it: each entry is
+    /// verified while it is inflated straight into a temp file next to its target (files
+    /// already equal are not touched); only when the whole archive checked out are the temp
+    /// files renamed into place, then owned files the snapshot lacks are deleted. Files the
+    /// agent does not own and that are not in the snapshot are left alone. A bad archive
+    /// renames nothing. Entries blocked by a file/directory conflict (a file `a` owned
+    /// before, `a/b` now) are parked in `scratch`, an empty directory on the same file
+    /// system, and moved in after the deletes.
+    pub fn hydrate_from<R: Read + Seek>(
+        &mut self,
+        archive: R,
+        limits: &ReadLimits,
+        scratch: &Path,
+    ) -> Result<(Manifest, ApplyReport), SinkError<TreeError>> {
+        let mut sink = HydrateSink {
+            tree: self,
+            scratch: DirSink::new(scratch),
+            report: ApplyReport::default(),
+            staged: Vec::new(),
+            deferred: Vec::new(),
+            current: Current::Skip,
+        };
+        let manifest = snapshot_builder::read_into(archive, limits, &mut sink)?;
+        let HydrateSink { staged, deferred, report, .. } = sink;
+        let report = self.finish_hydrate(&manifest, staged, &deferred, report, scratch).map_err(SinkError::Sink)?;
+        Ok((manifest, report))
+    }
+
+    /// Pass two of [`Self::hydrate_from`], once the archive checked out.
+    fn finish_hydrate(
+        &mut self,
+        manifest: &Manifest,
+        staged: Vec<Staged>,
+        deferred: &[ManifestFile],
+        mut report: ApplyReport,
+        scratch: &Path,
+    ) -> Result<ApplyReport, TreeError> {
         self.commit_all(staged, &mut report)?;
+        let wanted: BTreeSet<&str> = manifest.files.iter().map(|file| file.path.as_str()).collect();
         let stale: Vec<String> = self.owned.iter().filter(|path| !wanted.contains(path.as_str())).cloned().collect();
         for path in stale {
             self.record_delete(&path, &mut report)?;
         }
+        if deferred.is_empty() {
+            return Ok(report);
+        }
+        let scratch_root = Dir::open_ambient_dir(scratch, ambient_authority())
+            .map_err(|e| TreeError::Staging { path: String::new(), reason: e.to_string() })?;
         for entry in deferred {
-            match self.stage_from(&staging_root, entry).and_then(|s| match s {
+            match self.stage_from(&scratch_root, entry).and_then(|s| match s {
                 None => Ok(false),
                 Some(s) => self.commit(s).map(|()| true),
             }) {
@@ -497,9 +504,9 @@ impl ProjectTree {
         self.finish_temp(file, staged)
     }
 
-    /// Like [`Self::stage_bytes`], with the content copied from the staging tree and
-    /// checked against the manifest's sha256 on the way.
-    fn stage_from(&self, staging: &Dir, entry: &ManifestEntry) -> Result<Option<Staged>, TreeError> {
+    /// Like [`Self::stage_bytes`], with the content copied from a scratch tree and checked
+    /// against the manifest's sha256 on the way.
+    fn stage_from(&self, staging: &Dir, entry: &ManifestFile) -> Result<Option<Staged>, TreeError> {
         let path = entry.path.as_str();
         let staging_error = |reason: String| TreeError::Staging { path: path.to_owned(), reason };
         let (source_dir, source_name) = resolve_parent(staging, path, false)
@@ -640,6 +647,106 @@ fn is_temp_name(name: &str) -> bool {
             && pid.bytes().all(|b| b.is_ascii_digit())
             && n.bytes().all(|b| b.is_ascii_digit())
     })
+}
+
+/// Pass one of [`ProjectTree::hydrate_from`], fed by the snapshot reader.
+struct HydrateSink<'t> {
+    tree: &'t mut ProjectTree,
+    scratch: DirSink<'t>,
+    report: ApplyReport,
+    /// Verified temp files, renamed into place once the whole archive checked out (dropped,
+    /// and so removed, when it did not).
+    staged: Vec<Staged>,
+    /// Entries parked in the scratch directory behind a file/directory conflict.
+    deferred: Vec<ManifestFile>,
+    current: Current,
+}
+
+/// Where the bytes of the entry being read go.
+enum Current {
+    Skip,
+    Temp(File, Staged),
+    Scratch,
+}
+
+impl HydrateSink<'_> {
+    /// Opens the temp file for `file`, `None` when the target already holds its content.
+    fn start(&mut self, file: &ManifestFile) -> Result<Option<Current>, TreeError> {
+        let (dir, name) = self.tree.target_dir(&file.path)?;
+        if same_content(&dir, name, file.size, &file.sha256) {
+            return Ok(None);
+        }
+        let (temp, staged) = Staged::create(&self.tree.root, &dir, &file.path)?;
+        Ok(Some(Current::Temp(temp, staged)))
+    }
+
+    /// Skips the rest of the current entry and reports `error` when it is a refusal.
+    fn refuse(&mut self, error: TreeError) -> Result<(), TreeError> {
+        self.current = Current::Skip;
+        if error.is_refusal() {
+            self.report.refused.push(error);
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+}
+
+impl EntrySink for HydrateSink<'_> {
+    type Error = TreeError;
+
+    fn begin(&mut self, file: &ManifestFile) -> Result<bool, TreeError> {
+        let scratch_error = |e: io::Error| TreeError::Staging { path: file.path.clone(), reason: e.to_string() };
+        match self.start(file) {
+            Ok(Some(current)) => self.current = current,
+            Ok(None) => {
+                self.tree.own(&file.path);
+                self.report.unchanged += 1;
+                self.current = Current::Skip;
+            }
+            Err(TreeError::Conflict { .. }) => {
+                self.scratch.begin(file).map_err(scratch_error)?;
+                self.deferred.push(file.clone());
+                self.current = Current::Scratch;
+            }
+            Err(error) => self.refuse(error)?,
+        }
+        Ok(!matches!(self.current, Current::Skip))
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), TreeError> {
+        match &mut self.current {
+            Current::Skip => Ok(()),
+            Current::Temp(temp, staged) => match temp.write_all(chunk) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let error = io_error(&staged.path, e);
+                    self.refuse(error)
+                }
+            },
+            Current::Scratch => self.scratch.write(chunk).map_err(|e| TreeError::Staging {
+                path: self.deferred.last().map(|f| f.path.clone()).unwrap_or_default(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn finish(&mut self, file: &ManifestFile) -> Result<(), TreeError> {
+        match std::mem::replace(&mut self.current, Current::Skip) {
+            Current::Skip => Ok(()),
+            Current::Temp(temp, staged) => match self.tree.finish_temp(temp, staged) {
+                Ok(staged) => {
+                    self.staged.extend(staged);
+                    Ok(())
+                }
+                Err(error) => self.refuse(error),
+            },
+            Current::Scratch => self
+                .scratch
+                .finish(file)
+                .map_err(|e| TreeError::Staging { path: file.path.clone(), reason: e.to_string() }),
+        }
+    }
 }
 
 /// A temp file waiting to be renamed over its target; removed on drop unless committed.

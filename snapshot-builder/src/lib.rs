@@ -9,7 +9,7 @@
 //!   `Write + Seek` (a temporary file), every entry (the manifest included) in byte order of
 //!   its name, with fixed timestamps and permissions, so the same files and metadata give
 //!   byte-identical archives.
-//! - [`verify`] and [`extract`] read untrusted archives (the agent runs inside preview
+//! - [`verify`], [`extract`] and [`read_into`] (bytes to any [`EntrySink`]) read untrusted archives (the agent runs inside preview
 //!   containers): every name must be a valid project path listed in the manifest exactly
 //!   once, no symlinks or other special entries, sizes and hashes must match, and the
 //!   bytes actually inflated are capped, whatever the headers claim (zip bombs).
@@ -330,9 +330,64 @@ impl From<zip::result::ZipError> for ReadError {
     }
 }
 
+/// Where [`read_into`] puts the bytes of each listed file, in archive order (byte order of
+/// the paths). An entry's bytes are only known good once [`EntrySink::finish`] is called:
+/// a sink must not make them visible before then, and must drop whatever it holds when
+/// the read fails (it is dropped with the error).
+pub trait EntrySink {
+    type Error;
+    /// A listed file's entry begins. `Ok(false)` skips its bytes; they are still inflated,
+    /// counted and hashed, so a skipped entry cannot hide a bad archive.
+    fn begin(&mut self, file: &ManifestFile) -> Result<bool, Self::Error>;
+    /// The next chunk of the entry `begin` accepted.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Self::Error>;
+    /// The accepted entry ended, and its size and sha256 matched the manifest.
+    fn finish(&mut self, file: &ManifestFile) -> Result<(), Self::Error>;
+}
+
+/// Why [`read_into`] stopped: the archive, or the sink.
+#[derive(Debug)]
+pub enum SinkError<E> {
+    Archive(ReadError),
+    Sink(E),
+}
+
+impl<E> From<ReadError> for SinkError<E> {
+    fn from(err: ReadError) -> Self {
+        SinkError::Archive(err)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for SinkError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Archive(err) => err.fmt(f),
+            SinkError::Sink(err) => err.fmt(f),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for SinkError<E> {}
+
 /// Checks an archive completely (every entry inflated and hashed) without writing.
 pub fn verify<R: Read + Seek>(archive: R, limits: &ReadLimits) -> Result<Manifest, ReadError> {
-    read(archive, None, limits)
+    struct Discard;
+    impl EntrySink for Discard {
+        type Error = std::convert::Infallible;
+        fn begin(&mut self, _: &ManifestFile) -> Result<bool, Self::Error> {
+            Ok(false)
+        }
+        fn write(&mut self, _: &[u8]) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn finish(&mut self, _: &ManifestFile) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+    read_into(archive, limits, &mut Discard).map_err(|err| match err {
+        SinkError::Archive(err) => err,
+        SinkError::Sink(never) => match never {},
+    })
 }
 
 /// Verifies and extracts into `dest`, an existing empty directory the caller just made
@@ -341,7 +396,12 @@ pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> 
     if fs::read_dir(dest)?.next().is_some() {
         return Err(ReadError::DestinationNotEmpty);
     }
-    let result = read(archive, Some(dest), limits);
+    let mut sink = DirSink::new(dest);
+    let result = read_into(archive, limits, &mut sink).map_err(|err| match err {
+        SinkError::Archive(err) => err,
+        SinkError::Sink(err) => ReadError::Io(err),
+    });
+    drop(sink);
     if result.is_err()
         && let Ok(entries) = fs::read_dir(dest)
     {
@@ -357,27 +417,74 @@ pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> 
     result
 }
 
-fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+/// Writes each entry to its path under `dest` (already validated: no `..`, no absolute
+/// paths). No fsync: extraction goes to a staging directory that is useless after a crash
+/// anyway (the reader hydrates again), and one fsync per file made hydration several times
+/// slower than `unzip` (BENCHMARKS.md, #6). Callers that need the tree durable sync it.
+pub struct DirSink<'d> {
+    dest: &'d Path,
+    open: Option<File>,
+}
+
+impl DirSink<'_> {
+    pub fn new(dest: &Path) -> DirSink<'_> {
+        DirSink { dest, open: None }
+    }
+}
+
+impl EntrySink for DirSink<'_> {
+    type Error = io::Error;
+
+    fn begin(&mut self, file: &ManifestFile) -> io::Result<bool> {
+        let target = self.dest.join(&file.path);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        self.open = Some(OpenOptions::new().write(true).create_new(true).open(target)?);
+        Ok(true)
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match &mut self.open {
+            Some(file) => file.write_all(chunk),
+            None => Err(io::Error::other("write outside an entry")),
+        }
+    }
+
+    fn finish(&mut self, _: &ManifestFile) -> io::Result<()> {
+        self.open = None;
+        Ok(())
+    }
+}
+
+/// Reads an untrusted archive completely, checking everything [`verify`] promises, and
+/// hands every listed file's bytes to `sink` as they are inflated: one pass, no copy of the
+/// archive's contents anywhere else.
+pub fn read_into<R, S>(archive: R, limits: &ReadLimits, sink: &mut S) -> Result<Manifest, SinkError<S::Error>>
+where
+    R: Read + Seek,
+    S: EntrySink + ?Sized,
+{
     let mut zip = ZipArchive::new(archive).map_err(archive_error)?;
     if zip.len() > limits.max_entries + 1 {
-        return Err(ReadError::TooManyEntries { limit: limits.max_entries });
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries }.into());
     }
     // The reader keeps one entry per name, so a second entry of the same name would pass
     // unseen: refuse it here. Local headers must agree with the central directory (no
     // names hidden from other unzip tools) and entries must not overlap.
     if zip.has_duplicate_names() {
-        return Err(ReadError::Duplicate { path: "(a name in the central directory)".into() });
+        return Err(ReadError::Duplicate { path: "(a name in the central directory)".into() }.into());
     }
     zip.validate_header_consistency().map_err(archive_error)?;
     let manifest = read_manifest(&mut zip)?;
     if manifest.files.len() > limits.max_entries {
-        return Err(ReadError::TooManyEntries { limit: limits.max_entries });
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries }.into());
     }
     let mut expected: HashMap<&str, &ManifestFile> = HashMap::with_capacity(manifest.files.len());
     for file in &manifest.files {
         expected.insert(file.path.as_str(), file);
     }
-    let mut seen: HashMap<String, ()> = HashMap::with_capacity(manifest.files.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(manifest.files.len());
     let mut total = 0u64;
     let mut buffer = vec![0u8; 64 * 1024];
     for index in 0..zip.len() {
@@ -390,8 +497,8 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
             })?
             .to_owned();
         if name == MANIFEST_PATH {
-            if seen.insert(name.clone(), ()).is_some() {
-                return Err(ReadError::Duplicate { path: name });
+            if !seen.insert(name.clone()) {
+                return Err(ReadError::Duplicate { path: name }.into());
             }
             continue;
         }
@@ -399,22 +506,13 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
             .map_err(|reason| ReadError::InvalidPath { path: name.clone(), reason: reason.to_string() })?;
         let is_special = entry.unix_mode().is_some_and(|mode| mode & 0o170000 != 0o100000 && mode & 0o170000 != 0);
         if entry.is_dir() || entry.is_symlink() || is_special {
-            return Err(ReadError::NotAFile { path: name });
+            return Err(ReadError::NotAFile { path: name }.into());
         }
         let listed = *expected.get(name.as_str()).ok_or_else(|| ReadError::Unlisted { path: name.clone() })?;
-        if seen.insert(name.clone(), ()).is_some() {
-            return Err(ReadError::Duplicate { path: name });
+        if !seen.insert(name.clone()) {
+            return Err(ReadError::Duplicate { path: name }.into());
         }
-        let mut out = match dest {
-            Some(dest) => {
-                let target = dest.join(&name);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                Some(OpenOptions::new().write(true).create_new(true).open(target)?)
-            }
-            None => None,
-        };
+        let wanted = sink.begin(listed).map_err(SinkError::Sink)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
@@ -426,28 +524,28 @@ fn read<R: Read + Seek>(archive: R, dest: Option<&Path>, limits: &ReadLimits) ->
             size += read as u64;
             total += read as u64;
             if size > limits.max_file_bytes {
-                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes });
+                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes }.into());
             }
             if total > limits.max_total_bytes {
-                return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes });
+                return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes }.into());
             }
             hasher.update(&buffer[..read]);
-            if let Some(out) = &mut out {
-                out.write_all(&buffer[..read])?;
+            if wanted {
+                sink.write(&buffer[..read]).map_err(SinkError::Sink)?;
             }
         }
         if size != listed.size {
-            return Err(ReadError::SizeMismatch { path: name });
+            return Err(ReadError::SizeMismatch { path: name }.into());
         }
         if hex::encode(hasher.finalize()) != listed.sha256 {
-            return Err(ReadError::HashMismatch { path: name });
+            return Err(ReadError::HashMismatch { path: name }.into());
         }
-        if let Some(out) = out {
-            finish_file(out)?;
+        if wanted {
+            sink.finish(listed).map_err(SinkError::Sink)?;
         }
     }
-    if let Some(missing) = manifest.files.iter().find(|f| !seen.contains_key(&f.path)) {
-        return Err(ReadError::Missing { path: missing.path.clone() });
+    if let Some(missing) = manifest.files.iter().find(|f| !seen.contains(&f.path)) {
+        return Err(ReadError::Missing { path: missing.path.clone() }.into());
     }
     Ok(manifest)
 }
@@ -468,15 +566,6 @@ fn archive_error(err: zip::result::ZipError) -> ReadError {
         zip::result::ZipError::Io(err) => archive_io_error(err),
         other => ReadError::Zip(other.to_string()),
     }
-}
-
-/// Closes an extracted file. No fsync: extraction goes to a staging directory that is
-/// useless after a crash anyway (the agent hydrates again), and one fsync per file made
-/// hydration several times slower than `unzip` (BENCHMARKS.md, #6). Callers that need the
-/// tree durable sync it themselves.
-fn finish_file(file: File) -> io::Result<()> {
-    drop(file);
-    Ok(())
 }
 
 fn read_manifest<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Manifest, ReadError> {

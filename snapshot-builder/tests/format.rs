@@ -472,3 +472,64 @@ fn a_refusal_after_files_were_written_removes_them() {
     );
     refused!(archive, ReadError::HashMismatch { path } if path == "c.txt");
 }
+
+/// Records what [`snapshot_builder::read_into`] hands over; skips `skip`, fails on `fail`.
+#[derive(Default)]
+struct Recorder {
+    skip: &'static str,
+    fail: &'static str,
+    current: Vec<u8>,
+    finished: Vec<(String, Vec<u8>)>,
+}
+
+impl snapshot_builder::EntrySink for Recorder {
+    type Error = String;
+
+    fn begin(&mut self, file: &snapshot_builder::ManifestFile) -> Result<bool, String> {
+        if file.path == self.fail {
+            return Err(format!("no room for {}", file.path));
+        }
+        self.current.clear();
+        Ok(file.path != self.skip)
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.current.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self, file: &snapshot_builder::ManifestFile) -> Result<(), String> {
+        self.finished.push((file.path.clone(), std::mem::take(&mut self.current)));
+        Ok(())
+    }
+}
+
+#[test]
+fn read_into_hands_over_verified_entries_in_order() {
+    let (_, archive) = build_bytes(sample_files());
+    let mut sink = Recorder { skip: "README.md", ..Recorder::default() };
+    let manifest = snapshot_builder::read_into(Cursor::new(&archive), &ReadLimits::default(), &mut sink).unwrap();
+    let expected: Vec<(String, Vec<u8>)> = sample_files()
+        .into_iter()
+        .filter(|f| f.path != "README.md")
+        .map(|f| (f.path, f.content))
+        .collect();
+    assert_eq!(sink.finished, expected);
+    assert_eq!(manifest.files.len(), sample_files().len());
+
+    // A skipped entry is still checked: damage README.md and the read fails.
+    let mut damaged = archive.clone();
+    let header = damaged.windows(9).position(|w| w == b"README.md").unwrap() - 30;
+    assert_eq!(&damaged[header..header + 4], b"PK\x03\x04", "README.md's local header");
+    let extra = usize::from(u16::from_le_bytes([damaged[header + 28], damaged[header + 29]]));
+    damaged[header + 30 + 9 + extra] ^= 0x55; // the first byte of its deflated data
+    let mut sink = Recorder { skip: "README.md", ..Recorder::default() };
+    let err = snapshot_builder::read_into(Cursor::new(&damaged), &ReadLimits::default(), &mut sink).unwrap_err();
+    assert!(matches!(err, snapshot_builder::SinkError::Archive(_)), "{err:?}");
+
+    // The sink's own error stops the read and comes back as it was.
+    let mut sink = Recorder { fail: "empty.txt", ..Recorder::default() };
+    let err = snapshot_builder::read_into(Cursor::new(&archive), &ReadLimits::default(), &mut sink).unwrap_err();
+    assert!(matches!(&err, snapshot_builder::SinkError::Sink(message) if message == "no room for empty.txt"));
+    assert_eq!(sink.finished.len(), 2, "{:?}", sink.finished);
+}
