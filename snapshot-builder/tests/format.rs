@@ -509,11 +509,8 @@ fn read_into_hands_over_verified_entries_in_order() {
     let (_, archive) = build_bytes(sample_files());
     let mut sink = Recorder { skip: "README.md", ..Recorder::default() };
     let manifest = snapshot_builder::read_into(Cursor::new(&archive), &ReadLimits::default(), &mut sink).unwrap();
-    let expected: Vec<(String, Vec<u8>)> = sample_files()
-        .into_iter()
-        .filter(|f| f.path != "README.md")
-        .map(|f| (f.path, f.content))
-        .collect();
+    let expected: Vec<(String, Vec<u8>)> =
+        sample_files().into_iter().filter(|f| f.path != "README.md").map(|f| (f.path, f.content)).collect();
     assert_eq!(sink.finished, expected);
     assert_eq!(manifest.files.len(), sample_files().len());
 

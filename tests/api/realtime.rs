@@ -70,6 +70,27 @@ async fn join_since_delivers_exactly_the_missed_events_then_live() {
 }
 
 #[tokio::test]
+async fn live_frames_equal_the_frames_the_log_gives_later() {
+    // The writing hub sends a write's frame as read inside the write's statement; a socket
+    // catching up later gets the frame read from the log. They must be the same bytes.
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "same frames").await;
+    let mut live = app.ws(&app.user_token("alice")).await;
+    assert_eq!(live.join(&p, None).await, 0);
+    app.write("alice", &p, "a.ts", "one").await;
+    app.write("alice", &p, "a.ts", "two \u{e9}\"\n").await;
+    let (status, body) = app.delete(&format!("/v1/projects/{p}/files/a.ts"), &app.user_token("alice")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let frames = live.events(3).await;
+    assert_eq!(seqs(&frames), [1, 2, 3]);
+    assert_eq!(frames[2]["event"], "file:delete");
+
+    let mut later = app.ws(&app.user_token("alice")).await;
+    assert_eq!(later.join(&p, Some(0)).await, 3);
+    assert_eq!(later.events(3).await, frames);
+}
+
+#[tokio::test]
 async fn the_join_seam_loses_and_repeats_nothing_over_1000_trials() {
     let app = TestApp::spawn_with(fast_writes).await;
     let p = app.create_project("alice", "seam").await;

@@ -265,3 +265,44 @@ async fn quotas_are_refused_whole() {
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "SHQ03");
 }
+
+#[tokio::test]
+async fn event_written_sees_the_write_of_its_own_statement() {
+    // The hub publishes a write's frame from this join; it must equal what the log gives
+    // afterwards (read_events), and be there at all (a snapshot taken before the write
+    // would see nothing, and every event would fall back to a log read).
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    /// seq, then the frame's event and payload.
+    type Written = (i64, (Option<String>, Option<String>));
+    let written = |sql: &'static str| {
+        let db = &db;
+        async move {
+            let row = db.query_one(sql, &[&p]).await.unwrap();
+            let seq: i64 = row.get("seq");
+            let written: Written = (seq, (row.get("event"), row.get("payload")));
+            written
+        }
+    };
+    let update = written(
+        "SELECT w.*, e.* FROM synchub.upsert_project_file($1, 'a.ts', 'one', NULL, NULL, 'alice', NULL) w
+         LEFT JOIN LATERAL synchub.event_written($1, w.seq) e ON true",
+    )
+    .await;
+    let delete = written(
+        "SELECT w.*, e.* FROM synchub.delete_project_file($1, 'a.ts', NULL, 'alice', NULL) w
+         LEFT JOIN LATERAL synchub.event_written($1, w.seq) e ON true",
+    )
+    .await;
+    let log: Vec<Written> = db
+        .query("SELECT seq, event, payload::text FROM synchub.read_events($1, 0, 10)", &[&p])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    assert_eq!(log, [update.clone(), delete.clone()]);
+    assert_eq!(update.1.0.as_deref(), Some("file:update"));
+    assert_eq!(delete.1.0.as_deref(), Some("file:delete"));
+}
