@@ -16,7 +16,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::realtime::{Broker, broker::EventFrame, wakeups::Wakeups};
+use crate::realtime::{Broker, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
 
 pub struct App {
@@ -52,23 +52,6 @@ impl AppState {
     /// are told after the commit.
     pub fn committed(&self, project: Uuid) {
         self.wakeups.committed(project);
-    }
-
-    /// Called after a single-file write committed, with the columns of
-    /// `synchub.event_written` read in the write's statement (all NULL when the write made
-    /// no event): the frame goes to local subscribers without a log read.
-    pub fn committed_event(&self, project: Uuid, row: &tokio_postgres::Row) {
-        let seq: Option<i64> = row.get("seq");
-        let event: Option<String> = row.get("event");
-        let payload: Option<&str> = row.get("payload");
-        let created_us: Option<i64> = row.get("created_us");
-        match (seq, event, payload, created_us) {
-            (Some(seq), Some(event), Some(payload), Some(created_us)) => {
-                let frame = EventFrame::new(project, seq, event, payload, created_us);
-                self.wakeups.published(project, Arc::new(frame));
-            }
-            _ => self.committed(project),
-        }
     }
 
     /// Called after members of `project` changed: subscribers who lost access are dropped.

@@ -128,13 +128,12 @@ pub async fn upsert_file(
         .db
         .query(
             principal,
-            "SELECT w.*, e.* FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7) w
-             LEFT JOIN LATERAL synchub.event_written($1, w.seq) e ON true",
+            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
             &[&id, &path, &body.content, &body.file_type, &expected, &actor, &body.op_id],
         )
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed_event(id, row);
+    state.committed(id);
     Ok(json!({
         "path": row.get::<_, String>("file_path"),
         "version": row.get::<_, i32>("version"),
@@ -175,13 +174,12 @@ pub async fn delete_file(
         .db
         .query(
             principal,
-            "SELECT w.*, e.* FROM synchub.delete_project_file($1, $2, $3, $4, $5) w
-             LEFT JOIN LATERAL synchub.event_written($1, w.seq) e ON true",
+            "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
             &[&id, &path, &expected, &actor, &query.op_id],
         )
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
-    state.committed_event(id, row);
+    state.committed(id);
     Ok(json!({
         "path": row.get::<_, String>("file_path"),
         "version": row.get::<_, i32>("version"),

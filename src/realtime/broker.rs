@@ -36,18 +36,6 @@ pub struct EventFrame {
     pub committed_at_us: i64,
 }
 
-impl EventFrame {
-    /// A log row (`seq`, `event`, `payload` as JSON text, its commit time) as a frame.
-    pub fn new(project: Uuid, seq: i64, event_type: String, payload: &str, committed_at_us: i64) -> Self {
-        EventFrame {
-            seq,
-            text: protocol::event_frame(project, seq, &event_type, payload).into(),
-            event_type,
-            committed_at_us,
-        }
-    }
-}
-
 pub struct Broker {
     db: Db,
     feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
@@ -210,25 +198,6 @@ impl Broker {
         }
     }
 
-    /// A write on this hub committed `frame` (read inside the write's own statement): its
-    /// feed hands it to the subscribers now, without reading it back from the log, when it
-    /// is the next seq the feed expects. Otherwise the feed reads the log: an earlier event
-    /// (another hub's, or a concurrent write here still on its way) comes first.
-    pub fn publish(&self, project: Uuid, frame: Arc<EventFrame>) {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(feed) = feeds.get(&project) else { return };
-        let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
-        if frame.seq == state.last_seq + 1 {
-            for subscriber in state.subscribers.values() {
-                subscriber.outbox.push(Out::Event { project, frame: frame.clone() });
-            }
-            self.published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).inc();
-            state.last_seq = frame.seq;
-        } else if frame.seq > state.last_seq {
-            feed.wake.notify_one();
-        }
-    }
-
     /// Wakes every feed (after the wake-up listener reconnected: notifications may be lost).
     pub fn wake_all(&self) {
         for feed in self.feeds.lock().unwrap_or_else(|p| p.into_inner()).values() {
@@ -293,7 +262,17 @@ impl Broker {
         let rows = client.query(&statement, &[&project, &after, &limit]).await?;
         Ok(rows
             .iter()
-            .map(|row| Arc::new(EventFrame::new(project, row.get(0), row.get(1), row.get(2), row.get(3))))
+            .map(|row| {
+                let seq: i64 = row.get(0);
+                let event_type: String = row.get(1);
+                let payload: String = row.get(2);
+                Arc::new(EventFrame {
+                    seq,
+                    text: protocol::event_frame(project, seq, &event_type, &payload).into(),
+                    event_type,
+                    committed_at_us: row.get(3),
+                })
+            })
             .collect())
     }
 

@@ -70,13 +70,6 @@ impl Wakeups {
         let _ = self.announce.try_send(Announce::Committed(project));
     }
 
-    /// A write to `project` committed on this hub and made `frame`: local subscribers get
-    /// it at once (see [`Broker::publish`]); other hubs are told as for any commit.
-    pub fn published(&self, project: Uuid, frame: Arc<super::broker::EventFrame>) {
-        self.broker.publish(project, frame);
-        let _ = self.announce.try_send(Announce::Committed(project));
-    }
-
     /// A session was revoked on this hub: close its sockets here and everywhere.
     pub fn session_revoked(&self, session: Uuid) {
         self.broker.revoke(session);

@@ -71,8 +71,8 @@ async fn join_since_delivers_exactly_the_missed_events_then_live() {
 
 #[tokio::test]
 async fn live_frames_equal_the_frames_the_log_gives_later() {
-    // The writing hub sends a write's frame as read inside the write's statement; a socket
-    // catching up later gets the frame read from the log. They must be the same bytes.
+    // A subscriber gets each write's frame live; a socket catching up later reads the same
+    // events from the log. They must be the same bytes.
     let app = TestApp::spawn_with(fast_writes).await;
     let p = app.create_project("alice", "same frames").await;
     let mut live = app.ws(&app.user_token("alice")).await;
