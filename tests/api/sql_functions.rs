@@ -265,3 +265,37 @@ async fn quotas_are_refused_whole() {
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "SHQ03");
 }
+
+#[tokio::test]
+async fn definer_functions_pin_search_path_and_are_not_public() {
+    // Least privilege (issue #2): every SECURITY DEFINER function pins its search_path and
+    // only the roles it was granted to may execute it.
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let rows = db
+        .query(
+            "SELECT p.oid::regprocedure::text, coalesce(p.proconfig, '{}'),
+                    has_function_privilege('public', p.oid, 'EXECUTE')
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'synchub' AND p.prosecdef",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 20, "only {} SECURITY DEFINER functions", rows.len());
+    for row in &rows {
+        let (name, config, public): (String, Vec<String>, bool) = (row.get(0), row.get(1), row.get(2));
+        assert!(config.iter().any(|c| c == "search_path=pg_catalog, pg_temp"), "{name}: {config:?}");
+        assert!(!public, "{name} is executable by PUBLIC");
+    }
+    // read_events, on every event's path, plans once per connection (V11).
+    let config: Vec<String> = db
+        .query_one(
+            "SELECT proconfig FROM pg_proc WHERE oid = 'synchub.read_events(uuid, bigint, integer)'::regprocedure",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(config.contains(&"plan_cache_mode=force_generic_plan".to_string()), "{config:?}");
+}
