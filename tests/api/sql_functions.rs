@@ -288,14 +288,4 @@ async fn definer_functions_pin_search_path_and_are_not_public() {
         assert!(config.iter().any(|c| c == "search_path=pg_catalog, pg_temp"), "{name}: {config:?}");
         assert!(!public, "{name} is executable by PUBLIC");
     }
-    // read_events, on every event's path, plans once per connection (V11).
-    let config: Vec<String> = db
-        .query_one(
-            "SELECT proconfig FROM pg_proc WHERE oid = 'synchub.read_events(uuid, bigint, integer)'::regprocedure",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(config.contains(&"plan_cache_mode=force_generic_plan".to_string()), "{config:?}");
 }
