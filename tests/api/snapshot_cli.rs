@@ -36,6 +36,14 @@ async fn run_cli(args: Vec<String>) -> Output {
         .unwrap()
 }
 
+/// `snapshot-builder build --database-url <the test database> --project <project> --out <out>`.
+async fn build(app: &TestApp, project: &str, out: &str) -> Output {
+    run_cli(
+        ["build", "--database-url", &app.database_url, "--project", project, "--out", out].map(String::from).to_vec(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_cli_builds_the_hubs_archive_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,32 +59,14 @@ async fn the_cli_builds_the_hubs_archive_byte_for_byte() {
     let served = app.http.get(snapshot["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
 
     let out = dir.path().join("cli.zip");
-    let output = run_cli(vec![
-        "build".into(),
-        "--database-url".into(),
-        app.database_url.clone(),
-        "--project".into(),
-        p.clone(),
-        "--out".into(),
-        out.display().to_string(),
-    ])
-    .await;
+    let output = build(&app, &p, &out.display().to_string()).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let built = std::fs::read(&out).unwrap();
     assert!(built == served.as_ref(), "the CLI's archive differs from the hub's");
 
     // To stdout, at a newer cursor: the current files, a new snapshot id.
     app.write("alice", &p, "src/app.ts", "export const x = 2;\n").await;
-    let output = run_cli(vec![
-        "build".into(),
-        "--database-url".into(),
-        app.database_url.clone(),
-        "--project".into(),
-        p.clone(),
-        "--out".into(),
-        "-".into(),
-    ])
-    .await;
+    let output = build(&app, &p, "-").await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let target = dir.path().join("tree");
     std::fs::create_dir(&target).unwrap();
@@ -98,16 +88,7 @@ async fn the_cli_fails_clearly_on_an_unknown_project() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("none.zip");
     let project = uuid::Uuid::new_v4().to_string();
-    let output = run_cli(vec![
-        "build".into(),
-        "--database-url".into(),
-        app.database_url.clone(),
-        "--project".into(),
-        project.clone(),
-        "--out".into(),
-        out.display().to_string(),
-    ])
-    .await;
+    let output = build(&app, &project, &out.display().to_string()).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("project {project} not found")), "{stderr}");
