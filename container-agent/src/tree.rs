@@ -379,18 +379,31 @@ impl ProjectTree {
             self.record_delete(&delete.file_path, report)?;
         }
         for file in deferred {
-            match self.stage_update(file).and_then(|s| match s {
-                None => Ok(false),
-                Some(s) => self.commit(s).map(|()| true),
-            }) {
-                Ok(true) => report.written.push(file.file_path.clone()),
-                Ok(false) => {
-                    self.own(&file.file_path);
-                    report.unchanged += 1;
-                }
-                Err(e) if e.is_refusal() => report.refused.push(e),
-                Err(e) => return Err(e),
+            let staged = self.stage_update(file);
+            self.commit_deferred(&file.file_path, staged, report)?;
+        }
+        Ok(())
+    }
+
+    /// Commits an entry that waited for the deletes (a file/directory conflict), staged
+    /// only now: renamed into place, or owned as it is when it already matched.
+    fn commit_deferred(
+        &mut self,
+        path: &str,
+        staged: Result<Option<Staged>, TreeError>,
+        report: &mut ApplyReport,
+    ) -> Result<(), TreeError> {
+        match staged.and_then(|s| match s {
+            None => Ok(false),
+            Some(s) => self.commit(s).map(|()| true),
+        }) {
+            Ok(true) => report.written.push(path.to_owned()),
+            Ok(false) => {
+                self.own(path);
+                report.unchanged += 1;
             }
+            Err(e) if e.is_refusal() => report.refused.push(e),
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -476,18 +489,8 @@ impl ProjectTree {
         let scratch_root = Dir::open_ambient_dir(scratch, ambient_authority())
             .map_err(|e| TreeError::Staging { path: String::new(), reason: e.to_string() })?;
         for entry in deferred {
-            match self.stage_from(&scratch_root, entry).and_then(|s| match s {
-                None => Ok(false),
-                Some(s) => self.commit(s).map(|()| true),
-            }) {
-                Ok(true) => report.written.push(entry.path.clone()),
-                Ok(false) => {
-                    self.own(&entry.path);
-                    report.unchanged += 1;
-                }
-                Err(e) if e.is_refusal() => report.refused.push(e),
-                Err(e) => return Err(e),
-            }
+            let staged = self.stage_from(&scratch_root, entry);
+            self.commit_deferred(&entry.path, staged, &mut report)?;
         }
         Ok(report)
     }
@@ -666,7 +669,8 @@ struct HydrateSink<'t> {
 enum Current {
     Skip,
     Temp(File, Staged),
-    Scratch,
+    /// Parked in the scratch directory (the entry's path, for errors).
+    Scratch(String),
 }
 
 impl HydrateSink<'_> {
@@ -707,7 +711,7 @@ impl EntrySink for HydrateSink<'_> {
             Err(TreeError::Conflict { .. }) => {
                 self.scratch.begin(file).map_err(scratch_error)?;
                 self.deferred.push(file.clone());
-                self.current = Current::Scratch;
+                self.current = Current::Scratch(file.path.clone());
             }
             Err(error) => self.refuse(error)?,
         }
@@ -724,10 +728,9 @@ impl EntrySink for HydrateSink<'_> {
                     self.refuse(error)
                 }
             },
-            Current::Scratch => self.scratch.write(chunk).map_err(|e| TreeError::Staging {
-                path: self.deferred.last().map(|f| f.path.clone()).unwrap_or_default(),
-                reason: e.to_string(),
-            }),
+            Current::Scratch(path) => {
+                self.scratch.write(chunk).map_err(|e| TreeError::Staging { path: path.clone(), reason: e.to_string() })
+            }
         }
     }
 
@@ -741,7 +744,7 @@ impl EntrySink for HydrateSink<'_> {
                 }
                 Err(error) => self.refuse(error),
             },
-            Current::Scratch => self
+            Current::Scratch(_) => self
                 .scratch
                 .finish(file)
                 .map_err(|e| TreeError::Staging { path: file.path.clone(), reason: e.to_string() }),
