@@ -9,7 +9,7 @@
 //!
 //! Everything here is blocking; from async code call it inside `spawn_blocking`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -460,12 +460,37 @@ impl ProjectTree {
             report: ApplyReport::default(),
             staged: Vec::new(),
             deferred: Vec::new(),
+            unchanged: Vec::new(),
+            known_dirs: HashSet::new(),
+            created_dirs: Vec::new(),
             current: Current::Skip,
         };
-        let manifest = snapshot_builder::read_into(archive, limits, &mut sink)?;
-        let HydrateSink { staged, deferred, report, .. } = sink;
+        let manifest = match snapshot_builder::read_into(archive, limits, &mut sink) {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                // Dropping the sink removes its temp files; then the directories it made.
+                let created = std::mem::take(&mut sink.created_dirs);
+                drop(sink);
+                self.remove_empty_dirs(&created);
+                return Err(error);
+            }
+        };
+        let HydrateSink { staged, deferred, unchanged, report, .. } = sink;
+        for path in &unchanged {
+            self.own(path);
+        }
         let report = self.finish_hydrate(&manifest, staged, &deferred, report, scratch).map_err(SinkError::Sink)?;
         Ok((manifest, report))
+    }
+
+    /// Removes these directories, deepest first, where they are (still) empty.
+    fn remove_empty_dirs(&self, dirs: &[String]) {
+        for dir_path in dirs.iter().rev() {
+            if let Ok(Some((dir, name))) = resolve_parent(&self.root, dir_path, false) {
+                // rmdir only succeeds on an empty real directory, never on a symlink.
+                let _ = dir.remove_dir(name);
+            }
+        }
     }
 
     /// Pass two of [`Self::hydrate_from`], once the archive checked out.
@@ -662,6 +687,13 @@ struct HydrateSink<'t> {
     staged: Vec<Staged>,
     /// Entries parked in the scratch directory behind a file/directory conflict.
     deferred: Vec<ManifestFile>,
+    /// Files already holding their content: owned only once the archive checked out (an
+    /// owned file may be deleted by a later hydration).
+    unchanged: Vec<String>,
+    /// Directories seen to exist (or made) so far, so each is looked at once.
+    known_dirs: HashSet<String>,
+    /// Directories this pass made, parents first: a rejected archive leaves none behind.
+    created_dirs: Vec<String>,
     current: Current,
 }
 
@@ -676,12 +708,32 @@ enum Current {
 impl HydrateSink<'_> {
     /// Opens the temp file for `file`, `None` when the target already holds its content.
     fn start(&mut self, file: &ManifestFile) -> Result<Option<Current>, TreeError> {
+        self.note_missing_dirs(&file.path);
         let (dir, name) = self.tree.target_dir(&file.path)?;
         if same_content(&dir, name, file.size, &file.sha256) {
             return Ok(None);
         }
         let (temp, staged) = Staged::create(&self.tree.root, &dir, &file.path)?;
         Ok(Some(Current::Temp(temp, staged)))
+    }
+
+    /// Records which of `path`'s parent directories do not exist yet (`target_dir` is about
+    /// to make them). Entries come in path order, so this looks at each directory once.
+    fn note_missing_dirs(&mut self, path: &str) {
+        let mut missing = false;
+        for (at, _) in path.match_indices('/') {
+            let dir_path = &path[..at];
+            if self.known_dirs.contains(dir_path) {
+                continue;
+            }
+            missing = missing
+                || !matches!(resolve_parent(&self.tree.root, dir_path, false),
+                    Ok(Some((dir, name))) if dir.symlink_metadata(name).is_ok());
+            if missing {
+                self.created_dirs.push(dir_path.to_owned());
+            }
+            self.known_dirs.insert(dir_path.to_owned());
+        }
     }
 
     /// Skips the rest of the current entry and reports `error` when it is a refusal.
@@ -704,7 +756,7 @@ impl EntrySink for HydrateSink<'_> {
         match self.start(file) {
             Ok(Some(current)) => self.current = current,
             Ok(None) => {
-                self.tree.own(&file.path);
+                self.unchanged.push(file.path.clone());
                 self.report.unchanged += 1;
                 self.current = Current::Skip;
             }

@@ -587,16 +587,23 @@ fn a_corrupt_archive_renames_nothing() {
     let mut f = fixture();
     f.tree.write_file("a.ts", b"a1").unwrap();
     f.tree.write_file("gone.ts", b"g").unwrap();
+    // Equal already, but not the agent's: it must not become owned (owned files may be
+    // deleted later).
+    fs::write(f.project.join("a0.ts"), "mine").unwrap();
     let noise = incompressible(4096);
-    let mut snapshot = archive(&[("a.ts", b"a2"), ("b.bin", &noise), ("c.ts", b"c")]);
+    let mut snapshot =
+        archive(&[("a.ts", b"a2"), ("a/new/deep.ts", b"d"), ("a0.ts", b"mine"), ("b.bin", &noise), ("c.ts", b"c")]);
     // Damage b.bin's data in the middle: its inflated bytes no longer match.
     let at = entry_data_offset(&snapshot, "b.bin") + 2000;
     snapshot[at] ^= 0xff;
     let err = f.hydrate(&snapshot).unwrap_err();
     assert!(matches!(err, SinkError::Archive(_)), "{err:?}");
 
-    // a.ts was written to its temp file before b.bin failed; it must not have been renamed.
+    // a.ts and a/new/deep.ts were written to temp files before b.bin failed; neither was
+    // renamed, and the directories made for the second are gone again.
     assert_eq!(read(&f.project.join("a.ts")), "a1");
+    assert!(!f.project.join("a").exists());
+    assert!(!f.tree.is_owned("a0.ts"));
     assert!(!f.project.join("b.bin").exists());
     assert!(!f.project.join("c.ts").exists());
     assert_eq!(read(&f.project.join("gone.ts")), "g");
