@@ -29,11 +29,16 @@ fn service_only(principal: &Principal) -> Result<(), ApiError> {
 }
 
 fn timestamp(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    snapshots::timestamp(chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default())
 }
 
-fn parse_time(value: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|t| t.timestamp())
+/// A session's `expires_at` as unix seconds.
+fn session_end(session: &Value) -> Result<i64, ApiError> {
+    session["expires_at"]
+        .as_str()
+        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+        .map(|time| time.timestamp())
+        .ok_or_else(|| ApiError::internal("a session without a readable expires_at"))
 }
 
 #[derive(Deserialize, Default)]
@@ -54,14 +59,17 @@ pub async fn create(
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
     let max_lifetime = body.max_lifetime_seconds.unwrap_or(DEFAULT_MAX_LIFETIME.max(ttl));
     let (ttl32, max32) = (i32::try_from(ttl).unwrap_or(-1), i32::try_from(max_lifetime).unwrap_or(-1));
+    // The snapshot first: when it cannot be made (no storage, storage down, no such
+    // project) no session row is left behind. A snapshot made for a request that then
+    // fails is only the project's current state, reused by the next request.
+    let snapshot = snapshots::create_or_reuse(&state, project).await?;
     let session =
         state.db.json(&principal, "SELECT synchub.create_session($1, $2, $3)", &[&project, &ttl32, &max32]).await?;
     let session_id = session["session_id"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| ApiError::internal("no session id"))?;
-    let not_after = parse_time(&session["expires_at"]).ok_or_else(|| ApiError::internal("no session expiry"))?;
-    let snapshot = snapshots::create_or_reuse(&state, project).await?;
+    let not_after = session_end(&session)?;
     let (token, exp) = state.auth.hub.container_token(session_id, project, ttl, not_after)?;
     let env = json!({
         "SYNCHUB_URL": state.public_url,
@@ -101,17 +109,20 @@ pub async fn mint(
     if session["project_id"].as_str() != Some(project.to_string().as_str()) {
         return Err(ApiError::NotFound("session not found".into()));
     }
-    if !session["revoked_at"].is_null() {
-        return Err(ApiError::Forbidden("the session was revoked".into()));
-    }
-    let not_after = parse_time(&session["expires_at"]).unwrap_or(0);
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    // The session's own token lifetime unless the call asks for another.
+    let ttl = body.ttl_seconds.or(session["token_ttl_seconds"].as_i64()).unwrap_or(DEFAULT_TOKEN_TTL);
     if !(10..=86_400).contains(&ttl) {
         return Err(ApiError::InvalidRequest("ttl_seconds must be between 10 and 86400".into()));
     }
-    if not_after <= chrono::Utc::now().timestamp() {
-        return Err(ApiError::Forbidden("the session has ended".into()));
+    // The same test the token will face on every use: not revoked, not past its max
+    // lifetime, its project not deleted.
+    let client = state.db.pool().get().await?;
+    let active: bool =
+        client.query_one("SELECT synchub.session_active($1, $2)", &[&body.session_id, &project]).await?.get(0);
+    if !active {
+        return Err(ApiError::Forbidden("the session was revoked or has ended".into()));
     }
+    let not_after = session_end(&session)?;
     let (token, exp) = state.auth.hub.container_token(body.session_id, project, ttl, not_after)?;
     Ok(Json(json!({"token": token, "expires_at": timestamp(exp), "channel": channel_name(project)})))
 }
@@ -125,7 +136,7 @@ pub async fn refresh(State(state): State<AppState>, principal: Principal) -> Res
     // The extractor already refused revoked and ended sessions.
     let session =
         state.db.json(&Principal::Service, "SELECT synchub.get_session($1, 'service')", &[&session_id]).await?;
-    let not_after = parse_time(&session["expires_at"]).unwrap_or(0);
+    let not_after = session_end(&session)?;
     let ttl = session["token_ttl_seconds"].as_i64().unwrap_or(DEFAULT_TOKEN_TTL);
     let (token, exp) = state.auth.hub.container_token(session_id, project_id, ttl, not_after)?;
     Ok(Json(json!({"token": token, "expires_at": timestamp(exp)})))

@@ -55,7 +55,7 @@ async fn answer(state: &AppState, row: &Value, reused: bool) -> Result<Value, Ap
     Ok(json!({
         "snapshot_id": row["snapshot_id"],
         "url": url.url,
-        "url_expires_at": url.expires_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "url_expires_at": timestamp(url.expires_at),
         "cursor": row["cursor"],
         "sha256": row["sha256"],
         "bytes": row["bytes"],
@@ -84,14 +84,16 @@ pub async fn create_or_reuse(state: &AppState, project: Uuid) -> Result<Value, A
 }
 
 /// `GET /v1/projects/{id}/snapshots/latest`: the newest snapshot with a fresh URL. When
-/// there is none, or the log no longer reaches back to its cursor (an agent could not
-/// resume from it), a new one is built first.
+/// there is none, the log no longer reaches back to its cursor (an agent could not resume
+/// from it), or its object is gone from storage, a new one is built first.
 pub async fn latest(state: &AppState, project: Uuid) -> Result<Value, ApiError> {
-    storage(state)?;
+    let storage = storage(state)?;
     if let Some(row) = latest_row(state, project).await? {
         let client = state.db.pool().get().await?;
         let oldest: i64 = client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.get(0);
-        if row["cursor"].as_i64().unwrap_or(-1) + 1 >= oldest {
+        if row["cursor"].as_i64().unwrap_or(-1) + 1 >= oldest
+            && storage.exists(row["storage_key"].as_str().unwrap_or_default()).await.unwrap_or(false)
+        {
             return answer(state, &row, true).await;
         }
     }
@@ -116,8 +118,8 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     }
     // A cursor snapshotted before whose object is gone from storage keeps its recorded
     // created_at, so the rebuild is the same snapshot, byte for byte.
-    let meta = read.meta(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
-    let snapshot_id = snapshot_id(project, cursor);
+    let meta = read.meta(timestamp(chrono::Utc::now()));
+    let snapshot_id = snapshot_builder::db::snapshot_id(project, cursor);
     let archive = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let writer = archive.reopen().map_err(ApiError::internal)?;
     let (manifest, _stats) = read.build(meta, writer).await.map_err(|err| match err {
@@ -155,9 +157,9 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     Ok((row, false))
 }
 
-/// A snapshot's id follows from its project and cursor (see [`snapshot_builder::db::snapshot_id`]).
-pub fn snapshot_id(project: Uuid, cursor: i64) -> Uuid {
-    snapshot_builder::db::snapshot_id(project, cursor)
+/// Times as the contract writes them: UTC, milliseconds, `Z`.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {

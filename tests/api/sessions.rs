@@ -295,6 +295,15 @@ async fn a_snapshot_lost_from_storage_is_rebuilt_byte_for_byte() {
     assert_eq!(rebuilt["sha256"], first["sha256"]);
     let again = app.http.get(rebuilt["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert!(original == again, "the rebuilt archive differs from the original");
+
+    // snapshots/latest does not hand out a URL to a lost object either.
+    let stored = walk(dir.path()).into_iter().find(|f| f.to_string_lossy().ends_with(&key)).expect("stored object");
+    std::fs::remove_file(stored).unwrap();
+    let (status, latest) = app.get(&format!("/v1/projects/{p}/snapshots/latest"), &service).await;
+    assert_eq!(status.as_u16(), 200, "{latest}");
+    let fetched = app.http.get(latest["url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(fetched.status().as_u16(), 200);
+    assert!(original == fetched.bytes().await.unwrap(), "latest served a different archive");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -347,4 +356,38 @@ async fn deleting_the_project_ends_its_sessions() {
     assert_eq!(agent.close_code(Duration::from_secs(3)).await, Some(4010));
     let (status, _) = app.get(&format!("/v1/projects/{p}/files/a.txt"), token).await;
     assert_eq!(status.as_u16(), 401);
+    // Nor does it get new tokens: they would answer 401 everywhere.
+    let (status, body) = app
+        .post(&format!("/v1/projects/{p}/tokens"), &app.service_token(), json!({"session_id": session["session_id"]}))
+        .await;
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+}
+
+#[tokio::test]
+async fn a_session_without_snapshot_storage_leaves_no_session_behind() {
+    let app = TestApp::spawn().await; // no storage configured
+    let p = app.create_project("alice", "no storage").await;
+    let (status, body) = app.post(&format!("/v1/projects/{p}/sessions"), &app.service_token(), json!({})).await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    // As the database owner: the runtime role may not read the sessions table itself.
+    let (db, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let project = uuid::Uuid::parse_str(&p).unwrap();
+    let sessions: i64 =
+        db.query_one("SELECT count(*) FROM synchub.sessions WHERE project_id = $1", &[&project]).await.unwrap().get(0);
+    assert_eq!(sessions, 0);
+}
+
+#[tokio::test]
+async fn minted_tokens_default_to_the_sessions_lifetime() {
+    let (app, _dir) = app_with_storage().await;
+    let p = app.create_project("alice", "ttl").await;
+    let service = app.service_token();
+    let (_, session) = app.post(&format!("/v1/projects/{p}/sessions"), &service, json!({"ttl_seconds": 60})).await;
+    let (status, minted) =
+        app.post(&format!("/v1/projects/{p}/tokens"), &service, json!({"session_id": session["session_id"]})).await;
+    assert_eq!(status.as_u16(), 200, "{minted}");
+    let expires = chrono::DateTime::parse_from_rfc3339(minted["expires_at"].as_str().unwrap()).unwrap();
+    let left = expires.timestamp() - chrono::Utc::now().timestamp();
+    assert!((50..=61).contains(&left), "a 60 s session minted a token for {left} s");
 }
