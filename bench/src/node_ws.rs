@@ -21,6 +21,7 @@ const SERVER_JS: &str = r#"
 const http = require('http');
 const crypto = require('crypto');
 const { WebSocketServer } = require('ws');
+const { performance } = require('perf_hooks'); // a global only from Node 16
 const project = process.argv[2];
 const channel = 'realtime:project:' + project;
 const clients = new Set();
