@@ -331,7 +331,8 @@ impl From<zip::result::ZipError> for ReadError {
 }
 
 /// Where [`read_into`] puts the bytes of each listed file, in archive order (byte order of
-/// the paths). An entry's bytes are only known good once [`EntrySink::finish`] is called:
+/// the paths in archives [`build`] made; the reader does not require it, so a sink must not
+/// rely on it for correctness). An entry's bytes are only known good once [`EntrySink::finish`] is called:
 /// a sink must not make them visible before then, and must drop whatever it holds when
 /// the read fails (it is dropped with the error).
 pub trait EntrySink {
