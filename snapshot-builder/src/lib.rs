@@ -332,9 +332,9 @@ impl From<zip::result::ZipError> for ReadError {
 
 /// Where [`read_into`] puts the bytes of each listed file, in archive order (byte order of
 /// the paths in archives [`build`] made; the reader does not require it, so a sink must not
-/// rely on it for correctness). An entry's bytes are only known good once [`EntrySink::finish`] is called:
-/// a sink must not make them visible before then, and must drop whatever it holds when
-/// the read fails (it is dropped with the error).
+/// rely on it for correctness). An entry's bytes are only known good once
+/// [`EntrySink::finish`] is called: a sink must not make them visible before then, and must
+/// drop whatever it holds when the read fails (it is dropped with the error).
 pub trait EntrySink {
     type Error;
     /// A listed file's entry begins. `Ok(false)` skips its bytes; they are still inflated,
