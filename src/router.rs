@@ -91,7 +91,7 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .allow_methods([HttpMethod::GET, HttpMethod::POST, HttpMethod::PUT, HttpMethod::PATCH, HttpMethod::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     routes
-        .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
+        .fallback(files::unmatched)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod hardening_sql;
 mod http_api;
 mod paths;
 mod realtime;
