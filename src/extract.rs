@@ -214,3 +214,68 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    struct Input {
+        n: Option<Bounded>,
+    }
+
+    fn json(text: &str) -> Result<Option<i64>, String> {
+        parse_json::<Input>(text.as_bytes()).map(|i| i.n.map(Bounded::get)).map_err(|e| e.to_string())
+    }
+
+    fn query(text: &str) -> Result<Option<i64>, String> {
+        let uri: axum::http::Uri = format!("/?{text}").parse().unwrap();
+        axum::extract::Query::<Input>::try_from_uri(&uri).map(|q| q.0.n.map(Bounded::get)).map_err(|e| e.body_text())
+    }
+
+    #[test]
+    fn bounded_accepts_0_to_2_pow_53_minus_1_from_json_and_query_text() {
+        for (text, value) in [("0", 0), ("7", 7), ("1.0", 1), ("9007199254740991", MAX_SAFE_INTEGER)] {
+            assert_eq!(json(&format!(r#"{{"n": {text}}}"#)), Ok(Some(value)), "{text}");
+            assert_eq!(query(&format!("n={text}")), Ok(Some(value)), "{text}");
+        }
+        assert_eq!(json("{}"), Ok(None));
+        assert_eq!(json(r#"{"n": null}"#), Ok(None));
+        assert_eq!(query(""), Ok(None));
+    }
+
+    #[test]
+    fn bounded_refuses_everything_else_naming_the_field() {
+        for text in
+            ["-1", "1.5", "9007199254740992", "9223372036854775807", "18446744073709551616", "1e300", r#""1""#, "true"]
+        {
+            let err = json(&format!(r#"{{"n": {text}}}"#)).unwrap_err();
+            assert!(err.starts_with("invalid JSON body: n: "), "{text}: {err}");
+        }
+        for text in ["-1", "1.5", "9007199254740992", "9223372036854775807", "abc", "", "NaN", "inf"] {
+            let err = query(&format!("n={text}")).unwrap_err();
+            assert!(err.contains("n: "), "{text}: {err}");
+        }
+        assert!(Bounded::new("since", -1).is_err());
+        assert!(Bounded::new("since", MAX_SAFE_INTEGER + 1).is_err());
+        assert_eq!(Bounded::new("since", 3).map(Bounded::get).ok(), Some(3));
+        assert_eq!(Bounded::new("v", MAX_SAFE_INTEGER).unwrap().saturating_i32(), i32::MAX);
+    }
+
+    #[test]
+    fn file_type_is_at_most_64_bytes_of_a_small_alphabet() {
+        for ok in [None, Some(""), Some("typescript"), Some("c++"), Some("x.y_z-1"), Some(&*"a".repeat(64))] {
+            assert!(check_file_type(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["a b", "a/b", "é", "a\u{0}", &*"a".repeat(65)] {
+            assert!(check_file_type(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nul_is_found_in_keys_and_nested_strings() {
+        assert!(check_json_no_nul("state", &serde_json::json!({"tabs": ["a", {"b": 1}]})).is_ok());
+        assert!(check_json_no_nul("state", &serde_json::json!({"tabs": ["a", {"b": "\u{0}"}]})).is_err());
+        assert!(check_json_no_nul("state", &serde_json::json!({"\u{0}": 1})).is_err());
+    }
+}
