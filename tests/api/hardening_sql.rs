@@ -375,3 +375,25 @@ async fn empty_paths_and_nul_characters_answer_400() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["name"], "shapes");
 }
+
+#[tokio::test]
+async fn one_op_id_cannot_be_spent_in_two_projects_at_once() {
+    let app = TestApp::spawn().await;
+    let (mut first, second) = (app.sql().await, app.sql().await);
+    let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+    for p in [one, two] {
+        first.query_one("SELECT synchub.create_project($1, 'p', 'alice', '{}')", &[&p]).await.unwrap();
+    }
+    let op = Uuid::new_v4();
+    let upsert = "SELECT * FROM synchub.upsert_project_file($1, 'a.txt', 'a', NULL, NULL, 'alice', $2)";
+    // The first write holds its transaction open; the second (other project, other row
+    // lock) must wait for it, then see the op_id taken.
+    let tx = first.transaction().await.unwrap();
+    tx.query_one(upsert, &[&one, &op]).await.unwrap();
+    let racing = tokio::spawn(async move { second.query_one(upsert, &[&two, &op]).await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!racing.is_finished(), "the second write did not wait for the first");
+    tx.commit().await.unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), racing).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "SHO09");
+}
