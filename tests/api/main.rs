@@ -7,6 +7,7 @@ mod auth;
 mod concurrency;
 mod http_api;
 mod paths;
+mod props;
 mod realtime;
 mod resilience;
 mod sessions;
