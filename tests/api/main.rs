@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod embedded_pg;
 mod http_api;
 mod paths;
 mod props;
