@@ -1,10 +1,12 @@
 //! A private PostgreSQL cluster started from the machine's binaries, for `synchub dev`
 //! and the test harness. When run as root it runs PostgreSQL as the `postgres` user
 //! (initdb refuses root). The server dies with the process that started it
-//! (PR_SET_PDEATHSIG), so a crashed test run leaves no server behind.
+//! (PR_SET_PDEATHSIG), so a crashed test run leaves no server behind. It listens on
+//! loopback only and asks for a password (scram-sha-256) generated at initdb and kept in
+//! `root/password` (mode 0600): another local user cannot connect as its superuser.
 
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +26,8 @@ pub enum Durability {
 pub struct EmbeddedPostgres {
     pub port: u16,
     root: PathBuf,
+    /// None only for a cluster an older version initialized with `trust`.
+    password: Option<String>,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
 }
@@ -49,20 +53,41 @@ impl EmbeddedPostgres {
             }
         }
         let data = root.join("data");
-        if !data.join("PG_VERSION").exists() {
+        let password_file = root.join("password");
+        let password = if data.join("PG_VERSION").exists() {
+            match std::fs::read_to_string(&password_file) {
+                Ok(password) => Some(password.trim().to_string()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %data.display(), "this PostgreSQL cluster was initialized without a password (trust); remove it to get one that asks for a password");
+                    None
+                }
+                Err(err) => return Err(err).with_context(|| format!("reading {}", password_file.display())),
+            }
+        } else {
+            let password = hex::encode(rand::random::<[u8; 24]>());
+            write_private(&password_file, &password, None)?;
+            // initdb reads the password from a file it (the postgres user) can read; removed
+            // again right after.
+            let initdb_file = root.join("initdb-password");
+            write_private(&initdb_file, &password, owner)?;
             let status = run_as(owner, Command::new(bin.join("initdb")))
                 .args(["-D"])
                 .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+                .args(["-U", "postgres", "-A", "scram-sha-256", "--pwfile"])
+                .arg(&initdb_file)
+                .args(["-E", "UTF8", "--locale=C", "--no-sync"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()
-                .context("running initdb")?;
+                .context("running initdb");
+            let _ = std::fs::remove_file(&initdb_file);
+            let status = status?;
             if !status.status.success() {
                 bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr));
             }
-        }
-        let server = EmbeddedPostgres { port: 0, root, bin, owner };
+            Some(password)
+        };
+        let server = EmbeddedPostgres { port: 0, root, password, bin, owner };
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -125,9 +150,12 @@ impl EmbeddedPostgres {
         }
     }
 
-    /// A connection string for `database` as the superuser.
+    /// A connection string for `database` as the superuser (with its password).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        match &self.password {
+            Some(password) => format!("postgres://postgres:{password}@127.0.0.1:{}/{database}", self.port),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
     }
 
     /// Fast shutdown (clients disconnected, no recovery needed at next start).
@@ -217,6 +245,23 @@ fn run_as(owner: Option<(u32, u32)>, mut command: Command) -> Command {
         command.uid(uid).gid(gid);
     }
     command
+}
+
+/// Writes a secret readable by its owner only (`owner`, or the current user).
+fn write_private(path: &Path, secret: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        chown(path, uid, gid)?;
+    }
+    Ok(())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {

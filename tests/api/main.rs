@@ -5,9 +5,11 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod embedded_pg;
 mod hardening_sql;
 mod http_api;
 mod paths;
+mod props;
 mod realtime;
 mod resilience;
 mod sessions;
