@@ -13,3 +13,4 @@ mod sessions;
 mod snapshot_cli;
 mod sql_functions;
 mod storage;
+mod token_matrix;
