@@ -7,17 +7,19 @@ use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api_doc::{Access, ApiRouter, Method::*};
+use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
     use Access::*;
+    use Answer::*;
     ApiRouter::new()
         .route(Get, "/healthz", Public, "Process is up", ops::healthz)
         .route(Get, "/readyz", Public, "Database and storage are reachable", ops::readyz)
         .route(Get, "/metrics", Public, "Prometheus metrics", ops::metrics)
+        .answers(Media(metrics::MEDIA_TYPES))
         .route(Get, "/openapi.json", Public, "This document", ops::openapi)
         .route(
             Get,
@@ -26,6 +28,7 @@ pub fn api() -> (Router<AppState>, Value) {
             "WebSocket: join channels, receive events, write (docs/API.md)",
             realtime::socket::upgrade,
         )
+        .answers(Upgrade)
         .route(
             Get,
             "/v1/objects/{*key}",
@@ -33,13 +36,16 @@ pub fn api() -> (Router<AppState>, Value) {
             "A stored snapshot, behind a signed expiring URL",
             snapshots::storage::serve_object,
         )
+        .answers(Media(&["application/zip", "application/octet-stream"]))
         .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
+        .answers(Array)
         .route(Post, "/v1/projects", User, "Create a project", projects::create)
         .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)
         .route(Patch, "/v1/projects/{id}", User, "Rename a project (revision-checked)", projects::rename)
         .route(Delete, "/v1/projects/{id}", User, "Tombstone a project (owner)", projects::delete)
         .route(Post, "/v1/projects/{id}/restore", User, "Restore a tombstoned project (owner)", projects::restore)
         .route(Get, "/v1/projects/{id}/members", User, "List members", projects::list_members)
+        .answers(Array)
         .route(Put, "/v1/projects/{id}/members/{user_id}", User, "Add or change a member (owner)", projects::set_member)
         .route(Delete, "/v1/projects/{id}/members/{user_id}", User, "Remove a member (owner)", projects::remove_member)
         .route(Get, "/v1/projects/{id}/files", Bearer, "List current files with the cursor", files::list)
