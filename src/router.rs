@@ -2,7 +2,10 @@
 //! lists exactly these.
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method as HttpMethod, header};
+use axum::middleware::map_response;
+use axum::response::Response;
 use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -68,18 +71,36 @@ pub fn api() -> (Router<AppState>, Value) {
             "/v1/projects/{id}/sessions",
             Service,
             "Session: snapshot + container token + env",
-            sessions::create,
+            sessions::create.layer(map_response(no_store)),
         )
-        .route(Post, "/v1/projects/{id}/snapshots", Service, "Build (or reuse) a snapshot", snapshots::handlers::create)
+        .route(
+            Post,
+            "/v1/projects/{id}/snapshots",
+            Service,
+            "Build (or reuse) a snapshot",
+            snapshots::handlers::create.layer(map_response(no_store)),
+        )
         .route(
             Get,
             "/v1/projects/{id}/snapshots/latest",
             Bearer,
             "The latest snapshot, fresh URL",
-            snapshots::handlers::latest,
+            snapshots::handlers::latest.layer(map_response(no_store)),
         )
-        .route(Post, "/v1/projects/{id}/tokens", Service, "A container token for a session", sessions::mint)
-        .route(Post, "/v1/tokens/refresh", Bearer, "Refresh a container token", sessions::refresh)
+        .route(
+            Post,
+            "/v1/projects/{id}/tokens",
+            Service,
+            "A container token for a session",
+            sessions::mint.layer(map_response(no_store)),
+        )
+        .route(
+            Post,
+            "/v1/tokens/refresh",
+            Bearer,
+            "Refresh a container token",
+            sessions::refresh.layer(map_response(no_store)),
+        )
         .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
         .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
         .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
@@ -101,5 +122,19 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
+        .layer(map_response(nosniff))
         .with_state(state)
+}
+
+/// Every answer (errors, the 404 fallback, CORS preflights, upgrade refusals included):
+/// browsers must not sniff a body into something executable.
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// For routes whose answers carry a token or a signed URL: no cache may keep them.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

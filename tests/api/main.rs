@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod concurrency;
+mod headers;
 mod http_api;
 mod ops_surface;
 mod paths;
