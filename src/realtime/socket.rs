@@ -42,8 +42,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a.trim() == o));
-        if !allowed {
+        if !state.origins.allows(origin.as_bytes()) {
             return ApiError::Forbidden("origin not allowed".into()).into_response();
         }
     }
