@@ -1,6 +1,8 @@
 //! The browser as a first-class client: one origin list behind CORS and the socket's
 //! Origin check, and the `authed` answer to auth frames.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -96,9 +98,9 @@ async fn star_allows_any_origin_and_the_hub_starts() {
     let app = TestApp::spawn_with(|c| c.allowed_origins = vec!["*".into()]).await;
     let origin = "https://anything.example.org";
     assert_preflight_allowed(&preflight(&app, origin).await, origin);
-    let mut browser = Ws::connect(app.addr, Some(&app.user_token("alice")), Some(origin), "").await.unwrap();
-    browser.send(json!({"type": "ping", "ref": "p"})).await;
-    assert_eq!(browser.recv().await["type"], "pong");
+    let mut browser = Ws::connect(app.addr, None, Some(origin), "").await.unwrap();
+    browser.send(json!({"type": "auth", "token": app.user_token("alice")})).await;
+    assert_eq!(browser.recv().await["type"], "authed");
 }
 
 #[tokio::test]
@@ -110,4 +112,45 @@ async fn no_configured_origin_refuses_browsers_but_not_other_clients() {
     assert_socket_refused(Ws::connect(app.addr, Some(&alice), Some("http://localhost:5173"), "").await);
     // Agents and servers send no Origin.
     Ws::connect(app.addr, Some(&alice), None, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn every_accepted_auth_frame_is_answered_with_authed() {
+    let app = TestApp::spawn().await;
+    let exp_of = |token: &str| {
+        use base64::Engine;
+        let claims = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        claims["exp"].as_i64().unwrap()
+    };
+    let expires_at = |frame: &serde_json::Value| {
+        assert_eq!(frame["type"], "authed", "{frame}");
+        assert_eq!(frame.as_object().unwrap().len(), 2, "{frame}");
+        chrono::DateTime::parse_from_rfc3339(frame["expires_at"].as_str().unwrap()).unwrap().timestamp()
+    };
+
+    // First-frame auth (browsers).
+    let token = app.user_token("alice");
+    let mut browser = Ws::connect(app.addr, None, None, "").await.unwrap();
+    browser.send(json!({"type": "auth", "token": token})).await;
+    assert_eq!(expires_at(&browser.recv().await), exp_of(&token));
+
+    // Header auth: no authed frame unless the client sends an auth frame.
+    let mut agent = app.ws(&token).await;
+    agent.send(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(agent.recv().await["type"], "pong");
+
+    // Replacing the token on an open socket (either kind) answers with the new expiry.
+    let fresh = synchub::auth::users::UserVerifier::new(Some(crate::helpers::JWT_SECRET), None, &[], None, None)
+        .unwrap()
+        .mint("alice", 7200)
+        .unwrap();
+    for ws in [&mut browser, &mut agent] {
+        ws.send(json!({"type": "auth", "token": fresh})).await;
+        assert_eq!(expires_at(&ws.recv().await), exp_of(&fresh));
+    }
+    // A refused replacement gets a close code, not authed.
+    agent.send(json!({"type": "auth", "token": "garbage"})).await;
+    assert_eq!(agent.close_code(Duration::from_secs(5)).await, Some(4001));
 }
