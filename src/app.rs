@@ -73,8 +73,11 @@ impl AppState {
         let (principal, exp) = self.auth.verify_with_expiry(token).await?;
         if let Principal::Container { session_id, project_id } = &principal {
             let client = self.db.pool().get().await?;
-            let active: bool =
-                client.query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id]).await?.get(0);
+            let active: bool = client
+                .query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id])
+                .await?
+                .try_get(0)
+                .map_err(ApiError::internal)?;
             if !active {
                 return Err(ApiError::Unauthenticated("the session was revoked or has ended".into()));
             }

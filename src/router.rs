@@ -101,7 +101,7 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .expose_headers([header::RETRY_AFTER, X_REQUEST_ID])
         .max_age(CORS_MAX_AGE);
     routes
-        .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
+        .fallback(files::unmatched)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
