@@ -4,7 +4,9 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod concurrency;
+mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;
 mod headers;
