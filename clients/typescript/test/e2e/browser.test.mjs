@@ -57,14 +57,7 @@ test("offline: keeps typing, reloaded offline still shows the text, then the hub
   const id = await newProject("offline reload");
   const ctx = await browser.newContext();
   try {
-    // Serve the page itself from the test even while the network is emulated offline, as a
-    // service worker would: the point is the client's own storage, not the page's cache.
-    const html = await (await fetch(pages.origin + "/")).text();
-    const js = await (await fetch(pages.origin + "/index.js")).text();
-    await ctx.route(pages.origin + "/**", (route) =>
-      route.fulfill(route.request().url().endsWith("/index.js") ? { contentType: "text/javascript", body: js } : { contentType: "text/html", body: html }),
-    );
-    const page = await openProject(ctx, pages.origin, hub, id);
+    const page = await openProject(ctx, pages.origin, hub, id, { path: "/?sw=1" });
     await until("online", async () => (await status(page)) === "online");
     await write(page, "a.txt", "online text");
     await flush(page);

@@ -3,7 +3,7 @@
 // Chromium driven by playwright-core. Everything on 127.0.0.1.
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -50,6 +50,8 @@ export function buildHub() {
 export class Hub {
   constructor(pageOrigin, env = {}) {
     this.dataDir = mkdtempSync(join(tmpdir(), "synchub-e2e-"));
+    // mkdtemp makes it 0700; the embedded PostgreSQL runs as `postgres` when we are root.
+    chmodSync(this.dataDir, 0o755);
     this.pageOrigin = pageOrigin;
     this.env = env;
   }
@@ -104,10 +106,27 @@ export class Hub {
 
 const TEST_PAGE = `<!doctype html><meta charset="utf-8"><title>synchub e2e</title>
 <script type="module">
-  import * as synchub from "/index.js";
+  // ?sw=1: the page and the client are cached by a service worker, so the page itself loads
+  // while the browser is offline, as an installed offline-capable editor would.
+  if (new URLSearchParams(location.search).has("sw")) {
+    await navigator.serviceWorker.register("/sw.js");
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }));
+  }
+  const synchub = await import("/index.js");
   window.synchub = synchub;
   window.ready = true;
 </script>`;
+
+const SERVICE_WORKER = `
+const CACHE = "e2e-page";
+self.addEventListener("install", (e) => e.waitUntil(caches.open(CACHE).then((c) => c.addAll(["/?sw=1", "/index.js"])).then(() => self.skipWaiting())));
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (e) => {
+  const url = new URL(e.request.url);
+  if (url.origin !== location.origin) return; // the hub: straight to the network
+  e.respondWith(caches.match(e.request).then((hit) => hit ?? fetch(e.request)));
+});`;
 
 /** The page origin: serves the built client and an empty test page. */
 export async function startPageServer() {
@@ -115,6 +134,7 @@ export async function startPageServer() {
   const bundle = readFileSync(join(clientRoot, "dist/index.js"));
   const server = createServer((req, res) => {
     if (req.url === "/index.js") res.writeHead(200, { "content-type": "text/javascript" }).end(bundle);
+    else if (req.url === "/sw.js") res.writeHead(200, { "content-type": "text/javascript" }).end(SERVICE_WORKER);
     else res.writeHead(200, { "content-type": "text/html" }).end(TEST_PAGE);
   });
   await new Promise((r) => server.listen(port, "127.0.0.1", r));
@@ -132,11 +152,16 @@ export async function launchBrowser() {
  * Opens the test page in `context` and the project in it (as `window.project`). The token
  * comes from node (`window.nextToken()`), so a test can hand out short-lived tokens.
  */
-export async function openProject(context, pageOrigin, hub, projectId, { storage = "indexeddb", conflict = "server", token } = {}) {
+export async function openProject(context, pageOrigin, hub, projectId, { storage = "indexeddb", conflict = "server", token, path = "/" } = {}) {
   const page = await context.newPage();
   page.on("pageerror", (err) => console.error("page error:", err));
+  if (process.env.E2E_DEBUG) {
+    page.on("console", (m) => console.error("console:", m.text()));
+    page.on("requestfailed", (r) => console.error("failed:", r.method(), r.url(), r.failure()?.errorText));
+    page.on("websocket", (ws) => ws.on("close", () => console.error("ws closed")).on("socketerror", (e) => console.error("ws error", e)));
+  }
   await page.exposeFunction("nextToken", async () => (token ? token() : hub.token()));
-  await page.goto(pageOrigin + "/");
+  await page.goto(pageOrigin + path);
   await attach(page, hub, projectId, { storage, conflict });
   return page;
 }
