@@ -246,3 +246,35 @@ test("resync_required after retention: the file list is reloaded, local drafts s
     await short.stop();
   }
 });
+
+test("the demo editor at / (served by synchub dev): edit, Saving then Synced, live in a second window", async () => {
+  const token = hub.token("demo-user");
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const a = await ctxA.newPage();
+    a.on("pageerror", (err) => console.error("demo page error:", err));
+    if (process.env.E2E_DEBUG) a.on("console", (m) => console.error("console:", m.text()));
+    await a.goto(`${hub.url}/#token=${token}`);
+    assert.ok(!a.url().includes(token), "the token leaves the address bar");
+    await until("the first project is opened", async () => (await a.locator("#project option").count()) === 1);
+    await until("synced", async () => (await a.textContent("#status")) === "Synced");
+    a.once("dialog", (d) => d.accept("src/hello.ts"));
+    await a.click("#new-file");
+    await a.locator("#editor").fill("export const hello = 1;");
+    await until("synced after typing", async () => (await a.textContent("#status")) === "Synced" && (await a.locator("#tree li").count()) === 1);
+    const projectId = await a.locator("#project").inputValue();
+    assert.equal((await hubFile(hub, projectId, "src/hello.ts", token)).content, "export const hello = 1;");
+
+    const b = await ctxB.newPage();
+    await b.goto(`${hub.url}/#token=${token}&project=${projectId}`);
+    await until("B lists the file", async () => (await b.locator("#tree li").count()) === 1);
+    await b.click("#tree li");
+    await a.locator("#editor").fill("export const hello = 2;");
+    await until("B shows A's edit live", async () => (await b.locator("#editor").inputValue()) === "export const hello = 2;");
+    await until("B logs the live change", async () => (await b.textContent("#log")).includes("updated src/hello.ts"));
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+  }
+});

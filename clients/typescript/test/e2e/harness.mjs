@@ -59,7 +59,8 @@ export class Hub {
     this.port ??= await freePort();
     this.url = `http://127.0.0.1:${this.port}`;
     this.proc = spawn(binary, ["dev", "--data-dir", this.dataDir, "--listen", `127.0.0.1:${this.port}`], {
-      env: { ...process.env, SYNCHUB_ALLOWED_ORIGINS: this.pageOrigin, RUST_LOG: "warn", ...this.env },
+      // The test page's origin, and the hub's own for the demo editor it serves at `/`.
+      env: { ...process.env, SYNCHUB_ALLOWED_ORIGINS: `${this.pageOrigin},${this.url}`, RUST_LOG: "warn", ...this.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -186,8 +187,8 @@ export const flush = (page) => page.evaluate(() => window.project.flush());
 export const status = (page) => page.evaluate(() => window.project.status);
 
 /** The hub's copy of a file (null when absent). */
-export async function hubFile(hub, projectId, path) {
-  const list = await hub.api("GET", `/v1/projects/${projectId}/files?include_content=true`);
+export async function hubFile(hub, projectId, path, token = undefined) {
+  const list = await hub.api("GET", `/v1/projects/${projectId}/files?include_content=true`, undefined, token);
   return list.files.find((f) => f.path === path) ?? null;
 }
 
