@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::embedded_pg::{Durability, EmbeddedPostgres};
 
+/// Browser origins the dev hub allows unless `SYNCHUB_ALLOWED_ORIGINS` says otherwise: any
+/// local dev server, whatever its port.
+pub const DEFAULT_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
+
 /// The dev hub's secrets, generated once and kept in `DIR/keys.json` (mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevKeys {

@@ -21,6 +21,7 @@ pub mod files;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
+pub mod origins;
 pub mod projects;
 pub mod realtime;
 pub mod router;

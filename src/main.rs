@@ -112,6 +112,9 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
     let keys = DevKeys::load_or_create(&data_dir)?;
     config.jwt_secret.get_or_insert(keys.jwt_secret.clone());
     config.signing_key.get_or_insert(keys.signing_key.clone());
+    if config.allowed_origins.is_empty() {
+        config.allowed_origins = dev::DEFAULT_ORIGINS.iter().map(|o| o.to_string()).collect();
+    }
     if config.storage_dir.is_none() && config.s3_bucket.is_none() {
         config.storage_dir = Some(data_dir.join("objects"));
     }

@@ -1,8 +1,10 @@
 //! Every route in one place. Registration goes through [`ApiRouter`] so `/openapi.json`
 //! lists exactly these.
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::http::{HeaderValue, Method as HttpMethod, header};
+use axum::http::{HeaderName, HeaderValue, Method as HttpMethod, header};
 use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -10,6 +12,9 @@ use tower_http::trace::TraceLayer;
 use crate::api_doc::{Access, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
+
+/// Request correlation id a browser may send and read back.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -81,15 +86,20 @@ pub fn api() -> (Router<AppState>, Value) {
         .finish()
 }
 
+/// How long a browser may cache a preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// The complete service: routes, metrics, CORS for the configured browser origins, and a
 /// JSON 404 for unknown routes.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
-    let origins: Vec<HeaderValue> =
-        state.config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    let origins = state.clone();
+    // No credentials: tokens are bearer headers, never cookies, so even `*` leaks nothing.
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| origins.origins.allows(origin.as_bytes())))
         .allow_methods([HttpMethod::GET, HttpMethod::POST, HttpMethod::PUT, HttpMethod::PATCH, HttpMethod::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUEST_ID])
+        .expose_headers([header::RETRY_AFTER, X_REQUEST_ID])
+        .max_age(CORS_MAX_AGE);
     routes
         .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod concurrency;
 mod http_api;
 mod paths;
