@@ -151,24 +151,62 @@ for (const policy of ["server", "client"]) {
   });
 }
 
+/** Types for ~6 s (tokens live 3 s) and returns the text typed. */
+async function typeSlowly(page, path) {
+  let text = "";
+  for (let i = 0; i < 40; i++) {
+    text += `${i} `;
+    await write(page, path, text);
+    await sleep(150);
+  }
+  return text;
+}
+
 test("a token expiring (4009) mid-typing is refreshed without losing a write", async () => {
   const id = await newProject("token expiry");
   const ctx = await browser.newContext();
-  let minted = 0;
   try {
-    // Tokens live 3 s: the socket is closed with 4009 while the user types.
-    const page = await openProject(ctx, pages.origin, hub, id, { token: () => (minted++, hub.token("alice", 3)) });
+    // The token source hands out a new token only once the old one has expired, so an early
+    // refresh cannot help: the hub closes the socket with 4009 while the user types.
+    let current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+    let minted = 1;
+    const token = () => {
+      if (Date.now() >= current.exp) {
+        current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+        minted++;
+      }
+      return current.token;
+    };
+    const page = await openProject(ctx, pages.origin, hub, id, { token });
+    let sockets = 0;
+    page.on("websocket", () => sockets++);
     await until("online", async () => (await status(page)) === "online");
-    let text = "";
-    for (let i = 0; i < 40; i++) {
-      text += `${i} `;
-      await write(page, "t.txt", text);
-      await sleep(150);
-    }
+    const text = await typeSlowly(page, "t.txt");
     await flush(page);
     assert.equal((await hubFile(hub, id, "t.txt")).content, text);
-    assert.ok(minted >= 2, `the token function was called again (${minted} calls)`);
+    assert.ok(minted >= 2, `a fresh token was fetched (${minted})`);
+    assert.ok(sockets >= 1, `the socket was reopened after 4009 (${sockets} new sockets)`);
     await until("online again", async () => (await status(page)) === "online");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a token is refreshed before expiry on the open socket (authed.expires_at): no reconnect", async () => {
+  const id = await newProject("token refresh");
+  const ctx = await browser.newContext();
+  let minted = 0;
+  try {
+    const page = await openProject(ctx, pages.origin, hub, id, { token: () => (minted++, hub.token("alice", 3)) });
+    await until("online", async () => (await status(page)) === "online");
+    let sockets = 0;
+    page.on("websocket", () => sockets++);
+    const text = await typeSlowly(page, "t.txt");
+    await flush(page);
+    assert.equal((await hubFile(hub, id, "t.txt")).content, text);
+    assert.ok(minted >= 3, `the token function was called again before each expiry (${minted} calls)`);
+    assert.equal(sockets, 0, "the socket stayed open across refreshes");
+    assert.equal(await status(page), "online");
   } finally {
     await ctx.close();
   }
