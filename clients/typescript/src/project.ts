@@ -165,7 +165,7 @@ export class Project {
 
   private readonly onOnline = () => this.reconnectNow();
   private readonly onOffline = () => this.setStatus("offline");
-  private readonly onMessage = (e: MessageEvent<TabMessage>) => void this.tabMessage(e.data);
+  private readonly onMessage = (e: MessageEvent<TabMessage>) => this.background(this.tabMessage(e.data));
 
   constructor(
     id: string,
@@ -275,19 +275,19 @@ export class Project {
     }
     this.electLeader();
     this.connect();
-    void this.loadEditorState();
+    this.background(this.loadEditorState());
   }
 
   private electLeader(): void {
     const locks = this.ctx.locks;
     if (!locks) {
-      this.becomeLeader();
+      this.background(this.becomeLeader());
       return;
     }
     void locks
       .request(this.ctx.lockName, () => {
         if (this.closed) return undefined;
-        this.becomeLeader();
+        this.background(this.becomeLeader());
         // Held for the tab's life; the browser releases it when the tab goes away.
         return new Promise<void>((resolve) => (this.releaseLock = resolve));
       })
@@ -365,7 +365,7 @@ export class Project {
     if (this.closed || !this.leader) return;
     clearTimeout(this.pumpTimer);
     const wait = Math.max(0, delayMs, this.rateLimitedUntil - Date.now());
-    this.pumpTimer = setTimeout(() => void this.pump(), wait);
+    this.pumpTimer = setTimeout(() => this.background(this.pump()), wait);
   }
 
   private nextDue(now: number): { path?: string; wait?: number } {
@@ -595,7 +595,7 @@ export class Project {
     if (this.closed) return;
     clearTimeout(this.reconnectTimer);
     if (this.statusValue !== "error") this.setStatus(this.socketAttempt === 0 ? "connecting" : "offline");
-    void this.openSocket();
+    this.background(this.openSocket());
   }
 
   private async openSocket(): Promise<void> {
@@ -624,7 +624,7 @@ export class Project {
       } catch {
         return;
       }
-      void this.frame(ws, frame);
+      this.background(this.frame(ws, frame));
     };
     ws.onclose = (e) => this.socketClosed(ws, e.code);
     ws.onerror = () => undefined;
@@ -779,9 +779,9 @@ export class Project {
   private setEditorState(state: unknown): void {
     this.edState = { ...this.edState, state, dirty: true };
     this.emit("editorState", state);
-    void this.ctx.store.put("e/state", this.edState);
+    this.background(this.ctx.store.put("e/state", this.edState));
     clearTimeout(this.edTimer);
-    this.edTimer = setTimeout(() => void this.saveEditorState(), this.ctx.timing.editorStateDebounceMs);
+    this.edTimer = setTimeout(() => this.background(this.saveEditorState()), this.ctx.timing.editorStateDebounceMs);
   }
 
   private async loadEditorState(): Promise<void> {
@@ -817,7 +817,7 @@ export class Project {
       if (this.edState.dirty) throw new NetworkError("retry");
     } catch {
       const t = this.ctx.timing;
-      this.edTimer = setTimeout(() => void this.saveEditorState(attempt + 1), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
+      this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
     }
   }
 
@@ -831,6 +831,16 @@ export class Project {
       result = await request<T>(this.ctx.fetch, url, await this.ctx.token(true), method, body);
     }
     return result;
+  }
+
+  /**
+   * Runs work nobody awaits (timers, socket frames, tab messages). Once the project is
+   * closed its store is closed too, so work still under way may fail: that is expected.
+   */
+  private background(work: Promise<unknown>): void {
+    work.catch((err) => {
+      if (!this.closed) console.error("synchub:", err);
+    });
   }
 
   private setStatus(status: Status): void {
