@@ -119,6 +119,32 @@ test("two tabs of one project, offline then online, send each queued write once"
   }
 });
 
+test("the sending tab closes with writes queued: another tab of the project takes over and sends each once", async () => {
+  const id = await newProject("leader handover");
+  const ctx = await browser.newContext();
+  try {
+    const leader = await openProject(ctx, pages.origin, hub, id);
+    const other = await openProject(ctx, pages.origin, hub, id);
+    await until("both online", async () => (await status(leader)) === "online" && (await status(other)) === "online");
+    const puts = [];
+    other.on("requestfinished", (r) => r.method() === "PUT" && r.url().includes("/files/") && puts.push(r.url()));
+    await ctx.setOffline(true);
+    await write(leader, "queued.txt", "written in the tab that goes away");
+    await write(other, "mine.txt", "written in the tab that stays");
+    await until("the other tab sees the draft", async () => (await read(other, "queued.txt")) === "written in the tab that goes away");
+    await sleep(300); // the leader has tried (and failed) to send: its write is stored in flight
+    await leader.close();
+    await ctx.setOffline(false);
+    await other.evaluate(() => window.dispatchEvent(new Event("online")));
+    await flush(other);
+    assert.deepEqual((await appliedWrites(id, "queued.txt")).map(([c]) => c), ["written in the tab that goes away"]);
+    assert.deepEqual((await appliedWrites(id, "mine.txt")).map(([c]) => c), ["written in the tab that stays"]);
+    assert.equal(puts.length, 2, "the remaining tab sent each write once");
+  } finally {
+    await ctx.close();
+  }
+});
+
 for (const policy of ["server", "client"]) {
   test(`a 409 under policy ${policy} keeps both texts reachable`, async () => {
     const id = await newProject(`conflict ${policy}`);
