@@ -538,7 +538,7 @@ export class Project {
   // ---- known server state --------------------------------------------------------------
 
   /** Records a server copy unless a newer one is known already (versions only grow). */
-  private async setKnown(path: string, next: Known, force = false): Promise<boolean> {
+  private async setKnown(path: string, next: Known, force = false, seq?: number): Promise<boolean> {
     const before = this.read(path);
     let changed = false;
     const stored = await this.ctx.store.update<Known>(`f/${path}`, (k) => {
@@ -551,7 +551,7 @@ export class Project {
     if (!changed) return false;
     this.post({ t: "known", path });
     const after = this.read(path);
-    if (after !== before) this.emit("change", { path, content: after, deleted: after === undefined || undefined, origin: "remote" });
+    if (after !== before) this.emit("change", { path, content: after, deleted: after === undefined || undefined, origin: "remote", seq });
     return true;
   }
 
@@ -735,18 +735,18 @@ export class Project {
       switch (frame.event) {
         case "file:update": {
           const p = frame.payload;
-          await this.setKnown(p.file_path, { version: p.version, content: p.content });
+          await this.setKnown(p.file_path, { version: p.version, content: p.content }, false, frame.seq);
           break;
         }
         case "file:delete": {
           const p = frame.payload;
-          await this.setKnown(p.file_path, { version: p.version, deleted: true });
+          await this.setKnown(p.file_path, { version: p.version, deleted: true }, false, frame.seq);
           break;
         }
         case "bulk:apply": {
           const p = frame.payload;
-          for (const f of p.files) await this.setKnown(f.file_path, { version: f.version, content: f.content });
-          for (const d of p.deletes) await this.setKnown(d.file_path, { version: d.version, deleted: true });
+          for (const f of p.files) await this.setKnown(f.file_path, { version: f.version, content: f.content }, false, frame.seq);
+          for (const d of p.deletes) await this.setKnown(d.file_path, { version: d.version, deleted: true }, false, frame.seq);
           break;
         }
         case "project:deleted":

@@ -91,7 +91,7 @@ test("remote events update the local copy and emit remote changes; reconnect res
   project.on("change", (e) => e.origin === "remote" && remote.push(e));
   hub.remoteWrite(PID, "r.txt", "from elsewhere");
   await until("event", () => project.read("r.txt") === "from elsewhere");
-  assert.deepEqual(remote.map((e) => [e.path, e.content]), [["r.txt", "from elsewhere"]]);
+  assert.deepEqual(remote.map((e) => [e.path, e.content, e.seq]), [["r.txt", "from elsewhere", 1]]);
   // The socket dies; meanwhile two more changes happen; the rejoin asks for exactly those.
   for (const s of hub.sockets) s.drop(1006);
   hub.remoteWrite(PID, "r.txt", "v2");
