@@ -41,10 +41,11 @@ const FILL_PAGE: i64 = 500;
 const WRITE_BUFFER: usize = 64 * 1024;
 
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !state.origins.allows(origin.as_bytes()) {
-            return ApiError::Forbidden("origin not allowed".into()).into_response();
-        }
+    // Browsers always send Origin; clients without one (agents, servers) are not browsers.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !state.origins.allows(origin.as_bytes())
+    {
+        return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
     let pre_auth = match crate::auth::bearer_header(&headers) {
         Some(token) => match state.authenticate(token).await {

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod concurrency;
+mod dev_cli;
 mod http_api;
 mod paths;
 mod realtime;
