@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod editor_state;
 pub mod embedded_pg;

@@ -143,13 +143,14 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
     let user_token = users.mint("dev-user", 86_400)?;
     let service_token = HubKeys::new(Some(&keys.signing_key)).service_token(30 * 86_400)?;
     let (state, router) = App::build(config).await?;
+    let router = router.merge(synchub::demo::router());
     let base = format!("http://{addr}");
     let postgres = database
         .as_ref()
         .map(|server| format!("  PostgreSQL: {} (port {})\n", server.cluster_dir().display(), server.port))
         .unwrap_or_default();
     println!(
-        "synchub dev is ready in {:.1} s\n\n  API:        {base}/v1\n  Realtime:   ws://{addr}/v1/realtime\n  OpenAPI:    {base}/openapi.json\n  Data dir:   {}\n{postgres}\n  User token (sub=dev-user, 24 h):\n    {user_token}\n  Service token (30 days):\n    {service_token}\n\n  More tokens: synchub token user --sub alice --data-dir {}\n",
+        "synchub dev is ready in {:.1} s\n\n  Editor:     {base}/#token={user_token}\n  API:        {base}/v1\n  Realtime:   ws://{addr}/v1/realtime\n  OpenAPI:    {base}/openapi.json\n  Data dir:   {}\n{postgres}\n  User token (sub=dev-user, 24 h):\n    {user_token}\n  Service token (30 days):\n    {service_token}\n\n  More tokens: synchub token user --sub alice --data-dir {}\n",
         started.elapsed().as_secs_f64(),
         data_dir.display(),
         data_dir.display(),
