@@ -11,5 +11,6 @@ mod realtime;
 mod resilience;
 mod sessions;
 mod snapshot_cli;
+mod socket_lifecycle;
 mod sql_functions;
 mod storage;
