@@ -183,6 +183,9 @@ async fn a_slow_consumer_is_dropped_with_4008_while_a_fast_one_keeps_up() {
     let app = TestApp::spawn_with(|c| {
         fast_writes(c);
         c.limits.socket_queue_bytes = 256 * 1024;
+        // The queue cap is under test here: the write deadline (which ends a blocked socket
+        // without a close frame when not even that gets through) must not come first.
+        c.limits.socket_write_timeout_ms = 120_000;
     })
     .await;
     let p = app.create_project("alice", "slow").await;
