@@ -91,6 +91,10 @@ pub struct Limits {
     /// Bytes queued for one socket before it is closed as a slow consumer (4008).
     #[arg(long, env = "SYNCHUB_SOCKET_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub socket_queue_bytes: usize,
+    /// A write to a socket that cannot complete within this many milliseconds ends the
+    /// socket (4008, or the TCP connection when not even a close frame gets through).
+    #[arg(long, env = "SYNCHUB_SOCKET_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub socket_write_timeout_ms: u64,
     /// Sustained writes per user per second.
     #[arg(long, env = "SYNCHUB_WRITE_RATE", default_value_t = 50.0)]
     pub write_rate: f64,
@@ -111,6 +115,7 @@ impl Default for Limits {
             max_editor_state_bytes: 256 * 1024,
             max_sockets_per_user: 32,
             socket_queue_bytes: 8 * 1024 * 1024,
+            socket_write_timeout_ms: 10_000,
             write_rate: 50.0,
             write_burst: 200.0,
         }

@@ -18,6 +18,7 @@ mod realtime;
 mod resilience;
 mod sessions;
 mod snapshot_cli;
+mod socket_lifecycle;
 mod sql_functions;
 mod storage;
 mod token_matrix;
