@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +41,16 @@ const FILL_PAGE: i64 = 500;
 /// anyway). The buffer only grows while frames are queued, so idle sockets do not pay it.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // A plain GET (no upgrade headers) gets the contract's JSON, not axum's text rejection.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return ApiError::InvalidRequest(rejection.body_text()).into_response(),
+    };
     if let Some(origin) = headers.get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a.trim() == o));
         if !allowed {
