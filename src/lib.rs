@@ -23,6 +23,7 @@ pub mod ops;
 pub mod projects;
 pub mod realtime;
 pub mod router;
+pub mod server;
 pub mod sessions;
 pub mod snapshots;
 

@@ -81,8 +81,8 @@ pub fn api() -> (Router<AppState>, Value) {
         .finish()
 }
 
-/// The complete service: routes, metrics, CORS for the configured browser origins, and a
-/// JSON 404 for unknown routes.
+/// The complete service: routes, metrics, CORS for the configured browser origins, the
+/// request limits (URI length, body deadline), and JSON 404/405 for unknown routes and methods.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
     let origins: Vec<HeaderValue> =
         state.config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
@@ -92,6 +92,8 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     routes
         .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::request_limits))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())

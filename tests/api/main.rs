@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod concurrency;
 mod http_api;
+mod http_server;
 mod paths;
 mod realtime;
 mod resilience;
