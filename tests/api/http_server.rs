@@ -186,6 +186,29 @@ async fn malformed_requests_are_json_400() {
 }
 
 #[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_a_bad_one_in_json() {
+    let app = TestApp::spawn().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let mut pipelined = [GET_HEALTHZ, GET_HEALTHZ].concat();
+    pipelined.extend_from_slice(b"GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n");
+    stream.write_all(&pipelined).await.unwrap();
+    // The bad request ends the connection, so everything can be read to the end.
+    let (closed, received) = closed_within(&mut stream, PATIENCE).await;
+    assert!(closed);
+    let text = String::from_utf8(received).unwrap();
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    for answer in &answers[..2] {
+        assert!(answer.starts_with("200 OK\r\n") && answer.ends_with(r#"{"status":"ok"}"#), "{text}");
+    }
+    assert!(answers[2].starts_with("400 Bad Request\r\ncontent-type: application/json\r\n"), "{text}");
+    assert!(
+        answers[2].ends_with(r#"{"error":{"code":"invalid_request","message":"malformed HTTP request"}}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn plain_get_of_realtime_is_json_400() {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice");
