@@ -33,6 +33,8 @@ pub enum ApiError {
     RevisionConflict { message: String, details: Map<String, Value> },
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    OpIdReused(String),
     #[error("history before seq {oldest_seq} was trimmed")]
     HistoryTrimmed { oldest_seq: i64 },
     #[error("{message}")]
@@ -72,9 +74,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::VersionConflict { .. } | ApiError::RevisionConflict { .. } | ApiError::AlreadyExists(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::VersionConflict { .. }
+            | ApiError::RevisionConflict { .. }
+            | ApiError::AlreadyExists(_)
+            | ApiError::OpIdReused(_) => StatusCode::CONFLICT,
             ApiError::HistoryTrimmed { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::RevisionConflict { .. } => "revision_conflict",
             ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::OpIdReused(_) => "op_id_reused",
             ApiError::HistoryTrimmed { .. } => "history_trimmed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UriTooLong => "uri_too_long",
@@ -170,6 +174,7 @@ impl ApiError {
             "SH409" => ApiError::VersionConflict { message, details: details() },
             "SHR09" => ApiError::RevisionConflict { message, details: details() },
             "SHA09" => ApiError::AlreadyExists(message),
+            "SHO09" => ApiError::OpIdReused(message),
             "SH410" => ApiError::HistoryTrimmed {
                 oldest_seq: details().get("oldest_seq").and_then(Value::as_i64).unwrap_or(0),
             },

@@ -102,6 +102,14 @@ pub fn resync_required(project: Uuid, oldest_seq: i64) -> String {
     json!({"type": "resync_required", "channel": channel_name(project), "oldest_seq": oldest_seq}).to_string()
 }
 
+/// The answer to every accepted `auth` frame: the browser knows it is in, and until when.
+pub fn authed(expires_at: i64) -> String {
+    let expires_at = chrono::DateTime::from_timestamp(expires_at, 0)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    json!({"type": "authed", "expires_at": expires_at}).to_string()
+}
+
 pub fn pong(reference: &Option<Value>) -> String {
     json!({"type": "pong", "ref": reference}).to_string()
 }
@@ -161,5 +169,11 @@ mod tests {
         assert!(matches!(upsert, ClientFrame::Upsert { expected_version: Some(0), .. }));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
         assert_eq!(parse_channel("realtime:project:not-a-uuid"), None);
+    }
+
+    #[test]
+    fn authed_carries_the_expiry_in_rfc_3339() {
+        let value: Value = serde_json::from_str(&authed(1_800_000_000)).unwrap();
+        assert_eq!(value, json!({"type": "authed", "expires_at": "2027-01-15T08:00:00Z"}));
     }
 }

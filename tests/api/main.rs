@@ -4,13 +4,21 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod concurrency;
+mod dev_cli;
+mod embedded_pg;
+mod hardening_sql;
+mod headers;
 mod http_api;
 mod http_server;
+mod ops_surface;
 mod paths;
+mod props;
 mod realtime;
 mod resilience;
 mod sessions;
 mod snapshot_cli;
 mod sql_functions;
 mod storage;
+mod token_matrix;
