@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +59,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// rarely gets through, and the socket's resources are released right after.
 const LAST_CLOSE_ATTEMPT: Duration = Duration::from_millis(100);
 
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // A plain GET (no upgrade headers) gets the contract's JSON, not axum's text rejection.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return ApiError::InvalidRequest(rejection.body_text()).into_response(),
+    };
     // Browsers always send Origin; clients without one (agents, servers) are not browsers.
     if let Some(origin) = headers.get(header::ORIGIN)
         && !state.origins.allows(origin.as_bytes())

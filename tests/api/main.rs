@@ -11,6 +11,7 @@ mod embedded_pg;
 mod hardening_sql;
 mod headers;
 mod http_api;
+mod http_server;
 mod ops_surface;
 mod paths;
 mod props;
