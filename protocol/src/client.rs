@@ -138,12 +138,9 @@ impl fmt::Debug for ClientFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientFrame::Auth { token } => f.debug_struct("Auth").field("token", token).finish(),
-            ClientFrame::Join { reference, channel, since } => f
-                .debug_struct("Join")
-                .field("ref", reference)
-                .field("channel", channel)
-                .field("since", since)
-                .finish(),
+            ClientFrame::Join { reference, channel, since } => {
+                f.debug_struct("Join").field("ref", reference).field("channel", channel).field("since", since).finish()
+            }
             ClientFrame::Leave { reference, channel } => {
                 f.debug_struct("Leave").field("ref", reference).field("channel", channel).finish()
             }

@@ -31,7 +31,10 @@ pub enum ServerFrame {
         channel: String,
     },
     /// `since` is older than the hub's retention: reload (rehydrate), then join again.
-    ResyncRequired { channel: String, oldest_seq: i64 },
+    ResyncRequired {
+        channel: String,
+        oldest_seq: i64,
+    },
     Pong {
         #[serde(rename = "ref", default)]
         reference: Option<Ref>,

@@ -209,7 +209,11 @@ fn server_frames_match_the_contract_examples() {
         ServerFrame::Error(ErrorFrame {
             reference: Some("1".into()),
             channel: Some(CHANNEL.into()),
-            error: ErrorBody { code: "not_found".into(), message: "project not found".into(), details: Default::default() },
+            error: ErrorBody {
+                code: "not_found".into(),
+                message: "project not found".into(),
+                details: Default::default(),
+            },
         }),
     );
 }

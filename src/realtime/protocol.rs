@@ -41,7 +41,9 @@ pub fn pong(reference: &Option<Ref>) -> String {
 /// A write's `ack`: `result` is the write's HTTP answer.
 pub fn ack_ok(reference: &Option<Ref>, result: &Value) -> String {
     match WriteResult::deserialize(result) {
-        Ok(result) => ServerFrame::Ack(AckFrame::Ok(AckOk { reference: reference.clone(), ok: True, result })).to_text(),
+        Ok(result) => {
+            ServerFrame::Ack(AckFrame::Ok(AckOk { reference: reference.clone(), ok: True, result })).to_text()
+        }
         Err(err) => {
             // The write committed, but its answer does not have the contract's shape: a
             // hub bug, reported as such rather than sent malformed.
@@ -67,9 +69,7 @@ pub fn error(reference: &Option<Ref>, channel: Option<&str>, error: &ApiError) -
 }
 
 fn error_body(error: &ApiError) -> ErrorBody {
-    let Value::Object(mut fields) = error.body() else {
-        unreachable!("ApiError::body is always an object")
-    };
+    let Value::Object(mut fields) = error.body() else { unreachable!("ApiError::body is always an object") };
     let mut text = |key: &str| match fields.remove(key) {
         Some(Value::String(text)) => text,
         _ => String::new(),

@@ -232,7 +232,9 @@ impl Session {
             ClientFrame::Ping { reference } => {
                 self.outbox.push(Out::Text(protocol::pong(&reference)));
             }
-            ClientFrame::Join { reference, channel, since } => self.join(reference, &channel, since.map(i64::from)).await,
+            ClientFrame::Join { reference, channel, since } => {
+                self.join(reference, &channel, since.map(i64::from)).await
+            }
             ClientFrame::Leave { channel, .. } => {
                 if let Some(project) = protocol::parse_channel(&channel) {
                     self.outbox.push(Out::Leave { project, notice: None });
