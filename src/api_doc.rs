@@ -51,11 +51,47 @@ pub enum Access {
     Bearer,
 }
 
+/// A route's success answer, as documented.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Answer {
+    /// A JSON object.
+    #[default]
+    Object,
+    /// A JSON array of objects.
+    Array,
+    /// A body in one of these media types (text or bytes), never JSON.
+    Media(&'static [&'static str]),
+    /// A WebSocket upgrade: 101, then frames.
+    Upgrade,
+}
+
+impl Answer {
+    fn responses(self) -> Value {
+        let json = |schema: Value| json!({"application/json": {"schema": schema}});
+        let success = match self {
+            Answer::Object => json!({"2XX": {"description": "Success", "content": json(json!({"type": "object"}))}}),
+            Answer::Array => json!({"2XX": {"description": "Success",
+                "content": json(json!({"type": "array", "items": {"type": "object"}}))}}),
+            Answer::Media(types) => {
+                let content: Map<String, Value> =
+                    types.iter().map(|media| (media.to_string(), json!({"schema": {"type": "string"}}))).collect();
+                json!({"2XX": {"description": "Success", "content": content}})
+            }
+            Answer::Upgrade => json!({"101": {"description": "Switching Protocols: the WebSocket (docs/API.md)"}}),
+        };
+        let mut responses = success;
+        responses["default"] =
+            json!({"description": "Error", "content": json(json!({"$ref": "#/components/schemas/Error"}))});
+        responses
+    }
+}
+
 struct RouteDoc {
     method: Method,
     path: &'static str,
     summary: &'static str,
     access: Access,
+    answer: Answer,
 }
 
 #[derive(Default)]
@@ -83,7 +119,16 @@ impl ApiRouter {
     {
         let entry = self.routes.remove(path).unwrap_or_default();
         self.routes.insert(path, entry.on(method.filter(), handler));
-        self.docs.push(RouteDoc { method, path, summary, access });
+        self.docs.push(RouteDoc { method, path, summary, access, answer: Answer::default() });
+        self
+    }
+
+    /// Documents the success answer of the route registered last (a JSON object unless
+    /// said otherwise here).
+    pub fn answers(mut self, answer: Answer) -> Self {
+        if let Some(doc) = self.docs.last_mut() {
+            doc.answer = answer;
+        }
         self
     }
 
@@ -108,10 +153,7 @@ fn openapi(docs: &[RouteDoc]) -> Value {
             "summary": doc.summary,
             "operationId": format!("{}_{}", doc.method.name(), operation_name(&api_path)),
             "parameters": parameters,
-            "responses": {
-                "2XX": {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            }
+            "responses": doc.answer.responses(),
         });
         let security = match doc.access {
             Access::Public => json!([]),

@@ -16,6 +16,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::origins::AllowedOrigins;
 use crate::realtime::{Broker, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
 
@@ -34,6 +35,8 @@ pub struct App {
     pub snapshot_locks: crate::snapshots::service::BuildLocks,
     /// Where agents and browsers reach this hub (for URLs the hub hands out).
     pub public_url: String,
+    /// Browser origins allowed to call the API and open sockets (CORS and the upgrade).
+    pub origins: AllowedOrigins,
 }
 
 #[derive(Clone)]
@@ -70,8 +73,11 @@ impl AppState {
         let (principal, exp) = self.auth.verify_with_expiry(token).await?;
         if let Principal::Container { session_id, project_id } = &principal {
             let client = self.db.pool().get().await?;
-            let active: bool =
-                client.query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id]).await?.get(0);
+            let active: bool = client
+                .query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id])
+                .await?
+                .try_get(0)
+                .map_err(ApiError::internal)?;
             if !active {
                 return Err(ApiError::Unauthenticated("the session was revoked or has ended".into()));
             }
@@ -90,6 +96,12 @@ impl App {
     /// Migrates the database, connects the pool and assembles the router.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, axum::Router)> {
         init_process();
+        let origins = AllowedOrigins::parse(&config.allowed_origins)?;
+        if origins.allows_any() {
+            tracing::warn!(
+                "SYNCHUB_ALLOWED_ORIGINS is *: any web page may call the API and open sockets (with a token)"
+            );
+        }
         let database_url = config.database_url.clone().context("DATABASE_URL is required")?;
         db::migrate(&database_url, &config.limits).await.context("migrating the database")?;
         let db = Db::connect(&database_url, config.db_pool_size, &config.db_role)?;
@@ -126,6 +138,7 @@ impl App {
             storage,
             snapshot_locks: Default::default(),
             public_url,
+            origins,
         }));
         let router = crate::router::build(routes, state.clone());
         Ok((state, router))

@@ -6,7 +6,9 @@ use std::time::Duration;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use tokio_postgres::row::RowIndex;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::auth::Principal;
 use crate::config::Limits;
@@ -92,7 +94,7 @@ impl Db {
     ) -> Result<Value, ApiError> {
         let rows = self.query(principal, sql, params).await?;
         let row = rows.into_iter().next().ok_or_else(|| ApiError::internal("function returned no row"))?;
-        Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
+        Ok(row.column::<Option<Value>>(0)?.unwrap_or(Value::Null))
     }
 
     /// Runs a statement and returns its rows, with the same service marking as [`Db::json`].
@@ -121,5 +123,19 @@ impl Db {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
             Err(_) => false,
         }
+    }
+}
+
+/// Reads SQL results without panicking: every column of a row the hub reads goes through
+/// [`RowExt::column`], so a missing column, an unexpected type or a NULL where a value is
+/// required is an internal error (500), never a panic that drops the connection.
+pub trait RowExt {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: impl RowIndex + std::fmt::Display) -> Result<T, ApiError>;
+}
+
+impl RowExt for Row {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: impl RowIndex + std::fmt::Display) -> Result<T, ApiError> {
+        // The error names the column; 5xx bodies never show it.
+        self.try_get(index).map_err(ApiError::internal)
     }
 }

@@ -7,7 +7,11 @@ use anyhow::Context;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::embedded_pg::{Durability, EmbeddedPostgres};
+use crate::embedded_pg::{Durability, EmbeddedPostgres, write_private};
+
+/// Browser origins the dev hub allows unless `SYNCHUB_ALLOWED_ORIGINS` says otherwise: any
+/// local dev server, whatever its port.
+pub const DEFAULT_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
 
 /// The dev hub's secrets, generated once and kept in `DIR/keys.json` (mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,12 +43,7 @@ impl DevKeys {
         };
         let keys = DevKeys { jwt_secret: random(), signing_key: random() };
         std::fs::create_dir_all(data_dir)?;
-        let path = Self::path(data_dir);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&keys)?)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, &path)?;
+        write_private(&Self::path(data_dir), &serde_json::to_string_pretty(&keys)?)?;
         Ok(keys)
     }
 }

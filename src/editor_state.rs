@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathArgs, project_id};
+use crate::extract::{Bounded, JsonBody, PathArgs, check_json_no_nul, project_id};
 
 pub async fn get(
     State(state): State<AppState>,
@@ -24,7 +24,7 @@ pub async fn get(
 #[derive(Deserialize)]
 pub struct PutState {
     state: Value,
-    base_revision: i64,
+    base_revision: Bounded,
 }
 
 pub async fn put(
@@ -39,13 +39,14 @@ pub async fn put(
     if serde_json::to_vec(&body.state).map(|v| v.len()).unwrap_or(usize::MAX) > limit {
         return Err(ApiError::payload_too_large(format!("editor state is larger than {limit} bytes")));
     }
+    check_json_no_nul("state", &body.state)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let saved = state
         .db
         .json(
             &principal,
             "SELECT synchub.put_editor_state($1, $2, $3, $4)",
-            &[&id, &sub, &body.state, &body.base_revision],
+            &[&id, &sub, &body.state, &body.base_revision.get()],
         )
         .await?;
     Ok(Json(saved))

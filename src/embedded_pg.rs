@@ -1,16 +1,24 @@
 //! A private PostgreSQL cluster started from the machine's binaries, for `synchub dev`
 //! and the test harness. When run as root it runs PostgreSQL as the `postgres` user
-//! (initdb refuses root). The server dies with the process that started it
-//! (PR_SET_PDEATHSIG), so a crashed test run leaves no server behind.
+//! (initdb refuses root); if that user cannot reach the requested directory (a checkout
+//! under `/root`), the cluster lives in a private directory under `/var/tmp` instead. The
+//! server dies with the process that started it (PR_SET_PDEATHSIG), so a crashed test run
+//! leaves no server behind.
+//!
+//! Authentication is always a password (scram-sha-256), never `trust`: the generated
+//! secret is kept in `root/password`, readable only by the process's own user.
 
+use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use base64::Engine;
+use sha2::{Digest, Sha256};
 
 /// How the server trades durability for speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,48 +29,67 @@ pub enum Durability {
     Throwaway,
 }
 
+/// Every connection authenticates with the password; written at each start so a cluster
+/// made by an older version (initdb -A trust) is closed too.
+const PG_HBA: &str = "# Written by synchub: password (scram-sha-256) only, never trust.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+";
+
 pub struct EmbeddedPostgres {
     pub port: u16,
-    root: PathBuf,
+    /// Where the cluster (`data/`, `postgres.log`) lives: the requested directory, or a
+    /// private directory the `postgres` user can reach (see [`relocated`](Self::relocated)).
+    cluster: PathBuf,
+    /// The requested directory, when the cluster had to live elsewhere.
+    relocated: bool,
+    password: String,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
 }
 
 impl EmbeddedPostgres {
-    /// Initializes `root/data` if needed and starts a server on a free loopback port.
+    /// Initializes the cluster if needed and starts a server on a free loopback port.
+    /// `root` keeps the password; the cluster lives there too unless the `postgres` user
+    /// cannot reach it.
     pub fn start(root: &Path, durability: Durability) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let root = root.canonicalize()?;
         let owner = server_owner()?;
-        if let Some((uid, gid)) = owner {
-            chown(&root, uid, gid)?;
-            // The postgres user must be able to reach the directory.
-            let mut dir = root.parent();
-            while let Some(d) = dir {
-                if let Ok(meta) = std::fs::metadata(d)
-                    && meta.permissions().mode() & 0o001 == 0
-                {
-                    bail!("{} is not searchable by the postgres user; use another --data-dir", d.display());
+        let (cluster, relocated) = match owner {
+            Some((uid, gid)) if !reachable_by(&root, uid, gid)? => (private_cluster_dir(&root, uid, gid)?, true),
+            Some((uid, gid)) => {
+                chown(&root, uid, gid)?;
+                (root.clone(), false)
+            }
+            None => (root.clone(), false),
+        };
+        let password_file = root.join("password");
+        let data = cluster.join("data");
+        let password = match std::fs::read_to_string(&password_file) {
+            Ok(password) => password.trim().to_string(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let password = generate_password();
+                write_private(&password_file, &password)?;
+                if data.join("PG_VERSION").exists() {
+                    // A cluster from before passwords: give its superuser this one.
+                    set_password_single_user(&bin, owner, &data, &password)?;
                 }
-                dir = d.parent();
+                password
             }
-        }
-        let data = root.join("data");
+            Err(err) => return Err(err).with_context(|| format!("reading {}", password_file.display())),
+        };
         if !data.join("PG_VERSION").exists() {
-            let status = run_as(owner, Command::new(bin.join("initdb")))
-                .args(["-D"])
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .context("running initdb")?;
-            if !status.status.success() {
-                bail!("initdb failed: {}", String::from_utf8_lossy(&status.stderr));
-            }
+            initdb(&bin, owner, &cluster, &data, &password)?;
         }
-        let server = EmbeddedPostgres { port: 0, root, bin, owner };
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(&hba, PG_HBA).with_context(|| format!("writing {}", hba.display()))?;
+        if let Some((uid, gid)) = owner {
+            chown(&hba, uid, gid)?;
+        }
+        let server = EmbeddedPostgres { port: 0, cluster, relocated, password, bin, owner };
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -74,15 +101,31 @@ impl EmbeddedPostgres {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
     }
 
+    /// Where the cluster's files are.
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster
+    }
+
+    /// True when the cluster lives outside the requested directory (the `postgres` user
+    /// could not reach it).
+    pub fn relocated(&self) -> bool {
+        self.relocated
+    }
+
+    /// The superuser's password (for tools such as pgbench: `PGPASSWORD`).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     fn spawn(&self, port: u16, durability: Durability) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join("postgres.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.cluster.join("postgres.log"))?;
         if let Some((uid, gid)) = self.owner {
-            chown(&self.root.join("postgres.log"), uid, gid)?;
+            chown(&self.cluster.join("postgres.log"), uid, gid)?;
         }
         let mut command = run_as(self.owner, Command::new(self.bin.join("postgres")));
         command
             .arg("-D")
-            .arg(self.root.join("data"))
+            .arg(self.cluster.join("data"))
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
             .args(["-c", "max_connections=400", "-c", "shared_buffers=128MB"])
             .stdin(Stdio::null())
@@ -118,7 +161,7 @@ impl EmbeddedPostgres {
             if Instant::now() > deadline {
                 bail!(
                     "PostgreSQL on port {port} did not become ready; see {}",
-                    self.root.join("postgres.log").display()
+                    self.cluster.join("postgres.log").display()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -127,14 +170,14 @@ impl EmbeddedPostgres {
 
     /// A connection string for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
     }
 
     /// Fast shutdown (clients disconnected, no recovery needed at next start).
     pub fn stop(&self) {
         let _ = run_as(self.owner, Command::new(self.bin.join("pg_ctl")))
             .arg("-D")
-            .arg(self.root.join("data"))
+            .arg(self.cluster.join("data"))
             .args(["-m", "fast", "-w", "-t", "20", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -145,7 +188,7 @@ impl EmbeddedPostgres {
     pub fn kill(&self) {
         let _ = run_as(self.owner, Command::new(self.bin.join("pg_ctl")))
             .arg("-D")
-            .arg(self.root.join("data"))
+            .arg(self.cluster.join("data"))
             .args(["-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -208,7 +251,6 @@ fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
 }
 
 fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
@@ -221,6 +263,116 @@ fn run_as(owner: Option<(u32, u32)>, mut command: Command) -> Command {
 
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))
+}
+
+/// Whether `uid` can enter and write `dir`, asked of the kernel (every ancestor counts).
+fn reachable_by(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<bool> {
+    let status = run_as(Some((uid, gid)), Command::new("test"))
+        .arg("-x")
+        .arg(dir.parent().unwrap_or(dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running test(1) as the postgres user")?;
+    Ok(status.success())
+}
+
+/// A directory the `postgres` user can reach, private to it (0700) and named after the
+/// requested one, so the same data dir finds its cluster again. It sits in a directory
+/// anyone may write to, so an existing one is used only if it is a real directory that
+/// `postgres` owns with mode 0700.
+fn private_cluster_dir(requested: &Path, uid: u32, gid: u32) -> anyhow::Result<PathBuf> {
+    let digest = Sha256::digest(requested.as_os_str().as_encoded_bytes());
+    let name = format!("synchub-pg-{}", hex::encode(&digest[..8]));
+    let base = ["/var/tmp", "/tmp"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|base| base.is_dir())
+        .context("neither /var/tmp nor /tmp exists")?;
+    let dir = base.join(name);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {
+            chown(&dir, uid, gid)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(&dir)?;
+            if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o777 != 0o700 {
+                bail!("{} exists but is not a directory private to the postgres user; remove it", dir.display());
+            }
+        }
+        Err(err) => return Err(err).with_context(|| format!("creating {}", dir.display())),
+    }
+    Ok(dir)
+}
+
+fn generate_password() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Creates (or replaces) `path` with mode 0600 from the start: never briefly readable by others.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// initdb with password authentication: the password reaches it through a file only the
+/// server's user can read, removed right after.
+fn initdb(bin: &Path, owner: Option<(u32, u32)>, cluster: &Path, data: &Path, password: &str) -> anyhow::Result<()> {
+    let pwfile = cluster.join("initdb-password");
+    write_private(&pwfile, password)?;
+    if let Some((uid, gid)) = owner {
+        chown(&pwfile, uid, gid)?;
+    }
+    let output = run_as(owner, Command::new(bin.join("initdb")))
+        .arg("-D")
+        .arg(data)
+        .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running initdb");
+    let _ = std::fs::remove_file(&pwfile);
+    let output = output?;
+    if !output.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// Sets the superuser's password of a stopped cluster (single-user mode needs no login).
+fn set_password_single_user(bin: &Path, owner: Option<(u32, u32)>, data: &Path, password: &str) -> anyhow::Result<()> {
+    let mut child = run_as(owner, Command::new(bin.join("postgres")))
+        .arg("--single")
+        .arg("-D")
+        .arg(data)
+        .args(["-c", "password_encryption=scram-sha-256", "postgres"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting postgres --single")?;
+    // The password is URL-safe base64: no quote can end the literal.
+    let statement = format!("ALTER ROLE postgres PASSWORD '{password}';\n");
+    child.stdin.take().context("stdin")?.write_all(statement.as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("setting the PostgreSQL password failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -29,6 +29,8 @@ pub enum ApiError {
     RevisionConflict { message: String, details: Map<String, Value> },
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    OpIdReused(String),
     #[error("history before seq {oldest_seq} was trimmed")]
     HistoryTrimmed { oldest_seq: i64 },
     #[error("{message}")]
@@ -62,9 +64,10 @@ impl ApiError {
             ApiError::Unauthenticated(_) | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::VersionConflict { .. } | ApiError::RevisionConflict { .. } | ApiError::AlreadyExists(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::VersionConflict { .. }
+            | ApiError::RevisionConflict { .. }
+            | ApiError::AlreadyExists(_)
+            | ApiError::OpIdReused(_) => StatusCode::CONFLICT,
             ApiError::HistoryTrimmed { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedContent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::RevisionConflict { .. } => "revision_conflict",
             ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::OpIdReused(_) => "op_id_reused",
             ApiError::HistoryTrimmed { .. } => "history_trimmed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedContent(_) => "unsupported_content",
@@ -154,6 +158,7 @@ impl ApiError {
             "SH409" => ApiError::VersionConflict { message, details: details() },
             "SHR09" => ApiError::RevisionConflict { message, details: details() },
             "SHA09" => ApiError::AlreadyExists(message),
+            "SHO09" => ApiError::OpIdReused(message),
             "SH410" => ApiError::HistoryTrimmed {
                 oldest_seq: details().get("oldest_seq").and_then(Value::as_i64).unwrap_or(0),
             },

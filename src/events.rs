@@ -9,16 +9,16 @@ use serde_json::Value;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{PathArgs, QueryArgs, project_id};
+use crate::extract::{Bounded, PathArgs, QueryArgs, project_id};
 
 /// Events per page when the caller gives no limit, and the most it may ask for.
-const DEFAULT_LIMIT: i32 = 100;
-const MAX_LIMIT: i32 = 1000;
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
-    since: i64,
-    limit: Option<i32>,
+    since: Bounded,
+    limit: Option<Bounded>,
 }
 
 pub async fn list(
@@ -29,10 +29,10 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let id = project_id(&id)?;
     let (as_principal, actor) = crate::files::reader(&principal, id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = query.limit.map_or(DEFAULT_LIMIT, Bounded::get).clamp(1, MAX_LIMIT) as i32;
     let page = state
         .db
-        .json(&as_principal, "SELECT synchub.events_for($1, $2, $3, $4)", &[&id, &actor, &query.since, &limit])
+        .json(&as_principal, "SELECT synchub.events_for($1, $2, $3, $4)", &[&id, &actor, &query.since.get(), &limit])
         .await?;
     Ok(Json(page))
 }

@@ -1,10 +1,13 @@
 //! Request extractors that answer with the contract's errors: JSON bodies (size-capped
 //! before parsing, UTF-8 checked (415), then parsed (400)), query strings and path ids.
-//! Every JSON route uses [`JsonBody`], so no route can forget a cap.
+//! Every JSON route uses [`JsonBody`], so no route can forget a cap. Also the checks of
+//! single inputs every route shares: [`Bounded`] integers, `file_type`, text without NUL.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_LENGTH;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -52,7 +55,127 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::UnsupportedContent("body is not UTF-8 text".into()));
     }
-    serde_json::from_slice(bytes).map_err(|err| ApiError::InvalidRequest(format!("invalid JSON body: {err}")))
+    // The error names the field it is about (`expected_version: ...`).
+    let invalid = |err: &dyn std::fmt::Display| ApiError::InvalidRequest(format!("invalid JSON body: {err}"));
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|err| invalid(&err))?;
+    json.end().map_err(|err| invalid(&err))?;
+    Ok(value)
+}
+
+/// The largest integer JavaScript holds exactly: 2^53 − 1.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// Every integer input of the API (`since`, `limit`, `expected_version`, `base_revision`,
+/// `ttl_seconds`, …): 0 to 2^53 − 1 (CONTRACT section 7). Read from JSON numbers and from
+/// query-string text alike; negative, too large, fractional or non-numeric input is a 400
+/// that names the field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Bounded(i64);
+
+const BOUNDED_RULE: &str = "an integer from 0 to 9007199254740991";
+
+impl Bounded {
+    /// Checks a value that arrived already typed (e.g. a WebSocket frame's field).
+    pub fn new(field: &str, value: i64) -> Result<Self, ApiError> {
+        if (0..=MAX_SAFE_INTEGER).contains(&value) {
+            Ok(Bounded(value))
+        } else {
+            Err(ApiError::InvalidRequest(format!("{field} must be {BOUNDED_RULE}")))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The value as a SQL `integer`, saturating: used where the SQL column is an integer
+    /// (versions, seconds), so a larger input still gets that function's answer (a
+    /// version conflict, a range error) instead of a conversion failure.
+    pub fn saturating_i32(self) -> i32 {
+        i32::try_from(self.0).unwrap_or(i32::MAX)
+    }
+}
+
+/// A socket frame's integer, already checked by the protocol crate (same range).
+impl From<synchub_protocol::SafeU64> for Bounded {
+    fn from(value: synchub_protocol::SafeU64) -> Self {
+        Bounded(value.as_i64())
+    }
+}
+
+impl<'de> Deserialize<'de> for Bounded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Bounded;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(BOUNDED_RULE)
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Bounded, E> {
+                i64::try_from(value)
+                    .ok()
+                    .filter(|v| *v <= MAX_SAFE_INTEGER)
+                    .map(Bounded)
+                    .ok_or_else(|| E::custom(format!("must be {BOUNDED_RULE}")))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Bounded, E> {
+                u64::try_from(value)
+                    .map_err(|_| E::custom(format!("must be {BOUNDED_RULE}")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Bounded, E> {
+                // Every integer up to 2^53 is exact in an f64, so this range test is exact too.
+                if value.fract() != 0.0 || !(0.0..=MAX_SAFE_INTEGER as f64).contains(&value) {
+                    return Err(E::custom(format!("must be {BOUNDED_RULE}")));
+                }
+                Ok(Bounded(value as i64))
+            }
+        }
+        // As a number: JSON numbers visit by their own type (a JSON string is refused), query
+        // text is parsed as a float first, so "-1" and "1.5" meet the same rule.
+        deserializer.deserialize_f64(Visitor)
+    }
+}
+
+/// `file_type`: at most 64 bytes of `[A-Za-z0-9._+-]` (CONTRACT section 7); absent or empty
+/// means "infer from the path". The SQL functions check the same for direct callers.
+pub fn check_file_type(file_type: Option<&str>) -> Result<(), ApiError> {
+    let Some(file_type) = file_type else { return Ok(()) };
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-');
+    if file_type.len() > 64 || !file_type.bytes().all(|b| allowed(&b)) {
+        return Err(ApiError::InvalidRequest(
+            "file_type must be at most 64 bytes of A-Z, a-z, 0-9, \".\", \"_\", \"+\" and \"-\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Names, ids and editor state are text without NUL: PostgreSQL cannot store one, and the
+/// answer is 400 (415 is for file content).
+pub fn check_no_nul(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::InvalidRequest(format!("{field} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
+/// [`check_no_nul`] over every string and key of a JSON value.
+pub fn check_json_no_nul(field: &str, value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::String(text) => check_no_nul(field, text),
+        Value::Array(items) => items.iter().try_for_each(|item| check_json_no_nul(field, item)),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            check_no_nul(field, key)?;
+            check_json_no_nul(field, item)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// File content must be UTF-8 text without NUL (JSON strings are UTF-8 already) and within
@@ -96,5 +219,70 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
         axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| PathArgs(p.0)).map_err(|err| {
             ApiError::InvalidPath { message: format!("invalid URL path: {}", err.body_text()), path: None }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    struct Input {
+        n: Option<Bounded>,
+    }
+
+    fn json(text: &str) -> Result<Option<i64>, String> {
+        parse_json::<Input>(text.as_bytes()).map(|i| i.n.map(Bounded::get)).map_err(|e| e.to_string())
+    }
+
+    fn query(text: &str) -> Result<Option<i64>, String> {
+        let uri: axum::http::Uri = format!("/?{text}").parse().unwrap();
+        axum::extract::Query::<Input>::try_from_uri(&uri).map(|q| q.0.n.map(Bounded::get)).map_err(|e| e.body_text())
+    }
+
+    #[test]
+    fn bounded_accepts_0_to_2_pow_53_minus_1_from_json_and_query_text() {
+        for (text, value) in [("0", 0), ("7", 7), ("1.0", 1), ("9007199254740991", MAX_SAFE_INTEGER)] {
+            assert_eq!(json(&format!(r#"{{"n": {text}}}"#)), Ok(Some(value)), "{text}");
+            assert_eq!(query(&format!("n={text}")), Ok(Some(value)), "{text}");
+        }
+        assert_eq!(json("{}"), Ok(None));
+        assert_eq!(json(r#"{"n": null}"#), Ok(None));
+        assert_eq!(query(""), Ok(None));
+    }
+
+    #[test]
+    fn bounded_refuses_everything_else_naming_the_field() {
+        for text in
+            ["-1", "1.5", "9007199254740992", "9223372036854775807", "18446744073709551616", "1e300", r#""1""#, "true"]
+        {
+            let err = json(&format!(r#"{{"n": {text}}}"#)).unwrap_err();
+            assert!(err.starts_with("invalid JSON body: n: "), "{text}: {err}");
+        }
+        for text in ["-1", "1.5", "9007199254740992", "9223372036854775807", "abc", "", "NaN", "inf"] {
+            let err = query(&format!("n={text}")).unwrap_err();
+            assert!(err.contains("n: "), "{text}: {err}");
+        }
+        assert!(Bounded::new("since", -1).is_err());
+        assert!(Bounded::new("since", MAX_SAFE_INTEGER + 1).is_err());
+        assert_eq!(Bounded::new("since", 3).map(Bounded::get).ok(), Some(3));
+        assert_eq!(Bounded::new("v", MAX_SAFE_INTEGER).unwrap().saturating_i32(), i32::MAX);
+    }
+
+    #[test]
+    fn file_type_is_at_most_64_bytes_of_a_small_alphabet() {
+        for ok in [None, Some(""), Some("typescript"), Some("c++"), Some("x.y_z-1"), Some(&*"a".repeat(64))] {
+            assert!(check_file_type(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["a b", "a/b", "é", "a\u{0}", &*"a".repeat(65)] {
+            assert!(check_file_type(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nul_is_found_in_keys_and_nested_strings() {
+        assert!(check_json_no_nul("state", &serde_json::json!({"tabs": ["a", {"b": 1}]})).is_ok());
+        assert!(check_json_no_nul("state", &serde_json::json!({"tabs": ["a", {"b": "\u{0}"}]})).is_err());
+        assert!(check_json_no_nul("state", &serde_json::json!({"\u{0}": 1})).is_err());
     }
 }

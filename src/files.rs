@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::Uri;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
@@ -11,8 +12,9 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, project_id};
+use crate::extract::{Bounded, JsonBody, PathArgs, QueryArgs, check_content, check_file_type, project_id};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 type ApiResultValue = Result<Value, ApiError>;
@@ -45,11 +47,29 @@ fn checked_path(path: &str) -> Result<&str, ApiError> {
     validate_path(path).map_err(|err| ApiError::InvalidPath { message: err.to_string(), path: Some(path.to_string()) })
 }
 
+/// `expected_version` as the SQL functions take it. Versions are SQL integers, so one
+/// above i32::MAX (still a valid input) can never match: it is sent as i32::MAX, which
+/// answers the same version conflict.
 fn expected_version(value: Option<i64>) -> Result<Option<i32>, ApiError> {
-    value
-        .map(|v| i32::try_from(v).ok().filter(|v| *v >= 0))
-        .map(|v| v.ok_or_else(|| ApiError::InvalidRequest("expected_version must be a non-negative integer".into())))
-        .transpose()
+    value.map(|v| Bounded::new("expected_version", v).map(Bounded::saturating_i32)).transpose()
+}
+
+/// Requests no route matched. Under `…/files/` that means an empty file path or an empty
+/// segment in it (the router's `{*path}` never matches those): 400 `invalid_path`, as any
+/// other bad path. Everything else is an unknown route.
+pub async fn unmatched(uri: Uri) -> ApiError {
+    let file_path = uri
+        .path()
+        .strip_prefix("/v1/projects/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(_, rest)| rest.strip_prefix("files/"));
+    match file_path {
+        Some(path) => ApiError::InvalidPath {
+            message: "a file path must not be empty nor have an empty segment".into(),
+            path: Some(path.to_string()),
+        },
+        None => ApiError::NotFound("no such route".into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,22 +90,22 @@ pub async fn list(
         .db
         .query(&as_principal, "SELECT * FROM synchub.list_files($1, $2, $3)", &[&id, &actor, &query.include_content])
         .await?;
-    let cursor: i64 = rows.first().map(|r| r.get("cursor")).unwrap_or(0);
+    let cursor: i64 = rows.first().map(|r| r.column("cursor")).transpose()?.unwrap_or(0);
     let mut files = Vec::with_capacity(rows.len());
     for row in &rows {
-        let Some(path) = row.get::<_, Option<String>>("file_path") else {
+        let Some(path) = row.column::<Option<String>>("file_path")? else {
             continue;
         };
         let mut file = json!({
             "path": path,
-            "file_type": row.get::<_, String>("file_type"),
-            "content_hash": row.get::<_, String>("content_hash"),
-            "version": row.get::<_, i32>("version"),
-            "size": row.get::<_, i32>("size"),
-            "updated_at": row.get::<_, String>("updated_at"),
+            "file_type": row.column::<String>("file_type")?,
+            "content_hash": row.column::<String>("content_hash")?,
+            "version": row.column::<i32>("version")?,
+            "size": row.column::<i32>("size")?,
+            "updated_at": row.column::<String>("updated_at")?,
         });
         if query.include_content {
-            file["content"] = json!(row.get::<_, Option<String>>("content"));
+            file["content"] = json!(row.column::<Option<String>>("content")?);
         }
         files.push(file);
     }
@@ -122,6 +142,7 @@ pub async fn upsert_file(
     let actor = writer(principal, id)?;
     let path = checked_path(path)?;
     check_content(&body.content, state.config.limits.max_file_bytes)?;
+    check_file_type(body.file_type.as_deref())?;
     let expected = expected_version(body.expected_version)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let rows = state
@@ -135,10 +156,10 @@ pub async fn upsert_file(
     let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
     state.committed(id);
     Ok(json!({
-        "path": row.get::<_, String>("file_path"),
-        "version": row.get::<_, i32>("version"),
-        "content_hash": row.get::<_, String>("content_hash"),
-        "seq": row.get::<_, Option<i64>>("seq"),
+        "path": row.column::<String>("file_path")?,
+        "version": row.column::<i32>("version")?,
+        "content_hash": row.column::<String>("content_hash")?,
+        "seq": row.column::<Option<i64>>("seq")?,
     }))
 }
 
@@ -181,9 +202,9 @@ pub async fn delete_file(
     let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
     state.committed(id);
     Ok(json!({
-        "path": row.get::<_, String>("file_path"),
-        "version": row.get::<_, i32>("version"),
-        "seq": row.get::<_, Option<i64>>("seq"),
+        "path": row.column::<String>("file_path")?,
+        "version": row.column::<i32>("version")?,
+        "seq": row.column::<Option<i64>>("seq")?,
     }))
 }
 
@@ -204,14 +225,14 @@ pub struct BulkUpsert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_version: Option<i64>,
+    pub expected_version: Option<Bounded>,
 }
 
 #[derive(Deserialize, serde::Serialize)]
 pub struct BulkDelete {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_version: Option<i64>,
+    pub expected_version: Option<Bounded>,
 }
 
 #[derive(Deserialize)]
@@ -236,11 +257,10 @@ fn check_bulk(bulk: &Bulk, state: &AppState) -> Result<(), ApiError> {
     for upsert in &bulk.upserts {
         checked_path(&upsert.path)?;
         check_content(&upsert.content, limits.max_file_bytes)?;
-        expected_version(upsert.expected_version)?;
+        check_file_type(upsert.file_type.as_deref())?;
     }
     for delete in &bulk.deletes {
         checked_path(&delete.path)?;
-        expected_version(delete.expected_version)?;
     }
     Ok(())
 }
@@ -260,7 +280,7 @@ pub async fn bulk_write(state: &AppState, principal: &Principal, id: Uuid, body:
             &[&id, &upserts, &deletes, &actor, &body.op_id],
         )
         .await?;
-    let result: Value = rows.first().map(|r| r.get(0)).ok_or_else(|| ApiError::internal("bulk returned no row"))?;
+    let result: Value = rows.first().ok_or_else(|| ApiError::internal("bulk returned no row"))?.column(0)?;
     state.committed(id);
     Ok(result)
 }
@@ -279,7 +299,7 @@ pub async fn bulk(
 pub struct Move {
     from: String,
     to: String,
-    expected_version: Option<i64>,
+    expected_version: Option<Bounded>,
     op_id: Option<Uuid>,
 }
 
@@ -293,7 +313,7 @@ pub async fn move_file(
     let actor = writer(&principal, id)?;
     checked_path(&body.from)?;
     checked_path(&body.to)?;
-    let expected = expected_version(body.expected_version)?;
+    let expected = body.expected_version.map(Bounded::saturating_i32);
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let rows = state
         .db
@@ -308,8 +328,8 @@ pub async fn move_file(
     Ok(Json(json!({
         "from": body.from,
         "to": body.to,
-        "seq": row.get::<_, Option<i64>>("seq"),
-        "version": row.get::<_, Option<i32>>("version"),
+        "seq": row.column::<Option<i64>>("seq")?,
+        "version": row.column::<Option<i32>>("version")?,
     })))
 }
 

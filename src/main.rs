@@ -46,15 +46,16 @@ enum TokenCommand {
         sub: String,
         #[arg(long, default_value_t = 86_400)]
         ttl: i64,
-        /// Use the keys of the dev hub in this directory.
-        #[arg(long)]
+        /// Use the keys of the dev hub started with this `--data-dir` (default: SYNCHUB_JWT_SECRET, else ./.synchub).
+        #[arg(long, env = "SYNCHUB_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
     /// A service (orchestrator) token signed with the hub's signing key.
     Service {
         #[arg(long, default_value_t = 30 * 86_400)]
         ttl: i64,
-        #[arg(long)]
+        /// Use the keys of the dev hub started with this `--data-dir` (default: SYNCHUB_SIGNING_KEY, else ./.synchub).
+        #[arg(long, env = "SYNCHUB_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
 }
@@ -112,13 +113,23 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
     let keys = DevKeys::load_or_create(&data_dir)?;
     config.jwt_secret.get_or_insert(keys.jwt_secret.clone());
     config.signing_key.get_or_insert(keys.signing_key.clone());
+    if config.allowed_origins.is_empty() {
+        config.allowed_origins = dev::DEFAULT_ORIGINS.iter().map(|o| o.to_string()).collect();
+    }
     if config.storage_dir.is_none() && config.s3_bucket.is_none() {
         config.storage_dir = Some(data_dir.join("objects"));
     }
-    let _database = match &config.database_url {
+    let database = match &config.database_url {
         Some(_) => None,
         None => {
             let (server, url) = dev::start_database(&data_dir).await?;
+            if server.relocated() {
+                println!(
+                    "The postgres user cannot reach {}: the PostgreSQL cluster lives in {} (private to that user).",
+                    data_dir.display(),
+                    server.cluster_dir().display()
+                );
+            }
             config.database_url = Some(url);
             Some(server)
         }
@@ -132,15 +143,20 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
     let user_token = users.mint("dev-user", 86_400)?;
     let service_token = HubKeys::new(Some(&keys.signing_key)).service_token(30 * 86_400)?;
     let (state, router) = App::build(config).await?;
+    let router = router.merge(synchub::demo::router());
     let base = format!("http://{addr}");
+    let postgres = database
+        .as_ref()
+        .map(|server| format!("  PostgreSQL: {} (port {})\n", server.cluster_dir().display(), server.port))
+        .unwrap_or_default();
     println!(
-        "synchub dev is ready in {:.1} s\n\n  API:        {base}/v1\n  Realtime:   ws://{addr}/v1/realtime\n  OpenAPI:    {base}/openapi.json\n  Data dir:   {}\n\n  User token (sub=dev-user, 24 h):\n    {user_token}\n  Service token (30 days):\n    {service_token}\n\n  More tokens: synchub token user --sub alice --data-dir {}\n",
+        "synchub dev is ready in {:.1} s\n\n  Editor:     {base}/#token={user_token}\n  API:        {base}/v1\n  Realtime:   ws://{addr}/v1/realtime\n  OpenAPI:    {base}/openapi.json\n  Data dir:   {}\n{postgres}\n  User token (sub=dev-user, 24 h):\n    {user_token}\n  Service token (30 days):\n    {service_token}\n\n  More tokens: synchub token user --sub alice --data-dir {}\n",
         started.elapsed().as_secs_f64(),
         data_dir.display(),
         data_dir.display(),
     );
     let result = app::serve(state, listener, router, app::shutdown_signal()).await;
-    if let Some(server) = _database {
+    if let Some(server) = database {
         tokio::task::spawn_blocking(move || server.stop()).await?;
     }
     result

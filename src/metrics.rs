@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -123,14 +124,29 @@ impl Default for Metrics {
     }
 }
 
+/// The media types `/metrics` answers in: the Prometheus text format 0.0.4 by default,
+/// OpenMetrics when the `Accept` header asks for it.
+pub const MEDIA_TYPES: &[&str] = &[PROMETHEUS_TEXT, OPENMETRICS_TEXT];
+const PROMETHEUS_TEXT: &str = "text/plain";
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text";
+
 impl Metrics {
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The exposition the `Accept` header asks for, with its `Content-Type`.
+    pub fn render_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        if accept.is_some_and(|accept| accept.contains(OPENMETRICS_TEXT)) {
+            ("application/openmetrics-text; version=1.0.0; charset=utf-8", self.render())
+        } else {
+            ("text/plain; version=0.0.4; charset=utf-8", to_prometheus_text(&self.render()))
+        }
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -143,17 +159,81 @@ impl Metrics {
     }
 }
 
+/// The `method` label: a standard method, or `other` (any client may send any token as a
+/// method, and each would otherwise become a series).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 7] =
+        [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+    KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
+}
+
 /// Middleware: counts every request by its route template (never the raw path, which
-/// would carry ids and file names) and status.
+/// would carry ids and file names), method and status. Every label comes from a fixed
+/// set, so no request can add a series.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state.metrics.observe_request(method, &route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// OpenMetrics text → Prometheus text 0.0.4. The samples are the same; what differs is the
+/// metadata: a counter family is named after its `_total` samples, there are no `# UNIT`
+/// lines, no `# EOF`, and `unknown` is `untyped`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = ["# HELP ", "# TYPE "].into_iter().find_map(|tag| Some((tag, line.strip_prefix(tag)?)));
+        match metadata {
+            Some((tag, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                let tail = if tag == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                out.push_str(&format!("{tag}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_come_from_a_fixed_set() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        assert_eq!(method_label(&Method::from_bytes(b"XMETHOD").unwrap()), "other");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_after_their_samples() {
+        let metrics = Metrics::default();
+        metrics.rate_limited.inc();
+        metrics.open_sockets.set(2);
+        let (content_type, text) = metrics.render_for(Some("text/plain"));
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(text.contains("# HELP synchub_rate_limited_total "), "{text}");
+        assert!(text.contains("# TYPE synchub_rate_limited_total counter\nsynchub_rate_limited_total 1\n"), "{text}");
+        assert!(text.contains("# TYPE synchub_open_sockets gauge\nsynchub_open_sockets 2\n"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        let (content_type, text) = metrics.render_for(Some("application/openmetrics-text; version=1.0.0"));
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
@@ -44,8 +44,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(json!({"database": database, "storage": storage})))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+/// Prometheus text 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
+    let (content_type, body) = state.metrics.render_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {

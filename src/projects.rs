@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathArgs, QueryArgs, project_id};
+use crate::extract::{Bounded, JsonBody, PathArgs, QueryArgs, check_json_no_nul, check_no_nul, project_id};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -45,11 +45,13 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateProject>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let sub = principal.user()?;
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    check_no_nul("name", &body.name)?;
     let source = body.source.unwrap_or_else(|| serde_json::json!({"kind": "cloud"}));
     if !source.is_object() {
         return Err(ApiError::InvalidRequest("source must be an object".into()));
     }
+    check_json_no_nul("source", &source)?;
+    state.limiter.check(&principal.rate_key(), 1.0)?;
     let project = state
         .db
         .json(&principal, "SELECT synchub.create_project($1, $2, $3, $4)", &[&body.id, &body.name, &sub, &source])
@@ -66,7 +68,7 @@ pub async fn get(State(state): State<AppState>, principal: Principal, PathArgs(i
 #[derive(Deserialize)]
 pub struct Rename {
     name: String,
-    base_revision: i64,
+    base_revision: Bounded,
 }
 
 pub async fn rename(
@@ -77,13 +79,14 @@ pub async fn rename(
 ) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    check_no_nul("name", &body.name)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let project = state
         .db
         .json(
             &principal,
             "SELECT synchub.rename_project($1, $2, $3, $4)",
-            &[&id, &sub, &body.name, &body.base_revision],
+            &[&id, &sub, &body.name, &body.base_revision.get()],
         )
         .await?;
     Ok(Json(project))
@@ -128,6 +131,7 @@ pub async fn set_member(
 ) -> ApiResult {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    check_no_nul("user_id", &user_id)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let member = state
         .db
@@ -144,6 +148,7 @@ pub async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
+    check_no_nul("user_id", &user_id)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
     state.db.query(&principal, "SELECT synchub.remove_member($1, $2, $3)", &[&id, &sub, &user_id]).await?;
     state.members_changed(id);

@@ -1,23 +1,33 @@
 //! Every route in one place. Registration goes through [`ApiRouter`] so `/openapi.json`
 //! lists exactly these.
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::http::{HeaderValue, Method as HttpMethod, header};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method as HttpMethod, header};
+use axum::middleware::map_response;
+use axum::response::Response;
 use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api_doc::{Access, ApiRouter, Method::*};
+use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
+
+/// Request correlation id a browser may send and read back.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
     use Access::*;
+    use Answer::*;
     ApiRouter::new()
         .route(Get, "/healthz", Public, "Process is up", ops::healthz)
         .route(Get, "/readyz", Public, "Database and storage are reachable", ops::readyz)
         .route(Get, "/metrics", Public, "Prometheus metrics", ops::metrics)
+        .answers(Media(metrics::MEDIA_TYPES))
         .route(Get, "/openapi.json", Public, "This document", ops::openapi)
         .route(
             Get,
@@ -26,6 +36,7 @@ pub fn api() -> (Router<AppState>, Value) {
             "WebSocket: join channels, receive events, write (docs/API.md)",
             realtime::socket::upgrade,
         )
+        .answers(Upgrade)
         .route(
             Get,
             "/v1/objects/{*key}",
@@ -33,13 +44,16 @@ pub fn api() -> (Router<AppState>, Value) {
             "A stored snapshot, behind a signed expiring URL",
             snapshots::storage::serve_object,
         )
+        .answers(Media(&["application/zip", "application/octet-stream"]))
         .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
+        .answers(Array)
         .route(Post, "/v1/projects", User, "Create a project", projects::create)
         .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)
         .route(Patch, "/v1/projects/{id}", User, "Rename a project (revision-checked)", projects::rename)
         .route(Delete, "/v1/projects/{id}", User, "Tombstone a project (owner)", projects::delete)
         .route(Post, "/v1/projects/{id}/restore", User, "Restore a tombstoned project (owner)", projects::restore)
         .route(Get, "/v1/projects/{id}/members", User, "List members", projects::list_members)
+        .answers(Array)
         .route(Put, "/v1/projects/{id}/members/{user_id}", User, "Add or change a member (owner)", projects::set_member)
         .route(Delete, "/v1/projects/{id}/members/{user_id}", User, "Remove a member (owner)", projects::remove_member)
         .route(Get, "/v1/projects/{id}/files", Bearer, "List current files with the cursor", files::list)
@@ -62,18 +76,36 @@ pub fn api() -> (Router<AppState>, Value) {
             "/v1/projects/{id}/sessions",
             Service,
             "Session: snapshot + container token + env",
-            sessions::create,
+            sessions::create.layer(map_response(no_store)),
         )
-        .route(Post, "/v1/projects/{id}/snapshots", Service, "Build (or reuse) a snapshot", snapshots::handlers::create)
+        .route(
+            Post,
+            "/v1/projects/{id}/snapshots",
+            Service,
+            "Build (or reuse) a snapshot",
+            snapshots::handlers::create.layer(map_response(no_store)),
+        )
         .route(
             Get,
             "/v1/projects/{id}/snapshots/latest",
             Bearer,
             "The latest snapshot, fresh URL",
-            snapshots::handlers::latest,
+            snapshots::handlers::latest.layer(map_response(no_store)),
         )
-        .route(Post, "/v1/projects/{id}/tokens", Service, "A container token for a session", sessions::mint)
-        .route(Post, "/v1/tokens/refresh", Bearer, "Refresh a container token", sessions::refresh)
+        .route(
+            Post,
+            "/v1/projects/{id}/tokens",
+            Service,
+            "A container token for a session",
+            sessions::mint.layer(map_response(no_store)),
+        )
+        .route(
+            Post,
+            "/v1/tokens/refresh",
+            Bearer,
+            "Refresh a container token",
+            sessions::refresh.layer(map_response(no_store)),
+        )
         .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
         .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
         .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
@@ -81,19 +113,38 @@ pub fn api() -> (Router<AppState>, Value) {
         .finish()
 }
 
+/// How long a browser may cache a preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// The complete service: routes, metrics, CORS for the configured browser origins, and a
 /// JSON 404 for unknown routes.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
-    let origins: Vec<HeaderValue> =
-        state.config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    let origins = state.clone();
+    // No credentials: tokens are bearer headers, never cookies, so even `*` leaks nothing.
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| origins.origins.allows(origin.as_bytes())))
         .allow_methods([HttpMethod::GET, HttpMethod::POST, HttpMethod::PUT, HttpMethod::PATCH, HttpMethod::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUEST_ID])
+        .expose_headers([header::RETRY_AFTER, X_REQUEST_ID])
+        .max_age(CORS_MAX_AGE);
     routes
-        .fallback(|| async { crate::error::ApiError::NotFound("no such route".into()) })
+        .fallback(files::unmatched)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
+        .layer(map_response(nosniff))
         .with_state(state)
+}
+
+/// Every answer (errors, the 404 fallback, CORS preflights, upgrade refusals included):
+/// browsers must not sniff a body into something executable.
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// For routes whose answers carry a token or a signed URL: no cache may keep them.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, OptionalJsonBody, PathArgs, project_id};
+use crate::extract::{Bounded, JsonBody, OptionalJsonBody, PathArgs, project_id};
 use crate::realtime::protocol::channel_name;
 use crate::snapshots::service as snapshots;
 
@@ -43,8 +44,8 @@ fn session_end(session: &Value) -> Result<i64, ApiError> {
 
 #[derive(Deserialize, Default)]
 pub struct CreateSession {
-    ttl_seconds: Option<i64>,
-    max_lifetime_seconds: Option<i64>,
+    ttl_seconds: Option<Bounded>,
+    max_lifetime_seconds: Option<Bounded>,
 }
 
 /// `POST /v1/projects/{id}/sessions`: session + snapshot + container token + env.
@@ -56,9 +57,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     service_only(&principal)?;
     let project = project_id(&id)?;
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
-    let max_lifetime = body.max_lifetime_seconds.unwrap_or(DEFAULT_MAX_LIFETIME.max(ttl));
-    let (ttl32, max32) = (i32::try_from(ttl).unwrap_or(-1), i32::try_from(max_lifetime).unwrap_or(-1));
+    let ttl = body.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, Bounded::get);
+    let max_lifetime = body.max_lifetime_seconds.map_or(DEFAULT_MAX_LIFETIME.max(ttl), Bounded::get);
+    // Saturated into SQL integers, whose range check then answers 400.
+    let (ttl32, max32) = (i32::try_from(ttl).unwrap_or(i32::MAX), i32::try_from(max_lifetime).unwrap_or(i32::MAX));
     // The snapshot first: when it cannot be made (no storage, storage down, no such
     // project) no session row is left behind. A snapshot made for a request that then
     // fails is only the project's current state, reused by the next request.
@@ -93,7 +95,7 @@ pub async fn create(
 #[derive(Deserialize)]
 pub struct MintToken {
     session_id: Uuid,
-    ttl_seconds: Option<i64>,
+    ttl_seconds: Option<Bounded>,
 }
 
 /// `POST /v1/projects/{id}/tokens`: another container token for a live session.
@@ -110,7 +112,7 @@ pub async fn mint(
         return Err(ApiError::NotFound("session not found".into()));
     }
     // The session's own token lifetime unless the call asks for another.
-    let ttl = body.ttl_seconds.or(session["token_ttl_seconds"].as_i64()).unwrap_or(DEFAULT_TOKEN_TTL);
+    let ttl = body.ttl_seconds.map(Bounded::get).or(session["token_ttl_seconds"].as_i64()).unwrap_or(DEFAULT_TOKEN_TTL);
     if !(10..=86_400).contains(&ttl) {
         return Err(ApiError::InvalidRequest("ttl_seconds must be between 10 and 86400".into()));
     }
@@ -118,7 +120,7 @@ pub async fn mint(
     // lifetime, its project not deleted.
     let client = state.db.pool().get().await?;
     let active: bool =
-        client.query_one("SELECT synchub.session_active($1, $2)", &[&body.session_id, &project]).await?.get(0);
+        client.query_one("SELECT synchub.session_active($1, $2)", &[&body.session_id, &project]).await?.column(0)?;
     if !active {
         return Err(ApiError::Forbidden("the session was revoked or has ended".into()));
     }

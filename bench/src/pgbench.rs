@@ -58,6 +58,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
         ctx.db_name().into(),
     ];
     let output = tokio::process::Command::new(&pgbench)
+        .env("PGPASSWORD", ctx.pg.password())
         .args(&args)
         .current_dir(&dir)
         .output()
@@ -177,6 +178,7 @@ pub async fn upsert_throughput(
         ctx.db_name().into(),
     ];
     let output = tokio::process::Command::new(&pgbench)
+        .env("PGPASSWORD", ctx.pg.password())
         .args(&args)
         .current_dir(&dir)
         .output()

@@ -88,8 +88,9 @@ impl<'c> ProjectRead<'c> {
             client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
         let head = tx.query_opt("SELECT last_seq FROM synchub.project_heads(ARRAY[$1]::uuid[])", &[&project]).await?;
         let Some(head) = head else { return Ok(None) };
-        let cursor: i64 = head.get(0);
-        let latest: Option<Value> = tx.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.get(0);
+        let cursor: i64 = head.try_get(0)?;
+        let latest: Option<Value> =
+            tx.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.try_get(0)?;
         Ok(Some(ProjectRead { tx, project, cursor, latest }))
     }
 
@@ -147,16 +148,18 @@ impl<'c> ProjectRead<'c> {
 /// The manifest entries of the current files (first pass: no content crosses the wire).
 async fn list_metadata(tx: &Transaction<'_>, project: Uuid) -> Result<Vec<ManifestFile>, DbBuildError> {
     let rows = tx.query(METADATA_QUERY, &[&project]).await.map_err(DbBuildError::Db)?;
-    Ok(rows
-        .iter()
-        .map(|row| ManifestFile {
-            path: row.get(0),
-            file_type: row.get(1),
-            version: i64::from(row.get::<_, i32>(2)),
-            size: u64::try_from(row.get::<_, i32>(3)).unwrap_or_default(),
-            sha256: row.get(4),
+    rows.iter()
+        .map(|row| {
+            Ok(ManifestFile {
+                path: row.try_get(0)?,
+                file_type: row.try_get(1)?,
+                version: i64::from(row.try_get::<_, i32>(2)?),
+                size: u64::try_from(row.try_get::<_, i32>(3)?).unwrap_or_default(),
+                sha256: row.try_get(4)?,
+            })
         })
-        .collect())
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(DbBuildError::Db)
 }
 
 /// Sends every current file's content to the builder (second pass); stops early when the
@@ -170,14 +173,15 @@ async fn stream_rows(
     let rows = tx.query_raw(&statement, [&project]).await.map_err(DbBuildError::Db)?;
     pin_mut!(rows);
     while let Some(row) = rows.next().await {
-        let row = match row {
-            Ok(row) => row,
+        let file = match row.and_then(|row| {
+            Ok(FileContent { path: row.try_get(0)?, content: row.try_get::<_, String>(1)?.into_bytes() })
+        }) {
+            Ok(file) => file,
             Err(err) => {
                 let _ = rows_out.send(Err(err.to_string())).await;
                 return Err(DbBuildError::Rows(err));
             }
         };
-        let file = FileContent { path: row.get(0), content: row.get::<_, String>(1).into_bytes() };
         if rows_out.send(Ok(file)).await.is_err() {
             break;
         }

@@ -1,5 +1,6 @@
-//! Property tests for the reader: random bytes and randomly mutated valid archives never
-//! make `verify` or `extract` panic, and never write outside the destination.
+//! Property tests for the reader: random bytes, randomly mutated valid archives, hostile
+//! entry names and zip bombs of any ratio never make `verify` or `extract` panic, never
+//! write outside the destination, and never inflate past the caps.
 
 mod common;
 
@@ -121,4 +122,113 @@ proptest! {
 fn the_unmutated_archive_is_accepted() {
     check(valid());
     assert!(snapshot_builder::verify(Cursor::new(valid()), &limits()).is_ok());
+}
+
+/// Path components that hostile archives use, mixed with ordinary ones.
+fn name_part() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("..".to_string()),
+        Just(".".to_string()),
+        Just(String::new()),
+        Just(".git".to_string()),
+        Just(".synchub".to_string()),
+        Just("C:".to_string()),
+        Just("a\\..\\b".to_string()),
+        Just("nul\0".to_string()),
+        Just("\u{1b}[31m".to_string()),
+        "[a-z]{1,8}",
+        "\\PC{1,6}",
+    ]
+}
+
+/// An entry name: parts joined by `/`, sometimes with a leading `/`.
+fn entry_name() -> impl Strategy<Value = String> {
+    (any::<bool>(), proptest::collection::vec(name_part(), 1..5)).prop_map(|(absolute, parts)| {
+        let joined = parts.join("/");
+        if absolute { format!("/{joined}") } else { joined }
+    })
+}
+
+/// What a reader hands a sink, counted, to prove caps hold on the bytes it really inflated.
+#[derive(Default)]
+struct CountingSink {
+    current: u64,
+    largest: u64,
+    total: u64,
+}
+
+impl snapshot_builder::EntrySink for CountingSink {
+    type Error = std::convert::Infallible;
+    fn begin(&mut self, _: &snapshot_builder::ManifestFile) -> Result<bool, Self::Error> {
+        self.current = 0;
+        Ok(true)
+    }
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Self::Error> {
+        self.current += chunk.len() as u64;
+        self.total += chunk.len() as u64;
+        self.largest = self.largest.max(self.current);
+        Ok(())
+    }
+    fn finish(&mut self, _: &snapshot_builder::ManifestFile) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_entry_names_are_refused_or_valid_and_never_escape(name in entry_name(), content in "[a-z]{0,32}") {
+        let manifest = manifest_for(&[(name.as_str(), content.as_bytes())]);
+        let archive = raw_with_manifest(&[Entry::File(&name, content.as_bytes())], &manifest);
+        check(&archive);
+        if snapshot_builder::verify(Cursor::new(&archive), &limits()).is_ok() {
+            prop_assert!(snapshot_builder::paths::validate_path(&name).is_ok(), "accepted {name:?}");
+        }
+    }
+
+    #[test]
+    fn renamed_entries_in_a_valid_archive_are_refused(name in proptest::collection::vec(any::<u8>(), 9)) {
+        // Same length as "dir/b.txt", so only the name changes, in both the local header
+        // and the central directory: the manifest no longer lists it.
+        let mut archive = valid().to_vec();
+        assert_eq!(patch_bytes(&mut archive, b"dir/b.txt", &name), 2);
+        check(&archive);
+        if name != b"dir/b.txt" {
+            prop_assert!(snapshot_builder::verify(Cursor::new(&archive), &limits()).is_err());
+        }
+    }
+}
+
+proptest! {
+    // Each case inflates up to a few MiB: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn zip_bombs_of_any_ratio_stop_at_the_caps(
+        sizes in proptest::collection::vec(0usize..600 * 1024, 1..6),
+        byte in any::<u8>(),
+        understate in proptest::option::of(0u32..1024),
+    ) {
+        // Runs of one byte deflate about 1000:1. The manifest tells the truth; the headers
+        // may understate the first entry's size.
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("bomb{i}")).collect();
+        let contents: Vec<Vec<u8>> = sizes.iter().map(|&size| vec![byte; size]).collect();
+        let entries: Vec<Entry<'_>> = names.iter().zip(&contents).map(|(n, c)| Entry::File(n, c)).collect();
+        let listed: Vec<(&str, &[u8])> = names.iter().zip(&contents).map(|(n, c)| (n.as_str(), &c[..])).collect();
+        let mut archive = raw_with_manifest(&entries, &manifest_for(&listed));
+        if let Some(claimed) = understate {
+            patch_declared_size(&mut archive, "bomb0", claimed);
+        }
+        let limits = limits();
+        let mut sink = CountingSink::default();
+        let result = snapshot_builder::read_into(Cursor::new(&archive), &limits, &mut sink);
+        prop_assert!(sink.largest <= limits.max_file_bytes, "one entry inflated to {}", sink.largest);
+        prop_assert!(sink.total <= limits.max_total_bytes, "inflated {} in all", sink.total);
+        let within_caps = sizes.iter().all(|&s| s as u64 <= limits.max_file_bytes)
+            && sizes.iter().sum::<usize>() as u64 <= limits.max_total_bytes;
+        let honest = understate.is_none_or(|claimed| claimed as usize == sizes[0]);
+        prop_assert_eq!(result.is_ok(), within_caps && honest);
+        check(&archive);
+    }
 }

@@ -8,6 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -64,6 +65,25 @@ pub struct Authenticator {
     pub hub: tokens::HubKeys,
 }
 
+/// Longer tokens are refused before any decoding: identity-provider tokens are a few KiB,
+/// and no caller should make the hub parse megabytes of base64.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The contract's bound on the clock skew tolerated on `exp` and `nbf`.
+const MAX_LEEWAY_SECS: u64 = 60;
+
+/// The checks every token gets: the one pinned algorithm, `exp` required, `nbf` honoured,
+/// `leeway` seconds of skew (at most 60). Callers add issuer, audience and further
+/// required claims.
+fn validation(algorithm: Algorithm, leeway: u64, required: &[&str]) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = leeway.min(MAX_LEEWAY_SECS);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(required);
+    validation
+}
+
 #[derive(Deserialize)]
 struct PeekClaims {
     iss: Option<String>,
@@ -76,6 +96,9 @@ impl Authenticator {
 
     /// The principal and the token's `exp` (unix seconds): sockets close when it passes.
     pub async fn verify_with_expiry(&self, token: &str) -> Result<(Principal, i64), ApiError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthenticated("token too long".into()));
+        }
         // Which verifier to use is decided by the (unverified) issuer; each verifier then
         // checks the signature with its own pinned algorithm and key.
         let payload = token
@@ -97,10 +120,20 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     bearer_header(&parts.headers)
 }
 
+/// The token of an `Authorization: Bearer` header; None without the header. A header that
+/// is there but is not one bearer token (another scheme, not UTF-8) gives an empty token,
+/// which verification refuses: a credential the hub cannot read is refused, never ignored
+/// (a socket upgrade must not quietly fall back to an unauthenticated socket).
 pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim())
+    let value = headers.get(AUTHORIZATION)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .unwrap_or_default();
+    Some(token)
 }
 
 impl FromRequestParts<AppState> for Principal {

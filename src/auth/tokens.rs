@@ -1,7 +1,7 @@
 //! The hub's own tokens, signed with `SYNCHUB_SIGNING_KEY` (HS256): service tokens for
 //! orchestrators and scoped, read-only container tokens for preview containers.
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -10,6 +10,9 @@ use crate::error::ApiError;
 
 /// `iss` of every hub token.
 pub const ISSUER: &str = "synchub";
+
+/// Hub tokens are minted by hubs sharing a clock source: little skew to allow.
+const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,10 +94,9 @@ impl HubKeys {
     pub fn verify(&self, token: &str) -> Result<(Principal, i64), ApiError> {
         let key =
             self.decoding.as_ref().ok_or_else(|| ApiError::Unauthenticated("hub tokens are not enabled".into()))?;
-        let mut validation = Validation::new(Algorithm::HS256);
+        let mut validation = super::validation(Algorithm::HS256, LEEWAY_SECS, &["exp", "iss", "sub"]);
         validation.set_issuer(&[ISSUER]);
         validation.validate_aud = false;
-        validation.leeway = 5;
         let data = jsonwebtoken::decode::<HubClaims>(token, key, &validation).map_err(map_jwt_error)?;
         let principal = match (data.claims.typ, data.claims.sid, data.claims.pid) {
             (TokenKind::Service, _, _) => Principal::Service,
@@ -116,7 +118,9 @@ pub fn map_jwt_error(err: jsonwebtoken::errors::Error) -> ApiError {
         ErrorKind::InvalidAlgorithm => ApiError::Unauthenticated("token algorithm not allowed".into()),
         ErrorKind::InvalidIssuer => ApiError::Unauthenticated("wrong token issuer".into()),
         ErrorKind::InvalidAudience => ApiError::Unauthenticated("wrong token audience".into()),
+        ErrorKind::ImmatureSignature => ApiError::Unauthenticated("token not valid yet (nbf)".into()),
         ErrorKind::MissingRequiredClaim(claim) => ApiError::Unauthenticated(format!("token lacks the {claim} claim")),
+        ErrorKind::InvalidClaimFormat(claim) => ApiError::Unauthenticated(format!("malformed {claim} claim")),
         _ => ApiError::Unauthenticated("invalid token".into()),
     }
 }

@@ -1,6 +1,7 @@
 //! User tokens from the identity provider: HS256 with a shared secret, or asymmetric
 //! (RS256/ES256/EdDSA) keys from a JWKS URL. Accepted algorithms come from configuration,
-//! never from the token header; `exp` is required; `iss`/`aud` are checked when set.
+//! never from the token header; `exp` is required, `nbf` honoured; a configured issuer or
+//! audience makes its claim required (`aud` may be a string or an array holding it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,9 @@ use tokio::sync::{Mutex, RwLock};
 use super::tokens::map_jwt_error;
 use crate::error::ApiError;
 
+/// Clock skew tolerated on `exp` and `nbf` of identity-provider tokens.
+const LEEWAY_SECS: u64 = 30;
+
 /// A key set is refetched at most this often when a token names an unknown `kid`.
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 /// A key set older than this is refetched.
@@ -24,10 +28,20 @@ pub struct UserClaims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// A single string (RFC 7519): an array here does not deserialize, so it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// `aud` is one string or an array of them (RFC 7519 section 4.1.3); identity providers
+/// issue both. Whether it names our audience is checked by the JWT validation.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -86,9 +100,11 @@ impl UserVerifier {
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not only right when present.
+        let mut required = vec!["exp", "sub"];
+        required.extend(self.issuer.as_ref().map(|_| "iss"));
+        required.extend(self.audience.as_ref().map(|_| "aud"));
+        let mut validation = super::validation(algorithm, LEEWAY_SECS, &required);
         match &self.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
@@ -135,7 +151,7 @@ impl UserVerifier {
             exp: now + ttl_secs,
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
         };
         Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)?)
     }

@@ -7,18 +7,20 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use synchub_protocol::{
-    AckErr, AckFrame, AckOk, BulkDelete, BulkUpsert, ClientFrame, ErrorBody, ErrorFrame, False, Ref, ServerFrame, True,
-    WriteResult, channel_name, close, parse_channel,
+    AckErr, AckFrame, AckOk, BulkDelete, BulkUpsert, ClientFrame, ErrorBody, ErrorFrame, False, Ref, SafeU64,
+    ServerFrame, True, WriteResult, channel_name, close, parse_channel,
 };
 
 use crate::error::ApiError;
+use crate::extract::Bounded;
 use crate::files;
 
-/// The answer to an accepted `auth` frame; `expires_at` in seconds since the epoch.
+/// The answer to every accepted `auth` frame: the browser knows it is in, and until when
+/// (`expires_at` in seconds since the epoch).
 pub fn authed(expires_at: i64) -> String {
     let expires_at = chrono::DateTime::from_timestamp(expires_at, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
     ServerFrame::Authed { expires_at }.to_text()
 }
 
@@ -96,12 +98,12 @@ pub fn bulk_body(upserts: Vec<BulkUpsert>, deletes: Vec<BulkDelete>, op_id: Opti
             path: u.path,
             content: u.content,
             file_type: u.file_type,
-            expected_version: u.expected_version.map(i64::from),
+            expected_version: u.expected_version.map(Bounded::from),
         })
         .collect();
     let deletes = deletes
         .into_iter()
-        .map(|d| files::BulkDelete { path: d.path, expected_version: d.expected_version.map(i64::from) })
+        .map(|d| files::BulkDelete { path: d.path, expected_version: d.expected_version.map(Bounded::from) })
         .collect();
     files::Bulk { upserts, deletes, op_id }
 }
@@ -148,5 +150,11 @@ mod tests {
         );
         assert_eq!(pong(&None), r#"{"type":"pong","ref":null}"#);
         assert_eq!(authed(0), r#"{"type":"authed","expires_at":"1970-01-01T00:00:00Z"}"#);
+    }
+
+    #[test]
+    fn authed_carries_the_expiry_in_rfc_3339() {
+        let value: Value = serde_json::from_str(&authed(1_800_000_000)).unwrap();
+        assert_eq!(value, serde_json::json!({"type": "authed", "expires_at": "2027-01-15T08:00:00Z"}));
     }
 }

@@ -41,11 +41,11 @@ const FILL_PAGE: i64 = 500;
 const WRITE_BUFFER: usize = 64 * 1024;
 
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a.trim() == o));
-        if !allowed {
-            return ApiError::Forbidden("origin not allowed".into()).into_response();
-        }
+    // Browsers always send Origin; clients without one (agents, servers) are not browsers.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !state.origins.allows(origin.as_bytes())
+    {
+        return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
     let pre_auth = match crate::auth::bearer_header(&headers) {
         Some(token) => match state.authenticate(token).await {
@@ -69,10 +69,10 @@ type Stream = SplitStream<WebSocket>;
 
 async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>) {
     let (sink, mut stream) = socket.split();
-    let (principal, expires_at) = match pre_auth {
-        Some(verified) => verified,
+    let ((principal, expires_at), by_frame) = match pre_auth {
+        Some(verified) => (verified, false),
         None => match first_frame_auth(&state, &mut stream).await {
-            Ok(verified) => verified,
+            Ok(verified) => (verified, true),
             Err((code, reason)) => return close_early(sink, stream, code, reason).await,
         },
     };
@@ -81,6 +81,9 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
     };
     state.metrics.open_sockets.inc();
     let outbox = Outbox::new(state.config.limits.socket_queue_bytes);
+    if by_frame {
+        outbox.push(Out::Text(protocol::authed(expires_at)));
+    }
     let closed = CancellationToken::new();
     let writer = tokio::spawn(write_loop(state.clone(), sink, outbox.clone(), closed.clone()));
     let (progress, _session_socket) = match &principal {
@@ -287,6 +290,7 @@ impl Session {
         match self.state.authenticate(token).await {
             Ok((principal, expires_at)) if principal == self.principal => {
                 self.expires_at = expires_at;
+                self.outbox.push(Out::Text(protocol::authed(expires_at)));
                 true
             }
             Ok(_) => {

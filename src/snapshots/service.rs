@@ -18,6 +18,7 @@ use snapshot_builder::db::{DbBuildError, ProjectRead};
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::db::RowExt;
 use crate::error::ApiError;
 
 /// Presigned URLs live this long (CONTRACT section 5).
@@ -66,8 +67,7 @@ async fn answer(state: &AppState, row: &Value, reused: bool) -> Result<Value, Ap
 
 async fn latest_row(state: &AppState, project: Uuid) -> Result<Option<Value>, ApiError> {
     let client = state.db.pool().get().await?;
-    let row: Option<Value> = client.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.get(0);
-    Ok(row)
+    client.query_one("SELECT synchub.latest_snapshot($1)", &[&project]).await?.column(0)
 }
 
 /// `POST /v1/projects/{id}/snapshots` and the snapshot of a new session: the latest
@@ -90,7 +90,7 @@ pub async fn latest(state: &AppState, project: Uuid) -> Result<Value, ApiError> 
     let storage = storage(state)?;
     if let Some(row) = latest_row(state, project).await? {
         let client = state.db.pool().get().await?;
-        let oldest: i64 = client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.get(0);
+        let oldest: i64 = client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.column(0)?;
         if row["cursor"].as_i64().unwrap_or(-1) + 1 >= oldest
             && storage.exists(row["storage_key"].as_str().unwrap_or_default()).await.unwrap_or(false)
         {

@@ -8,16 +8,16 @@ use serde_json::{Value, json};
 
 use crate::helpers::{JWT_SECRET, TestApp, assert_error};
 
-const ISSUER: &str = "https://idp.test";
-const AUDIENCE: &str = "synchub-test";
-const KID: &str = "test-key-1";
+pub const ISSUER: &str = "https://idp.test";
+pub const AUDIENCE: &str = "synchub-test";
+pub const KID: &str = "test-key-1";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/api/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// Serves the JWKS fixture on a loopback port.
-async fn jwks_server() -> String {
+pub async fn jwks_server() -> String {
     let jwks: Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
     let router = axum::Router::new().route("/jwks.json", axum::routing::get(move || async move { axum::Json(jwks) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -26,11 +26,11 @@ async fn jwks_server() -> String {
     format!("http://{addr}/jwks.json")
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn claims(overrides: Value) -> Value {
+pub fn claims(overrides: Value) -> Value {
     let mut claims = json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "iat": now()});
     for (k, v) in overrides.as_object().unwrap() {
         if v.is_null() {
@@ -42,17 +42,17 @@ fn claims(overrides: Value) -> Value {
     claims
 }
 
-fn rs256(claims: &Value, key_file: &str, kid: Option<&str>) -> String {
+pub fn rs256(claims: &Value, key_file: &str, kid: Option<&str>) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_string);
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(&fixture(key_file)).unwrap()).unwrap()
 }
 
-fn hs256(claims: &Value, secret: &[u8]) -> String {
+pub fn hs256(claims: &Value, secret: &[u8]) -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
-fn unsigned(claims: &Value) -> String {
+pub fn unsigned(claims: &Value) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(claims))
 }

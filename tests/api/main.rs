@@ -4,12 +4,20 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod concurrency;
+mod dev_cli;
+mod embedded_pg;
+mod hardening_sql;
+mod headers;
 mod http_api;
+mod ops_surface;
 mod paths;
+mod props;
 mod realtime;
 mod resilience;
 mod sessions;
 mod snapshot_cli;
 mod sql_functions;
 mod storage;
+mod token_matrix;

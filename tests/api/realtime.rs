@@ -219,6 +219,7 @@ async fn socket_auth_origin_and_channel_authorization() {
     // Allowed origin, first-frame auth (browsers).
     let mut browser = Ws::connect(app.addr, None, Some("https://editor.test"), "").await.unwrap();
     browser.send(json!({"type": "auth", "token": alice})).await;
+    assert_eq!(browser.recv().await["type"], "authed");
     browser.join(&p, None).await;
 
     // A token in the query string is never read: the socket is unauthenticated.
@@ -279,6 +280,7 @@ async fn token_expiry_closes_with_4009_unless_refreshed_in_place() {
     let mut expiring = app.ws(&short(2)).await;
     let mut refreshed = app.ws(&short(2)).await;
     refreshed.send(json!({"type": "auth", "token": short(3600)})).await;
+    assert_eq!(refreshed.recv().await["type"], "authed");
     assert_eq!(expiring.close_code(Duration::from_secs(6)).await, Some(4009));
     refreshed.send(json!({"type": "ping", "ref": "still here"})).await;
     assert_eq!(refreshed.recv().await["type"], "pong");

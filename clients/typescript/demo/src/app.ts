@@ -1,0 +1,204 @@
+// The demo editor `synchub dev` serves at `/`: a file tree, a textarea, the sync status,
+// conflicts and live changes, all through @synchub/client. The token comes from the URL
+// fragment (`#token=...`, never sent to the server) or the field, and stays in this tab's
+// sessionStorage only.
+import { createClient, type Client, type Project } from "../../src/index.js";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const tokenInput = $<HTMLInputElement>("token");
+const projectSelect = $<HTMLSelectElement>("project");
+const tree = $<HTMLUListElement>("tree");
+const editor = $<HTMLTextAreaElement>("editor");
+const statusEl = $<HTMLSpanElement>("status");
+const pendingEl = $<HTMLSpanElement>("pending");
+const conflictsEl = $<HTMLDivElement>("conflicts");
+const logEl = $<HTMLDivElement>("log");
+const tabsEl = $<HTMLDivElement>("tabs");
+
+const hub = location.origin;
+let client: Client | undefined;
+let project: Project | undefined;
+let open: string[] = [];
+let active: string | undefined;
+
+const fragment = new URLSearchParams(location.hash.slice(1));
+const token = () => tokenInput.value.trim();
+tokenInput.value = fragment.get("token") ?? sessionStorage.getItem("synchub-token") ?? "";
+if (fragment.has("token")) history.replaceState(null, "", location.pathname + (fragment.get("project") ? `#project=${fragment.get("project")}` : ""));
+tokenInput.addEventListener("change", () => void start());
+
+async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const r = await fetch(hub + path, {
+    method,
+    headers: { authorization: `Bearer ${token()}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await r.json();
+  if (!r.ok) throw new Error(json?.error?.message ?? r.statusText);
+  return json as T;
+}
+
+async function start(): Promise<void> {
+  if (!token()) return;
+  sessionStorage.setItem("synchub-token", token());
+  let projects: { id: string; name: string }[] = [];
+  try {
+    projects = await api("GET", "/v1/projects");
+  } catch (err) {
+    // Offline: reopen the last project from the local copy.
+    const last = localStorage.getItem("synchub-last-project");
+    if (last) projects = [{ id: last, name: "(offline) " + last.slice(0, 8) }];
+    else return showStatus("error", String(err));
+  }
+  if (projects.length === 0) projects = [await api("POST", "/v1/projects", { name: "My first project" })];
+  projectSelect.replaceChildren(...projects.map((p) => new Option(p.name, p.id)));
+  const wanted = fragment.get("project") ?? localStorage.getItem("synchub-last-project");
+  if (wanted && projects.some((p) => p.id === wanted)) projectSelect.value = wanted;
+  await openProject(projectSelect.value);
+}
+
+projectSelect.addEventListener("change", () => void openProject(projectSelect.value));
+$("new-project").addEventListener("click", async () => {
+  const name = prompt("Project name?");
+  if (!name) return;
+  const p = await api<{ id: string; name: string }>("POST", "/v1/projects", { name });
+  projectSelect.add(new Option(p.name, p.id));
+  projectSelect.value = p.id;
+  await openProject(p.id);
+});
+$("new-file").addEventListener("click", () => {
+  const path = prompt("File path (e.g. src/index.ts)?");
+  if (!path || !project) return;
+  if (project.read(path) === undefined) project.write(path, "");
+  select(path);
+});
+
+async function openProject(id: string): Promise<void> {
+  client?.close();
+  client = createClient({ url: hub, token });
+  localStorage.setItem("synchub-last-project", id);
+  project = await client.project(id, { storage: "indexeddb", conflict: "server" });
+  const p = project;
+  p.on("status", renderStatus);
+  p.on("pending", renderStatus);
+  p.on("change", (e) => {
+    if (e.origin === "remote") log(`${e.deleted ? "deleted" : "updated"} ${e.path}`);
+    renderTree(e.origin === "remote" ? e.path : undefined);
+    if (e.path === active && e.origin === "remote") renderEditor();
+  });
+  p.on("conflict", renderConflicts);
+  p.on("editorState", restoreEditorState);
+  restoreEditorState(p.editorState.get());
+  renderTree();
+  renderConflicts();
+  renderStatus();
+}
+
+function restoreEditorState(state: unknown): void {
+  const s = state as { open?: string[]; active?: string } | null;
+  open = s?.open?.filter((p) => project?.read(p) !== undefined) ?? [];
+  active = s?.active && open.includes(s.active) ? s.active : open[0];
+  renderTabs();
+  renderEditor();
+}
+
+function select(path: string): void {
+  if (!open.includes(path)) open.push(path);
+  active = path;
+  project?.editorState.set({ open, active });
+  renderTabs();
+  renderTree();
+  renderEditor();
+}
+
+editor.addEventListener("input", () => {
+  if (project && active) project.write(active, editor.value);
+});
+
+function renderEditor(): void {
+  const content = active ? project?.read(active) : undefined;
+  editor.disabled = content === undefined;
+  if (content === undefined) editor.value = "";
+  else if (editor.value !== content) {
+    const { selectionStart, selectionEnd } = editor;
+    editor.value = content;
+    editor.setSelectionRange(selectionStart, selectionEnd);
+  }
+}
+
+function renderTabs(): void {
+  tabsEl.replaceChildren(
+    ...open.map((path) => {
+      const tab = document.createElement("span");
+      tab.textContent = path;
+      tab.className = path === active ? "active" : "";
+      tab.onclick = () => select(path);
+      return tab;
+    }),
+  );
+}
+
+function renderTree(flash?: string): void {
+  tree.replaceChildren(
+    ...(project?.paths() ?? []).map((path) => {
+      const li = document.createElement("li");
+      li.textContent = path;
+      li.dataset.path = path;
+      li.className = (path === active ? "active " : "") + (path === flash ? "changed" : "");
+      li.onclick = () => select(path);
+      return li;
+    }),
+  );
+}
+
+function renderConflicts(): void {
+  const list = project?.conflicts() ?? [];
+  if (list.length === 0) {
+    conflictsEl.innerHTML = '<p class="placeholder">None.</p>';
+    return;
+  }
+  conflictsEl.replaceChildren(
+    ...list.map((c) => {
+      const box = document.createElement("div");
+      box.className = "conflict";
+      const title = document.createElement("b");
+      title.textContent = `${c.path}: ${c.winner === "server" ? "the server copy won" : "your copy won"}${c.error ? ` (${c.error.code})` : ""}`;
+      const local = document.createElement("pre");
+      local.textContent = c.local ?? "(deleted locally)";
+      const restore = document.createElement("button");
+      restore.textContent = "Use my text";
+      restore.onclick = () => {
+        if (c.local !== null) project?.write(c.path, c.local);
+        void project?.dismissConflict(c.id).then(renderConflicts);
+      };
+      const dismiss = document.createElement("button");
+      dismiss.textContent = "Dismiss";
+      dismiss.onclick = () => void project?.dismissConflict(c.id).then(renderConflicts);
+      box.append(title, local, restore, dismiss);
+      return box;
+    }),
+  );
+}
+
+function renderStatus(): void {
+  if (!project) return;
+  const s = project.status;
+  const pending = project.pending;
+  const state = s === "error" ? "error" : s !== "online" ? "offline" : pending > 0 ? "saving" : "synced";
+  showStatus(state, { error: "Error", offline: s === "connecting" ? "Connecting" : "Offline", saving: "Saving", synced: "Synced" }[state]);
+  pendingEl.textContent = pending > 0 ? `${pending} unsent` : "";
+}
+
+function showStatus(state: string, text: string): void {
+  statusEl.dataset.state = state;
+  statusEl.textContent = text;
+}
+
+function log(text: string): void {
+  const line = document.createElement("div");
+  line.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  logEl.prepend(line);
+  while (logEl.childElementCount > 50) logEl.lastElementChild?.remove();
+}
+
+void start();

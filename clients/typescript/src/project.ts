@@ -1,0 +1,896 @@
+/**
+ * One open project: local-first files, the offline write queue, the event socket, conflict
+ * policies, multi-tab leadership and the editor state. See docs/CLIENT.md for the design.
+ *
+ * State per path (kept in the store under these keys so every tab of an origin shares it):
+ * - `f/<path>` Known: the last server copy seen (content, version; tombstone when deleted).
+ * - `d/<path>` Draft: local text not yet acknowledged. `pending` is the newest local text
+ *   (coalesced, not sent yet); `inflight` is the write being sent, persisted with its
+ *   `op_id` BEFORE it is sent, so a retry after a lost answer, a crash or a reload resends
+ *   the same op_id and the hub applies it once.
+ * - `m/cursor` the last event seq applied; `c/<id>` conflicts; `e/state` the editor state.
+ */
+import { backoffMs, encodePath, type HttpResult, NetworkError, request, uuid } from "./http.js";
+import type { Store } from "./storage.js";
+import type {
+  DeleteFileResponse,
+  EditorStateResponse,
+  ErrorDetail,
+  EventFrame,
+  FileListResponse,
+  FileResponse,
+  PutEditorStateResponse,
+  PutFileResponse,
+  ServerFrame,
+} from "./wire.js";
+
+export type Status = "connecting" | "online" | "offline" | "error";
+export type ConflictPolicy = "server" | "client";
+
+export interface ChangeEvent {
+  path: string;
+  content?: string;
+  deleted?: boolean;
+  origin: "local" | "remote";
+  seq?: number;
+}
+
+export interface Conflict {
+  id: string;
+  path: string;
+  /** The local text that lost (policy "server") or won (policy "client"); null = a local delete. */
+  local: string | null;
+  /** The server copy at the time; `content` null when the server had no such file. */
+  server: { content: string | null; version: number };
+  /** Which copy is now current on the hub. */
+  winner: ConflictPolicy;
+  /** Set when the hub refused the write for good (e.g. `invalid_path`): the text is kept here. */
+  error?: ErrorDetail;
+  at: string;
+}
+
+interface Known {
+  content?: string;
+  version: number;
+  deleted?: boolean;
+}
+interface Change {
+  /** Monotonic across the origin's tabs: the newest local edit of this path. */
+  rev: number;
+  /** The oldest edit this change covers (coalesced edits keep it), for flush(). */
+  firstRev: number;
+  content?: string;
+  deleted?: boolean;
+  /** The server version this text was based on: sent as `expected_version`. */
+  base: number;
+}
+interface Inflight extends Change {
+  op_id: string;
+}
+interface Draft {
+  pending?: Change;
+  inflight?: Inflight;
+}
+
+export interface ProjectOptions {
+  storage?: "indexeddb" | "memory";
+  conflict?: ConflictPolicy;
+}
+
+/** What the client passes to a project (shared plumbing, timings overridable for tests). */
+export interface ProjectContext {
+  baseUrl: string;
+  token: (force: boolean) => Promise<string>;
+  fetch: typeof fetch;
+  WebSocket: typeof WebSocket;
+  store: Store;
+  /** Cross-tab messages (BroadcastChannel) and leadership (Web Locks); absent = single tab. */
+  channel?: BroadcastChannel;
+  locks?: LockManager;
+  lockName: string;
+  policy: ConflictPolicy;
+  timing: Timing;
+  random: () => number;
+  onClose: () => void;
+}
+
+export interface Timing {
+  /** Quiet time after the last keystroke on a path before it is sent. */
+  debounceMs: number;
+  /** A path typed into continuously is still sent at least this often. */
+  maxDelayMs: number;
+  pingMs: number;
+  /** No frame for this long = the socket is dead (the hub answers pings). */
+  deadMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  editorStateDebounceMs: number;
+}
+
+type Listener<T> = (value: T) => void;
+interface Events {
+  change: ChangeEvent;
+  status: Status;
+  conflict: Conflict;
+  pending: number;
+  editorState: unknown;
+}
+
+type TabMessage =
+  | { t: "draft"; path: string }
+  | { t: "known"; path: string }
+  | { t: "conflict" }
+  | { t: "flush" };
+
+export class Project {
+  readonly id: string;
+  readonly editorState: { get(): unknown; set(state: unknown): void };
+
+  private known = new Map<string, Known>();
+  private drafts = new Map<string, Draft>();
+  private conflictList: Conflict[] = [];
+  private cursor: number | null = null;
+  private statusValue: Status = "connecting";
+  private listeners: { [K in keyof Events]?: Set<Listener<Events[K]>> } = {};
+  private closed = false;
+  private leader = false;
+  private releaseLock?: () => void;
+
+  // Sending (leader only).
+  private dueAt = new Map<string, number>();
+  private firstTypedAt = new Map<string, number>();
+  private pumping = false;
+  private pumpTimer?: ReturnType<typeof setTimeout>;
+  private sendFailures = 0;
+  /** A 429's Retry-After: nothing is sent before this time, whatever else wakes the queue. */
+  private rateLimitedUntil = 0;
+  private flushing = false;
+  private flushWaiters: { rev: number; resolve: () => void }[] = [];
+  /** Store writes of this tab, in order (a later write of a path must not land first). */
+  private persistChain: Promise<unknown> = Promise.resolve();
+
+  // Socket.
+  private ws?: WebSocket;
+  private socketAttempt = 0;
+  private lastFrameAt = 0;
+  private pingTimer?: ReturnType<typeof setInterval>;
+  private reconnectTimer?: ReturnType<typeof setTimeout>;
+  private refreshTimer?: ReturnType<typeof setTimeout>;
+  private refSeq = 0;
+  private joining?: Promise<void>;
+
+  // Editor state.
+  private edState: { state: unknown; revision: number; dirty: boolean } = { state: null, revision: 0, dirty: false };
+  private edTimer?: ReturnType<typeof setTimeout>;
+
+  private readonly onOnline = () => this.reconnectNow();
+  private readonly onOffline = () => this.setStatus("offline");
+  private readonly onMessage = (e: MessageEvent<TabMessage>) => this.background(this.tabMessage(e.data));
+
+  constructor(
+    id: string,
+    private readonly ctx: ProjectContext,
+  ) {
+    this.id = id;
+    this.editorState = {
+      get: () => this.edState.state,
+      set: (state: unknown) => this.setEditorState(state),
+    };
+  }
+
+  // ---- public surface ------------------------------------------------------------------
+
+  get status(): Status {
+    return this.statusValue;
+  }
+  get pending(): number {
+    let n = 0;
+    for (const d of this.drafts.values()) if (d.pending || d.inflight) n++;
+    return n;
+  }
+  /** Paths currently present locally (server files plus local drafts, minus local deletes). */
+  paths(): string[] {
+    const all = new Set([...this.known.keys(), ...this.drafts.keys()]);
+    return [...all].filter((p) => this.read(p) !== undefined).sort();
+  }
+  read(path: string): string | undefined {
+    const view = this.view(path);
+    return view.deleted ? undefined : view.content;
+  }
+  conflicts(): Conflict[] {
+    return [...this.conflictList];
+  }
+  on<K extends keyof Events>(event: K, listener: Listener<Events[K]>): () => void {
+    const all = this.listeners as Record<string, Set<Listener<never>> | undefined>;
+    const set = (all[event] ??= new Set()) as Set<Listener<Events[K]>>;
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  write(path: string, content: string): void {
+    this.localChange(path, { content });
+  }
+  delete(path: string): void {
+    if (this.read(path) === undefined) return;
+    this.localChange(path, { deleted: true });
+  }
+  /** Two local changes (the new path, then the old one removed), queued like any write. */
+  move(from: string, to: string): void {
+    const content = this.read(from);
+    if (content === undefined || from === to) return;
+    this.write(to, content);
+    this.delete(from);
+  }
+  /** Resolves when everything written so far (in any tab) is acknowledged by the hub. */
+  async flush(): Promise<void> {
+    await this.persistChain;
+    const rev = this.maxRev();
+    if (this.flushDone(rev)) return;
+    const done = new Promise<void>((resolve) => this.flushWaiters.push({ rev, resolve }));
+    if (this.leader) {
+      this.flushing = true;
+      this.kick(0);
+    } else this.post({ t: "flush" });
+    return done;
+  }
+  /** Forget a conflict the user has dealt with. */
+  async dismissConflict(id: string): Promise<void> {
+    this.conflictList = this.conflictList.filter((c) => c.id !== id);
+    await this.ctx.store.delete(`c/${id}`);
+    this.post({ t: "conflict" });
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of [this.pumpTimer, this.reconnectTimer, this.refreshTimer, this.edTimer]) clearTimeout(t);
+    clearInterval(this.pingTimer);
+    this.ws?.close(1000);
+    this.releaseLock?.();
+    if (typeof window !== "undefined") {
+      window.removeEventListener("online", this.onOnline);
+      window.removeEventListener("offline", this.onOffline);
+    }
+    this.ctx.channel?.removeEventListener("message", this.onMessage);
+    void this.persistChain.finally(() => {
+      this.ctx.channel?.close();
+      this.ctx.store.close();
+    });
+    this.ctx.onClose();
+  }
+
+  // ---- start ---------------------------------------------------------------------------
+
+  /** Loads the local copy (so the page shows it before the network answers), then goes online. */
+  async open(): Promise<void> {
+    const store = this.ctx.store;
+    for (const [k, v] of await store.entries<Known>("f/")) this.known.set(k.slice(2), v);
+    for (const [k, v] of await store.entries<Draft>("d/")) this.drafts.set(k.slice(2), v);
+    this.conflictList = (await store.entries<Conflict>("c/")).map(([, c]) => c).sort((a, b) => a.at.localeCompare(b.at));
+    this.cursor = (await store.get<number>("m/cursor")) ?? null;
+    this.edState = (await store.get<typeof this.edState>("e/state")) ?? this.edState;
+    this.ctx.channel?.addEventListener("message", this.onMessage);
+    if (typeof window !== "undefined") {
+      window.addEventListener("online", this.onOnline);
+      window.addEventListener("offline", this.onOffline);
+    }
+    this.electLeader();
+    this.connect();
+    this.background(this.loadEditorState());
+  }
+
+  private electLeader(): void {
+    const locks = this.ctx.locks;
+    if (!locks) {
+      this.background(this.becomeLeader());
+      return;
+    }
+    void locks
+      .request(this.ctx.lockName, () => {
+        if (this.closed) return undefined;
+        this.background(this.becomeLeader());
+        // Held for the tab's life; the browser releases it when the tab goes away.
+        return new Promise<void>((resolve) => (this.releaseLock = resolve));
+      })
+      .catch(() => undefined);
+  }
+
+  private async becomeLeader(): Promise<void> {
+    this.leader = true;
+    // Another tab may have queued (or left in flight) writes: take them all over.
+    const stored = await this.ctx.store.entries<Draft>("d/");
+    this.drafts = new Map(stored.map(([k, v]) => [k.slice(2), v]));
+    for (const path of this.drafts.keys()) this.dueAt.set(path, 0);
+    this.emit("pending", this.pending);
+    this.kick(0);
+  }
+
+  // ---- local edits ---------------------------------------------------------------------
+
+  private view(path: string): Known {
+    const d = this.drafts.get(path);
+    const change = d?.pending ?? d?.inflight;
+    if (change) return { content: change.content, deleted: change.deleted, version: change.base };
+    return this.known.get(path) ?? { version: 0, deleted: true };
+  }
+
+  private knownVersion(path: string): number {
+    const k = this.known.get(path);
+    return !k || k.deleted ? 0 : k.version;
+  }
+
+  private maxRev(): number {
+    let rev = 0;
+    for (const d of this.drafts.values()) rev = Math.max(rev, d.pending?.rev ?? 0, d.inflight?.rev ?? 0);
+    return rev;
+  }
+
+  private localChange(path: string, change: { content?: string; deleted?: boolean }): void {
+    if (this.closed) throw new Error("project is closed");
+    // Date-based so that revs of different tabs interleave in time order.
+    const rev = Math.max(this.maxRev() + 1, Date.now() * 1000);
+    const base = this.knownVersion(path);
+    const apply = (d: Draft | undefined): Draft => {
+      const next: Draft = { ...d };
+      const prior = next.pending ?? next.inflight;
+      next.pending = {
+        rev,
+        firstRev: next.pending?.firstRev ?? rev,
+        base: prior ? prior.base : base,
+        ...(change.deleted ? { deleted: true } : { content: change.content }),
+      };
+      return next;
+    };
+    this.drafts.set(path, apply(this.drafts.get(path)));
+    this.emit("change", { path, ...change, origin: "local" });
+    this.emit("pending", this.pending);
+    const now = Date.now();
+    if (!this.firstTypedAt.has(path)) this.firstTypedAt.set(path, now);
+    const due = Math.min(now + this.ctx.timing.debounceMs, this.firstTypedAt.get(path)! + this.ctx.timing.maxDelayMs);
+    this.dueAt.set(path, due);
+    this.persist(async () => {
+      const stored = await this.ctx.store.update<Draft>(`d/${path}`, (d) => apply(d));
+      if (stored) this.drafts.set(path, stored);
+      this.post({ t: "draft", path });
+      if (this.leader) this.kick(due - Date.now());
+    });
+  }
+
+  private persist(step: () => Promise<void>): void {
+    this.persistChain = this.persistChain.then(step).catch((err) => console.error("synchub: storage", err));
+  }
+
+  // ---- sending (leader) ----------------------------------------------------------------
+
+  private kick(delayMs: number): void {
+    if (this.closed || !this.leader) return;
+    clearTimeout(this.pumpTimer);
+    const wait = Math.max(0, delayMs, this.rateLimitedUntil - Date.now());
+    this.pumpTimer = setTimeout(() => this.background(this.pump()), wait);
+  }
+
+  private nextDue(now: number): { path?: string; wait?: number } {
+    let wait: number | undefined;
+    for (const [path, d] of this.drafts) {
+      if (!d.pending && !d.inflight) continue;
+      // An unanswered write is resent at once; new text waits for its debounce (not on flush).
+      const due = d.inflight || this.flushing ? 0 : (this.dueAt.get(path) ?? 0);
+      if (due <= now) return { path };
+      wait = Math.min(wait ?? Infinity, due - now);
+    }
+    return { wait };
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping || this.closed || !this.leader) return;
+    if (Date.now() < this.rateLimitedUntil) return this.kick(0);
+    this.pumping = true;
+    try {
+      await this.persistChain;
+      for (let guard = 0; guard < 10_000 && !this.closed; guard++) {
+        const { path, wait } = this.nextDue(Date.now());
+        if (path === undefined) {
+          if (wait === undefined) this.flushing = false;
+          else this.kick(wait);
+          return;
+        }
+        const retryIn = await this.sendOne(path);
+        if (retryIn !== undefined) {
+          this.kick(retryIn);
+          return;
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Sends the path's write; returns a delay when it must be retried later (same op_id). */
+  private async sendOne(path: string): Promise<number | undefined> {
+    const key = `d/${path}`;
+    const draft = await this.ctx.store.update<Draft>(key, (d) => {
+      if (d?.pending && !d.inflight) return { inflight: { ...d.pending, op_id: uuid() } };
+      return d;
+    });
+    this.firstTypedAt.delete(path);
+    if (!draft?.inflight) {
+      this.drafts.delete(path);
+      return undefined;
+    }
+    this.drafts.set(path, draft);
+    const w = draft.inflight;
+    let result: HttpResult<PutFileResponse | DeleteFileResponse>;
+    try {
+      result = await this.http<PutFileResponse | DeleteFileResponse>(
+        w.deleted ? "DELETE" : "PUT",
+        `/files/${encodePath(path)}` + (w.deleted ? `?expected_version=${w.base}&op_id=${w.op_id}` : ""),
+        w.deleted ? undefined : { content: w.content, expected_version: w.base, op_id: w.op_id },
+      );
+    } catch (err) {
+      if (!(err instanceof NetworkError)) throw err;
+      this.setStatus("offline");
+      return this.nextBackoff();
+    }
+    if (result.ok || (w.deleted && result.status === 404)) {
+      this.sendFailures = 0;
+      const version = result.ok ? result.body.version : this.knownVersion(path);
+      await this.setKnown(path, w.deleted ? { version, deleted: true } : { version, content: w.content });
+      await this.settle(path, w.op_id, version);
+      return undefined;
+    }
+    const { status, error } = result;
+    if (status === 409 && error.code === "version_conflict") {
+      await this.conflict(path, w, error);
+      return undefined;
+    }
+    if (status === 401 || status === 429 || status === 408 || status >= 500) {
+      if (status === 429) {
+        const wait = result.retryAfterMs ?? this.nextBackoff();
+        this.rateLimitedUntil = Date.now() + wait;
+        return wait;
+      }
+      if (status >= 500) this.setStatus("offline");
+      return this.nextBackoff();
+    }
+    // Refused for good (invalid path, too large, forbidden, ...): keep the text as a conflict.
+    this.setStatus("error");
+    const server = this.known.get(path);
+    await this.addConflict({
+      path,
+      local: w.deleted ? null : (w.content ?? null),
+      server: { content: server?.deleted ? null : (server?.content ?? null), version: server?.version ?? 0 },
+      winner: "server",
+      error,
+    });
+    await this.settle(path, w.op_id, undefined, true);
+    return undefined;
+  }
+
+  private nextBackoff(): number {
+    const t = this.ctx.timing;
+    return backoffMs(this.sendFailures++, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random);
+  }
+
+  /** The in-flight write got its final answer: drop it; newer text builds on `version`. */
+  private async settle(path: string, opId: string, version: number | undefined, dropPending = false): Promise<void> {
+    const next = await this.ctx.store.update<Draft>(`d/${path}`, (d) => {
+      if (!d || d.inflight?.op_id !== opId) return d;
+      if (!d.pending || dropPending) return undefined;
+      return { pending: { ...d.pending, base: version ?? d.pending.base } };
+    });
+    if (next) this.drafts.set(path, next);
+    else this.drafts.delete(path);
+    this.post({ t: "draft", path });
+    this.emit("pending", this.pending);
+    this.checkFlush();
+  }
+
+  private async conflict(path: string, w: Inflight, error: ErrorDetail): Promise<void> {
+    const current = error.current_version ?? 0;
+    let server: { content: string | null; version: number } = { content: null, version: current };
+    try {
+      const got = await this.http<FileResponse>("GET", `/files/${encodePath(path)}`);
+      if (got.ok) server = { content: got.body.content, version: got.body.version };
+    } catch {
+      // Offline again: the event stream brings the server copy later.
+    }
+    const latest = this.drafts.get(path)?.pending ?? w;
+    const local = latest.deleted ? null : (latest.content ?? null);
+    if (server.version >= current) {
+      await this.setKnown(path, server.content === null ? { version: server.version, deleted: true } : { version: server.version, content: server.content });
+    }
+    await this.addConflict({ path, local, server, winner: this.ctx.policy });
+    if (this.ctx.policy === "server") {
+      await this.settle(path, w.op_id, undefined, true);
+      const view = this.view(path);
+      this.emit("change", { path, content: view.content, deleted: view.deleted, origin: "remote" });
+      return;
+    }
+    // Client wins: the same text again over the version the hub has now, as a new operation.
+    const next = await this.ctx.store.update<Draft>(`d/${path}`, (d) =>
+      d?.inflight?.op_id === w.op_id ? { ...d, inflight: { ...d.inflight, base: server.version, op_id: uuid() } } : d,
+    );
+    if (next) this.drafts.set(path, next);
+  }
+
+  private async addConflict(c: Omit<Conflict, "id" | "at">): Promise<void> {
+    const conflict: Conflict = { ...c, id: uuid(), at: new Date().toISOString() };
+    this.conflictList.push(conflict);
+    await this.ctx.store.put(`c/${conflict.id}`, conflict);
+    this.post({ t: "conflict" });
+    this.emit("conflict", conflict);
+  }
+
+  private flushDone(rev: number): boolean {
+    for (const d of this.drafts.values()) {
+      if ((d.pending && d.pending.firstRev <= rev) || (d.inflight && d.inflight.firstRev <= rev)) return false;
+    }
+    return true;
+  }
+
+  private checkFlush(): void {
+    this.flushWaiters = this.flushWaiters.filter((w) => {
+      if (!this.flushDone(w.rev)) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
+  // ---- known server state --------------------------------------------------------------
+
+  /** Records a server copy unless a newer one is known already (versions only grow). */
+  private async setKnown(path: string, next: Known, force = false, seq?: number): Promise<boolean> {
+    const before = this.read(path);
+    let changed = false;
+    const stored = await this.ctx.store.update<Known>(`f/${path}`, (k) => {
+      if (!force && k && k.version > next.version) return k;
+      if (!force && k && k.version === next.version && !!k.deleted === !!next.deleted) return k;
+      changed = true;
+      return next;
+    });
+    if (stored) this.known.set(path, stored);
+    if (!changed) return false;
+    this.post({ t: "known", path });
+    const after = this.read(path);
+    if (after !== before) this.emit("change", { path, content: after, deleted: after === undefined || undefined, origin: "remote", seq });
+    return true;
+  }
+
+  private async setCursor(seq: number): Promise<void> {
+    this.cursor = seq;
+    await this.ctx.store.update<number>("m/cursor", (c) => Math.max(c ?? 0, seq));
+  }
+
+  /** The full file list, replacing what is known (start without a cursor; resync_required). */
+  private async reloadFiles(): Promise<boolean> {
+    let list: HttpResult<FileListResponse>;
+    try {
+      list = await this.http<FileListResponse>("GET", "/files?include_content=true");
+    } catch {
+      return false;
+    }
+    if (!list.ok) {
+      this.setStatus("error");
+      return false;
+    }
+    const present = new Set<string>();
+    for (const f of list.body.files) {
+      present.add(f.path);
+      await this.setKnown(f.path, { version: f.version, content: f.content ?? "" }, true);
+    }
+    for (const [path, k] of this.known) {
+      if (!present.has(path) && !k.deleted) await this.setKnown(path, { version: k.version, deleted: true }, true);
+    }
+    await this.ctx.store.put("m/cursor", list.body.cursor);
+    this.cursor = list.body.cursor;
+    return true;
+  }
+
+  // ---- socket --------------------------------------------------------------------------
+
+  private get channelName(): string {
+    return `realtime:project:${this.id}`;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    clearTimeout(this.reconnectTimer);
+    if (this.statusValue !== "error") this.setStatus(this.socketAttempt === 0 ? "connecting" : "offline");
+    this.background(this.openSocket());
+  }
+
+  private async openSocket(): Promise<void> {
+    let token: string;
+    try {
+      token = await this.ctx.token(false);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    if (this.closed) return;
+    const ws = new this.ctx.WebSocket(this.ctx.baseUrl.replace(/^http/, "ws") + "/v1/realtime");
+    this.ws = ws;
+    ws.onopen = () => {
+      this.lastFrameAt = Date.now();
+      ws.send(JSON.stringify({ type: "auth", token }));
+      this.joining = this.join(ws);
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.heartbeat(ws), this.ctx.timing.pingMs);
+    };
+    ws.onmessage = (e) => {
+      this.lastFrameAt = Date.now();
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(String(e.data)) as ServerFrame;
+      } catch {
+        return;
+      }
+      this.background(this.frame(ws, frame));
+    };
+    ws.onclose = (e) => this.socketClosed(ws, e.code);
+    ws.onerror = () => undefined;
+  }
+
+  /** The socket ended (closed by the hub, the network, or dropped by us as dead). */
+  private socketClosed(ws: WebSocket, code: number): void {
+    if (this.ws !== ws) return;
+    this.ws = undefined;
+    ws.onclose = ws.onmessage = ws.onopen = null;
+    clearInterval(this.pingTimer);
+    clearTimeout(this.refreshTimer);
+    if (this.closed) return;
+    this.setStatus(code === 4001 || code === 4003 || code === 4010 ? "error" : "offline");
+    // Token expired (4009) or refused (4001): fetch a fresh one before reconnecting; queued
+    // writes stay queued meanwhile.
+    if (code === 4009 || code === 4001) void this.ctx.token(true).catch(() => undefined);
+    this.scheduleReconnect(code === 4009 ? 0 : undefined);
+  }
+
+  /** Closes a socket we no longer trust and reconnects at once (resuming with `since`). */
+  private drop(ws: WebSocket): void {
+    try {
+      ws.close(4000);
+    } catch {
+      // already closing
+    }
+    this.socketClosed(ws, 4000);
+  }
+
+  private async join(ws: WebSocket): Promise<void> {
+    if (this.cursor === null && !(await this.reloadFiles())) {
+      this.drop(ws);
+      return;
+    }
+    if (this.ws !== ws || ws.readyState !== 1) return;
+    ws.send(JSON.stringify({ type: "join", ref: String(++this.refSeq), channel: this.channelName, since: this.cursor }));
+  }
+
+  private heartbeat(ws: WebSocket): void {
+    if (Date.now() - this.lastFrameAt > this.ctx.timing.deadMs) {
+      // Dead socket (no pong): drop it; onclose reconnects with `since`.
+      this.drop(ws);
+      return;
+    }
+    if (ws.readyState === 1) ws.send(JSON.stringify({ type: "ping", ref: String(++this.refSeq) }));
+  }
+
+  private scheduleReconnect(delay?: number): void {
+    if (this.closed) return;
+    const t = this.ctx.timing;
+    const wait = delay ?? backoffMs(this.socketAttempt++, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random);
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => this.connect(), wait);
+  }
+
+  /** The browser says the network is back: reconnect and send now rather than after backoff. */
+  private reconnectNow(): void {
+    this.socketAttempt = 0;
+    this.sendFailures = 0;
+    if (!this.ws) this.connect();
+    this.kick(0);
+  }
+
+  private async frame(ws: WebSocket, frame: ServerFrame): Promise<void> {
+    switch (frame.type) {
+      case "authed": {
+        this.scheduleRefresh(ws, Date.parse(frame.expires_at));
+        return;
+      }
+      case "joined":
+        await this.joining;
+        this.socketAttempt = 0;
+        this.setStatus("online");
+        this.sendFailures = 0;
+        this.kick(0);
+        return;
+      case "resync_required": {
+        await this.joining;
+        this.cursor = null;
+        this.joining = this.join(ws);
+        return;
+      }
+      case "event":
+        await this.joining;
+        await this.applyEvent(ws, frame);
+        return;
+      case "error":
+        if (frame.channel === this.channelName) this.setStatus("error");
+        return;
+      default:
+        return;
+    }
+  }
+
+  private applyChain: Promise<void> = Promise.resolve();
+
+  private applyEvent(ws: WebSocket, frame: EventFrame): Promise<void> {
+    // Events are applied strictly one after another, in seq order.
+    this.applyChain = this.applyChain.then(async () => {
+      if (frame.channel !== this.channelName || this.ws !== ws) return;
+      if (this.cursor !== null && frame.seq <= this.cursor) return;
+      if (this.cursor !== null && frame.seq !== this.cursor + 1) {
+        // A gap should never happen; if it does, rejoin from what was applied.
+        this.drop(ws);
+        return;
+      }
+      switch (frame.event) {
+        case "file:update": {
+          const p = frame.payload;
+          await this.setKnown(p.file_path, { version: p.version, content: p.content }, false, frame.seq);
+          break;
+        }
+        case "file:delete": {
+          const p = frame.payload;
+          await this.setKnown(p.file_path, { version: p.version, deleted: true }, false, frame.seq);
+          break;
+        }
+        case "bulk:apply": {
+          const p = frame.payload;
+          for (const f of p.files) await this.setKnown(f.file_path, { version: f.version, content: f.content }, false, frame.seq);
+          for (const d of p.deletes) await this.setKnown(d.file_path, { version: d.version, deleted: true }, false, frame.seq);
+          break;
+        }
+        case "project:deleted":
+          this.setStatus("error");
+          break;
+      }
+      await this.setCursor(frame.seq);
+    });
+    return this.applyChain;
+  }
+
+  private scheduleRefresh(ws: WebSocket, expiresAt: number): void {
+    if (!Number.isFinite(expiresAt)) return;
+    clearTimeout(this.refreshTimer);
+    const left = expiresAt - Date.now();
+    // A minute early, or at 80% of a short lifetime.
+    const wait = Math.max(0, Math.min(left - 60_000, left * 0.8));
+    this.refreshTimer = setTimeout(async () => {
+      try {
+        const token = await this.ctx.token(true);
+        if (this.ws === ws && ws.readyState === 1) ws.send(JSON.stringify({ type: "auth", token }));
+      } catch {
+        // The socket closes with 4009 at expiry and reconnects with a fresh token then.
+      }
+    }, wait);
+  }
+
+  // ---- editor state --------------------------------------------------------------------
+
+  private setEditorState(state: unknown): void {
+    this.edState = { ...this.edState, state, dirty: true };
+    this.emit("editorState", state);
+    this.background(this.ctx.store.put("e/state", this.edState));
+    clearTimeout(this.edTimer);
+    this.edTimer = setTimeout(() => this.background(this.saveEditorState()), this.ctx.timing.editorStateDebounceMs);
+  }
+
+  private async loadEditorState(): Promise<void> {
+    try {
+      const got = await this.http<EditorStateResponse>("GET", "/editor-state");
+      if (!got.ok) return;
+      if (this.edState.dirty) return void this.saveEditorState();
+      if (got.body.revision !== this.edState.revision) {
+        this.edState = { state: got.body.state, revision: got.body.revision, dirty: false };
+        await this.ctx.store.put("e/state", this.edState);
+        this.emit("editorState", got.body.state);
+      }
+    } catch {
+      // Offline: the local copy stands; it is saved when a later set() finds the network.
+    }
+  }
+
+  private async saveEditorState(attempt = 0): Promise<void> {
+    if (this.closed || !this.edState.dirty) return;
+    const sent = this.edState;
+    try {
+      const r = await this.http<PutEditorStateResponse>("PUT", "/editor-state", { state: sent.state, base_revision: sent.revision });
+      if (r.ok) {
+        this.edState = { ...this.edState, revision: r.body.revision, dirty: this.edState !== sent };
+      } else if (r.status === 409 && r.error.server) {
+        // The contract's policy for editor state: the server copy wins.
+        this.edState = { state: r.error.server.state, revision: r.error.server.revision, dirty: false };
+        this.emit("editorState", this.edState.state);
+      } else if (r.status !== 429 && r.status < 500) {
+        return;
+      }
+      await this.ctx.store.put("e/state", this.edState);
+      if (this.edState.dirty) throw new NetworkError("retry");
+    } catch {
+      const t = this.ctx.timing;
+      this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
+    }
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------
+
+  /** One HTTP call under /v1/projects/{id}; a 401 gets one retry with a freshly fetched token. */
+  private async http<T>(method: string, suffix: string, body?: unknown): Promise<HttpResult<T>> {
+    const url = `${this.ctx.baseUrl}/v1/projects/${this.id}${suffix}`;
+    let result = await request<T>(this.ctx.fetch, url, await this.ctx.token(false), method, body);
+    if (!result.ok && result.status === 401) {
+      result = await request<T>(this.ctx.fetch, url, await this.ctx.token(true), method, body);
+    }
+    return result;
+  }
+
+  /**
+   * Runs work nobody awaits (timers, socket frames, tab messages). Once the project is
+   * closed its store is closed too, so work still under way may fail: that is expected.
+   */
+  private background(work: Promise<unknown>): void {
+    work.catch((err) => {
+      if (!this.closed) console.error("synchub:", err);
+    });
+  }
+
+  private setStatus(status: Status): void {
+    if (status === this.statusValue) return;
+    this.statusValue = status;
+    this.emit("status", status);
+  }
+
+  private emit<K extends keyof Events>(event: K, value: Events[K]): void {
+    for (const listener of this.listeners[event] ?? []) {
+      try {
+        (listener as Listener<Events[K]>)(value);
+      } catch (err) {
+        console.error("synchub: listener", err);
+      }
+    }
+  }
+
+  private post(message: TabMessage): void {
+    this.ctx.channel?.postMessage(message);
+  }
+
+  private async tabMessage(m: TabMessage): Promise<void> {
+    if (this.closed) return;
+    const store = this.ctx.store;
+    if (m.t === "draft") {
+      const before = this.read(m.path);
+      const d = await store.get<Draft>(`d/${m.path}`);
+      if (d) this.drafts.set(m.path, d);
+      else this.drafts.delete(m.path);
+      const after = this.read(m.path);
+      if (after !== before) this.emit("change", { path: m.path, content: after, deleted: after === undefined || undefined, origin: "remote" });
+      this.emit("pending", this.pending);
+      this.checkFlush();
+      if (this.leader) {
+        if (!this.firstTypedAt.has(m.path)) this.firstTypedAt.set(m.path, Date.now());
+        this.dueAt.set(m.path, Math.min(Date.now() + this.ctx.timing.debounceMs, this.firstTypedAt.get(m.path)! + this.ctx.timing.maxDelayMs));
+        this.kick(this.ctx.timing.debounceMs);
+      }
+    } else if (m.t === "known") {
+      const before = this.read(m.path);
+      const k = await store.get<Known>(`f/${m.path}`);
+      if (k) this.known.set(m.path, k);
+      const after = this.read(m.path);
+      if (after !== before) this.emit("change", { path: m.path, content: after, deleted: after === undefined || undefined, origin: "remote" });
+    } else if (m.t === "conflict") {
+      this.conflictList = (await store.entries<Conflict>("c/")).map(([, c]) => c).sort((a, b) => a.at.localeCompare(b.at));
+    } else if (m.t === "flush" && this.leader) {
+      this.flushing = true;
+      this.kick(0);
+    }
+  }
+}

@@ -1,0 +1,344 @@
+// End-to-end: @synchub/client in Chromium against a real `synchub dev`, the page on another
+// origin. Run with `npm run test:e2e` (builds the hub once; needs /usr/bin/chromium).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { Hub, attach, buildHub, flush, hubEvents, hubFile, launchBrowser, openProject, read, sleep, startPageServer, status, until, write } from "./harness.mjs";
+
+let browser, pages, hub;
+
+before(async () => {
+  buildHub();
+  pages = await startPageServer();
+  hub = new Hub(pages.origin);
+  await hub.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await hub?.stop();
+  await pages?.close();
+});
+
+async function newProject(name) {
+  const id = randomUUID();
+  await hub.api("POST", "/v1/projects", { id, name });
+  return id;
+}
+
+/** The hub's writes of one path, in order: [content, op_id] per applied event. */
+async function appliedWrites(projectId, path) {
+  return (await hubEvents(hub, projectId)).filter((e) => e.payload.file_path === path).map((e) => [e.payload.content, e.payload.op_id]);
+}
+
+test("two pages see each other's edits", async () => {
+  const id = await newProject("two pages");
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const a = await openProject(ctxA, pages.origin, hub, id);
+    const b = await openProject(ctxB, pages.origin, hub, id);
+    await until("both online", async () => (await status(a)) === "online" && (await status(b)) === "online");
+    await write(a, "src/a.ts", "export const a = 1;");
+    await until("B sees A's edit", async () => (await read(b, "src/a.ts")) === "export const a = 1;");
+    await write(b, "src/a.ts", "export const a = 2;");
+    await write(b, "notes.md", "# from B");
+    await until("A sees B's edits", async () => (await read(a, "src/a.ts")) === "export const a = 2;" && (await read(a, "notes.md")) === "# from B");
+    const remote = await a.evaluate(() => window.changes.filter((c) => c.origin === "remote").map((c) => c.path));
+    assert.ok(remote.includes("notes.md"));
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+  }
+});
+
+test("offline: keeps typing, reloaded offline still shows the text, then the hub converges with nothing lost or sent twice", async () => {
+  const id = await newProject("offline reload");
+  const ctx = await browser.newContext();
+  try {
+    const page = await openProject(ctx, pages.origin, hub, id, { path: "/?sw=1" });
+    await until("online", async () => (await status(page)) === "online");
+    await write(page, "a.txt", "online text");
+    await flush(page);
+    await ctx.setOffline(true);
+    let text = "online text";
+    for (let i = 0; i < 20; i++) {
+      text += ` word${i}`;
+      await write(page, "a.txt", text);
+    }
+    await write(page, "b.txt", "new file offline");
+    await until("offline status", async () => (await status(page)) === "offline");
+    await sleep(300); // let the debounce fire and fail against the offline network
+    await page.reload();
+    await attach(page, hub, id);
+    assert.equal(await read(page, "a.txt"), text, "the reloaded page shows the offline text before the network answers");
+    assert.equal(await read(page, "b.txt"), "new file offline");
+    assert.equal((await hubFile(hub, id, "a.txt")).content, "online text", "nothing reached the hub while offline");
+    await ctx.setOffline(false);
+    await page.evaluate(() => window.dispatchEvent(new Event("online")));
+    await flush(page);
+    assert.equal((await hubFile(hub, id, "a.txt")).content, text);
+    assert.equal((await hubFile(hub, id, "b.txt")).content, "new file offline");
+    const writes = await appliedWrites(id, "a.txt");
+    assert.equal(writes[0][0], "online text");
+    assert.equal(writes.at(-1)[0], text);
+    assert.ok(writes.length <= 3, `offline typing was coalesced: ${writes.length} writes`);
+    assert.equal(new Set(writes.map(([c]) => c)).size, writes.length, "no text applied twice");
+    assert.equal(new Set(writes.map(([, op]) => op)).size, writes.length, "no op_id applied twice");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("two tabs of one project, offline then online, send each queued write once", async () => {
+  const id = await newProject("two tabs");
+  const ctx = await browser.newContext();
+  try {
+    const t1 = await openProject(ctx, pages.origin, hub, id);
+    const t2 = await openProject(ctx, pages.origin, hub, id);
+    await until("both online", async () => (await status(t1)) === "online" && (await status(t2)) === "online");
+    const puts = [];
+    for (const p of [t1, t2]) p.on("requestfinished", (r) => r.method() === "PUT" && r.url().includes("/files/") && puts.push(r.url()));
+    await ctx.setOffline(true);
+    await write(t1, "one.txt", "from tab 1");
+    await write(t2, "two.txt", "from tab 2");
+    await until("tab 2 sees tab 1's draft", async () => (await read(t2, "one.txt")) === "from tab 1");
+    await until("tab 1 sees tab 2's draft", async () => (await read(t1, "two.txt")) === "from tab 2");
+    await sleep(500);
+    await ctx.setOffline(false);
+    for (const p of [t1, t2]) await p.evaluate(() => window.dispatchEvent(new Event("online")));
+    await flush(t1);
+    await flush(t2);
+    await sleep(500); // a second sender, if there were one, would show up now
+    assert.deepEqual((await appliedWrites(id, "one.txt")).map(([c]) => c), ["from tab 1"]);
+    assert.deepEqual((await appliedWrites(id, "two.txt")).map(([c]) => c), ["from tab 2"]);
+    assert.equal(puts.length, 2, `each write was sent once: ${puts.join(", ")}`);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("the sending tab closes with writes queued: another tab of the project takes over and sends each once", async () => {
+  const id = await newProject("leader handover");
+  const ctx = await browser.newContext();
+  try {
+    const leader = await openProject(ctx, pages.origin, hub, id);
+    const other = await openProject(ctx, pages.origin, hub, id);
+    await until("both online", async () => (await status(leader)) === "online" && (await status(other)) === "online");
+    const puts = [];
+    other.on("requestfinished", (r) => r.method() === "PUT" && r.url().includes("/files/") && puts.push(r.url()));
+    await ctx.setOffline(true);
+    await write(leader, "queued.txt", "written in the tab that goes away");
+    await write(other, "mine.txt", "written in the tab that stays");
+    await until("the other tab sees the draft", async () => (await read(other, "queued.txt")) === "written in the tab that goes away");
+    await sleep(300); // the leader has tried (and failed) to send: its write is stored in flight
+    await leader.close();
+    await ctx.setOffline(false);
+    await other.evaluate(() => window.dispatchEvent(new Event("online")));
+    await flush(other);
+    assert.deepEqual((await appliedWrites(id, "queued.txt")).map(([c]) => c), ["written in the tab that goes away"]);
+    assert.deepEqual((await appliedWrites(id, "mine.txt")).map(([c]) => c), ["written in the tab that stays"]);
+    assert.equal(puts.length, 2, "the remaining tab sent each write once");
+  } finally {
+    await ctx.close();
+  }
+});
+
+for (const policy of ["server", "client"]) {
+  test(`a 409 under policy ${policy} keeps both texts reachable`, async () => {
+    const id = await newProject(`conflict ${policy}`);
+    await hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "base" });
+    const ctx = await browser.newContext();
+    try {
+      const page = await openProject(ctx, pages.origin, hub, id, { conflict: policy });
+      await until("base loaded", async () => (await read(page, "doc.txt")) === "base");
+      await ctx.setOffline(true);
+      await write(page, "doc.txt", "mine");
+      await hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "theirs" });
+      await ctx.setOffline(false);
+      await page.evaluate(() => window.dispatchEvent(new Event("online")));
+      await flush(page);
+      const conflicts = await page.evaluate(() => window.project.conflicts());
+      assert.equal(conflicts.length, 1);
+      assert.equal(conflicts[0].local, "mine");
+      assert.equal(conflicts[0].server.content, "theirs");
+      const onHub = (await hubFile(hub, id, "doc.txt")).content;
+      if (policy === "server") {
+        assert.equal(onHub, "theirs");
+        await until("page shows the server copy", async () => (await read(page, "doc.txt")) === "theirs");
+      } else {
+        assert.equal(onHub, "mine");
+        assert.equal(await read(page, "doc.txt"), "mine");
+      }
+    } finally {
+      await ctx.close();
+    }
+  });
+}
+
+/** Types for ~6 s (tokens live 3 s) and returns the text typed. */
+async function typeSlowly(page, path) {
+  let text = "";
+  for (let i = 0; i < 40; i++) {
+    text += `${i} `;
+    await write(page, path, text);
+    await sleep(150);
+  }
+  return text;
+}
+
+test("a token expiring (4009) mid-typing is refreshed without losing a write", async () => {
+  const id = await newProject("token expiry");
+  const ctx = await browser.newContext();
+  try {
+    // The token source hands out a new token only once the old one has expired, so an early
+    // refresh cannot help: the hub closes the socket with 4009 while the user types.
+    let current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+    let minted = 1;
+    const token = () => {
+      if (Date.now() >= current.exp) {
+        current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+        minted++;
+      }
+      return current.token;
+    };
+    const page = await openProject(ctx, pages.origin, hub, id, { token });
+    let sockets = 0;
+    page.on("websocket", () => sockets++);
+    await until("online", async () => (await status(page)) === "online");
+    const text = await typeSlowly(page, "t.txt");
+    await flush(page);
+    assert.equal((await hubFile(hub, id, "t.txt")).content, text);
+    assert.ok(minted >= 2, `a fresh token was fetched (${minted})`);
+    assert.ok(sockets >= 1, `the socket was reopened after 4009 (${sockets} new sockets)`);
+    await until("online again", async () => (await status(page)) === "online");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a token is refreshed before expiry on the open socket (authed.expires_at): no reconnect", async () => {
+  const id = await newProject("token refresh");
+  const ctx = await browser.newContext();
+  let minted = 0;
+  try {
+    const page = await openProject(ctx, pages.origin, hub, id, { token: () => (minted++, hub.token("alice", 3)) });
+    await until("online", async () => (await status(page)) === "online");
+    let sockets = 0;
+    page.on("websocket", () => sockets++);
+    const text = await typeSlowly(page, "t.txt");
+    await flush(page);
+    assert.equal((await hubFile(hub, id, "t.txt")).content, text);
+    assert.ok(minted >= 3, `the token function was called again before each expiry (${minted} calls)`);
+    assert.equal(sockets, 0, "the socket stayed open across refreshes");
+    assert.equal(await status(page), "online");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("the hub killed and restarted mid-typing: nothing lost", async () => {
+  const id = await newProject("hub restart");
+  const ctx = await browser.newContext();
+  try {
+    const page = await openProject(ctx, pages.origin, hub, id);
+    await until("online", async () => (await status(page)) === "online");
+    let text = "";
+    for (let i = 0; i < 10; i++) {
+      text += `a${i} `;
+      await write(page, "k.txt", text);
+      await sleep(50);
+    }
+    await hub.kill();
+    for (let i = 0; i < 10; i++) {
+      text += `b${i} `;
+      await write(page, "k.txt", text);
+      await sleep(50);
+    }
+    await until("offline noticed", async () => (await status(page)) === "offline");
+    await hub.start();
+    for (let i = 0; i < 5; i++) {
+      text += `c${i} `;
+      await write(page, "k.txt", text);
+    }
+    await flush(page);
+    assert.equal((await hubFile(hub, id, "k.txt")).content, text);
+    await until("online again", async () => (await status(page)) === "online", 30_000);
+    const ops = (await appliedWrites(id, "k.txt")).map(([, op]) => op);
+    assert.equal(new Set(ops).size, ops.length, "no write applied twice");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("resync_required after retention: the file list is reloaded, local drafts survive, nothing missed", async () => {
+  // A hub of its own whose log keeps events for 1 s (pruned at start, then every minute).
+  const short = new Hub(pages.origin, { SYNCHUB_EVENT_RETENTION_SECS: "1" });
+  const ctx = await browser.newContext();
+  try {
+    await short.start();
+    const id = randomUUID();
+    await short.api("POST", "/v1/projects", { id, name: "resync" });
+    const page = await openProject(ctx, pages.origin, short, id);
+    await write(page, "a.txt", "v1");
+    await flush(page);
+    await until("online", async () => (await status(page)) === "online");
+    await ctx.setOffline(true);
+    await write(page, "draft.txt", "typed while away");
+    await short.api("PUT", `/v1/projects/${id}/files/a.txt`, { content: "v2" });
+    await short.api("PUT", `/v1/projects/${id}/files/b.txt`, { content: "new elsewhere" });
+    await short.api("PUT", `/v1/projects/${id}/files/gone.txt`, { content: "x" });
+    await short.api("DELETE", `/v1/projects/${id}/files/gone.txt`);
+    await sleep(1500);
+    await short.restart();
+    const token = short.token();
+    await until("history trimmed", async () => (await fetch(`${short.url}/v1/projects/${id}/events?since=1`, { headers: { authorization: `Bearer ${token}` } })).status === 410);
+    const lists = [];
+    page.on("request", (r) => r.url().includes("/files?include_content=true") && lists.push(r.url()));
+    await ctx.setOffline(false);
+    await page.evaluate(() => window.dispatchEvent(new Event("online")));
+    await until("resynced", async () => (await read(page, "b.txt")) === "new elsewhere" && (await read(page, "a.txt")) === "v2");
+    assert.equal(await read(page, "gone.txt"), undefined);
+    assert.ok(lists.length >= 1, "the file list was reloaded");
+    await flush(page);
+    assert.equal((await hubFile(short, id, "draft.txt")).content, "typed while away");
+    await short.api("PUT", `/v1/projects/${id}/files/after.txt`, { content: "live" });
+    await until("live events after the resync", async () => (await read(page, "after.txt")) === "live");
+  } finally {
+    await ctx.close();
+    await short.stop();
+  }
+});
+
+test("the demo editor at / (served by synchub dev): edit, Saving then Synced, live in a second window", async () => {
+  const token = hub.token("demo-user");
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const a = await ctxA.newPage();
+    a.on("pageerror", (err) => console.error("demo page error:", err));
+    if (process.env.E2E_DEBUG) a.on("console", (m) => console.error("console:", m.text()));
+    await a.goto(`${hub.url}/#token=${token}`);
+    assert.ok(!a.url().includes(token), "the token leaves the address bar");
+    await until("the first project is opened", async () => (await a.locator("#project option").count()) === 1);
+    await until("synced", async () => (await a.textContent("#status")) === "Synced");
+    a.once("dialog", (d) => d.accept("src/hello.ts"));
+    await a.click("#new-file");
+    await a.locator("#editor").fill("export const hello = 1;");
+    await until("synced after typing", async () => (await a.textContent("#status")) === "Synced" && (await a.locator("#tree li").count()) === 1);
+    const projectId = await a.locator("#project").inputValue();
+    assert.equal((await hubFile(hub, projectId, "src/hello.ts", token)).content, "export const hello = 1;");
+
+    const b = await ctxB.newPage();
+    await b.goto(`${hub.url}/#token=${token}&project=${projectId}`);
+    await until("B lists the file", async () => (await b.locator("#tree li").count()) === 1);
+    await b.click("#tree li");
+    await a.locator("#editor").fill("export const hello = 2;");
+    await until("B shows A's edit live", async () => (await b.locator("#editor").inputValue()) === "export const hello = 2;");
+    await until("B logs the live change", async () => (await b.textContent("#log")).includes("updated src/hello.ts"));
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+  }
+});

@@ -1,0 +1,254 @@
+// Unit tests of @synchub/client against an in-memory fake hub (test/unit/fake-hub.mjs):
+// queue, coalescing, idempotent retries, conflict policies, reconnects, token refresh.
+// They run on the built bundle (dist/index.js), i.e. what a page imports.
+import "fake-indexeddb/auto";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createClient } from "../../dist/index.js";
+import { FakeHub } from "./fake-hub.mjs";
+
+const PID = "00000000-0000-4000-8000-000000000001";
+const fast = { debounceMs: 20, maxDelayMs: 200, pingMs: 30, deadMs: 100, backoffBaseMs: 5, backoffMaxMs: 40, editorStateDebounceMs: 10 };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, cond, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function open(hub, opts = {}, clientOpts = {}) {
+  const client = createClient({ url: "http://hub.test", token: "t1", fetch: hub.fetch, WebSocket: hub.WebSocket, timing: fast, ...clientOpts });
+  return client.project(opts.id ?? PID, { storage: "memory", ...opts }).then((project) => ({ client, project }));
+}
+
+const puts = (hub) => hub.requests.filter((r) => r.method === "PUT" && r.path.includes("/files/"));
+
+test("keystrokes are local at once and coalesced into one PUT with expected_version and op_id", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const changes = [];
+  project.on("change", (e) => changes.push(e));
+  for (const text of ["h", "he", "hel", "hell", "hello"]) project.write("a.txt", text);
+  assert.equal(project.read("a.txt"), "hello");
+  assert.equal(changes.length, 5);
+  assert.ok(changes.every((c) => c.origin === "local"));
+  assert.equal(project.pending, 1);
+  await project.flush();
+  assert.equal(project.pending, 0);
+  assert.equal(puts(hub).length, 1);
+  const body = puts(hub)[0].body;
+  assert.equal(body.content, "hello");
+  assert.equal(body.expected_version, 0);
+  assert.match(body.op_id, /^[0-9a-f-]{36}$/);
+  project.write("a.txt", "hello!");
+  await project.flush();
+  assert.equal(puts(hub)[1].body.expected_version, 1);
+  assert.equal(hub.project(PID).files.get("a.txt").content, "hello!");
+  client.close();
+});
+
+test("a write whose answer was lost is resent with the same op_id and applied once", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  hub.inject.push({ match: (r) => r.method === "PUT", applyFirst: true, throw: true });
+  project.write("a.txt", "once");
+  await project.flush();
+  const sent = puts(hub);
+  assert.equal(sent.length, 2);
+  assert.equal(sent[0].body.op_id, sent[1].body.op_id);
+  assert.equal(hub.writes(PID), 1, "the hub applied the write once");
+  client.close();
+});
+
+test("offline: writes queue up, status says offline, and are sent when the network returns", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  hub.setOffline(true);
+  project.write("a.txt", "typed offline");
+  project.write("b.txt", "also offline");
+  await until("offline", () => project.status === "offline");
+  await sleep(100);
+  assert.equal(project.pending, 2);
+  assert.equal(hub.writes(PID), 0);
+  hub.setOffline(false);
+  await project.flush();
+  await until("online again", () => project.status === "online");
+  assert.equal(hub.project(PID).files.get("a.txt").content, "typed offline");
+  assert.equal(hub.writes(PID), 2);
+  client.close();
+});
+
+test("remote events update the local copy and emit remote changes; reconnect resumes with since", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const remote = [];
+  project.on("change", (e) => e.origin === "remote" && remote.push(e));
+  hub.remoteWrite(PID, "r.txt", "from elsewhere");
+  await until("event", () => project.read("r.txt") === "from elsewhere");
+  assert.deepEqual(remote.map((e) => [e.path, e.content, e.seq]), [["r.txt", "from elsewhere", 1]]);
+  // The socket dies; meanwhile two more changes happen; the rejoin asks for exactly those.
+  for (const s of hub.sockets) s.drop(1006);
+  hub.remoteWrite(PID, "r.txt", "v2");
+  hub.remoteWrite(PID, "s.txt", "new");
+  await until("catch up", () => project.read("s.txt") === "new" && project.read("r.txt") === "v2");
+  const joins = [...hub.sockets].flatMap((s) => s.sent).filter((f) => f.type === "join");
+  assert.equal(joins.at(-1).since, 1);
+  client.close();
+});
+
+test("a silent (dead) socket is noticed and replaced", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const first = [...hub.sockets][0];
+  first.silent = true; // no pongs, no frames: a half-open connection
+  first.deliver = () => undefined;
+  await until("a second socket", () => [...hub.sockets].some((s) => s !== first && s.joined.size > 0));
+  client.close();
+});
+
+test("409 with policy server: the server copy wins and the local text is kept in conflicts()", async () => {
+  const hub = new FakeHub();
+  hub.remoteWrite(PID, "a.txt", "base");
+  const { client, project } = await open(hub, { conflict: "server" });
+  await until("online", () => project.status === "online" && project.read("a.txt") === "base");
+  hub.setOffline(true);
+  project.write("a.txt", "mine");
+  hub.remoteWrite(PID, "a.txt", "theirs");
+  const conflicts = [];
+  project.on("conflict", (c) => conflicts.push(c));
+  hub.setOffline(false);
+  await project.flush();
+  await until("server text", () => project.read("a.txt") === "theirs");
+  assert.equal(hub.project(PID).files.get("a.txt").content, "theirs");
+  assert.equal(conflicts.length, 1);
+  assert.equal(conflicts[0].local, "mine");
+  assert.deepEqual(conflicts[0].server, { content: "theirs", version: 2 });
+  assert.equal(project.conflicts()[0].local, "mine");
+  client.close();
+});
+
+test("409 with policy client: the local text is written over the current version; the server text stays in conflicts()", async () => {
+  const hub = new FakeHub();
+  hub.remoteWrite(PID, "a.txt", "base");
+  const { client, project } = await open(hub, { conflict: "client" });
+  await until("online", () => project.status === "online" && project.read("a.txt") === "base");
+  hub.setOffline(true);
+  project.write("a.txt", "mine");
+  hub.remoteWrite(PID, "a.txt", "theirs");
+  hub.setOffline(false);
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "mine");
+  assert.equal(puts(hub).at(-1).body.expected_version, 2);
+  assert.equal(project.conflicts()[0].server.content, "theirs");
+  assert.equal(project.conflicts()[0].winner, "client");
+  await until("local copy", () => project.read("a.txt") === "mine");
+  client.close();
+});
+
+test("429 waits for Retry-After, then sends the same write", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  hub.inject.push({ match: (r) => r.method === "PUT", status: 429, body: { error: { code: "rate_limited", message: "slow down" } }, headers: { "retry-after": "1" } });
+  const started = Date.now();
+  project.write("a.txt", "x");
+  await project.flush();
+  assert.ok(Date.now() - started >= 950, "waited about a second");
+  assert.equal(puts(hub).length, 2);
+  assert.equal(puts(hub)[0].body.op_id, puts(hub)[1].body.op_id);
+  client.close();
+});
+
+test("an expired token is refreshed (HTTP 401 and socket 4009) without losing a queued write", async () => {
+  const hub = new FakeHub();
+  let calls = 0;
+  const token = () => (++calls === 1 ? "t1" : "t2");
+  const { client, project } = await open(hub, {}, { token });
+  await until("online", () => project.status === "online");
+  hub.validTokens = new Set(["t2"]); // t1 expires
+  for (const s of hub.sockets) s.drop(4009);
+  project.write("a.txt", "kept");
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "kept");
+  await until("online with the new token", () => project.status === "online");
+  assert.ok(calls >= 2);
+  client.close();
+});
+
+test("resync_required reloads the file list and resumes from its cursor", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  hub.setOffline(true);
+  hub.remoteWrite(PID, "gone.txt", "x");
+  hub.remoteWrite(PID, "b.txt", "y");
+  hub.project(PID).files.delete("gone.txt");
+  hub.retention = 2; // history up to seq 2 trimmed
+  hub.setOffline(false);
+  await until("resynced", () => project.read("b.txt") === "y");
+  assert.equal(project.read("gone.txt"), undefined);
+  hub.remoteWrite(PID, "c.txt", "after");
+  await until("live after resync", () => project.read("c.txt") === "after");
+  client.close();
+});
+
+test("storage indexeddb: unsent writes survive a reload and are sent once after it", async () => {
+  const hub = new FakeHub();
+  const id = "00000000-0000-4000-8000-0000000000ab";
+  hub.setOffline(true);
+  const first = await open(hub, { id, storage: "indexeddb" });
+  first.project.write("draft.txt", "typed before the crash");
+  await sleep(50);
+  first.client.close();
+  const second = await open(hub, { id, storage: "indexeddb" });
+  assert.equal(second.project.read("draft.txt"), "typed before the crash", "shown before the network answers");
+  hub.setOffline(false);
+  await second.project.flush();
+  assert.equal(hub.project(id).files.get("draft.txt").content, "typed before the crash");
+  assert.equal(hub.writes(id), 1);
+  second.client.close();
+});
+
+test("delete and move are queued like writes", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  project.move("a.txt", "b.txt");
+  assert.deepEqual(project.paths(), ["b.txt"]);
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").deleted, true);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A");
+  client.close();
+});
+
+test("a write the hub refuses for good is kept in conflicts() with the error", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  hub.inject.push({ match: (r) => r.method === "PUT", status: 400, body: { error: { code: "invalid_path", message: "bad" } } });
+  project.write("bad.txt", "keep me");
+  await project.flush();
+  assert.equal(project.conflicts()[0].local, "keep me");
+  assert.equal(project.conflicts()[0].error.code, "invalid_path");
+  client.close();
+});
+
+test("editor state: set is local at once, saved debounced with base_revision; a 409 takes the server copy", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.editorState.set({ open: ["a"] });
+  project.editorState.set({ open: ["a", "b"] });
+  assert.deepEqual(project.editorState.get(), { open: ["a", "b"] });
+  await until("saved", () => hub.project(PID).editorState.revision === 1);
+  assert.equal(hub.requests.filter((r) => r.path.endsWith("/editor-state") && r.method === "PUT").length, 1);
+  hub.project(PID).editorState = { state: { open: ["server"] }, revision: 5, updated_at: "" };
+  project.editorState.set({ open: ["stale"] });
+  await until("server wins", () => JSON.stringify(project.editorState.get()) === '{"open":["server"]}');
+  client.close();
+});

@@ -1,0 +1,185 @@
+// An in-memory stand-in for the hub's HTTP API and socket (one user, any number of projects),
+// with the contract's semantics for the parts the client uses: versions and expected_version,
+// op_id idempotency, events with gapless seqs, join with since, resync_required, 409/429/401.
+// Knobs let a test cut the network, lose answers and inject errors.
+
+export class FakeHub {
+  constructor() {
+    this.projects = new Map();
+    this.sockets = new Set();
+    this.offline = false;
+    this.requests = []; // every HTTP request that reached the hub: {method, path, body}
+    this.inject = []; // [{match(req) => bool, status, body, headers, once, applyFirst}]
+    this.validTokens = new Set(["t1"]);
+    this.retention = 0; // events with seq <= retention are trimmed
+    this.fetch = this.fetch.bind(this);
+    const hub = this;
+    this.WebSocket = class extends FakeSocket {
+      constructor(url) {
+        super(hub, url);
+      }
+    };
+  }
+
+  project(id) {
+    let p = this.projects.get(id);
+    if (!p) {
+      p = { files: new Map(), events: [], ops: new Map(), editorState: { state: null, revision: 0, updated_at: null } };
+      this.projects.set(id, p);
+    }
+    return p;
+  }
+
+  /** A write by someone else, published like any other. */
+  remoteWrite(id, path, content) {
+    return this.apply(id, { kind: "put", path, content }, "other-user");
+  }
+
+  apply(id, op, actor = "me") {
+    const p = this.project(id);
+    if (op.op_id && p.ops.has(op.op_id)) return p.ops.get(op.op_id);
+    const cur = p.files.get(op.path);
+    const curVersion = cur && !cur.deleted ? cur.version : 0;
+    if (op.expected_version !== undefined && op.expected_version !== curVersion) {
+      return {
+        status: 409,
+        body: { error: { code: "version_conflict", message: "conflict", path: op.path, expected_version: op.expected_version, current_version: curVersion, current_hash: "h" } },
+      };
+    }
+    if (op.kind === "delete" && curVersion === 0) return { status: 404, body: { error: { code: "not_found", message: "no such file" } } };
+    const version = (cur?.version ?? 0) + 1;
+    const seq = p.events.length + 1;
+    const timestamp = new Date().toISOString();
+    let event;
+    if (op.kind === "put") {
+      p.files.set(op.path, { content: op.content, version });
+      event = { event: "file:update", payload: { file_path: op.path, file_type: "text", content: op.content, content_hash: "h", version, timestamp, actor, op_id: op.op_id ?? null } };
+    } else {
+      p.files.set(op.path, { deleted: true, version });
+      event = { event: "file:delete", payload: { file_path: op.path, version, timestamp, actor, op_id: op.op_id ?? null } };
+    }
+    const frame = { type: "event", channel: `realtime:project:${id}`, seq, ...event };
+    p.events.push(frame);
+    const result = { status: 200, body: { path: op.path, version, content_hash: "h", seq } };
+    if (op.op_id) p.ops.set(op.op_id, result);
+    for (const s of this.sockets) s.publish(id, frame);
+    return result;
+  }
+
+  /** Every write that changed something (each op applied once = one entry). */
+  writes(id) {
+    return this.project(id).events.length;
+  }
+
+  setOffline(offline) {
+    this.offline = offline;
+    if (offline) for (const s of [...this.sockets]) s.drop(1006);
+  }
+
+  async fetch(url, init = {}) {
+    await new Promise((r) => setTimeout(r, 1));
+    if (this.offline) throw new TypeError("Failed to fetch");
+    const u = new URL(url);
+    const req = { method: init.method ?? "GET", path: u.pathname, query: u.searchParams, body: init.body ? JSON.parse(init.body) : undefined, token: init.headers?.authorization?.slice(7) };
+    this.requests.push(req);
+    const res = this.route(req);
+    return new Response(JSON.stringify(res.body), { status: res.status, headers: res.headers ?? {} });
+  }
+
+  route(req) {
+    const injected = this.inject.findIndex((i) => i.match(req));
+    if (injected >= 0) {
+      const i = this.inject[injected];
+      if (i.once !== false) this.inject.splice(injected, 1);
+      if (i.applyFirst) this.route(req); // the hub did it, then the answer was lost
+      if (i.throw) throw new TypeError("connection reset");
+      return i;
+    }
+    if (!this.validTokens.has(req.token)) return { status: 401, body: { error: { code: "token_expired", message: "expired" } } };
+    const m = req.path.match(/^\/v1\/projects\/([^/]+)(\/.*)?$/);
+    if (!m) return { status: 404, body: { error: { code: "not_found", message: "no route" } } };
+    const [, id, rest = ""] = m;
+    const p = this.project(id);
+    if (rest === "/files" && req.method === "GET") {
+      const files = [...p.files].filter(([, f]) => !f.deleted).map(([path, f]) => ({ path, file_type: "text", content_hash: "h", version: f.version, size: f.content.length, updated_at: "", content: f.content }));
+      return { status: 200, body: { cursor: p.events.length, files } };
+    }
+    if (rest === "/editor-state") {
+      if (req.method === "GET") return { status: 200, body: p.editorState };
+      if (req.body.base_revision !== p.editorState.revision) return { status: 409, body: { error: { code: "revision_conflict", message: "c", server: p.editorState } } };
+      p.editorState = { state: req.body.state, revision: p.editorState.revision + 1, updated_at: new Date().toISOString() };
+      return { status: 200, body: { revision: p.editorState.revision, updated_at: p.editorState.updated_at } };
+    }
+    const f = rest.match(/^\/files\/(.+)$/);
+    if (f) {
+      const path = f[1].split("/").map(decodeURIComponent).join("/");
+      if (req.method === "GET") {
+        const file = p.files.get(path);
+        if (!file || file.deleted) return { status: 404, body: { error: { code: "not_found", message: "no" } } };
+        return { status: 200, body: { path, file_type: "text", content: file.content, content_hash: "h", version: file.version, size: 0, updated_at: "" } };
+      }
+      if (req.method === "PUT") return this.apply(id, { kind: "put", path, content: req.body.content, expected_version: req.body.expected_version, op_id: req.body.op_id });
+      if (req.method === "DELETE") {
+        const ev = req.query.get("expected_version");
+        return this.apply(id, { kind: "delete", path, expected_version: ev === null ? undefined : Number(ev), op_id: req.query.get("op_id") ?? undefined });
+      }
+    }
+    return { status: 404, body: { error: { code: "not_found", message: "no route" } } };
+  }
+}
+
+class FakeSocket {
+  constructor(hub, url) {
+    this.hub = hub;
+    this.url = url;
+    this.readyState = 0;
+    this.joined = new Set();
+    this.authed = false;
+    this.sent = [];
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    setTimeout(() => {
+      if (hub.offline) return this.drop(1006);
+      hub.sockets.add(this);
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 1);
+  }
+  deliver(frame) {
+    setTimeout(() => this.readyState === 1 && this.onmessage?.({ data: JSON.stringify(frame) }), 0);
+  }
+  publish(id, frame) {
+    if (this.joined.has(id)) this.deliver(frame);
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error("not open");
+    const f = JSON.parse(text);
+    this.sent.push(f);
+    if (f.type === "auth") {
+      if (!this.hub.validTokens.has(f.token)) return this.drop(4001);
+      this.authed = true;
+      this.deliver({ type: "authed", expires_at: new Date(Date.now() + 3600_000).toISOString() });
+    } else if (f.type === "join") {
+      const id = f.channel.replace("realtime:project:", "");
+      const p = this.hub.project(id);
+      if (f.since !== null && f.since < this.hub.retention) {
+        this.deliver({ type: "resync_required", channel: f.channel, oldest_seq: this.hub.retention + 1 });
+        return;
+      }
+      this.joined.add(id);
+      this.deliver({ type: "joined", ref: f.ref, channel: f.channel, cursor: p.events.length });
+      for (const e of p.events) if (f.since !== null && e.seq > f.since) this.deliver(e);
+    } else if (f.type === "ping") {
+      if (!this.silent) this.deliver({ type: "pong", ref: f.ref });
+    }
+  }
+  close(code = 1000) {
+    this.drop(code);
+  }
+  /** The connection ends (hub side or network): the client sees onclose with `code`. */
+  drop(code) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.hub.sockets.delete(this);
+    setTimeout(() => this.onclose?.({ code }), 0);
+  }
+}

@@ -1,0 +1,143 @@
+//! The operations surface: `/metrics` labels come from fixed sets (no request can add a
+//! series), and `/openapi.json` describes the answers the routes really give.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+/// The `method` label values a scrape may carry.
+const KNOWN_METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
+
+async fn scrape(app: &TestApp) -> String {
+    app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap()
+}
+
+/// Each sample's name and labels (the line without its value).
+fn series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.rsplit_once(' ').map(|(key, _)| key.to_string()))
+        .collect()
+}
+
+fn label_values<'a>(text: &'a str, label: &str) -> BTreeSet<&'a str> {
+    let needle = format!("{label}=\"");
+    text.match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let rest = &text[at + needle.len()..];
+            rest.find('"').map(|end| &rest[..end])
+        })
+        .collect()
+}
+
+async fn send(app: &TestApp, method: &[u8], path: &str) {
+    let method = Method::from_bytes(method).unwrap();
+    app.http.request(method, format!("{}{path}", app.base)).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let app = TestApp::spawn().await;
+    // One request of each kind first, so the series they may legitimately create exist.
+    send(&app, b"XMETHOD", "/nope").await;
+    send(&app, b"XMETHOD", "/healthz").await;
+    send(&app, b"GET", "/nope").await;
+    scrape(&app).await;
+    let before = scrape(&app).await;
+
+    for i in 0..40 {
+        send(&app, format!("XMETHOD{i}").as_bytes(), &format!("/nope/{i}/{}", uuid::Uuid::new_v4())).await;
+        send(&app, format!("PROPFIND{i}").as_bytes(), "/healthz").await;
+        send(&app, b"GET", &format!("/made/up/{i}")).await;
+    }
+    // One 8 KiB method: a single request must not add its name to every scrape.
+    send(&app, format!("X{}", "M".repeat(8 * 1024)).as_bytes(), "/nope").await;
+    scrape(&app).await;
+    let after = scrape(&app).await;
+
+    let methods = label_values(&after, "method");
+    assert!(methods.iter().all(|m| KNOWN_METHODS.contains(m)), "method labels {methods:?}");
+    let routes = label_values(&after, "route");
+    assert!(routes.iter().all(|r| r.starts_with('/') || *r == "unmatched"), "route labels {routes:?}");
+    assert!(!after.contains("/made/up") && !after.contains("/nope/"), "raw paths leaked into labels");
+    let (old, new) = (series(&before), series(&after));
+    let added: Vec<_> = new.difference(&old).collect();
+    assert!(added.is_empty(), "new series: {added:?}");
+    // Only counts changed: a few more digits at most.
+    assert!(after.len() < before.len() + 1024, "metrics grew from {} to {} bytes", before.len(), after.len());
+}
+
+/// The media types and schemas the document gives for a route's success answer.
+fn documented(spec: &Value, path: &str, method: &str) -> Vec<(String, Value)> {
+    let operation = &spec["paths"][path][method];
+    let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} undocumented"));
+    let (_, success) = responses
+        .iter()
+        .find(|(status, _)| status.starts_with('2'))
+        .unwrap_or_else(|| panic!("{method} {path}: no success answer"));
+    let content = success["content"].as_object().unwrap_or_else(|| panic!("{method} {path}: no content"));
+    content.iter().map(|(media, body)| (media.clone(), body["schema"].clone())).collect()
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        _ => "other",
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_the_answers_the_routes_give() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let p = app.create_project("alice", "doc").await;
+    app.write("alice", &p, "a.txt", "a").await;
+    let (status, spec) = app.get("/openapi.json", &alice).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // JSON routes: the documented schema type is the type of the real body.
+    let calls = [
+        ("/healthz", "/healthz".to_string()),
+        ("/readyz", "/readyz".to_string()),
+        ("/openapi.json", "/openapi.json".to_string()),
+        ("/v1/projects", "/v1/projects".to_string()),
+        ("/v1/projects/{id}", format!("/v1/projects/{p}")),
+        ("/v1/projects/{id}/members", format!("/v1/projects/{p}/members")),
+        ("/v1/projects/{id}/files", format!("/v1/projects/{p}/files")),
+        ("/v1/projects/{id}/files/{path}", format!("/v1/projects/{p}/files/a.txt")),
+        ("/v1/projects/{id}/events", format!("/v1/projects/{p}/events?since=0")),
+        ("/v1/projects/{id}/editor-state", format!("/v1/projects/{p}/editor-state")),
+    ];
+    for (template, path) in calls {
+        let (status, body) = app.get(&path, &alice).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let answers = documented(&spec, template, "get");
+        assert_eq!(answers.len(), 1, "GET {template}: {answers:?}");
+        let (media, schema) = &answers[0];
+        assert_eq!(media, "application/json", "GET {template}");
+        assert_eq!(schema["type"], json_type(&body), "GET {template}: real body {body}");
+        if let (Some(first), Some(items)) = (body.as_array().and_then(|a| a.first()), schema.get("items")) {
+            assert_eq!(items["type"], json_type(first), "GET {template}: items");
+        }
+    }
+
+    // /metrics is text in the exposition format, as the hub sends it.
+    let response = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    let sent = response.headers()["content-type"].to_str().unwrap().to_string();
+    let answers = documented(&spec, "/metrics", "get");
+    assert!(
+        answers.iter().all(|(media, schema)| media != "application/json" && schema["type"] == "string"),
+        "{answers:?}"
+    );
+    let sent_type = sent.split(';').next().unwrap().trim();
+    assert!(answers.iter().any(|(media, _)| media == sent_type), "documented {answers:?}, sent {sent}");
+
+    // The socket answers 101, not a JSON body.
+    let realtime = spec["paths"]["/v1/realtime"]["get"]["responses"].as_object().unwrap();
+    assert!(realtime.contains_key("101"), "{realtime:?}");
+    assert!(!realtime.keys().any(|status| status.starts_with('2')), "{realtime:?}");
+}
