@@ -1,13 +1,11 @@
 //! The application object, built once from configuration and shared by every handler as
 //! [`AppState`]. No globals.
 
-use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, Principal, tokens::HubKeys, users::UserVerifier};
@@ -19,6 +17,8 @@ use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
 use crate::realtime::{Broker, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
+
+pub use crate::server::serve;
 
 pub struct App {
     pub config: Config,
@@ -143,27 +143,6 @@ impl App {
         let router = crate::router::build(routes, state.clone());
         Ok((state, router))
     }
-}
-
-/// Serves until `shutdown` resolves: then stops accepting, closes sockets with a close
-/// frame (1001), stops the realtime tasks and drains in-flight requests.
-pub async fn serve(
-    state: AppState,
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let broker = state.broker.clone();
-    let stop = async move {
-        shutdown.await;
-        broker.shutdown.cancel();
-    };
-    // Small frames must not wait for delayed ACKs (Nagle): realtime latency is the product.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router).with_graceful_shutdown(stop).await?;
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

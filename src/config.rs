@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -66,6 +67,8 @@ pub struct Config {
     pub db_pool_size: usize,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub http: HttpLimits,
 }
 
 /// CONTRACT section 7 defaults; all configurable.
@@ -91,6 +94,10 @@ pub struct Limits {
     /// Bytes queued for one socket before it is closed as a slow consumer (4008).
     #[arg(long, env = "SYNCHUB_SOCKET_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub socket_queue_bytes: usize,
+    /// A write to a socket that cannot complete within this many milliseconds ends the
+    /// socket (4008, or the TCP connection when not even a close frame gets through).
+    #[arg(long, env = "SYNCHUB_SOCKET_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub socket_write_timeout_ms: u64,
     /// Sustained writes per user per second.
     #[arg(long, env = "SYNCHUB_WRITE_RATE", default_value_t = 50.0)]
     pub write_rate: f64,
@@ -111,9 +118,49 @@ impl Default for Limits {
             max_editor_state_bytes: 256 * 1024,
             max_sockets_per_user: 32,
             socket_queue_bytes: 8 * 1024 * 1024,
+            socket_write_timeout_ms: 10_000,
             write_rate: 50.0,
             write_burst: 200.0,
         }
+    }
+}
+
+/// HTTP connection limits (CONTRACT section 7): no client can hold a connection, a request
+/// or memory indefinitely.
+#[derive(Debug, Clone, Args)]
+pub struct HttpLimits {
+    /// Seconds a client has to send a request's headers: from accepting the connection, or
+    /// from the first byte of a later request on it.
+    #[arg(long, env = "SYNCHUB_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body, from the end of its headers (else 408).
+    #[arg(long, env = "SYNCHUB_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, env = "SYNCHUB_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Open connections (WebSockets included); beyond this new connections are answered 503.
+    #[arg(long, env = "SYNCHUB_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits { header_timeout_secs: 10, body_timeout_secs: 60, idle_timeout_secs: 60, max_connections: 20_000 }
+    }
+}
+
+impl HttpLimits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 }
 
@@ -141,6 +188,7 @@ impl Config {
             db_pool_size: 16,
             event_retention_secs: 7 * 86_400,
             limits: Limits::default(),
+            http: HttpLimits::default(),
         }
     }
 }

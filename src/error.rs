@@ -23,6 +23,10 @@ pub enum ApiError {
     QuotaExceeded { message: String, details: Map<String, Value> },
     #[error("{0}")]
     NotFound(String),
+    #[error("this route does not accept this method")]
+    MethodNotAllowed,
+    #[error("the request was not received in time")]
+    RequestTimeout,
     #[error("{message}")]
     VersionConflict { message: String, details: Map<String, Value> },
     #[error("{message}")]
@@ -35,10 +39,14 @@ pub enum ApiError {
     HistoryTrimmed { oldest_seq: i64 },
     #[error("{message}")]
     PayloadTooLarge { message: String, details: Map<String, Value> },
+    #[error("the URI is too long")]
+    UriTooLong,
     #[error("{0}")]
     UnsupportedContent(String),
     #[error("too many writes; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
     #[error("service unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -64,14 +72,18 @@ impl ApiError {
             ApiError::Unauthenticated(_) | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::VersionConflict { .. }
             | ApiError::RevisionConflict { .. }
             | ApiError::AlreadyExists(_)
             | ApiError::OpIdReused(_) => StatusCode::CONFLICT,
             ApiError::HistoryTrimmed { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedContent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,14 +98,18 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::RevisionConflict { .. } => "revision_conflict",
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::OpIdReused(_) => "op_id_reused",
             ApiError::HistoryTrimmed { .. } => "history_trimmed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UriTooLong => "uri_too_long",
             ApiError::UnsupportedContent(_) => "unsupported_content",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -25,6 +25,7 @@ pub mod origins;
 pub mod projects;
 pub mod realtime;
 pub mod router;
+pub mod server;
 pub mod sessions;
 pub mod snapshots;
 

@@ -116,8 +116,8 @@ pub fn api() -> (Router<AppState>, Value) {
 /// How long a browser may cache a preflight answer.
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// The complete service: routes, metrics, CORS for the configured browser origins, and a
-/// JSON 404 for unknown routes.
+/// The complete service: routes, metrics, CORS for the configured browser origins, the
+/// request limits (URI length, body deadline), and JSON 404/405 for unknown routes and methods.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
     let origins = state.clone();
     // No credentials: tokens are bearer headers, never cookies, so even `*` leaks nothing.
@@ -129,6 +129,8 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .max_age(CORS_MAX_AGE);
     routes
         .fallback(files::unmatched)
+        .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::request_limits))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
         .layer(TraceLayer::new_for_http())

@@ -3,7 +3,7 @@
 //! every subscriber's outbox. Feeds end when their last subscriber leaves.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct Broker {
     /// `events_published`: counted once per event when a feed fans it out.
     published: Family<EventLabels, Counter>,
     pub shutdown: CancellationToken,
+    /// Test hook: sockets' readers panic on a special frame (see `inject_reader_faults`).
+    reader_faults: AtomicBool,
 }
 
 /// A container socket registered under its session; dropping it unregisters.
@@ -130,7 +132,19 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             published,
             shutdown: CancellationToken::new(),
+            reader_faults: AtomicBool::new(false),
         })
+    }
+
+    /// For tests only: from now on, a socket of this hub whose reader receives the text
+    /// frame `synchub:test:reader-panic` panics while handling it, as a bug would.
+    #[doc(hidden)]
+    pub fn inject_reader_faults(&self) {
+        self.reader_faults.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reader_faults_injected(&self) -> bool {
+        self.reader_faults.load(Ordering::Relaxed)
     }
 
     /// Takes one of `key`'s socket slots, or None when all `max` are in use.
@@ -230,7 +244,8 @@ impl Broker {
         }
         let client = self.db.pool().get().await?;
         let rows = client.query("SELECT user_id FROM synchub.readers_among($1, $2)", &[&project, &readers]).await?;
-        let allowed: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let allowed: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.try_get(0)).collect::<Result<_, tokio_postgres::Error>>()?;
         let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
         // Only readers that were checked are judged: one who joined since was authorized
         // by their own join.
@@ -260,26 +275,25 @@ impl Broker {
             .await?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = client.query(&statement, &[&project, &after, &limit]).await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|row| {
-                let seq: i64 = row.get(0);
-                let event_type: String = row.get(1);
-                let payload: String = row.get(2);
-                Arc::new(EventFrame {
+                let seq: i64 = row.try_get(0)?;
+                let event_type: String = row.try_get(1)?;
+                let payload: String = row.try_get(2)?;
+                Ok(Arc::new(EventFrame {
                     seq,
                     text: protocol::event_frame(project, seq, &event_type, &payload).into(),
                     event_type,
-                    committed_at_us: row.get(3),
-                })
+                    committed_at_us: row.try_get(3)?,
+                }))
             })
-            .collect())
+            .collect()
     }
 
     /// The oldest seq still in the log (for gap fills that hit retention).
     pub async fn oldest_seq(&self, project: Uuid) -> Result<i64, ApiError> {
         let client = self.db.pool().get().await?;
-        Ok(client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.get(0))
+        Ok(client.query_one("SELECT synchub.oldest_seq($1)", &[&project]).await?.try_get(0)?)
     }
 }
 

@@ -15,6 +15,55 @@ use crate::error::ApiError;
 use crate::extract::Bounded;
 use crate::files;
 
+/// The largest integer every client's JSON carries exactly (2^53 − 1): seqs and versions
+/// in frames are integers from 0 to this.
+pub const MAX_SAFE_INTEGER: i64 = SafeU64::MAX.as_i64();
+
+/// A frame the hub could not take, with what is needed to answer it: writes are answered
+/// with a failed `ack`, everything else with an `error` frame.
+pub struct Refused {
+    pub reference: Option<Ref>,
+    pub channel: Option<String>,
+    pub is_write: bool,
+    pub error: ApiError,
+}
+
+impl Refused {
+    pub fn answer(&self) -> String {
+        if self.is_write {
+            ack_error(&self.reference, &self.error)
+        } else {
+            error(&self.reference, self.channel.as_deref(), &self.error)
+        }
+    }
+}
+
+/// The integer fields of client frames (each a [`SafeU64`]).
+const INTEGER_FIELDS: [&str; 3] = ["since", "seq", "expected_version"];
+
+/// Parses a client frame. When that fails, the frame is read again loosely to answer it
+/// under its own `ref` (and as an `ack` when it was a write), naming a bad integer field.
+pub fn parse_frame(text: &str) -> Result<ClientFrame, Refused> {
+    serde_json::from_str(text).map_err(|err| {
+        let loose: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        let kind = loose.get("type").and_then(Value::as_str);
+        let bad_integer = INTEGER_FIELDS.into_iter().find(|field| {
+            loose.get(field).is_some_and(|value| !value.is_null() && SafeU64::deserialize(value).is_err())
+        });
+        let message = match (kind, bad_integer) {
+            (_, Some(field)) => format!("{field} must be an integer from 0 to {MAX_SAFE_INTEGER}"),
+            (Some(kind), None) => format!("invalid {kind} frame: {err}"),
+            (None, None) => format!("invalid frame: {err}"),
+        };
+        Refused {
+            reference: loose.get("ref").and_then(|r| Ref::deserialize(r).ok()),
+            channel: loose.get("channel").and_then(Value::as_str).map(str::to_string),
+            is_write: matches!(kind, Some("upsert" | "delete" | "bulk")),
+            error: ApiError::InvalidRequest(message),
+        }
+    })
+}
+
 /// The answer to every accepted `auth` frame: the browser knows it is in, and until when
 /// (`expires_at` in seconds since the epoch).
 pub fn authed(expires_at: i64) -> String {
@@ -68,6 +117,14 @@ pub fn error(reference: &Option<Ref>, channel: Option<&str>, error: &ApiError) -
         error: error_body(error),
     })
     .to_text()
+}
+
+/// A refused join over the per-socket join rate.
+pub fn joins_rate_limited(reference: &Option<Ref>, channel: &str, per_second: u32) -> String {
+    let mut body = error_body(&ApiError::RateLimited { retry_after_secs: 1 });
+    body.message = format!("at most {per_second} joins per second per socket");
+    ServerFrame::Error(ErrorFrame { reference: reference.clone(), channel: Some(channel.to_owned()), error: body })
+        .to_text()
 }
 
 fn error_body(error: &ApiError) -> ErrorBody {
@@ -150,6 +207,26 @@ mod tests {
         );
         assert_eq!(pong(&None), r#"{"type":"pong","ref":null}"#);
         assert_eq!(authed(0), r#"{"type":"authed","expires_at":"1970-01-01T00:00:00Z"}"#);
+    }
+
+    #[test]
+    fn frame_integers_are_0_to_2_pow_53_minus_1() {
+        let join = |since: &str| parse_frame(&format!(r#"{{"type":"join","channel":"c","since":{since}}}"#));
+        assert!(matches!(join("9007199254740991"), Ok(ClientFrame::Join { since: Some(SafeU64::MAX), .. })));
+        assert!(matches!(join("null"), Ok(ClientFrame::Join { since: None, .. })));
+        for bad in ["9007199254740992", "9223372036854775807", "1e30", "-1", "1.5", "\"5\"", "[]"] {
+            let refused = join(bad).err().unwrap_or_else(|| panic!("since={bad} was taken"));
+            assert!(!refused.is_write);
+            assert!(refused.error.to_string().contains("since must be an integer"), "{}", refused.error);
+        }
+        let missing = parse_frame(r#"{"type":"upsert","ref":7,"channel":"c","path":"a","content":"x"}"#);
+        assert!(matches!(missing, Ok(ClientFrame::Upsert { expected_version: None, .. })));
+        let refused =
+            parse_frame(r#"{"type":"delete","ref":7,"channel":"c","path":"a","expected_version":-3}"#).err().unwrap();
+        assert!(refused.is_write);
+        assert_eq!(refused.reference, Some(Ref::from(7)));
+        assert!(refused.answer().contains(r#""ok":false"#));
+        assert!(parse_frame(r#"{"type":"applied","channel":"c","seq":null}"#).is_err());
     }
 
     #[test]

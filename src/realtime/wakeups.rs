@@ -214,15 +214,16 @@ async fn check_sessions(broker: &Broker, db: &Db) {
     }
     let inactive = async {
         let client = db.pool().get().await.map_err(|e| e.to_string())?;
-        client
+        let rows = client
             .query("SELECT session_id FROM synchub.inactive_sessions($1)", &[&sessions])
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        rows.iter().map(|row| row.try_get::<_, Uuid>(0)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
     };
     match inactive.await {
-        Ok(rows) => {
-            for row in rows {
-                broker.revoke(row.get(0));
+        Ok(sessions) => {
+            for session in sessions {
+                broker.revoke(session);
             }
         }
         Err(err) => tracing::debug!(error = %err, "session check failed"),
@@ -245,7 +246,7 @@ async fn prune(db: Db, retention: Duration, shutdown: tokio_util::sync::Cancella
                 .query_one("SELECT synchub.prune_events($1::text::interval)", &[&keep])
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<i64, String>(row.get(0))
+            row.try_get::<_, i64>(0).map_err(|e| e.to_string())
         };
         match pruned.await {
             Ok(0) => {}
@@ -272,15 +273,18 @@ async fn heads_check(broker: Arc<Broker>, db: Db) {
         let projects: Vec<Uuid> = active.iter().map(|(p, _)| *p).collect();
         let heads = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
-            client
+            let rows = client
                 .query("SELECT project_id, last_seq FROM synchub.project_heads($1)", &[&projects])
                 .await
+                .map_err(|e| e.to_string())?;
+            rows.iter()
+                .map(|row| Ok::<(Uuid, i64), tokio_postgres::Error>((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())
         };
         match heads.await {
-            Ok(rows) => {
-                for row in rows {
-                    let (project, head): (Uuid, i64) = (row.get(0), row.get(1));
+            Ok(heads) => {
+                for (project, head) in heads {
                     if active.iter().any(|(p, delivered)| *p == project && head > *delivered) {
                         broker.wake(project);
                     }

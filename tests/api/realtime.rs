@@ -108,9 +108,14 @@ async fn the_join_seam_loses_and_repeats_nothing_over_1000_trials() {
             }
         })
     };
-    let mut ws = app.ws(&app.user_token("alice")).await;
+    // Joins are limited to 20 per second per socket: the trials take turns on 25 sockets.
+    let mut sockets = Vec::new();
+    for _ in 0..25 {
+        sockets.push(app.ws(&app.user_token("alice")).await);
+    }
     let mut last = 0i64;
     for trial in 0..1000 {
+        let ws = &mut sockets[trial % 25];
         ws.send(json!({"type": "join", "ref": trial, "channel": channel(&p), "since": last})).await;
         // Frames the previous subscription sent before the leave took effect come first.
         loop {
@@ -178,6 +183,9 @@ async fn a_slow_consumer_is_dropped_with_4008_while_a_fast_one_keeps_up() {
     let app = TestApp::spawn_with(|c| {
         fast_writes(c);
         c.limits.socket_queue_bytes = 256 * 1024;
+        // The queue cap is under test here: the write deadline (which ends a blocked socket
+        // without a close frame when not even that gets through) must not come first.
+        c.limits.socket_write_timeout_ms = 120_000;
     })
     .await;
     let p = app.create_project("alice", "slow").await;
