@@ -8,16 +8,17 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use snapshot_builder::paths::validate_path;
-use synchub::extract::{PathArgs, parse_json};
+use synchub::extract::PathArgs;
 use synchub::realtime::protocol::{ClientFrame, Ref, SafeU64};
 use tower::ServiceExt;
 
 /// The largest integer JavaScript represents exactly: the contract's upper bound.
 const MAX_SAFE: i64 = (1 << 53) - 1;
 
-/// What the socket does with a text frame.
+/// What the socket does with a frame: only text frames (UTF-8) reach the parser.
 fn parse_frame(bytes: &[u8]) -> Result<ClientFrame, synchub::ApiError> {
-    parse_json::<ClientFrame>(bytes)
+    let text = std::str::from_utf8(bytes).map_err(|_| synchub::ApiError::InvalidRequest("not UTF-8".into()))?;
+    synchub::realtime::protocol::parse_frame(text).map_err(|refused| refused.error)
 }
 
 /// Any JSON value, nested a few levels.
