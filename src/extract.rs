@@ -98,6 +98,13 @@ impl Bounded {
     }
 }
 
+/// A socket frame's integer, already checked by the protocol crate (same range).
+impl From<synchub_protocol::SafeU64> for Bounded {
+    fn from(value: synchub_protocol::SafeU64) -> Self {
+        Bounded(value.as_i64())
+    }
+}
+
 impl<'de> Deserialize<'de> for Bounded {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;

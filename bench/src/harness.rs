@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use synchub::embedded_pg::{Durability, EmbeddedPostgres};
+use synchub_protocol::{ClientFrame, ServerFrame, channel_name};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::WebSocketStream;
@@ -414,8 +415,8 @@ pub async fn connect(addr: SocketAddr, token: &str, source: Option<Ipv4Addr>) ->
 
 /// Sends a join for `project` (since = null) and waits for `joined`; returns its cursor.
 pub async fn join(ws: &mut Ws, project: Uuid) -> anyhow::Result<i64> {
-    let frame = json!({"type": "join", "ref": "1", "channel": format!("realtime:project:{project}"), "since": null});
-    ws.send(Message::Text(frame.to_string().into())).await?;
+    let frame = ClientFrame::Join { reference: Some("1".into()), channel: channel_name(project), since: None };
+    ws.send(Message::Text(frame.to_text().into())).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let message = tokio::time::timeout_at(deadline, ws.next())
@@ -423,10 +424,9 @@ pub async fn join(ws: &mut Ws, project: Uuid) -> anyhow::Result<i64> {
             .context("no joined reply within 30 s")?
             .context("socket closed before joined")??;
         if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(text.as_str())?;
-            match value["type"].as_str() {
-                Some("joined") => return Ok(value["cursor"].as_i64().unwrap_or(0)),
-                Some("error") => bail!("join refused: {value}"),
+            match ServerFrame::parse(text.as_str())? {
+                ServerFrame::Joined { cursor, .. } => return Ok(cursor),
+                ServerFrame::Error(refused) => bail!("join refused: {}", refused.error.code),
                 _ => {}
             }
         }

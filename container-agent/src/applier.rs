@@ -132,7 +132,7 @@ impl Applier {
             Admission::Gap { expected, got } => return Ok(Outcome::Gap { expected, got }),
             Admission::Next => {}
         }
-        let change = frame.change().map_err(|source| ApplyError::Malformed {
+        let change = Change::of(frame).map_err(|source| ApplyError::Malformed {
             seq: frame.seq,
             event: frame.event.clone(),
             source,
@@ -191,7 +191,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{FileDelete, FileUpdate, ProjectDeleted};
+    use crate::protocol::{DeletedFile, ProjectDeletedPayload, UpdatedFile};
     use serde_json::json;
 
     /// Records what it was asked to apply; fails when told to.
@@ -212,7 +212,7 @@ mod tests {
     }
 
     fn delete(path: &str) -> Change {
-        Change::Delete(FileDelete { file_path: path.into(), version: 1, timestamp: None, actor: None, op_id: None })
+        Change::Delete(DeletedFile { file_path: path.into(), version: 1 })
     }
 
     #[test]
@@ -250,7 +250,7 @@ mod tests {
         let mut target = Recorder::default();
         let other = Change::Other { event: "presence:x".into() };
         assert!(matches!(applier.handle(&mut target, 1, &other).unwrap(), Outcome::Applied(_)));
-        let deleted = Change::ProjectDeleted(ProjectDeleted { timestamp: None });
+        let deleted = Change::ProjectDeleted(ProjectDeletedPayload { timestamp: String::new() });
         assert!(matches!(applier.handle(&mut target, 2, &deleted).unwrap(), Outcome::ProjectDeleted));
         assert_eq!(applier.applied_seq(), 2);
         assert_eq!(target.applied, vec![other]);
@@ -275,7 +275,7 @@ mod tests {
         let good = json!({"file_path":"a","content":"x","content_hash":"h","version":1});
         applier.handle_event(&mut target, &frame(6, good)).unwrap();
         assert_eq!(applier.applied_seq(), 6);
-        assert!(matches!(&target.applied[0], Change::Update(FileUpdate { file_path, .. }) if file_path == "a"));
+        assert!(matches!(&target.applied[0], Change::Update(UpdatedFile { file_path, .. }) if file_path == "a"));
     }
 
     #[test]
@@ -353,7 +353,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::protocol::BulkApply;
+        use crate::protocol::BulkApplyPayload;
         use crate::tree::{ProjectTree, TreeOptions, sha256_hex};
 
         const PATHS: [&str; 6] = ["a.ts", "b.md", "src/c.ts", "src/d/e.ts", "f/g/h.txt", "i"];
@@ -398,32 +398,29 @@ mod tests {
             ]
         }
 
-        fn file(p: usize, c: usize) -> FileUpdate {
-            FileUpdate {
+        fn file(p: usize, c: usize) -> UpdatedFile {
+            UpdatedFile {
                 file_path: PATHS[p].into(),
-                file_type: None,
+                file_type: String::new(),
                 content: CONTENTS[c].into(),
                 content_hash: sha256_hex(CONTENTS[c].as_bytes()),
                 version: 1,
-                timestamp: None,
-                actor: None,
-                op_id: None,
             }
         }
 
-        fn gone(p: usize) -> FileDelete {
-            FileDelete { file_path: PATHS[p].into(), version: 1, timestamp: None, actor: None, op_id: None }
+        fn gone(p: usize) -> DeletedFile {
+            DeletedFile { file_path: PATHS[p].into(), version: 1 }
         }
 
         fn change(op: &Op) -> Change {
             match op {
                 Op::Update(p, c) => Change::Update(file(*p, *c)),
                 Op::Delete(p) => Change::Delete(gone(*p)),
-                Op::Bulk(files, deletes) => Change::Bulk(BulkApply {
+                Op::Bulk(files, deletes) => Change::Bulk(BulkApplyPayload {
                     files: files.iter().map(|&(p, c)| file(p, c)).collect(),
                     deletes: deletes.iter().map(|&p| gone(p)).collect(),
-                    timestamp: None,
-                    actor: None,
+                    timestamp: String::new(),
+                    actor: String::new(),
                     op_id: None,
                 }),
             }

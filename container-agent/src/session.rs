@@ -18,7 +18,7 @@ use crate::applier::{ApplyError, Outcome};
 use crate::health::SharedStatus;
 use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
-use crate::protocol::{ClientFrame, EventFrame, ServerFrame, project_channel};
+use crate::protocol::{ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
 use crate::tree::ProjectTree;
 use crate::{Applier, backoff::Backoff};
 
@@ -117,7 +117,7 @@ impl Drop for AbortOnDrop {
 
 impl Session {
     pub fn new(hub: HubClient, tree: ProjectTree, snapshot_url: Option<String>, status: SharedStatus) -> Self {
-        let channel = project_channel(hub.project_id());
+        let channel = channel_name(hub.project_id());
         let (_, refreshes) = watch::channel(Refresh::Fresh(0));
         Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, backoff: Backoff::new(), refreshes }
     }
@@ -242,9 +242,9 @@ impl Session {
         };
         let (mut sink, mut stream) = socket.split();
         let join = ClientFrame::Join {
-            reference: "1".into(),
+            reference: Some("1".into()),
             channel: self.channel.clone(),
-            since: Some(self.applier.since()),
+            since: Some(wire_seq(self.applier.since())),
         };
         if let Err(error) = sink.send(Message::text(join.to_text())).await {
             return Ended::Lost(error.to_string());
@@ -276,7 +276,7 @@ impl Session {
                         Some(Ended::Lost("the hub went silent".into()))
                     } else {
                         pings += 1;
-                        let frame = ClientFrame::Ping { reference: format!("p{pings}") };
+                        let frame = ClientFrame::Ping { reference: Some(format!("p{pings}").into()) };
                         sink.send(Message::text(frame.to_text())).await.err().map(|e| Ended::Lost(e.to_string()))
                     }
                 }
@@ -297,7 +297,7 @@ impl Session {
                 if let Err(error) = tokio::task::block_in_place(|| self.tree.save_state(seq)) {
                     tracing::warn!(%error, "saving the agent state failed");
                 }
-                let frame = ClientFrame::Applied { channel: self.channel.clone(), seq };
+                let frame = ClientFrame::Applied { channel: self.channel.clone(), seq: wire_seq(seq) };
                 if let Err(error) = sink.send(Message::text(frame.to_text())).await {
                     return Ended::Lost(error.to_string());
                 }
@@ -336,7 +336,7 @@ impl Session {
                 Some(Ended::Resync)
             }
             ServerFrame::Error(error) => {
-                let code = error.code().unwrap_or("unknown").to_owned();
+                let code = error.error.code;
                 Some(Ended::Lost(format!("the hub refused the join: {code}")))
             }
             _ => None,

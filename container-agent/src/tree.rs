@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use snapshot_builder::paths::{PathError, validate_path};
 use snapshot_builder::{DirSink, EntrySink, Manifest, ManifestFile, ReadLimits, SinkError};
 
-use crate::protocol::{Change, FileDelete, FileUpdate};
+use crate::protocol::{Change, DeletedFile, UpdatedFile};
 
 /// The reserved directory holding the agent's state (never a project path).
 pub const STATE_DIR: &str = ".synchub";
@@ -353,8 +353,8 @@ impl ProjectTree {
 
     fn apply_files(
         &mut self,
-        files: &[FileUpdate],
-        deletes: &[FileDelete],
+        files: &[UpdatedFile],
+        deletes: &[DeletedFile],
         report: &mut ApplyReport,
     ) -> Result<(), TreeError> {
         // A path listed twice takes its last content.
@@ -431,7 +431,7 @@ impl ProjectTree {
         Ok(())
     }
 
-    fn stage_update(&self, file: &FileUpdate) -> Result<Option<Staged>, TreeError> {
+    fn stage_update(&self, file: &UpdatedFile) -> Result<Option<Staged>, TreeError> {
         let path = checked(&file.file_path)?;
         let sha = sha256_hex(file.content.as_bytes());
         if !sha.eq_ignore_ascii_case(&file.content_hash) {

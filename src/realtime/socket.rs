@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::broker::{EventFrame, SocketSlot, Subscription};
 use super::outbox::{Drained, Out, Outbox};
-use super::protocol::{self, ClientFrame, close};
+use super::protocol::{self, ClientFrame, Ref, close};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -363,14 +363,17 @@ impl Session {
             ClientFrame::Ping { reference } => {
                 self.outbox.push(Out::Text(protocol::pong(&reference)));
             }
-            ClientFrame::Join { reference, channel, since } => self.join(reference, &channel, since).await,
+            ClientFrame::Join { reference, channel, since } => {
+                self.join(reference, &channel, since.map(i64::from)).await
+            }
             ClientFrame::Leave { channel, .. } => {
                 if let Some(project) = protocol::parse_channel(&channel) {
                     self.outbox.push(Out::Leave { project, notice: None });
                 }
             }
-            ClientFrame::Applied { channel, seq } => self.applied(&channel, seq).await,
+            ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
             ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => {
+                let expected_version = expected_version.map(i64::from);
                 let body = files::PutFile { content, file_type, expected_version, op_id };
                 let result = match self.channel_project(&channel) {
                     Ok(project) => files::upsert_file(&self.state, &self.principal, project, &path, body).await,
@@ -379,7 +382,7 @@ impl Session {
                 self.ack(reference, result);
             }
             ClientFrame::Delete { reference, channel, path, expected_version, op_id } => {
-                let query = files::DeleteQuery { expected_version, op_id };
+                let query = files::DeleteQuery { expected_version: expected_version.map(i64::from), op_id };
                 let result = match self.channel_project(&channel) {
                     Ok(project) => files::delete_file(&self.state, &self.principal, project, &path, query).await,
                     Err(err) => Err(err),
@@ -387,7 +390,7 @@ impl Session {
                 self.ack(reference, result);
             }
             ClientFrame::Bulk { reference, channel, upserts, deletes, op_id } => {
-                let body = files::Bulk { upserts, deletes, op_id };
+                let body = protocol::bulk_body(upserts, deletes, op_id);
                 let result = match self.channel_project(&channel) {
                     Ok(project) => files::bulk_write(&self.state, &self.principal, project, body).await,
                     Err(err) => Err(err),
@@ -402,7 +405,7 @@ impl Session {
         protocol::parse_channel(channel).ok_or_else(|| ApiError::InvalidRequest("unknown channel".into()))
     }
 
-    fn ack(&self, reference: Option<Value>, result: Result<Value, ApiError>) {
+    fn ack(&self, reference: Option<Ref>, result: Result<Value, ApiError>) {
         let text = match result {
             Ok(value) => protocol::ack_ok(&reference, &value),
             Err(err) => protocol::ack_error(&reference, &err),
@@ -433,7 +436,7 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, reference: Option<Value>, channel: &str, since: Option<i64>) {
+    async fn join(&mut self, reference: Option<Ref>, channel: &str, since: Option<i64>) {
         if self.joins.check("", 1.0).is_err() {
             self.outbox.push(Out::Text(protocol::joins_rate_limited(&reference, channel, JOINS_PER_SECOND)));
             return;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub::extract::PathArgs;
-use synchub::realtime::protocol::ClientFrame;
+use synchub::realtime::protocol::{ClientFrame, Ref, SafeU64};
 use tower::ServiceExt;
 
 /// The largest integer JavaScript represents exactly: the contract's upper bound.
@@ -205,47 +205,49 @@ fn valid_frame() -> impl Strategy<Value = Value> {
 /// The parsed frame written back as JSON, absent optional fields left out: a frame that
 /// parses to exactly what was sent gives back its own JSON.
 fn describe(frame: &ClientFrame) -> Value {
-    let opt = |value: Option<i64>| value.map(Value::from);
+    let opt = |value: Option<SafeU64>| value.map(|v| json!(v));
+    let reference = |value: &Option<Ref>| value.as_ref().map(|r| json!(r));
     let uuid = |value: &Option<uuid::Uuid>| value.map(|id| Value::from(id.to_string()));
     match frame {
         ClientFrame::Auth { token } => self::frame("auth", vec![("token", Some(json!(token)))]),
-        ClientFrame::Join { reference, channel, since } => self::frame(
-            "join",
-            vec![("ref", reference.clone()), ("channel", Some(json!(channel))), ("since", opt(*since))],
-        ),
-        ClientFrame::Leave { reference, channel } => {
-            self::frame("leave", vec![("ref", reference.clone()), ("channel", Some(json!(channel)))])
+        ClientFrame::Join { reference: r, channel, since } => {
+            self::frame("join", vec![("ref", reference(r)), ("channel", Some(json!(channel))), ("since", opt(*since))])
         }
-        ClientFrame::Ping { reference } => self::frame("ping", vec![("ref", reference.clone())]),
+        ClientFrame::Leave { reference: r, channel } => {
+            self::frame("leave", vec![("ref", reference(r)), ("channel", Some(json!(channel)))])
+        }
+        ClientFrame::Ping { reference: r } => self::frame("ping", vec![("ref", reference(r))]),
         ClientFrame::Applied { channel, seq } => {
             self::frame("applied", vec![("channel", Some(json!(channel))), ("seq", Some(json!(seq)))])
         }
-        ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => self::frame(
-            "upsert",
-            vec![
-                ("ref", reference.clone()),
-                ("channel", Some(json!(channel))),
-                ("path", Some(json!(path))),
-                ("content", Some(json!(content))),
-                ("file_type", file_type.clone().map(Value::from)),
-                ("expected_version", opt(*expected_version)),
-                ("op_id", uuid(op_id)),
-            ],
-        ),
-        ClientFrame::Delete { reference, channel, path, expected_version, op_id } => self::frame(
+        ClientFrame::Upsert { reference: r, channel, path, content, file_type, expected_version, op_id } => {
+            self::frame(
+                "upsert",
+                vec![
+                    ("ref", reference(r)),
+                    ("channel", Some(json!(channel))),
+                    ("path", Some(json!(path))),
+                    ("content", Some(json!(content))),
+                    ("file_type", file_type.clone().map(Value::from)),
+                    ("expected_version", opt(*expected_version)),
+                    ("op_id", uuid(op_id)),
+                ],
+            )
+        }
+        ClientFrame::Delete { reference: r, channel, path, expected_version, op_id } => self::frame(
             "delete",
             vec![
-                ("ref", reference.clone()),
+                ("ref", reference(r)),
                 ("channel", Some(json!(channel))),
                 ("path", Some(json!(path))),
                 ("expected_version", opt(*expected_version)),
                 ("op_id", uuid(op_id)),
             ],
         ),
-        ClientFrame::Bulk { reference, channel, upserts, deletes, op_id } => self::frame(
+        ClientFrame::Bulk { reference: r, channel, upserts, deletes, op_id } => self::frame(
             "bulk",
             vec![
-                ("ref", reference.clone()),
+                ("ref", reference(r)),
                 ("channel", Some(json!(channel))),
                 ("upserts", Some(serde_json::to_value(upserts).expect("upserts serialize"))),
                 ("deletes", Some(serde_json::to_value(deletes).expect("deletes serialize"))),

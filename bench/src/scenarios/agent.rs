@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use rustix::fs::inotify;
 use serde_json::{Value, json};
+use synchub_protocol::ServerFrame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -515,8 +516,8 @@ async fn edit_phase(ctx: &Ctx, hub: &Hub, samples: usize, warmup: usize, report:
                 while let Some(Ok(message)) = ws.next().await {
                     let Message::Text(text) = message else { continue };
                     let now = clock().now_ns();
-                    let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    let index = frame["payload"]["file_path"]
+                    let Ok(ServerFrame::Event(frame)) = ServerFrame::parse(text.as_str()) else { continue };
+                    let index = frame.payload["file_path"]
                         .as_str()
                         .and_then(|p| p.strip_prefix("e/")?.strip_suffix(".txt")?.parse::<usize>().ok());
                     if let Some(slot) = index.and_then(|i| received.get(i)) {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
+use synchub_protocol::{ServerFrame, event_names};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Pending;
@@ -175,11 +176,11 @@ async fn hub_phase(
             while let Some(Ok(message)) = ws.next().await {
                 let Message::Text(text) = message else { continue };
                 let now = clock().now_ns();
-                let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                if frame["type"] != "event" || frame["event"] != "file:update" {
+                let Ok(ServerFrame::Event(frame)) = ServerFrame::parse(text.as_str()) else { continue };
+                if frame.event != event_names::FILE_UPDATE {
                     continue;
                 }
-                let Some(i) = frame["payload"]["file_path"]
+                let Some(i) = frame.payload["file_path"]
                     .as_str()
                     .and_then(|p| p.strip_prefix("lat/")?.strip_suffix(".txt")?.parse::<usize>().ok())
                 else {
@@ -187,7 +188,7 @@ async fn hub_phase(
                 };
                 if i < received.len() && received[i].load(Ordering::Relaxed) == 0 {
                     received[i].store(now, Ordering::Relaxed);
-                    seqs[i].store(frame["seq"].as_i64().unwrap_or(0), Ordering::Relaxed);
+                    seqs[i].store(frame.seq, Ordering::Relaxed);
                     got.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
+use synchub_protocol::{AckFrame, ClientFrame, Ref, ServerFrame, channel_name};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -213,7 +214,8 @@ async fn run_writers(
                     while Instant::now() < deadline {
                         let url = format!("{base}/tp/{w}/{}.txt", writes % PATHS_PER_WRITER + 1);
                         let sent = Instant::now();
-                        let response = http.put(url).bearer_auth(&token).json(&json!({ "content": "x" })).send().await?;
+                        let response =
+                            http.put(url).bearer_auth(&token).json(&json!({ "content": "x" })).send().await?;
                         let status = response.status();
                         let body = response.bytes().await?;
                         if !status.is_success() {
@@ -225,25 +227,35 @@ async fn run_writers(
                 }
                 Via::Socket => {
                     let mut ws = harness::connect(addr, &token, None).await?;
-                    let channel = format!("realtime:project:{project}");
+                    let channel = channel_name(project);
                     while Instant::now() < deadline {
                         let path = format!("tp/{w}/{}.txt", writes % PATHS_PER_WRITER + 1);
-                        let reference = writes.to_string();
-                        let frame = json!({"type": "upsert", "ref": reference, "channel": channel, "path": path, "content": "x"});
+                        let reference = Ref::from(writes.to_string());
+                        let frame = ClientFrame::Upsert {
+                            reference: Some(reference.clone()),
+                            channel: channel.clone(),
+                            path,
+                            content: "x".into(),
+                            file_type: None,
+                            expected_version: None,
+                            op_id: None,
+                        };
                         let sent = Instant::now();
-                        ws.send(Message::Text(frame.to_string().into())).await?;
+                        ws.send(Message::Text(frame.to_text().into())).await?;
                         loop {
                             let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
                                 .await
                                 .context("no ack within 30 s")?
                                 .context("socket closed")??;
                             let Message::Text(text) = message else { continue };
-                            let value: Value = serde_json::from_str(text.as_str())?;
-                            if value["type"] == "ack" && value["ref"] == reference.as_str() {
-                                if value["ok"] != true {
-                                    bail!("upsert refused: {value}");
+                            match ServerFrame::parse(text.as_str())? {
+                                ServerFrame::Ack(AckFrame::Ok(ack)) if ack.reference.as_ref() == Some(&reference) => {
+                                    break;
                                 }
-                                break;
+                                ServerFrame::Ack(AckFrame::Err(ack)) if ack.reference.as_ref() == Some(&reference) => {
+                                    bail!("upsert refused: {}: {}", ack.error.code, ack.error.message)
+                                }
+                                _ => {}
                             }
                         }
                         latencies.record_ns(sent.elapsed().as_nanos() as u64);

@@ -5,7 +5,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::*;
-use crate::protocol::{BulkApply, Change, FileDelete, FileUpdate};
+use crate::protocol::{BulkApplyPayload, Change, DeletedFile, UpdatedFile};
 
 struct Fixture {
     _tmp: TempDir,
@@ -23,25 +23,22 @@ fn fixture() -> Fixture {
     Fixture { _tmp: tmp, project, outside, tree }
 }
 
-fn update(path: &str, content: &str) -> FileUpdate {
-    FileUpdate {
+fn update(path: &str, content: &str) -> UpdatedFile {
+    UpdatedFile {
         file_path: path.into(),
-        file_type: None,
+        file_type: String::new(),
         content: content.into(),
         content_hash: sha256_hex(content.as_bytes()),
         version: 1,
-        timestamp: None,
-        actor: None,
-        op_id: None,
     }
 }
 
-fn delete(path: &str) -> FileDelete {
-    FileDelete { file_path: path.into(), version: 2, timestamp: None, actor: None, op_id: None }
+fn delete(path: &str) -> DeletedFile {
+    DeletedFile { file_path: path.into(), version: 2 }
 }
 
-fn bulk(files: Vec<FileUpdate>, deletes: Vec<FileDelete>) -> Change {
-    Change::Bulk(BulkApply { files, deletes, timestamp: None, actor: None, op_id: None })
+fn bulk(files: Vec<UpdatedFile>, deletes: Vec<DeletedFile>) -> Change {
+    Change::Bulk(BulkApplyPayload { files, deletes, timestamp: String::new(), actor: String::new(), op_id: None })
 }
 
 fn read(path: &Path) -> String {

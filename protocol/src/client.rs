@@ -1,0 +1,179 @@
+//! Frames a client (editor tab, agent, bench) sends to the hub. The hub parses them
+//! strictly: an unknown `type` or a missing field is an error; integers are [`SafeU64`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Ref, SafeU64, Token};
+
+/// Client → hub.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticates a socket opened without a header (first frame, within 5 s), or
+    /// replaces the token of an open one (same user or session only).
+    Auth { token: Token },
+    /// Subscribes to `channel`; every event with `seq > since` follows the `joined` answer.
+    Join {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+        /// `null` (or absent): live events only.
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional = nullable))]
+        since: Option<SafeU64>,
+    },
+    Leave {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+    },
+    Ping {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+    },
+    /// Agents: the highest seq now applied to the container's tree.
+    Applied { channel: String, seq: SafeU64 },
+    /// Creates or replaces one file; answered by an `ack`.
+    Upsert {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+        path: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        file_type: Option<String>,
+        /// Absent: unconditional; 0: must not exist yet; N: the current version must be N.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        expected_version: Option<SafeU64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        op_id: Option<Uuid>,
+    },
+    /// Deletes one file; answered by an `ack`.
+    Delete {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        expected_version: Option<SafeU64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        op_id: Option<Uuid>,
+    },
+    /// Upserts and deletes, all or nothing, as one change; answered by an `ack`.
+    Bulk {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(as = "Option<_>", optional))]
+        upserts: Vec<BulkUpsert>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(as = "Option<_>", optional))]
+        deletes: Vec<BulkDelete>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        op_id: Option<Uuid>,
+    },
+}
+
+impl ClientFrame {
+    /// The frame as the text of one WebSocket message.
+    pub fn to_text(&self) -> String {
+        crate::to_text(self)
+    }
+}
+
+/// One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct BulkUpsert {
+    pub path: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub file_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub expected_version: Option<SafeU64>,
+}
+
+/// One delete of a `bulk` write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct BulkDelete {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub expected_version: Option<SafeU64>,
+}
+
+impl fmt::Debug for BulkUpsert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkUpsert")
+            .field("path", &self.path)
+            .field("content_len", &self.content.len())
+            .field("file_type", &self.file_type)
+            .field("expected_version", &self.expected_version)
+            .finish()
+    }
+}
+
+/// Written by hand: tokens and file contents stay out of logs (lengths only).
+impl fmt::Debug for ClientFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientFrame::Auth { token } => f.debug_struct("Auth").field("token", token).finish(),
+            ClientFrame::Join { reference, channel, since } => {
+                f.debug_struct("Join").field("ref", reference).field("channel", channel).field("since", since).finish()
+            }
+            ClientFrame::Leave { reference, channel } => {
+                f.debug_struct("Leave").field("ref", reference).field("channel", channel).finish()
+            }
+            ClientFrame::Ping { reference } => f.debug_struct("Ping").field("ref", reference).finish(),
+            ClientFrame::Applied { channel, seq } => {
+                f.debug_struct("Applied").field("channel", channel).field("seq", seq).finish()
+            }
+            ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => f
+                .debug_struct("Upsert")
+                .field("ref", reference)
+                .field("channel", channel)
+                .field("path", path)
+                .field("content_len", &content.len())
+                .field("file_type", file_type)
+                .field("expected_version", expected_version)
+                .field("op_id", op_id)
+                .finish(),
+            ClientFrame::Delete { reference, channel, path, expected_version, op_id } => f
+                .debug_struct("Delete")
+                .field("ref", reference)
+                .field("channel", channel)
+                .field("path", path)
+                .field("expected_version", expected_version)
+                .field("op_id", op_id)
+                .finish(),
+            ClientFrame::Bulk { reference, channel, upserts, deletes, op_id } => f
+                .debug_struct("Bulk")
+                .field("ref", reference)
+                .field("channel", channel)
+                .field("upserts", upserts)
+                .field("deletes", deletes)
+                .field("op_id", op_id)
+                .finish(),
+        }
+    }
+}
