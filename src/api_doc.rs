@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use axum::Router;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter};
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
+use synchub_protocol::ErrorResponse;
 
 use crate::app::AppState;
 
@@ -51,14 +54,23 @@ pub enum Access {
     Bearer,
 }
 
+/// Writes a type's schema into the generator's definitions and answers a reference to it.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
 /// A route's success answer, as documented.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Default)]
 pub enum Answer {
-    /// A JSON object.
+    /// Some JSON object (only the operational routes, whose bodies are free-form).
     #[default]
     Object,
-    /// A JSON array of objects.
-    Array,
+    /// JSON of this schema (from the protocol crate's types).
+    Json(SchemaFn),
+    /// 204, no body.
+    NoContent,
     /// A body in one of these media types (text or bytes), never JSON.
     Media(&'static [&'static str]),
     /// A WebSocket upgrade: 101, then frames.
@@ -66,12 +78,14 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn responses(self) -> Value {
+    fn responses(self, generator: &mut SchemaGenerator) -> Value {
         let json = |schema: Value| json!({"application/json": {"schema": schema}});
-        let success = match self {
+        let mut responses = match self {
             Answer::Object => json!({"2XX": {"description": "Success", "content": json(json!({"type": "object"}))}}),
-            Answer::Array => json!({"2XX": {"description": "Success",
-                "content": json(json!({"type": "array", "items": {"type": "object"}}))}}),
+            Answer::Json(schema) => {
+                json!({"2XX": {"description": "Success", "content": json(schema(generator).to_value())}})
+            }
+            Answer::NoContent => json!({"204": {"description": "Done, no body"}}),
             Answer::Media(types) => {
                 let content: Map<String, Value> =
                     types.iter().map(|media| (media.to_string(), json!({"schema": {"type": "string"}}))).collect();
@@ -79,9 +93,8 @@ impl Answer {
             }
             Answer::Upgrade => json!({"101": {"description": "Switching Protocols: the WebSocket (docs/API.md)"}}),
         };
-        let mut responses = success;
-        responses["default"] =
-            json!({"description": "Error", "content": json(json!({"$ref": "#/components/schemas/Error"}))});
+        let error = generator.subschema_for::<ErrorResponse>().to_value();
+        responses["default"] = json!({"description": "Error", "content": json(error)});
         responses
     }
 }
@@ -92,6 +105,9 @@ struct RouteDoc {
     summary: &'static str,
     access: Access,
     answer: Answer,
+    /// The body's schema, and whether the body is required.
+    body: Option<(SchemaFn, bool)>,
+    query: Option<SchemaFn>,
 }
 
 #[derive(Default)]
@@ -119,16 +135,41 @@ impl ApiRouter {
     {
         let entry = self.routes.remove(path).unwrap_or_default();
         self.routes.insert(path, entry.on(method.filter(), handler));
-        self.docs.push(RouteDoc { method, path, summary, access, answer: Answer::default() });
+        self.docs.push(RouteDoc { method, path, summary, access, answer: Answer::default(), body: None, query: None });
         self
     }
 
-    /// Documents the success answer of the route registered last (a JSON object unless
+    fn last(&mut self) -> &mut RouteDoc {
+        self.docs.last_mut().expect("documented after a route is added")
+    }
+
+    /// Documents the success answer of the route registered last (some JSON object unless
     /// said otherwise here).
     pub fn answers(mut self, answer: Answer) -> Self {
-        if let Some(doc) = self.docs.last_mut() {
-            doc.answer = answer;
-        }
+        self.last().answer = answer;
+        self
+    }
+
+    /// The route registered last answers a JSON `T`.
+    pub fn answers_json<T: JsonSchema>(self) -> Self {
+        self.answers(Answer::Json(schema_of::<T>))
+    }
+
+    /// The route registered last takes a JSON body `T`.
+    pub fn body<T: JsonSchema>(mut self) -> Self {
+        self.last().body = Some((schema_of::<T>, true));
+        self
+    }
+
+    /// The route registered last takes a JSON body `T`, or none at all.
+    pub fn optional_body<T: JsonSchema>(mut self) -> Self {
+        self.last().body = Some((schema_of::<T>, false));
+        self
+    }
+
+    /// The route registered last reads its query string into `T` (each field a parameter).
+    pub fn query<T: JsonSchema>(mut self) -> Self {
+        self.last().query = Some(T::json_schema);
         self
     }
 
@@ -140,20 +181,79 @@ impl ApiRouter {
     }
 }
 
+/// The query parameters of a query type's object schema: one per property, required when
+/// the type requires it. A parameter that is left out is the "absent" of an optional field,
+/// so its schema is the field's schema without `null`.
+fn query_parameters(schema: &Schema) -> Vec<Value> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return Vec::new() };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = without_null(property.clone());
+            let description = property.as_object_mut().and_then(|p| p.remove("description"));
+            let mut parameter =
+                json!({"name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property});
+            if let Some(description) = description {
+                parameter["description"] = description;
+            }
+            parameter
+        })
+        .collect()
+}
+
+/// `Option<T>`'s schema without its `null` alternative.
+fn without_null(mut schema: Value) -> Value {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            schema["type"] = only.clone();
+        }
+        return schema;
+    }
+    let inner = schema.get("anyOf").and_then(Value::as_array).and_then(|alternatives| {
+        let rest: Vec<&Value> = alternatives.iter().filter(|a| a.get("type") != Some(&json!("null"))).collect();
+        (rest.len() == 1).then(|| rest[0].clone())
+    });
+    match inner {
+        Some(mut inner) => {
+            if let (Some(description), Some(fields)) = (schema.get("description"), inner.as_object_mut()) {
+                fields.insert("description".into(), description.clone());
+            }
+            inner
+        }
+        None => schema,
+    }
+}
+
 fn openapi(docs: &[RouteDoc]) -> Value {
+    // OpenAPI 3.1 takes JSON Schema 2020-12; the types' definitions go to components.
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|settings| {
+            settings.definitions_path = "/components/schemas".into();
+            settings.meta_schema = None;
+        })
+        .into_generator();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for doc in docs {
         let api_path = doc.path.replace("{*", "{");
-        let parameters: Vec<Value> = api_path
+        let mut parameters: Vec<Value> = api_path
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        if let Some(query) = doc.query {
+            parameters.extend(query_parameters(&query(&mut generator)));
+        }
         let mut operation = json!({
             "summary": doc.summary,
             "operationId": format!("{}_{}", doc.method.name(), operation_name(&api_path)),
             "parameters": parameters,
-            "responses": doc.answer.responses(),
+            "responses": doc.answer.responses(&mut generator),
         });
         let security = match doc.access {
             Access::Public => json!([]),
@@ -164,13 +264,14 @@ fn openapi(docs: &[RouteDoc]) -> Value {
             }
         };
         operation["security"] = security;
-        if matches!(doc.method, Method::Post | Method::Put | Method::Patch) {
-            operation["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+        if let Some((body, required)) = doc.body {
+            operation["requestBody"] = json!({"required": required,
+                "content": {"application/json": {"schema": body(&mut generator).to_value()}}});
         }
         paths.entry(api_path).or_default().insert(doc.method.name().to_string(), operation);
     }
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "synchub", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Realtime file-sync hub. The WebSocket protocol is at GET /v1/realtime (see docs/API.md)."},
         "paths": paths,
@@ -180,12 +281,7 @@ fn openapi(docs: &[RouteDoc]) -> Value {
                 "serviceToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "containerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    "additionalProperties": true}}}
-            }
+            "schemas": generator.take_definitions(true),
         }
     })
 }

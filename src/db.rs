@@ -97,6 +97,19 @@ impl Db {
         Ok(row.column::<Option<Value>>(0)?.unwrap_or(Value::Null))
     }
 
+    /// [`Db::json`], read into the protocol crate's type of that answer: the type is the one
+    /// definition of the shape (an answer that does not fit it is a hub bug: 500).
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, ApiError> {
+        let value = self.json(principal, sql, params).await?;
+        serde_path_to_error::deserialize(value)
+            .map_err(|err| ApiError::internal(format!("{sql}: answer does not fit its type: {err}")))
+    }
+
     /// Runs a statement and returns its rows, with the same service marking as [`Db::json`].
     pub async fn query(
         &self,

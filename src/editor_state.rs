@@ -3,36 +3,29 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::Value;
+use synchub_protocol::{EditorStateResponse, PutEditorStateRequest, PutEditorStateResponse};
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{Bounded, JsonBody, PathArgs, check_json_no_nul, project_id};
+use crate::extract::{JsonBody, PathArgs, check_json_no_nul, project_id};
 
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EditorStateResponse>, ApiError> {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
-    Ok(Json(state.db.json(&principal, "SELECT synchub.get_editor_state($1, $2)", &[&id, &sub]).await?))
-}
-
-#[derive(Deserialize)]
-pub struct PutState {
-    state: Value,
-    base_revision: Bounded,
+    Ok(Json(state.db.typed(&principal, "SELECT synchub.get_editor_state($1, $2)", &[&id, &sub]).await?))
 }
 
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    JsonBody(body): JsonBody<PutState>,
-) -> Result<Json<Value>, ApiError> {
+    JsonBody(body): JsonBody<PutEditorStateRequest>,
+) -> Result<Json<PutEditorStateResponse>, ApiError> {
     let id = project_id(&id)?;
     let sub = principal.user().map_err(|_| ApiError::not_found())?;
     let limit = state.config.limits.max_editor_state_bytes;
@@ -43,10 +36,10 @@ pub async fn put(
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let saved = state
         .db
-        .json(
+        .typed(
             &principal,
             "SELECT synchub.put_editor_state($1, $2, $3, $4)",
-            &[&id, &sub, &body.state, &body.base_revision.get()],
+            &[&id, &sub, &body.state, &body.base_revision.as_i64()],
         )
         .await?;
     Ok(Json(saved))

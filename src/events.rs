@@ -3,36 +3,33 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::Value;
+use synchub_protocol::{EventsPage, EventsQuery, SafeU64};
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{Bounded, PathArgs, QueryArgs, project_id};
+use crate::extract::{PathArgs, QueryArgs, project_id};
 
 /// Events per page when the caller gives no limit, and the most it may ask for.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
-
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    since: Bounded,
-    limit: Option<Bounded>,
-}
 
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
     QueryArgs(query): QueryArgs<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
     let id = project_id(&id)?;
     let (as_principal, actor) = crate::files::reader(&principal, id)?;
-    let limit = query.limit.map_or(DEFAULT_LIMIT, Bounded::get).clamp(1, MAX_LIMIT) as i32;
+    let limit = query.limit.map_or(DEFAULT_LIMIT, SafeU64::as_i64).clamp(1, MAX_LIMIT) as i32;
     let page = state
         .db
-        .json(&as_principal, "SELECT synchub.events_for($1, $2, $3, $4)", &[&id, &actor, &query.since.get(), &limit])
+        .typed(
+            &as_principal,
+            "SELECT synchub.events_for($1, $2, $3, $4)",
+            &[&id, &actor, &query.since.as_i64(), &limit],
+        )
         .await?;
     Ok(Json(page))
 }

@@ -1,12 +1,13 @@
 //! Request extractors that answer with the contract's errors: JSON bodies (size-capped
 //! before parsing, UTF-8 checked (415), then parsed (400)), query strings and path ids.
 //! Every JSON route uses [`JsonBody`], so no route can forget a cap. Also the checks of
-//! single inputs every route shares: [`Bounded`] integers, `file_type`, text without NUL.
+//! single inputs every route shares: `file_type`, text without NUL. Integer inputs are the
+//! protocol crate's `SafeU64` (0..=2^53−1), in bodies and query strings alike; both paths
+//! here parse through `serde_path_to_error`, so a 400 names the field.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_LENGTH;
-use serde::de::{self, DeserializeOwned};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::app::AppState;
@@ -61,86 +62,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut json).map_err(|err| invalid(&err))?;
     json.end().map_err(|err| invalid(&err))?;
     Ok(value)
-}
-
-/// The largest integer JavaScript holds exactly: 2^53 − 1.
-pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
-
-/// Every integer input of the API (`since`, `limit`, `expected_version`, `base_revision`,
-/// `ttl_seconds`, …): 0 to 2^53 − 1 (CONTRACT section 7). Read from JSON numbers and from
-/// query-string text alike; negative, too large, fractional or non-numeric input is a 400
-/// that names the field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Bounded(i64);
-
-const BOUNDED_RULE: &str = "an integer from 0 to 9007199254740991";
-
-impl Bounded {
-    /// Checks a value that arrived already typed (e.g. a WebSocket frame's field).
-    pub fn new(field: &str, value: i64) -> Result<Self, ApiError> {
-        if (0..=MAX_SAFE_INTEGER).contains(&value) {
-            Ok(Bounded(value))
-        } else {
-            Err(ApiError::InvalidRequest(format!("{field} must be {BOUNDED_RULE}")))
-        }
-    }
-
-    pub fn get(self) -> i64 {
-        self.0
-    }
-
-    /// The value as a SQL `integer`, saturating: used where the SQL column is an integer
-    /// (versions, seconds), so a larger input still gets that function's answer (a
-    /// version conflict, a range error) instead of a conversion failure.
-    pub fn saturating_i32(self) -> i32 {
-        i32::try_from(self.0).unwrap_or(i32::MAX)
-    }
-}
-
-/// A socket frame's integer, already checked by the protocol crate (same range).
-impl From<synchub_protocol::SafeU64> for Bounded {
-    fn from(value: synchub_protocol::SafeU64) -> Self {
-        Bounded(value.as_i64())
-    }
-}
-
-impl<'de> Deserialize<'de> for Bounded {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = Bounded;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(BOUNDED_RULE)
-            }
-
-            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Bounded, E> {
-                i64::try_from(value)
-                    .ok()
-                    .filter(|v| *v <= MAX_SAFE_INTEGER)
-                    .map(Bounded)
-                    .ok_or_else(|| E::custom(format!("must be {BOUNDED_RULE}")))
-            }
-
-            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Bounded, E> {
-                u64::try_from(value)
-                    .map_err(|_| E::custom(format!("must be {BOUNDED_RULE}")))
-                    .and_then(|v| self.visit_u64(v))
-            }
-
-            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Bounded, E> {
-                // Every integer up to 2^53 is exact in an f64, so this range test is exact too.
-                if value.fract() != 0.0 || !(0.0..=MAX_SAFE_INTEGER as f64).contains(&value) {
-                    return Err(E::custom(format!("must be {BOUNDED_RULE}")));
-                }
-                Ok(Bounded(value as i64))
-            }
-        }
-        // As a number: JSON numbers visit by their own type (a JSON string is refused), query
-        // text is parsed as a float first, so "-1" and "1.5" meet the same rule.
-        deserializer.deserialize_f64(Visitor)
-    }
 }
 
 /// `file_type`: at most 64 bytes of `[A-Za-z0-9._+-]` (CONTRACT section 7); absent or empty
@@ -225,24 +146,27 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
+    use synchub_protocol::SafeU64;
 
     #[derive(Deserialize, Debug)]
     struct Input {
-        n: Option<Bounded>,
+        n: Option<SafeU64>,
     }
 
     fn json(text: &str) -> Result<Option<i64>, String> {
-        parse_json::<Input>(text.as_bytes()).map(|i| i.n.map(Bounded::get)).map_err(|e| e.to_string())
+        parse_json::<Input>(text.as_bytes()).map(|i| i.n.map(SafeU64::as_i64)).map_err(|e| e.to_string())
     }
 
     fn query(text: &str) -> Result<Option<i64>, String> {
         let uri: axum::http::Uri = format!("/?{text}").parse().unwrap();
-        axum::extract::Query::<Input>::try_from_uri(&uri).map(|q| q.0.n.map(Bounded::get)).map_err(|e| e.body_text())
+        axum::extract::Query::<Input>::try_from_uri(&uri).map(|q| q.0.n.map(SafeU64::as_i64)).map_err(|e| e.body_text())
     }
 
     #[test]
-    fn bounded_accepts_0_to_2_pow_53_minus_1_from_json_and_query_text() {
-        for (text, value) in [("0", 0), ("7", 7), ("1.0", 1), ("9007199254740991", MAX_SAFE_INTEGER)] {
+    fn safe_integers_are_0_to_2_pow_53_minus_1_from_json_and_query_text() {
+        let max = SafeU64::MAX.as_i64();
+        for (text, value) in [("0", 0), ("7", 7), ("1.0", 1), ("9007199254740991", max)] {
             assert_eq!(json(&format!(r#"{{"n": {text}}}"#)), Ok(Some(value)), "{text}");
             assert_eq!(query(&format!("n={text}")), Ok(Some(value)), "{text}");
         }
@@ -252,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_refuses_everything_else_naming_the_field() {
+    fn safe_integers_refuse_everything_else_naming_the_field() {
         for text in
             ["-1", "1.5", "9007199254740992", "9223372036854775807", "18446744073709551616", "1e300", r#""1""#, "true"]
         {
@@ -263,10 +187,6 @@ mod tests {
             let err = query(&format!("n={text}")).unwrap_err();
             assert!(err.contains("n: "), "{text}: {err}");
         }
-        assert!(Bounded::new("since", -1).is_err());
-        assert!(Bounded::new("since", MAX_SAFE_INTEGER + 1).is_err());
-        assert_eq!(Bounded::new("since", 3).map(Bounded::get).ok(), Some(3));
-        assert_eq!(Bounded::new("v", MAX_SAFE_INTEGER).unwrap().saturating_i32(), i32::MAX);
     }
 
     #[test]

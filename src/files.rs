@@ -5,19 +5,22 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
+use synchub_protocol::{
+    BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
+    FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
+    SetBaseRequest, SetBaseResponse,
+};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{Bounded, JsonBody, PathArgs, QueryArgs, check_content, check_file_type, project_id};
+use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, project_id};
 
-type ApiResult = Result<Json<Value>, ApiError>;
-type ApiResultValue = Result<Value, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Who reads a project's files: members (their role is checked in SQL), the project's
 /// own container tokens and service tokens (both act through the service marking).
@@ -50,8 +53,8 @@ fn checked_path(path: &str) -> Result<&str, ApiError> {
 /// `expected_version` as the SQL functions take it. Versions are SQL integers, so one
 /// above i32::MAX (still a valid input) can never match: it is sent as i32::MAX, which
 /// answers the same version conflict.
-fn expected_version(value: Option<i64>) -> Result<Option<i32>, ApiError> {
-    value.map(|v| Bounded::new("expected_version", v).map(Bounded::saturating_i32)).transpose()
+fn expected_version(value: Option<SafeU64>) -> Option<i32> {
+    value.map(SafeU64::saturating_i32)
 }
 
 /// Requests no route matched. Under `…/files/` that means an empty file path or an empty
@@ -72,18 +75,12 @@ pub async fn unmatched(uri: Uri) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    include_content: bool,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    QueryArgs(query): QueryArgs<ListQuery>,
-) -> ApiResult {
+    QueryArgs(query): QueryArgs<FileListQuery>,
+) -> ApiResult<FileListResponse> {
     let id = project_id(&id)?;
     let (as_principal, actor) = reader(&principal, id)?;
     let rows = state
@@ -96,39 +93,28 @@ pub async fn list(
         let Some(path) = row.column::<Option<String>>("file_path")? else {
             continue;
         };
-        let mut file = json!({
-            "path": path,
-            "file_type": row.column::<String>("file_type")?,
-            "content_hash": row.column::<String>("content_hash")?,
-            "version": row.column::<i32>("version")?,
-            "size": row.column::<i32>("size")?,
-            "updated_at": row.column::<String>("updated_at")?,
+        files.push(FileEntry {
+            path,
+            file_type: row.column("file_type")?,
+            content_hash: row.column("content_hash")?,
+            version: row.column::<i32>("version")?.into(),
+            size: row.column::<i32>("size")?.into(),
+            updated_at: row.column("updated_at")?,
+            content: if query.include_content { row.column("content")? } else { None },
         });
-        if query.include_content {
-            file["content"] = json!(row.column::<Option<String>>("content")?);
-        }
-        files.push(file);
     }
-    Ok(Json(json!({"cursor": cursor, "files": files})))
+    Ok(Json(FileListResponse { cursor, files }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs((id, path)): PathArgs<(String, String)>,
-) -> ApiResult {
+) -> ApiResult<FileResponse> {
     let id = project_id(&id)?;
     let (as_principal, actor) = reader(&principal, id)?;
     let path = checked_path(&path)?;
-    Ok(Json(state.db.json(&as_principal, "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor, &path]).await?))
-}
-
-#[derive(Deserialize)]
-pub struct PutFile {
-    pub content: String,
-    pub file_type: Option<String>,
-    pub expected_version: Option<i64>,
-    pub op_id: Option<Uuid>,
+    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor, &path]).await?))
 }
 
 /// Creates or replaces one file; answers `{path, version, content_hash, seq}`.
@@ -137,13 +123,13 @@ pub async fn upsert_file(
     principal: &Principal,
     id: Uuid,
     path: &str,
-    body: PutFile,
-) -> ApiResultValue {
+    body: PutFileRequest,
+) -> Result<PutFileResponse, ApiError> {
     let actor = writer(principal, id)?;
     let path = checked_path(path)?;
     check_content(&body.content, state.config.limits.max_file_bytes)?;
     check_file_type(body.file_type.as_deref())?;
-    let expected = expected_version(body.expected_version)?;
+    let expected = expected_version(body.expected_version);
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let rows = state
         .db
@@ -155,28 +141,22 @@ pub async fn upsert_file(
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
     state.committed(id);
-    Ok(json!({
-        "path": row.column::<String>("file_path")?,
-        "version": row.column::<i32>("version")?,
-        "content_hash": row.column::<String>("content_hash")?,
-        "seq": row.column::<Option<i64>>("seq")?,
-    }))
+    Ok(PutFileResponse {
+        path: row.column("file_path")?,
+        version: row.column::<i32>("version")?.into(),
+        content_hash: row.column("content_hash")?,
+        seq: row.column("seq")?,
+    })
 }
 
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs((id, path)): PathArgs<(String, String)>,
-    JsonBody(body): JsonBody<PutFile>,
-) -> ApiResult {
+    JsonBody(body): JsonBody<PutFileRequest>,
+) -> ApiResult<PutFileResponse> {
     let id = project_id(&id)?;
     Ok(Json(upsert_file(&state, &principal, id, &path, body).await?))
-}
-
-#[derive(Deserialize)]
-pub struct DeleteQuery {
-    pub expected_version: Option<i64>,
-    pub op_id: Option<Uuid>,
 }
 
 /// Deletes one file; answers `{path, version, seq}`.
@@ -185,11 +165,11 @@ pub async fn delete_file(
     principal: &Principal,
     id: Uuid,
     path: &str,
-    query: DeleteQuery,
-) -> ApiResultValue {
+    query: DeleteFileQuery,
+) -> Result<DeleteFileResponse, ApiError> {
     let actor = writer(principal, id)?;
     let path = checked_path(path)?;
-    let expected = expected_version(query.expected_version)?;
+    let expected = expected_version(query.expected_version);
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let rows = state
         .db
@@ -201,52 +181,26 @@ pub async fn delete_file(
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
     state.committed(id);
-    Ok(json!({
-        "path": row.column::<String>("file_path")?,
-        "version": row.column::<i32>("version")?,
-        "seq": row.column::<Option<i64>>("seq")?,
-    }))
+    Ok(DeleteFileResponse {
+        path: row.column("file_path")?,
+        version: row.column::<i32>("version")?.into(),
+        seq: row.column("seq")?,
+    })
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs((id, path)): PathArgs<(String, String)>,
-    QueryArgs(query): QueryArgs<DeleteQuery>,
-) -> ApiResult {
+    QueryArgs(query): QueryArgs<DeleteFileQuery>,
+) -> ApiResult<DeleteFileResponse> {
     let id = project_id(&id)?;
     Ok(Json(delete_file(&state, &principal, id, &path, query).await?))
 }
 
-#[derive(Deserialize, serde::Serialize)]
-pub struct BulkUpsert {
-    pub path: String,
-    pub content: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_version: Option<Bounded>,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-pub struct BulkDelete {
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_version: Option<Bounded>,
-}
-
-#[derive(Deserialize)]
-pub struct Bulk {
-    #[serde(default)]
-    pub upserts: Vec<BulkUpsert>,
-    #[serde(default)]
-    pub deletes: Vec<BulkDelete>,
-    pub op_id: Option<Uuid>,
-}
-
 /// Checks a bulk request before it reaches the database: entry count, every path, every
 /// content. The first bad entry answers, and nothing is written.
-fn check_bulk(bulk: &Bulk, state: &AppState) -> Result<(), ApiError> {
+fn check_bulk(bulk: &BulkRequest, state: &AppState) -> Result<(), ApiError> {
     let limits = &state.config.limits;
     if bulk.upserts.len() + bulk.deletes.len() > limits.max_bulk_entries as usize {
         return Err(ApiError::payload_too_large(format!(
@@ -266,7 +220,12 @@ fn check_bulk(bulk: &Bulk, state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Upserts and deletes as one change; answers `{seq, files, deleted}`.
-pub async fn bulk_write(state: &AppState, principal: &Principal, id: Uuid, body: Bulk) -> ApiResultValue {
+pub async fn bulk_write(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    body: BulkRequest,
+) -> Result<BulkWriteResponse, ApiError> {
     let actor = writer(principal, id)?;
     check_bulk(&body, state)?;
     state.limiter.check(&principal.rate_key(), 1.0)?;
@@ -282,38 +241,30 @@ pub async fn bulk_write(state: &AppState, principal: &Principal, id: Uuid, body:
         .await?;
     let result: Value = rows.first().ok_or_else(|| ApiError::internal("bulk returned no row"))?.column(0)?;
     state.committed(id);
-    Ok(result)
+    serde_path_to_error::deserialize(result).map_err(|err| ApiError::internal(format!("bulk answer: {err}")))
 }
 
 pub async fn bulk(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    JsonBody(body): JsonBody<Bulk>,
-) -> ApiResult {
+    JsonBody(body): JsonBody<BulkRequest>,
+) -> ApiResult<BulkWriteResponse> {
     let id = project_id(&id)?;
     Ok(Json(bulk_write(&state, &principal, id, body).await?))
-}
-
-#[derive(Deserialize)]
-pub struct Move {
-    from: String,
-    to: String,
-    expected_version: Option<Bounded>,
-    op_id: Option<Uuid>,
 }
 
 pub async fn move_file(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    JsonBody(body): JsonBody<Move>,
-) -> ApiResult {
+    JsonBody(body): JsonBody<MoveFileRequest>,
+) -> ApiResult<MoveFileResponse> {
     let id = project_id(&id)?;
     let actor = writer(&principal, id)?;
     checked_path(&body.from)?;
     checked_path(&body.to)?;
-    let expected = body.expected_version.map(Bounded::saturating_i32);
+    let expected = expected_version(body.expected_version);
     state.limiter.check(&principal.rate_key(), 1.0)?;
     let rows = state
         .db
@@ -325,25 +276,9 @@ pub async fn move_file(
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("move returned no row"))?;
     state.committed(id);
-    Ok(Json(json!({
-        "from": body.from,
-        "to": body.to,
-        "seq": row.column::<Option<i64>>("seq")?,
-        "version": row.column::<Option<i32>>("version")?,
-    })))
-}
-
-#[derive(Deserialize)]
-pub struct BaseFile {
-    path: String,
-    content: String,
-}
-
-#[derive(Deserialize)]
-pub struct SetBase {
-    commit: String,
-    files: Vec<BaseFile>,
-    apply: Option<bool>,
+    let seq = row.column("seq")?;
+    let version = row.column::<Option<i32>>("version")?.map(i64::from);
+    Ok(Json(MoveFileResponse { from: body.from, to: body.to, seq, version }))
 }
 
 /// Records the repository tree at `commit` (owner or service token); with `apply`, the
@@ -352,8 +287,8 @@ pub async fn set_base(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    JsonBody(body): JsonBody<SetBase>,
-) -> ApiResult {
+    JsonBody(body): JsonBody<SetBaseRequest>,
+) -> ApiResult<SetBaseResponse> {
     let id = project_id(&id)?;
     let actor = match &principal {
         Principal::User { sub } => sub.clone(),
@@ -380,7 +315,7 @@ pub async fn set_base(
     let files = Value::Array(files);
     let result = state
         .db
-        .json(
+        .typed(
             &principal,
             "SELECT synchub.set_project_base($1, $2, $3, $4, $5)",
             &[&id, &actor, &body.commit, &files, &body.apply.unwrap_or(true)],
@@ -390,8 +325,12 @@ pub async fn set_base(
     Ok(Json(result))
 }
 
-pub async fn changes(State(state): State<AppState>, principal: Principal, PathArgs(id): PathArgs<String>) -> ApiResult {
+pub async fn changes(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathArgs(id): PathArgs<String>,
+) -> ApiResult<ChangesResponse> {
     let id = project_id(&id)?;
     let (as_principal, actor) = reader(&principal, id)?;
-    Ok(Json(state.db.json(&as_principal, "SELECT synchub.project_changes($1, $2)", &[&id, &actor]).await?))
+    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.project_changes($1, $2)", &[&id, &actor]).await?))
 }

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Method as HttpMethod, header};
 use axum::middleware::map_response;
 use axum::response::Response;
 use serde_json::Value;
+use synchub_protocol::*;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -46,22 +47,44 @@ pub fn api() -> (Router<AppState>, Value) {
         )
         .answers(Media(&["application/zip", "application/octet-stream"]))
         .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
-        .answers(Array)
+        .query::<ProjectListQuery>()
+        .answers_json::<Vec<ProjectSummary>>()
         .route(Post, "/v1/projects", User, "Create a project", projects::create)
+        .body::<CreateProjectRequest>()
+        .answers_json::<Project>()
         .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)
+        .answers_json::<Project>()
         .route(Patch, "/v1/projects/{id}", User, "Rename a project (revision-checked)", projects::rename)
+        .body::<RenameProjectRequest>()
+        .answers_json::<Project>()
         .route(Delete, "/v1/projects/{id}", User, "Tombstone a project (owner)", projects::delete)
+        .answers_json::<Project>()
         .route(Post, "/v1/projects/{id}/restore", User, "Restore a tombstoned project (owner)", projects::restore)
+        .answers_json::<Project>()
         .route(Get, "/v1/projects/{id}/members", User, "List members", projects::list_members)
-        .answers(Array)
+        .answers_json::<Vec<Member>>()
         .route(Put, "/v1/projects/{id}/members/{user_id}", User, "Add or change a member (owner)", projects::set_member)
+        .body::<SetMemberRequest>()
+        .answers_json::<Member>()
         .route(Delete, "/v1/projects/{id}/members/{user_id}", User, "Remove a member (owner)", projects::remove_member)
+        .answers(NoContent)
         .route(Get, "/v1/projects/{id}/files", Bearer, "List current files with the cursor", files::list)
+        .query::<FileListQuery>()
+        .answers_json::<FileListResponse>()
         .route(Post, "/v1/projects/{id}/files:bulk", User, "Upserts and deletes, all or nothing", files::bulk)
+        .body::<BulkRequest>()
+        .answers_json::<BulkWriteResponse>()
         .route(Post, "/v1/projects/{id}/files:move", User, "Move a file in one change", files::move_file)
+        .body::<MoveFileRequest>()
+        .answers_json::<MoveFileResponse>()
         .route(Get, "/v1/projects/{id}/files/{*path}", Bearer, "Read a file", files::get)
+        .answers_json::<FileResponse>()
         .route(Put, "/v1/projects/{id}/files/{*path}", User, "Create or replace a file", files::put)
+        .body::<PutFileRequest>()
+        .answers_json::<PutFileResponse>()
         .route(Delete, "/v1/projects/{id}/files/{*path}", User, "Delete a file", files::delete)
+        .query::<DeleteFileQuery>()
+        .answers_json::<DeleteFileResponse>()
         .route(
             Put,
             "/v1/projects/{id}/base",
@@ -69,8 +92,13 @@ pub fn api() -> (Router<AppState>, Value) {
             "Record (and apply) the repository tree at a commit",
             files::set_base,
         )
+        .body::<SetBaseRequest>()
+        .answers_json::<SetBaseResponse>()
         .route(Get, "/v1/projects/{id}/changes", Bearer, "Uncommitted changes relative to the base", files::changes)
+        .answers_json::<ChangesResponse>()
         .route(Get, "/v1/projects/{id}/events", Bearer, "Events after a seq (the socket's frames)", events::list)
+        .query::<EventsQuery>()
+        .answers_json::<EventsPage>()
         .route(
             Post,
             "/v1/projects/{id}/sessions",
@@ -78,6 +106,8 @@ pub fn api() -> (Router<AppState>, Value) {
             "Session: snapshot + container token + env",
             sessions::create.layer(map_response(no_store)),
         )
+        .optional_body::<CreateSessionRequest>()
+        .answers_json::<SessionResponse>()
         .route(
             Post,
             "/v1/projects/{id}/snapshots",
@@ -85,6 +115,7 @@ pub fn api() -> (Router<AppState>, Value) {
             "Build (or reuse) a snapshot",
             snapshots::handlers::create.layer(map_response(no_store)),
         )
+        .answers_json::<SnapshotResponse>()
         .route(
             Get,
             "/v1/projects/{id}/snapshots/latest",
@@ -92,6 +123,7 @@ pub fn api() -> (Router<AppState>, Value) {
             "The latest snapshot, fresh URL",
             snapshots::handlers::latest.layer(map_response(no_store)),
         )
+        .answers_json::<SnapshotResponse>()
         .route(
             Post,
             "/v1/projects/{id}/tokens",
@@ -99,6 +131,8 @@ pub fn api() -> (Router<AppState>, Value) {
             "A container token for a session",
             sessions::mint.layer(map_response(no_store)),
         )
+        .body::<MintTokenRequest>()
+        .answers_json::<MintTokenResponse>()
         .route(
             Post,
             "/v1/tokens/refresh",
@@ -106,10 +140,15 @@ pub fn api() -> (Router<AppState>, Value) {
             "Refresh a container token",
             sessions::refresh.layer(map_response(no_store)),
         )
+        .answers_json::<RefreshTokenResponse>()
         .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
+        .answers_json::<SessionStatus>()
         .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
         .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
+        .answers_json::<EditorStateResponse>()
         .route(Put, "/v1/projects/{id}/editor-state", User, "Save the caller's editor state", editor_state::put)
+        .body::<PutEditorStateRequest>()
+        .answers_json::<PutEditorStateResponse>()
         .finish()
 }
 

@@ -5,15 +5,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::{Value, json};
+use synchub_protocol::{CreateSessionRequest, MintTokenRequest, SafeU64};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{Bounded, JsonBody, OptionalJsonBody, PathArgs, project_id};
+use crate::extract::{JsonBody, OptionalJsonBody, PathArgs, project_id};
 use crate::realtime::protocol::channel_name;
 use crate::snapshots::service as snapshots;
 
@@ -42,23 +42,17 @@ fn session_end(session: &Value) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::internal("a session without a readable expires_at"))
 }
 
-#[derive(Deserialize, Default)]
-pub struct CreateSession {
-    ttl_seconds: Option<Bounded>,
-    max_lifetime_seconds: Option<Bounded>,
-}
-
 /// `POST /v1/projects/{id}/sessions`: session + snapshot + container token + env.
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    OptionalJsonBody(body): OptionalJsonBody<CreateSession>,
+    OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     service_only(&principal)?;
     let project = project_id(&id)?;
-    let ttl = body.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, Bounded::get);
-    let max_lifetime = body.max_lifetime_seconds.map_or(DEFAULT_MAX_LIFETIME.max(ttl), Bounded::get);
+    let ttl = body.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, SafeU64::as_i64);
+    let max_lifetime = body.max_lifetime_seconds.map_or(DEFAULT_MAX_LIFETIME.max(ttl), SafeU64::as_i64);
     // Saturated into SQL integers, whose range check then answers 400.
     let (ttl32, max32) = (i32::try_from(ttl).unwrap_or(i32::MAX), i32::try_from(max_lifetime).unwrap_or(i32::MAX));
     // The snapshot first: when it cannot be made (no storage, storage down, no such
@@ -92,18 +86,12 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct MintToken {
-    session_id: Uuid,
-    ttl_seconds: Option<Bounded>,
-}
-
 /// `POST /v1/projects/{id}/tokens`: another container token for a live session.
 pub async fn mint(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-    JsonBody(body): JsonBody<MintToken>,
+    JsonBody(body): JsonBody<MintTokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
     service_only(&principal)?;
     let project = project_id(&id)?;
@@ -112,7 +100,8 @@ pub async fn mint(
         return Err(ApiError::NotFound("session not found".into()));
     }
     // The session's own token lifetime unless the call asks for another.
-    let ttl = body.ttl_seconds.map(Bounded::get).or(session["token_ttl_seconds"].as_i64()).unwrap_or(DEFAULT_TOKEN_TTL);
+    let ttl =
+        body.ttl_seconds.map(SafeU64::as_i64).or(session["token_ttl_seconds"].as_i64()).unwrap_or(DEFAULT_TOKEN_TTL);
     if !(10..=86_400).contains(&ttl) {
         return Err(ApiError::InvalidRequest("ttl_seconds must be between 10 and 86400".into()));
     }

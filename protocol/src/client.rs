@@ -101,6 +101,7 @@ impl ClientFrame {
 /// One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkUpsert {
     pub path: String,
     pub content: String,
@@ -115,6 +116,7 @@ pub struct BulkUpsert {
 /// One delete of a `bulk` write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkDelete {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// carries `path`, `expected_version`, `current_version`, `current_hash`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// `invalid_request`, `not_found`, `version_conflict`, … (CONTRACT section 3).
     pub code: String,
@@ -19,6 +20,7 @@ pub struct ErrorBody {
 /// Every non-2xx HTTP answer: `{"error": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorResponse {
     pub error: ErrorBody,
 }

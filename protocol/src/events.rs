@@ -20,6 +20,7 @@ pub mod event_names {
 /// An event with its payload, as `{"event": <name>, "payload": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "event", content = "payload")]
 pub enum Event {
     #[serde(rename = "file:update")]
@@ -59,6 +60,7 @@ impl Event {
 /// A file's new current version: each entry of a bulk's `files`, and the body of `file:update`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
@@ -84,6 +86,7 @@ impl fmt::Debug for UpdatedFile {
 /// A file's tombstone version: each entry of a bulk's `deletes`, and the body of `file:delete`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeletedFile {
     pub file_path: String,
     pub version: i64,
@@ -92,6 +95,7 @@ pub struct DeletedFile {
 /// `file:update`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileUpdatePayload {
     #[serde(flatten)]
     pub file: UpdatedFile,
@@ -108,6 +112,7 @@ pub struct FileUpdatePayload {
 /// `file:delete`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FileDeletePayload {
     #[serde(flatten)]
     pub file: DeletedFile,
@@ -122,6 +127,7 @@ pub struct FileDeletePayload {
 /// `bulk:apply`: one atomic change of many files (also moves and base imports).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkApplyPayload {
     #[serde(default)]
     pub files: Vec<UpdatedFile>,
@@ -138,6 +144,7 @@ pub struct BulkApplyPayload {
 /// `project:deleted`: the project was tombstoned; nothing more follows on its channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProjectDeletedPayload {
     #[serde(default)]
     pub timestamp: String,

@@ -1,5 +1,6 @@
 //! synchub's wire protocol (CONTRACT section 4): every WebSocket frame, the event payloads,
-//! the error body, close codes and channel names, defined once and used by the hub, the
+//! the error body, close codes, channel names and the HTTP bodies (`http.rs`), defined once
+//! and used by the hub, the
 //! container agent and the bench. The TypeScript client's types are generated from these
 //! definitions (`clients/typescript/src/generated/protocol.ts`, see `typescript.rs`).
 //!
@@ -12,6 +13,7 @@
 mod client;
 mod error;
 mod events;
+mod http;
 mod safe_int;
 mod server;
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub use events::{
     BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
     event_names,
 };
+pub use http::*;
 pub use safe_int::{OutOfRange, SafeU64};
 pub use server::{
     AckErr, AckFrame, AckOk, BulkWriteResponse, DeleteFileResponse, DeletedPath, ErrorFrame, EventFrame, False,
@@ -70,6 +73,7 @@ pub mod close {
 /// A bearer token; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Token(pub String);
 

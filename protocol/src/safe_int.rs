@@ -1,5 +1,6 @@
 //! [`SafeU64`]: the integers of CONTRACT section 7 (`since`, `seq`, `expected_version`,
-//! `base_revision`, `limit`), 0 to 2^53−1, so a JavaScript number holds every one exactly.
+//! `base_revision`, `limit`, `ttl_seconds`, …), 0 to 2^53−1, so a JavaScript number holds
+//! every one exactly. One type for socket frames, HTTP bodies and query strings alike.
 
 use std::fmt;
 
@@ -9,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An unsigned integer a JavaScript number represents exactly: 0 ..= 2^53−1.
 ///
 /// Deserializing accepts only such integers: negatives, larger numbers, fractions and
-/// strings are refused with a message naming the range.
+/// JSON strings are refused with a message naming the range. Query-string text is read as
+/// a number first, so `?since=-1` and `?since=1.5` meet the same rule. (Callers that wrap
+/// the deserializer in `serde_path_to_error`, as the hub does, get the field's name too.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(type = "number"))]
 pub struct SafeU64(u64);
@@ -44,6 +47,13 @@ impl SafeU64 {
     /// The value as the `bigint`/`i64` the database uses (always fits).
     pub const fn as_i64(self) -> i64 {
         self.0 as i64
+    }
+
+    /// The value as a SQL `integer`, saturating: where the column is an integer (versions,
+    /// seconds) a larger input still gets that function's answer (a version conflict, a
+    /// range error) instead of a conversion failure.
+    pub fn saturating_i32(self) -> i32 {
+        i32::try_from(self.0).unwrap_or(i32::MAX)
     }
 }
 
@@ -95,7 +105,25 @@ impl Serialize for SafeU64 {
 
 impl<'de> Deserialize<'de> for SafeU64 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SafeU64Visitor)
+        // As a number: JSON numbers visit by their own type (a JSON string is refused), query
+        // text is parsed as a float first.
+        deserializer.deserialize_f64(SafeU64Visitor)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for SafeU64 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SafeU64".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "minimum": 0,
+            "maximum": SafeU64::MAX.0,
+            "description": EXPECTED,
+        })
     }
 }
 
@@ -182,5 +210,7 @@ mod tests {
         assert_eq!(SafeU64::try_from(i64::MAX), Err(OutOfRange));
         assert_eq!(SafeU64::try_from(1u64 << 53), Err(OutOfRange));
         assert_eq!(SafeU64::try_from((1u64 << 53) - 1), Ok(SafeU64::MAX));
+        assert_eq!(SafeU64::MAX.saturating_i32(), i32::MAX);
+        assert_eq!(SafeU64::new(7).unwrap().saturating_i32(), 7);
     }
 }

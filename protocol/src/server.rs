@@ -105,6 +105,7 @@ pub enum WriteResult {
 /// `PUT …/files/{path}` and `upsert`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PutFileResponse {
     pub path: String,
     pub version: i64,
@@ -116,6 +117,7 @@ pub struct PutFileResponse {
 /// `DELETE …/files/{path}` and `delete`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeleteFileResponse {
     pub path: String,
     pub version: i64,
@@ -125,6 +127,7 @@ pub struct DeleteFileResponse {
 /// `POST …/files:bulk` and `bulk`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkWriteResponse {
     pub seq: Option<i64>,
     pub files: Vec<WrittenFile>,
@@ -133,6 +136,7 @@ pub struct BulkWriteResponse {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WrittenFile {
     pub path: String,
     pub version: i64,
@@ -141,6 +145,7 @@ pub struct WrittenFile {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeletedPath {
     pub path: String,
     pub version: i64,

@@ -6,18 +6,13 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use uuid::Uuid;
 
+use synchub_protocol::BulkRequest;
 pub use synchub_protocol::{
     AckErr, AckFrame, AckOk, BulkDelete, BulkUpsert, ClientFrame, ErrorBody, ErrorFrame, False, Ref, SafeU64,
     ServerFrame, True, WriteResult, channel_name, close, parse_channel,
 };
 
 use crate::error::ApiError;
-use crate::extract::Bounded;
-use crate::files;
-
-/// The largest integer every client's JSON carries exactly (2^53 − 1): seqs and versions
-/// in frames are integers from 0 to this.
-pub const MAX_SAFE_INTEGER: i64 = SafeU64::MAX.as_i64();
 
 /// A frame the hub could not take, with what is needed to answer it: writes are answered
 /// with a failed `ack`, everything else with an `error` frame.
@@ -51,7 +46,7 @@ pub fn parse_frame(text: &str) -> Result<ClientFrame, Refused> {
             loose.get(field).is_some_and(|value| !value.is_null() && SafeU64::deserialize(value).is_err())
         });
         let message = match (kind, bad_integer) {
-            (_, Some(field)) => format!("{field} must be an integer from 0 to {MAX_SAFE_INTEGER}"),
+            (_, Some(field)) => format!("{field} must be an integer from 0 to {}", SafeU64::MAX),
             (Some(kind), None) => format!("invalid {kind} frame: {err}"),
             (None, None) => format!("invalid frame: {err}"),
         };
@@ -90,18 +85,8 @@ pub fn pong(reference: &Option<Ref>) -> String {
 }
 
 /// A write's `ack`: `result` is the write's HTTP answer.
-pub fn ack_ok(reference: &Option<Ref>, result: &Value) -> String {
-    match WriteResult::deserialize(result) {
-        Ok(result) => {
-            ServerFrame::Ack(AckFrame::Ok(AckOk { reference: reference.clone(), ok: True, result })).to_text()
-        }
-        Err(err) => {
-            // The write committed, but its answer does not have the contract's shape: a
-            // hub bug, reported as such rather than sent malformed.
-            tracing::error!(error = %err, "a write answered in an unexpected shape");
-            ack_error(reference, &ApiError::internal(err))
-        }
-    }
+pub fn ack_ok(reference: &Option<Ref>, result: WriteResult) -> String {
+    ServerFrame::Ack(AckFrame::Ok(AckOk { reference: reference.clone(), ok: True, result })).to_text()
 }
 
 pub fn ack_error(reference: &Option<Ref>, error: &ApiError) -> String {
@@ -148,21 +133,8 @@ pub fn event_frame(project: Uuid, seq: i64, event: &str, payload_json: &str) -> 
 }
 
 /// A socket `bulk` frame as the body of `POST …/files:bulk`.
-pub fn bulk_body(upserts: Vec<BulkUpsert>, deletes: Vec<BulkDelete>, op_id: Option<Uuid>) -> files::Bulk {
-    let upserts = upserts
-        .into_iter()
-        .map(|u| files::BulkUpsert {
-            path: u.path,
-            content: u.content,
-            file_type: u.file_type,
-            expected_version: u.expected_version.map(Bounded::from),
-        })
-        .collect();
-    let deletes = deletes
-        .into_iter()
-        .map(|d| files::BulkDelete { path: d.path, expected_version: d.expected_version.map(Bounded::from) })
-        .collect();
-    files::Bulk { upserts, deletes, op_id }
+pub fn bulk_body(upserts: Vec<BulkUpsert>, deletes: Vec<BulkDelete>, op_id: Option<Uuid>) -> BulkRequest {
+    BulkRequest { upserts, deletes, op_id }
 }
 
 #[cfg(test)]

@@ -22,17 +22,17 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::broker::{EventFrame, SocketSlot, Subscription};
 use super::outbox::{Drained, Out, Outbox};
-use super::protocol::{self, ClientFrame, Ref, close};
+use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::files;
 use crate::limits::RateLimiter;
+use synchub_protocol::{DeleteFileQuery, PutFileRequest};
 
 /// A text frame that makes the reader panic once a test called
 /// [`super::Broker::inject_reader_faults`] (never otherwise).
@@ -373,21 +373,20 @@ impl Session {
             }
             ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
             ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => {
-                let expected_version = expected_version.map(i64::from);
-                let body = files::PutFile { content, file_type, expected_version, op_id };
+                let body = PutFileRequest { content, file_type, expected_version, op_id };
                 let result = match self.channel_project(&channel) {
                     Ok(project) => files::upsert_file(&self.state, &self.principal, project, &path, body).await,
                     Err(err) => Err(err),
                 };
-                self.ack(reference, result);
+                self.ack(reference, result.map(WriteResult::Put));
             }
             ClientFrame::Delete { reference, channel, path, expected_version, op_id } => {
-                let query = files::DeleteQuery { expected_version: expected_version.map(i64::from), op_id };
+                let query = DeleteFileQuery { expected_version, op_id };
                 let result = match self.channel_project(&channel) {
                     Ok(project) => files::delete_file(&self.state, &self.principal, project, &path, query).await,
                     Err(err) => Err(err),
                 };
-                self.ack(reference, result);
+                self.ack(reference, result.map(WriteResult::Delete));
             }
             ClientFrame::Bulk { reference, channel, upserts, deletes, op_id } => {
                 let body = protocol::bulk_body(upserts, deletes, op_id);
@@ -395,7 +394,7 @@ impl Session {
                     Ok(project) => files::bulk_write(&self.state, &self.principal, project, body).await,
                     Err(err) => Err(err),
                 };
-                self.ack(reference, result);
+                self.ack(reference, result.map(WriteResult::Bulk));
             }
         }
         true
@@ -405,9 +404,9 @@ impl Session {
         protocol::parse_channel(channel).ok_or_else(|| ApiError::InvalidRequest("unknown channel".into()))
     }
 
-    fn ack(&self, reference: Option<Ref>, result: Result<Value, ApiError>) {
+    fn ack(&self, reference: Option<Ref>, result: Result<WriteResult, ApiError>) {
         let text = match result {
-            Ok(value) => protocol::ack_ok(&reference, &value),
+            Ok(result) => protocol::ack_ok(&reference, result),
             Err(err) => protocol::ack_error(&reference, &err),
         };
         self.outbox.push(Out::Text(text));
@@ -464,7 +463,7 @@ impl Session {
             };
         let head = info["last_seq"].as_i64().unwrap_or(0);
         let oldest = info["oldest_seq"].as_i64().unwrap_or(1);
-        // `since` is at most 2^53 − 1 (protocol::MAX_SAFE_INTEGER): `since + 1` cannot overflow.
+        // `since` is at most 2^53 − 1 (SafeU64::MAX): `since + 1` cannot overflow.
         if let Some(since) = since
             && since + 1 < oldest
         {

@@ -349,7 +349,7 @@ async fn operations_endpoints() {
     assert_eq!(status, StatusCode::OK, "{ready}");
     let (status, spec) = app.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(spec["openapi"], "3.0.3");
+    assert_eq!(spec["openapi"], "3.1.0");
     for path in
         ["/v1/projects", "/v1/projects/{id}/files/{path}", "/v1/projects/{id}/files:bulk", "/v1/projects/{id}/events"]
     {

@@ -86,7 +86,10 @@ fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
-        _ => "other",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        Value::Null => "null",
     }
 }
 
@@ -99,7 +102,8 @@ async fn openapi_documents_the_answers_the_routes_give() {
     let (status, spec) = app.get("/openapi.json", &alice).await;
     assert_eq!(status, StatusCode::OK);
 
-    // JSON routes: the documented schema type is the type of the real body.
+    // JSON routes: the real body validates against the documented schema (the protocol
+    // crate's type: `$ref`s into components, required fields, types, enums, ranges).
     let calls = [
         ("/healthz", "/healthz".to_string()),
         ("/readyz", "/readyz".to_string()),
@@ -119,11 +123,22 @@ async fn openapi_documents_the_answers_the_routes_give() {
         assert_eq!(answers.len(), 1, "GET {template}: {answers:?}");
         let (media, schema) = &answers[0];
         assert_eq!(media, "application/json", "GET {template}");
-        assert_eq!(schema["type"], json_type(&body), "GET {template}: real body {body}");
-        if let (Some(first), Some(items)) = (body.as_array().and_then(|a| a.first()), schema.get("items")) {
-            assert_eq!(items["type"], json_type(first), "GET {template}: items");
+        if let Err(why) = validate(&spec, schema, &body) {
+            panic!("GET {template}: the real body does not fit its schema: {why}\nbody: {body}\nschema: {schema}");
         }
     }
+    // Every typed answer is a component schema, and the error answer is the error type.
+    let files = documented(&spec, "/v1/projects/{id}/files", "get");
+    assert_eq!(files[0].1["$ref"], "#/components/schemas/FileListResponse");
+    let error = &spec["paths"]["/v1/projects/{id}/files"]["get"]["responses"]["default"]["content"]["application/json"];
+    assert_eq!(error["schema"]["$ref"], "#/components/schemas/ErrorResponse");
+    assert_eq!(spec["openapi"], "3.1.0");
+    // Query parameters are documented with their schemas.
+    let parameters = spec["paths"]["/v1/projects/{id}/events"]["get"]["parameters"].as_array().unwrap();
+    let since = parameters.iter().find(|p| p["name"] == "since" && p["in"] == "query").expect("since documented");
+    assert_eq!(since["required"], true);
+    let (_, body) = app.get(&format!("/v1/projects/{p}/events?since=0"), &alice).await;
+    assert!(!body["events"].as_array().unwrap().is_empty(), "the events page was checked with an event in it");
 
     // /metrics is text in the exposition format, as the hub sends it.
     let response = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
@@ -140,4 +155,81 @@ async fn openapi_documents_the_answers_the_routes_give() {
     let realtime = spec["paths"]["/v1/realtime"]["get"]["responses"].as_object().unwrap();
     assert!(realtime.contains_key("101"), "{realtime:?}");
     assert!(!realtime.keys().any(|status| status.starts_with('2')), "{realtime:?}");
+}
+
+/// A small JSON Schema check, enough for the schemas schemars writes: `$ref`, `type`,
+/// `required`, `properties`, `additionalProperties: false`, `items`, `anyOf`/`oneOf`,
+/// `allOf`, `const`, `enum`, `minimum`/`maximum`.
+fn validate(spec: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let target = spec.pointer(reference.trim_start_matches('#')).ok_or(format!("dangling {reference}"))?;
+        validate(spec, target, value).map_err(|why| format!("{reference}: {why}"))?;
+    }
+    if let Some(types) = schema.get("type") {
+        let actual = json_type(value);
+        let integer = value.as_i64().is_some() || value.as_u64().is_some();
+        let fits = |t: &Value| t == actual || (t == "integer" && integer);
+        let ok = match types {
+            Value::Array(types) => types.iter().any(fits),
+            one => fits(one),
+        };
+        if !ok {
+            return Err(format!("{value} is not of type {types}"));
+        }
+    }
+    if let Some(constant) = schema.get("const")
+        && constant != value
+    {
+        return Err(format!("{value} is not {constant}"));
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        return Err(format!("{value} is not one of {options:?}"));
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64())
+        && n < min
+    {
+        return Err(format!("{n} < {min}"));
+    }
+    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_f64), value.as_f64())
+        && n > max
+    {
+        return Err(format!("{n} > {max}"));
+    }
+    if let Some(object) = value.as_object() {
+        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            let name = name.as_str().unwrap_or_default();
+            if !object.contains_key(name) {
+                return Err(format!("missing required field {name}"));
+            }
+        }
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (name, field) in object {
+            match properties.and_then(|p| p.get(name)) {
+                Some(field_schema) => validate(spec, field_schema, field).map_err(|why| format!("{name}: {why}"))?,
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("unexpected field {name}"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (index, item) in array.iter().enumerate() {
+            validate(spec, items, item).map_err(|why| format!("[{index}]: {why}"))?;
+        }
+    }
+    for all in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        validate(spec, all, value)?;
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alternatives) = schema.get(key).and_then(Value::as_array) {
+            let errors: Vec<String> = alternatives.iter().filter_map(|a| validate(spec, a, value).err()).collect();
+            if errors.len() == alternatives.len() {
+                return Err(format!("fits no alternative of {key}: {errors:?}"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,145 +2,75 @@
  * Wire types: every frame and HTTP body the client exchanges with the hub (CONTRACT
  * sections 3 and 4), in one module.
  *
- * These are hand-written for now. They are to be REPLACED by a file generated from the
- * hub's Rust definitions (a protocol crate with ts-rs / schemars output), so that a protocol
- * change that breaks the client fails `npm run build`. Keep this module shaped like such a
- * generated file: only exported types (no runtime code), one name per Rust type, field
- * names exactly as on the wire (snake_case).
+ * Nothing here is hand-copied: every type is the hub's own definition, generated from the
+ * Rust protocol crate (`protocol/src/*.rs`) into `./generated/protocol.ts`
+ * (`UPDATE_GENERATED=1 cargo test -p synchub-protocol`; a test fails when that file is
+ * stale). A protocol change that breaks the client therefore fails `npm run build`. This
+ * module only gives the client's names to the generated types.
  */
+
+import type * as P from "./generated/protocol.js";
 
 // ---- HTTP bodies -----------------------------------------------------------------------
 
-/** `{"error": {...}}`: every non-2xx answer. Details (e.g. `current_version`) sit beside code. */
-export interface ErrorBody {
-  error: ErrorDetail;
-}
-export interface ErrorDetail {
-  code: string;
-  message: string;
+/** `{"error": {...}}`: every non-2xx answer. */
+export type ErrorBody = P.ErrorResponse;
+
+/**
+ * `{code, message, ...details}`. The details depend on the code: the generated type keeps
+ * them as JSON values; these are the ones the client reads (`version_conflict`,
+ * `history_trimmed`, `revision_conflict`), narrowed to what the hub sends for them.
+ */
+export type ErrorDetail = P.ErrorBody & {
   path?: string;
   expected_version?: number | null;
   current_version?: number;
-  current_hash?: string;
+  current_hash?: string | null;
   oldest_seq?: number;
   server?: EditorStateResponse;
-  [detail: string]: unknown;
-}
+};
+
+/** `GET /v1/projects` */
+export type ProjectSummary = P.ProjectSummary;
+/** `GET /v1/projects/{id}` */
+export type Project = P.Project;
+export type CreateProjectRequest = P.CreateProjectRequest;
 
 /** `GET /v1/projects/{id}/files?include_content=true` */
-export interface FileListResponse {
-  cursor: number;
-  files: FileEntry[];
-}
-export interface FileEntry {
-  path: string;
-  file_type: string;
-  content_hash: string;
-  version: number;
-  size: number;
-  updated_at: string;
-  content?: string;
-}
-
+export type FileListResponse = P.FileListResponse;
+export type FileEntry = P.FileEntry;
 /** `GET /v1/projects/{id}/files/{path}` */
-export interface FileResponse {
-  path: string;
-  file_type: string;
-  content: string;
-  content_hash: string;
-  version: number;
-  size: number;
-  updated_at: string;
-}
-
+export type FileResponse = P.FileResponse;
 /** `PUT /v1/projects/{id}/files/{path}` */
-export interface PutFileRequest {
-  content: string;
-  file_type?: string;
-  expected_version?: number;
-  op_id?: string;
-}
-export interface PutFileResponse {
-  path: string;
-  version: number;
-  content_hash: string;
-  seq: number;
-}
-
+export type PutFileRequest = P.PutFileRequest;
+export type PutFileResponse = P.PutFileResponse;
 /** `DELETE /v1/projects/{id}/files/{path}?expected_version=N&op_id=U` */
-export interface DeleteFileResponse {
-  path: string;
-  version: number;
-  seq: number;
-}
+export type DeleteFileResponse = P.DeleteFileResponse;
+/** `POST /v1/projects/{id}/files:bulk` */
+export type BulkRequest = P.BulkRequest;
+export type BulkWriteResponse = P.BulkWriteResponse;
+/** `POST /v1/projects/{id}/files:move` */
+export type MoveFileRequest = P.MoveFileRequest;
+export type MoveFileResponse = P.MoveFileResponse;
+/** `GET /v1/projects/{id}/events?since=SEQ` */
+export type EventsPage = P.EventsPage;
 
 /** `GET /v1/projects/{id}/editor-state` */
-export interface EditorStateResponse {
-  state: unknown;
-  revision: number;
-  updated_at: string | null;
-}
+export type EditorStateResponse = P.EditorStateResponse;
 /** `PUT /v1/projects/{id}/editor-state` */
-export interface PutEditorStateRequest {
-  state: unknown;
-  base_revision: number;
-}
-export interface PutEditorStateResponse {
-  revision: number;
-  updated_at: string;
-}
+export type PutEditorStateRequest = P.PutEditorStateRequest;
+export type PutEditorStateResponse = P.PutEditorStateResponse;
 
-// ---- WebSocket frames: client → hub -------------------------------------------------------
+// ---- WebSocket frames -------------------------------------------------------------------
 
-export type ClientFrame =
-  | { type: "auth"; token: string }
-  | { type: "join"; ref: string; channel: string; since: number | null }
-  | { type: "leave"; ref: string; channel: string }
-  | { type: "ping"; ref: string };
-
-// ---- WebSocket frames: hub → client -------------------------------------------------------
-
-export type ServerFrame =
-  | { type: "authed"; expires_at: string }
-  | { type: "joined"; ref: string; channel: string; cursor: number }
-  | { type: "left"; ref: string; channel: string }
-  | { type: "resync_required"; channel: string; oldest_seq: number }
-  | { type: "pong"; ref: string }
-  | { type: "error"; ref?: string | null; channel?: string | null; error: ErrorDetail }
-  | { type: "ack"; ref: string; ok: boolean; seq?: number; version?: number; error?: ErrorDetail }
-  | EventFrame;
-
-export type EventFrame =
-  | { type: "event"; channel: string; seq: number; event: "file:update"; payload: FileUpdatePayload }
-  | { type: "event"; channel: string; seq: number; event: "file:delete"; payload: FileDeletePayload }
-  | { type: "event"; channel: string; seq: number; event: "bulk:apply"; payload: BulkApplyPayload }
-  | { type: "event"; channel: string; seq: number; event: "project:deleted"; payload: { timestamp: string } };
-
-export interface FileUpdatePayload {
-  file_path: string;
-  file_type: string;
-  content: string;
-  content_hash: string;
-  version: number;
-  timestamp: string;
-  actor: string;
-  op_id?: string | null;
-}
-export interface FileDeletePayload {
-  file_path: string;
-  version: number;
-  timestamp: string;
-  actor: string;
-  op_id?: string | null;
-}
-export interface BulkApplyPayload {
-  files: { file_path: string; file_type: string; content: string; content_hash: string; version: number }[];
-  deletes: { file_path: string; version: number }[];
-  timestamp: string;
-  actor: string;
-  op_id?: string | null;
-}
+export type ClientFrame = P.ClientFrame;
+export type ServerFrame = P.ServerFrame;
+/** An event of a channel's log, at `seq` (the `event` variant of {@link ServerFrame}). */
+export type EventFrame = P.EventFrame;
+export type FileUpdatePayload = P.FileUpdatePayload;
+export type FileDeletePayload = P.FileDeletePayload;
+export type BulkApplyPayload = P.BulkApplyPayload;
 
 /** Close codes the hub uses (CONTRACT section 4): 4001 unauthenticated, 4003 forbidden,
  * 4008 slow consumer, 4009 token expired, 4010 session revoked. */
-export type CloseCode = 4001 | 4003 | 4008 | 4009 | 4010;
+export type CloseCode = P.CloseCode;

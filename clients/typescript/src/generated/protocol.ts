@@ -19,7 +19,9 @@ export type Ref = string | number;
  * An unsigned integer a JavaScript number represents exactly: 0 ..= 2^53−1.
  *
  * Deserializing accepts only such integers: negatives, larger numbers, fractions and
- * strings are refused with a message naming the range.
+ * JSON strings are refused with a message naming the range. Query-string text is read as
+ * a number first, so `?since=-1` and `?since=1.5` meet the same rule. (Callers that wrap
+ * the deserializer in `serde_path_to_error`, as the hub does, get the field's name too.)
  */
 export type SafeU64 = number;
 
@@ -186,6 +188,219 @@ export type BulkApplyPayload = { files: Array<UpdatedFile>, deletes: Array<Delet
  * `project:deleted`: the project was tombstoned; nothing more follows on its channel.
  */
 export type ProjectDeletedPayload = { timestamp: string, };
+
+/**
+ * A member's role in a project.
+ */
+export type Role = "owner" | "editor" | "viewer";
+
+/**
+ * Where a project's files come from: `{"kind":"cloud"}` or a GitHub repository.
+ */
+export type ProjectSource = { "kind": "cloud" } | { "kind": "github", 
+/**
+ * `owner/name`.
+ */
+repo: string | null, 
+/**
+ * The branch (default `main`).
+ */
+ref: string | null, 
+/**
+ * The commit the project's base was taken at.
+ */
+base_commit: string | null, };
+
+/**
+ * Each entry of `GET /v1/projects`, newest `updated_at` first.
+ */
+export type ProjectSummary = { id: string, name: string, role: Role, revision: number, updated_at: string, deleted_at: string | null, };
+
+/**
+ * `GET /v1/projects/{id}`, and the answer of create, rename, delete and restore.
+ */
+export type Project = { id: string, name: string, role: Role, 
+/**
+ * The owner's user id.
+ */
+owner: string, source: ProjectSource, revision: number, file_count: number, bytes: number, last_seq: number, created_at: string, updated_at: string, deleted_at: string | null, };
+
+/**
+ * `POST /v1/projects`.
+ */
+export type CreateProjectRequest = { 
+/**
+ * Chosen by the client for a project created offline; the hub picks one otherwise.
+ */
+id?: string | null, name: string, 
+/**
+ * Default `{"kind":"cloud"}`.
+ */
+source?: ProjectSource | null, };
+
+/**
+ * `PATCH /v1/projects/{id}`: a stale `base_revision` is 409 `revision_conflict`.
+ */
+export type RenameProjectRequest = { name: string, base_revision: SafeU64, };
+
+/**
+ * Each entry of `GET /v1/projects/{id}/members`, and the answer of `PUT …/members/{user_id}`
+ * (which has no `created_at`).
+ */
+export type Member = { user_id: string, role: Role, created_at?: string, };
+
+/**
+ * `PUT /v1/projects/{id}/members/{user_id}`: `owner`, `editor` or `viewer`.
+ */
+export type SetMemberRequest = { role: string, };
+
+/**
+ * `GET /v1/projects/{id}/files`.
+ */
+export type FileListResponse = { 
+/**
+ * The project's `last_seq` at the moment of the same consistent read.
+ */
+cursor: number, files: Array<FileEntry>, };
+
+export type FileEntry = { path: string, file_type: string, content_hash: string, version: number, size: number, updated_at: string, 
+/**
+ * Only with `include_content=true`.
+ */
+content?: string, };
+
+/**
+ * `GET /v1/projects/{id}/files/{path}`.
+ */
+export type FileResponse = { path: string, file_type: string, content: string, content_hash: string, version: number, size: number, updated_at: string, };
+
+/**
+ * `PUT /v1/projects/{id}/files/{path}`. `expected_version`: absent = unconditional, `0` =
+ * must not exist, `N` = must be at version N (else 409 `version_conflict`).
+ */
+export type PutFileRequest = { content: string, file_type?: string | null, expected_version?: SafeU64 | null, 
+/**
+ * Makes the write idempotent.
+ */
+op_id?: string | null, };
+
+/**
+ * `POST /v1/projects/{id}/files:bulk`: all or nothing.
+ */
+export type BulkRequest = { upserts?: Array<BulkUpsert>, deletes?: Array<BulkDelete>, op_id?: string | null, };
+
+/**
+ * `POST /v1/projects/{id}/files:move`: one atomic change (one `bulk:apply`).
+ */
+export type MoveFileRequest = { from: string, to: string, 
+/**
+ * The version `from` must be at.
+ */
+expected_version?: SafeU64 | null, op_id?: string | null, };
+
+export type MoveFileResponse = { from: string, to: string, seq: number | null, 
+/**
+ * The version of the file at `to`.
+ */
+version: number | null, };
+
+/**
+ * `GET /v1/projects/{id}/events`: the socket's event frames, oldest first.
+ */
+export type EventsPage = { events: Array<LoggedEvent>, 
+/**
+ * The `since` of the next page.
+ */
+next: number, 
+/**
+ * The oldest seq still in the log.
+ */
+oldest_seq: number | null, };
+
+/**
+ * An entry of `GET …/events`: the event frame with its `type`.
+ */
+export type LoggedEvent = { type: "event", channel: string, seq: number, } & ({ "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload });
+
+/**
+ * `PUT /v1/projects/{id}/base` (GitHub-linked projects).
+ */
+export type SetBaseRequest = { commit: string, files: Array<BaseFile>, 
+/**
+ * Default true: the project's files become exactly this tree.
+ */
+apply?: boolean | null, };
+
+export type BaseFile = { path: string, content: string, };
+
+export type SetBaseResponse = { base_commit: string, file_count: number, applied: boolean, seq: number | null, };
+
+/**
+ * `GET /v1/projects/{id}/changes`: the uncommitted work relative to the base.
+ */
+export type ChangesResponse = { base_commit: string | null, changes: Array<Change>, };
+
+export type Change = { path: string, status: ChangeStatus, };
+
+export type ChangeStatus = "added" | "modified" | "deleted";
+
+/**
+ * `GET /v1/projects/{id}/editor-state` (`state` null and `revision` 0 when none), and the
+ * `server` copy of a 409 `revision_conflict`.
+ */
+export type EditorStateResponse = { state: JsonValue, revision: number, updated_at: string | null, };
+
+/**
+ * `PUT /v1/projects/{id}/editor-state`.
+ */
+export type PutEditorStateRequest = { state: JsonValue, base_revision: SafeU64, };
+
+export type PutEditorStateResponse = { revision: number, updated_at: string, };
+
+/**
+ * `POST /v1/projects/{id}/sessions` (the body may be left out).
+ */
+export type CreateSessionRequest = { ttl_seconds?: SafeU64 | null, max_lifetime_seconds?: SafeU64 | null, };
+
+/**
+ * `POST /v1/projects/{id}/sessions`: everything a preview container needs.
+ */
+export type SessionResponse = { session_id: string, snapshot: SnapshotResponse, token: Token, token_expires_at: string, env: SessionEnv, };
+
+/**
+ * The environment of a preview container.
+ */
+export type SessionEnv = { SYNCHUB_URL: string, PROJECT_ID: string, SESSION_ID: string, SNAPSHOT_URL: string, REALTIME_TOKEN: Token, };
+
+/**
+ * `POST /v1/projects/{id}/snapshots` (201) and `GET …/snapshots/latest`.
+ */
+export type SnapshotResponse = { snapshot_id: string, 
+/**
+ * A signed, expiring URL of the zip.
+ */
+url: string, url_expires_at: string, cursor: number, sha256: string, bytes: number, file_count: number, 
+/**
+ * True when nothing changed since the last snapshot (no new zip was built).
+ */
+reused: boolean, };
+
+/**
+ * `POST /v1/projects/{id}/tokens`.
+ */
+export type MintTokenRequest = { session_id: string, ttl_seconds?: SafeU64 | null, };
+
+export type MintTokenResponse = { token: Token, expires_at: string, channel: string, };
+
+/**
+ * `POST /v1/tokens/refresh`.
+ */
+export type RefreshTokenResponse = { token: Token, expires_at: string, };
+
+/**
+ * `GET /v1/sessions/{session_id}`: has the preview container caught up?
+ */
+export type SessionStatus = { session_id: string, project_id: string, connected: boolean, applied_seq: number | null, project_last_seq: number, last_seen_at: string | null, expires_at: string, };
 
 /** The contract's WebSocket close codes. */
 export type CloseCode = 4001 | 4003 | 4008 | 4009 | 4010;
