@@ -167,7 +167,9 @@ mod tests {
     #[test]
     fn answers_are_the_protocol_crate_s_frames() {
         let reference = Some(Ref::from("7"));
-        let ok = ack_ok(&reference, &serde_json::json!({"path":"a","version":1,"content_hash":"h","seq":5}));
+        let put =
+            synchub_protocol::PutFileResponse { path: "a".into(), version: 1, content_hash: "h".into(), seq: Some(5) };
+        let ok = ack_ok(&reference, WriteResult::Put(put));
         assert_eq!(ok, r#"{"type":"ack","ref":"7","ok":true,"path":"a","version":1,"content_hash":"h","seq":5}"#);
         let err = ApiError::VersionConflict {
             message: "m".into(),
