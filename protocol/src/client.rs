@@ -103,6 +103,8 @@ impl ClientFrame {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkUpsert {
+    /// A file path (CONTRACT section 7).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub path: String,
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +120,8 @@ pub struct BulkUpsert {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BulkDelete {
+    /// A file path (CONTRACT section 7).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional = nullable))]

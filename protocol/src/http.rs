@@ -97,6 +97,8 @@ pub struct CreateProjectRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional = nullable))]
     pub id: Option<Uuid>,
+    /// 1 to 200 characters, not only blanks.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 200), regex(pattern = r"\S")))]
     pub name: String,
     /// Default `{"kind":"cloud"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +111,7 @@ pub struct CreateProjectRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RenameProjectRequest {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 200), regex(pattern = r"\S")))]
     pub name: String,
     pub base_revision: SafeU64,
 }
@@ -132,6 +135,7 @@ pub struct Member {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SetMemberRequest {
     // Text, not `Role`: the database names the allowed roles in its own 400.
+    #[cfg_attr(feature = "schema", schemars(with = "Role"))]
     pub role: String,
 }
 
@@ -236,7 +240,9 @@ pub struct BulkRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MoveFileRequest {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub from: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub to: String,
     /// The version `from` must be at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,6 +335,7 @@ pub struct SetBaseRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BaseFile {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub path: String,
     pub content: String,
 }

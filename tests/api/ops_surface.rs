@@ -133,6 +133,14 @@ async fn openapi_documents_the_answers_the_routes_give() {
     let error = &spec["paths"]["/v1/projects/{id}/files"]["get"]["responses"]["default"]["content"]["application/json"];
     assert_eq!(error["schema"]["$ref"], "#/components/schemas/ErrorResponse");
     assert_eq!(spec["openapi"], "3.1.0");
+    // Request bodies are documented with their types, and a real body fits its schema.
+    let put = &spec["paths"]["/v1/projects/{id}/files/{path}"]["put"]["requestBody"];
+    assert_eq!(put["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/PutFileRequest");
+    let sent =
+        serde_json::json!({"content": "x", "expected_version": 1, "op_id": "5c3e4b4e-8f9a-4d2b-9c1a-0e6f7a8b9c0d"});
+    validate(&spec, &put["content"]["application/json"]["schema"], &sent).unwrap();
+    let too_big = serde_json::json!({"content": "x", "expected_version": 9_007_199_254_740_992_u64});
+    assert!(validate(&spec, &put["content"]["application/json"]["schema"], &too_big).is_err());
     // Query parameters are documented with their schemas.
     let parameters = spec["paths"]["/v1/projects/{id}/events"]["get"]["parameters"].as_array().unwrap();
     let since = parameters.iter().find(|p| p["name"] == "since" && p["in"] == "query").expect("since documented");

@@ -41,12 +41,20 @@ expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "delete"
 /**
  * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
  */
-export type BulkUpsert = { path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, };
+export type BulkUpsert = { 
+/**
+ * A file path (CONTRACT section 7).
+ */
+path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, };
 
 /**
  * One delete of a `bulk` write.
  */
-export type BulkDelete = { path: string, expected_version?: SafeU64 | null, };
+export type BulkDelete = { 
+/**
+ * A file path (CONTRACT section 7).
+ */
+path: string, expected_version?: SafeU64 | null, };
 
 /**
  * Hub → client.
@@ -232,7 +240,11 @@ export type CreateProjectRequest = {
 /**
  * Chosen by the client for a project created offline; the hub picks one otherwise.
  */
-id?: string | null, name: string, 
+id?: string | null, 
+/**
+ * 1 to 200 characters, not only blanks.
+ */
+name: string, 
 /**
  * Default `{"kind":"cloud"}`.
  */
