@@ -5,8 +5,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
-use synchub_protocol::{CreateSessionRequest, MintTokenRequest, SafeU64};
+use serde_json::Value;
+use synchub_protocol::{
+    CreateSessionRequest, MintTokenRequest, MintTokenResponse, RefreshTokenResponse, SafeU64, SessionEnv,
+    SessionResponse, SessionStatus, SnapshotResponse, Token,
+};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -48,7 +51,7 @@ pub async fn create(
     principal: Principal,
     PathArgs(id): PathArgs<String>,
     OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     service_only(&principal)?;
     let project = project_id(&id)?;
     let ttl = body.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, SafeU64::as_i64);
@@ -67,23 +70,18 @@ pub async fn create(
         .ok_or_else(|| ApiError::internal("no session id"))?;
     let not_after = session_end(&session)?;
     let (token, exp) = state.auth.hub.container_token(session_id, project, ttl, not_after)?;
-    let env = json!({
-        "SYNCHUB_URL": state.public_url,
-        "PROJECT_ID": project,
-        "SESSION_ID": session_id,
-        "SNAPSHOT_URL": snapshot["url"],
-        "REALTIME_TOKEN": token,
-    });
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "session_id": session_id,
-            "snapshot": snapshot,
-            "token": token,
-            "token_expires_at": timestamp(exp),
-            "env": env,
-        })),
-    ))
+    let snapshot: SnapshotResponse = serde_path_to_error::deserialize(snapshot)
+        .map_err(|err| ApiError::internal(format!("snapshot answer: {err}")))?;
+    let token = Token(token);
+    let env = SessionEnv {
+        SYNCHUB_URL: state.public_url.clone(),
+        PROJECT_ID: project,
+        SESSION_ID: session_id,
+        SNAPSHOT_URL: snapshot.url.clone(),
+        REALTIME_TOKEN: token.clone(),
+    };
+    let answer = SessionResponse { session_id, snapshot, token, token_expires_at: timestamp(exp), env };
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// `POST /v1/projects/{id}/tokens`: another container token for a live session.
@@ -92,7 +90,7 @@ pub async fn mint(
     principal: Principal,
     PathArgs(id): PathArgs<String>,
     JsonBody(body): JsonBody<MintTokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MintTokenResponse>, ApiError> {
     service_only(&principal)?;
     let project = project_id(&id)?;
     let session = state.db.json(&principal, "SELECT synchub.get_session($1, 'service')", &[&body.session_id]).await?;
@@ -115,12 +113,15 @@ pub async fn mint(
     }
     let not_after = session_end(&session)?;
     let (token, exp) = state.auth.hub.container_token(body.session_id, project, ttl, not_after)?;
-    Ok(Json(json!({"token": token, "expires_at": timestamp(exp), "channel": channel_name(project)})))
+    Ok(Json(MintTokenResponse { token: Token(token), expires_at: timestamp(exp), channel: channel_name(project) }))
 }
 
 /// `POST /v1/tokens/refresh` (bearer: a container token): a fresh token for the same
 /// session, until the session's max lifetime; 401 once revoked.
-pub async fn refresh(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<RefreshTokenResponse>, ApiError> {
     let Principal::Container { session_id, project_id } = principal else {
         return Err(ApiError::Forbidden("this route needs a container token".into()));
     };
@@ -130,7 +131,7 @@ pub async fn refresh(State(state): State<AppState>, principal: Principal) -> Res
     let not_after = session_end(&session)?;
     let ttl = session["token_ttl_seconds"].as_i64().unwrap_or(DEFAULT_TOKEN_TTL);
     let (token, exp) = state.auth.hub.container_token(session_id, project_id, ttl, not_after)?;
-    Ok(Json(json!({"token": token, "expires_at": timestamp(exp)})))
+    Ok(Json(RefreshTokenResponse { token: Token(token), expires_at: timestamp(exp) }))
 }
 
 /// `GET /v1/sessions/{id}`: is the preview caught up? (service, or a project member)
@@ -138,7 +139,7 @@ pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionStatus>, ApiError> {
     let session = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("session not found".into()))?;
     let actor = match &principal {
         Principal::User { sub } => sub.clone(),
@@ -147,13 +148,8 @@ pub async fn get(
         Principal::Container { .. } => return Err(ApiError::NotFound("session not found".into())),
     };
     let as_principal = if matches!(principal, Principal::User { .. }) { principal.clone() } else { Principal::Service };
-    let mut body = state.db.json(&as_principal, "SELECT synchub.get_session($1, $2)", &[&session, &actor]).await?;
-    if let Value::Object(fields) = &mut body {
-        // Internal bookkeeping, not part of the contract's answer.
-        fields.remove("revoked_at");
-        fields.remove("token_ttl_seconds");
-    }
-    Ok(Json(body))
+    // The type leaves out the row's internal bookkeeping (`revoked_at`, `token_ttl_seconds`).
+    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.get_session($1, $2)", &[&session, &actor]).await?))
 }
 
 /// `DELETE /v1/sessions/{id}`: revoke; its sockets close with 4010, its tokens answer 401.
