@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use synchub_protocol::{
     CreateSessionRequest, MintTokenRequest, MintTokenResponse, RefreshTokenResponse, SafeU64, SessionEnv,
-    SessionResponse, SessionStatus, SnapshotResponse, Token,
+    SessionResponse, SessionStatus, Token,
 };
 use uuid::Uuid;
 
@@ -70,8 +70,6 @@ pub async fn create(
         .ok_or_else(|| ApiError::internal("no session id"))?;
     let not_after = session_end(&session)?;
     let (token, exp) = state.auth.hub.container_token(session_id, project, ttl, not_after)?;
-    let snapshot: SnapshotResponse = serde_path_to_error::deserialize(snapshot)
-        .map_err(|err| ApiError::internal(format!("snapshot answer: {err}")))?;
     let token = Token(token);
     let env = SessionEnv {
         SYNCHUB_URL: state.public_url.clone(),

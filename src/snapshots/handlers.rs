@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::Value;
+use synchub_protocol::SnapshotResponse;
 
 use super::service;
 use crate::app::AppState;
@@ -32,7 +32,7 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SnapshotResponse>), ApiError> {
     let project = project_id(&id)?;
     if !matches!(principal, Principal::Service) {
         return Err(match principal {
@@ -50,7 +50,7 @@ pub async fn latest(
     State(state): State<AppState>,
     principal: Principal,
     PathArgs(id): PathArgs<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SnapshotResponse>, ApiError> {
     let project = project_id(&id)?;
     snapshot_reader(&principal, project)?;
     existing(&state, project).await?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use snapshot_builder::db::{DbBuildError, ProjectRead};
+use synchub_protocol::SnapshotResponse;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -46,23 +47,35 @@ fn storage(state: &AppState) -> Result<&crate::snapshots::storage::Storage, ApiE
     state.storage.as_deref().ok_or_else(|| ApiError::Unavailable("snapshot storage is not configured".into()))
 }
 
+/// The fields of a snapshot row the answer is made of.
+#[derive(serde::Deserialize)]
+struct SnapshotRow {
+    snapshot_id: Uuid,
+    storage_key: String,
+    cursor: i64,
+    sha256: String,
+    bytes: i64,
+    file_count: i64,
+}
+
 /// The contract's snapshot answer with a fresh presigned URL.
-async fn answer(state: &AppState, row: &Value, reused: bool) -> Result<Value, ApiError> {
-    let key = row["storage_key"].as_str().ok_or_else(|| ApiError::internal("snapshot without key"))?;
+async fn answer(state: &AppState, row: &Value, reused: bool) -> Result<SnapshotResponse, ApiError> {
+    let row: SnapshotRow =
+        serde_path_to_error::deserialize(row).map_err(|err| ApiError::internal(format!("snapshot row: {err}")))?;
     let url = storage(state)?
-        .presign_get(key, URL_TTL)
+        .presign_get(&row.storage_key, URL_TTL)
         .await
         .map_err(|e| ApiError::Unavailable(format!("storage: {e:#}")))?;
-    Ok(json!({
-        "snapshot_id": row["snapshot_id"],
-        "url": url.url,
-        "url_expires_at": timestamp(url.expires_at),
-        "cursor": row["cursor"],
-        "sha256": row["sha256"],
-        "bytes": row["bytes"],
-        "file_count": row["file_count"],
-        "reused": reused,
-    }))
+    Ok(SnapshotResponse {
+        snapshot_id: row.snapshot_id,
+        url: url.url,
+        url_expires_at: timestamp(url.expires_at),
+        cursor: row.cursor,
+        sha256: row.sha256,
+        bytes: row.bytes,
+        file_count: row.file_count,
+        reused,
+    })
 }
 
 async fn latest_row(state: &AppState, project: Uuid) -> Result<Option<Value>, ApiError> {
@@ -72,7 +85,7 @@ async fn latest_row(state: &AppState, project: Uuid) -> Result<Option<Value>, Ap
 
 /// `POST /v1/projects/{id}/snapshots` and the snapshot of a new session: the latest
 /// snapshot when nothing changed since it, else a new one.
-pub async fn create_or_reuse(state: &AppState, project: Uuid) -> Result<Value, ApiError> {
+pub async fn create_or_reuse(state: &AppState, project: Uuid) -> Result<SnapshotResponse, ApiError> {
     storage(state)?;
     let lock = state.snapshot_locks.for_project(project);
     let _building = lock.lock().await;
@@ -86,7 +99,7 @@ pub async fn create_or_reuse(state: &AppState, project: Uuid) -> Result<Value, A
 /// `GET /v1/projects/{id}/snapshots/latest`: the newest snapshot with a fresh URL. When
 /// there is none, the log no longer reaches back to its cursor (an agent could not resume
 /// from it), or its object is gone from storage, a new one is built first.
-pub async fn latest(state: &AppState, project: Uuid) -> Result<Value, ApiError> {
+pub async fn latest(state: &AppState, project: Uuid) -> Result<SnapshotResponse, ApiError> {
     let storage = storage(state)?;
     if let Some(row) = latest_row(state, project).await? {
         let client = state.db.pool().get().await?;
