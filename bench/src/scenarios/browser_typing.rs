@@ -85,7 +85,7 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     let mut report = Report::new(
         NAME,
-        "#12",
+        "issue #12",
         "Keystroke in one Chromium tab (`project.write` of the text so far, one more character per keystroke) → \
          the `change` event in another tab (own browser context: no shared storage or BroadcastChannel, so through \
          the hub), both on @synchub/client; with the client's default debounce and with none. Plus bytes on the wire \
