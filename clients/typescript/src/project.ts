@@ -162,6 +162,8 @@ export class Project {
   // Editor state.
   private edState: { state: unknown; revision: number; dirty: boolean } = { state: null, revision: 0, dirty: false };
   private edTimer?: ReturnType<typeof setTimeout>;
+  private edSaving?: Promise<void>;
+  private edSaveAgain = false;
 
   private readonly onOnline = () => this.reconnectNow();
   private readonly onOffline = () => this.setStatus("offline");
@@ -799,7 +801,24 @@ export class Project {
     }
   }
 
-  private async saveEditorState(attempt = 0): Promise<void> {
+  /** One save in flight at a time: two PUTs with the same base_revision would make the
+   * second a 409 against our own first one. A save asked for meanwhile runs after it. */
+  private saveEditorState(attempt = 0): Promise<void> {
+    if (this.edSaving) {
+      this.edSaveAgain = true;
+      return this.edSaving;
+    }
+    this.edSaving = this.saveEditorStateOnce(attempt).finally(() => {
+      this.edSaving = undefined;
+      if (this.edSaveAgain) {
+        this.edSaveAgain = false;
+        if (this.edState.dirty && !this.closed) this.background(this.saveEditorState());
+      }
+    });
+    return this.edSaving;
+  }
+
+  private async saveEditorStateOnce(attempt: number): Promise<void> {
     if (this.closed || !this.edState.dirty) return;
     const sent = this.edState;
     try {
