@@ -169,7 +169,10 @@ export class Project {
   private ws?: WebSocket;
   private socketAttempt = 0;
   private lastFrameAt = 0;
+  private lastPingAt = 0;
   private pingTimer?: ReturnType<typeof setInterval>;
+  /** HTTP requests under way: a dead socket means a dead path, so they are aborted too. */
+  private requests = new Set<AbortController>();
   private reconnectTimer?: ReturnType<typeof setTimeout>;
   private refreshTimer?: ReturnType<typeof setTimeout>;
   private refSeq = 0;
@@ -275,6 +278,7 @@ export class Project {
     this.closed = true;
     for (const t of [this.pumpTimer, this.reconnectTimer, this.refreshTimer, this.edTimer]) clearTimeout(t);
     clearInterval(this.pingTimer);
+    for (const request of this.requests) request.abort();
     this.ws?.close(1000);
     this.releaseLock?.();
     if (typeof window !== "undefined") {
@@ -785,7 +789,10 @@ export class Project {
       ws.send(JSON.stringify({ type: "auth", token }));
       this.joining = this.join(ws);
       clearInterval(this.pingTimer);
-      this.pingTimer = setInterval(() => this.heartbeat(ws), this.ctx.timing.pingMs);
+      // Checked every second (pings still go every pingMs), so a dead socket is noticed
+      // within deadMs + 1 s rather than deadMs + pingMs.
+      this.lastPingAt = Date.now();
+      this.pingTimer = setInterval(() => this.heartbeat(ws), Math.min(this.ctx.timing.pingMs, 1000));
     };
     ws.onmessage = (e) => {
       this.lastFrameAt = Date.now();
@@ -836,11 +843,16 @@ export class Project {
   }
 
   private heartbeat(ws: WebSocket): void {
-    if (Date.now() - this.lastFrameAt > this.ctx.timing.deadMs) {
-      // Dead socket (no pong): drop it; onclose reconnects with `since`.
+    const now = Date.now();
+    if (now - this.lastFrameAt > this.ctx.timing.deadMs) {
+      // Dead socket (no pong): drop it; onclose reconnects with `since`. An HTTP write under
+      // way on the same dead path would hang as long: abort it, it is resent (same op_id).
       this.drop(ws);
+      for (const request of this.requests) request.abort();
       return;
     }
+    if (now - this.lastPingAt < this.ctx.timing.pingMs) return;
+    this.lastPingAt = now;
     if (ws.readyState === 1) ws.send(JSON.stringify({ type: "ping", ref: String(++this.refSeq) }));
   }
 
@@ -997,11 +1009,18 @@ export class Project {
   /** One HTTP call under /v1/projects/{id}; a 401 gets one retry with a freshly fetched token. */
   private async http<T>(method: string, suffix: string, body?: unknown): Promise<HttpResult<T>> {
     const url = `${this.ctx.baseUrl}/v1/projects/${this.id}${suffix}`;
-    let result = await request<T>(this.ctx.fetch, url, await this.ctx.token(false), method, body);
-    if (!result.ok && result.status === 401) {
-      result = await request<T>(this.ctx.fetch, url, await this.ctx.token(true), method, body);
+    const abort = new AbortController();
+    this.requests.add(abort);
+    const fetchFn = ((input, init) => this.ctx.fetch(input, { ...init, signal: abort.signal })) as typeof fetch;
+    try {
+      let result = await request<T>(fetchFn, url, await this.ctx.token(false), method, body);
+      if (!result.ok && result.status === 401) {
+        result = await request<T>(fetchFn, url, await this.ctx.token(true), method, body);
+      }
+      return result;
+    } finally {
+      this.requests.delete(abort);
     }
-    return result;
   }
 
   /**

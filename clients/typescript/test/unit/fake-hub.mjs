@@ -117,6 +117,12 @@ export class FakeHub {
     const u = new URL(url);
     const req = { method: init.method ?? "GET", path: u.pathname, query: u.searchParams, body: init.body ? JSON.parse(init.body) : undefined, token: init.headers?.authorization?.slice(7) };
     this.requests.push(req);
+    const hang = this.inject.findIndex((i) => i.hang && i.match(req));
+    if (hang >= 0) {
+      // A request into a dead connection: no answer until the caller gives up.
+      this.inject.splice(hang, 1);
+      return new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+    }
     const res = this.route(req);
     return new Response(JSON.stringify(res.body), { status: res.status, headers: res.headers ?? {} });
   }
