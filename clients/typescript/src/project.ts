@@ -424,6 +424,14 @@ export class Project {
     return (source?.inflight ?? source?.pending)?.moveTo === path;
   }
 
+  /** Resolves once every store write queued so far, including ones queued meanwhile, is done. */
+  private async persisted(): Promise<void> {
+    for (let chain = this.persistChain; ; chain = this.persistChain) {
+      await chain;
+      if (chain === this.persistChain) return;
+    }
+  }
+
   private persist(step: () => Promise<void>): void {
     this.persistChain = this.persistChain.then(step).catch((err) => console.error("synchub: storage", err));
   }
@@ -456,8 +464,8 @@ export class Project {
     try {
       for (let guard = 0; guard < 10_000 && !this.closed; guard++) {
         // Local changes made while the last write was out must be in the store before the
-        // next one is taken from it (else a change known only in memory looks gone).
-        await this.persistChain;
+        // next one is taken from it (else the store's older copy would replace it in memory).
+        await this.persisted();
         const { path, wait } = this.nextDue(Date.now());
         if (path === undefined) {
           if (wait === undefined) this.flushing = false;
@@ -1011,6 +1019,10 @@ export class Project {
     const url = `${this.ctx.baseUrl}/v1/projects/${this.id}${suffix}`;
     const abort = new AbortController();
     this.requests.add(abort);
+    // No answer for as long as a silent socket is given: the connection is dead (a pooled
+    // keep-alive one, say); give up and let the caller retry (writes keep their op_id).
+    const t = this.ctx.timing;
+    const timer = setTimeout(() => abort.abort(), t.deadMs + t.pingMs);
     const fetchFn = ((input, init) => this.ctx.fetch(input, { ...init, signal: abort.signal })) as typeof fetch;
     try {
       let result = await request<T>(fetchFn, url, await this.ctx.token(false), method, body);
@@ -1019,6 +1031,7 @@ export class Project {
       }
       return result;
     } finally {
+      clearTimeout(timer);
       this.requests.delete(abort);
     }
   }
