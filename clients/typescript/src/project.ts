@@ -176,6 +176,8 @@ export class Project {
   private reconnectTimer?: ReturnType<typeof setTimeout>;
   private refreshTimer?: ReturnType<typeof setTimeout>;
   private refSeq = 0;
+  /** The socket whose join was answered (events flow on it). */
+  private joinedWs?: WebSocket;
   private joining?: Promise<void>;
 
   // Editor state.
@@ -888,6 +890,7 @@ export class Project {
       }
       case "joined":
         await this.joining;
+        this.joinedWs = ws;
         this.socketAttempt = 0;
         this.setStatus("online");
         this.sendFailures = 0;
@@ -1029,6 +1032,8 @@ export class Project {
       if (!result.ok && result.status === 401) {
         result = await request<T>(fetchFn, url, await this.ctx.token(true), method, body);
       }
+      // A failed request said "offline" while the socket stayed up: an answer says otherwise.
+      if (this.statusValue === "offline" && this.ws !== undefined && this.joinedWs === this.ws && result.status < 500) this.setStatus("online");
       return result;
     } finally {
       clearTimeout(timer);

@@ -129,6 +129,20 @@ test("a write hanging on a dead connection is aborted when the socket is found d
   client.close();
 });
 
+test("a write that failed on the network (socket still up) says offline, and online again once answered", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const seen = [];
+  project.on("status", (s) => seen.push(s));
+  hub.inject.push({ match: (r) => r.method === "PUT", throw: true });
+  project.write("a.txt", "x");
+  await project.flush();
+  assert.deepEqual(seen, ["offline", "online"]);
+  assert.equal(project.status, "online");
+  client.close();
+});
+
 test("409 with policy server: the server copy wins and the local text is kept in conflicts()", async () => {
   const hub = new FakeHub();
   hub.remoteWrite(PID, "a.txt", "base");
