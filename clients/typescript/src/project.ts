@@ -183,6 +183,7 @@ export class Project {
   // Editor state.
   private edState: { state: unknown; revision: number; dirty: boolean } = { state: null, revision: 0, dirty: false };
   private edTimer?: ReturnType<typeof setTimeout>;
+  private edSaving = false;
 
   private readonly onOnline = () => this.reconnectNow();
   private readonly onOffline = () => this.setStatus("offline");
@@ -994,7 +995,10 @@ export class Project {
   }
 
   private async saveEditorState(attempt = 0): Promise<void> {
-    if (this.closed || !this.edState.dirty) return;
+    // One save at a time: two at once would both send the same base_revision and the second
+    // would get a 409. One under way resaves what was set meanwhile when it is answered.
+    if (this.closed || !this.edState.dirty || this.edSaving) return;
+    this.edSaving = true;
     const sent = this.edState;
     try {
       const r = await this.http<PutEditorStateResponse>("PUT", "/editor-state", { state: sent.state, base_revision: sent.revision });
@@ -1011,7 +1015,9 @@ export class Project {
       if (this.edState.dirty) throw new NetworkError("retry");
     } catch {
       const t = this.ctx.timing;
-      this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
+      if (!this.closed) this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
+    } finally {
+      this.edSaving = false;
     }
   }
 

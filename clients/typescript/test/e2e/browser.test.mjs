@@ -443,6 +443,13 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
     await a.locator("#editor").fill("export const hello = 2;");
     await until("B shows A's edit live", async () => (await b.locator("#editor").inputValue()) === "export const hello = 2;");
     await until("B logs the live change", async () => (await b.textContent("#log")).includes("updated src/hello.ts"));
+    await until("A synced", async () => (await a.textContent("#status")) === "Synced");
+    a.once("dialog", (d) => d.accept("src/renamed.ts"));
+    await a.click("#rename-file");
+    await until("B logs the rename as one move", async () => (await b.textContent("#log")).includes("moved src/hello.ts → src/renamed.ts"));
+    await until("B's tree shows the new name", async () => (await b.locator("#tree li").allTextContents()).join() === "renamed.ts");
+    const events = (await hubEvents(hub, projectId, token)).map((e) => e.event);
+    assert.equal(events.at(-1), "bulk:apply");
   } finally {
     await ctxA.close();
     await ctxB.close();

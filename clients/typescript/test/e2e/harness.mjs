@@ -238,6 +238,6 @@ export async function hubFile(hub, projectId, path, token = undefined) {
 }
 
 /** Every event in the project's log (to count how often each write was applied). */
-export async function hubEvents(hub, projectId) {
-  return (await hub.api("GET", `/v1/projects/${projectId}/events?since=0&limit=1000`)).events;
+export async function hubEvents(hub, projectId, token = undefined) {
+  return (await hub.api("GET", `/v1/projects/${projectId}/events?since=0&limit=1000`, undefined, token)).events;
 }
