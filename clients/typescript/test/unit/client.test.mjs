@@ -261,6 +261,22 @@ test("delete is queued like a write; a write after it creates the file anew", as
   client.close();
 });
 
+test("a write made while a delete of the path is in flight creates the file anew (expected_version 0)", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.inject.push({ match: (r) => r.method === "DELETE", applyFirst: true, throw: true });
+  project.delete("a.txt");
+  await until("delete sent", () => hub.requests.some((r) => r.method === "DELETE"));
+  project.write("a.txt", "again");
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "again");
+  assert.equal(puts(hub).at(-1).body.expected_version, 0);
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
 const moves = (hub) => hub.requests.filter((r) => r.method === "POST" && r.path.endsWith("/files:move"));
 const fileOps = (hub) => hub.requests.filter((r) => r.path.includes("/files/") && r.method !== "GET");
 
