@@ -384,7 +384,7 @@ test("move: a file at the old path written after the move was sent is created an
   await project.flush();
   hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), applyFirst: true, throw: true });
   project.move("a.txt", "b.txt");
-  await until("move sent", () => moves(hub).length === 1);
+  await until("move sent", () => moves(hub).length >= 1);
   project.write("a.txt", "fresh");
   await project.flush();
   assert.equal(hub.project(PID).files.get("a.txt").content, "fresh");
