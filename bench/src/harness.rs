@@ -189,6 +189,11 @@ impl Ctx {
 
     /// Starts a fresh hub process (`synchub serve`) and waits until it answers /healthz.
     pub async fn start_hub(&self, label: &str) -> anyhow::Result<Hub> {
+        self.start_hub_with(label, &[]).await
+    }
+
+    /// [`Ctx::start_hub`] with more environment for the hub (e.g. allowed browser origins).
+    pub async fn start_hub_with(&self, label: &str, extra_env: &[(&str, String)]) -> anyhow::Result<Hub> {
         let log = self.work.join(format!("hub-{label}.log"));
         let mut last_error = None;
         for _ in 0..5 {
@@ -208,6 +213,7 @@ impl Ctx {
                 .env("SYNCHUB_MAX_PROJECTS_PER_USER", "1000")
                 .env("SYNCHUB_MAX_BYTES_PER_USER", (4u64 << 30).to_string())
                 .env("RUST_LOG", "warn")
+                .envs(extra_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone()?)
                 .stderr(log_file)

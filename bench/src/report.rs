@@ -345,7 +345,12 @@ pub fn markdown(info: &RunInfo, outcomes: &[Outcome], analysis: Option<&str>) ->
         match outcome {
             Outcome::Done(report) => {
                 let _ = writeln!(md, "## {}\n", report.name);
-                let _ = writeln!(md, "Issue #6 row {}. {}\n", report.issue.trim_start_matches('#'), report.title);
+                // "#N" is a row of issue #6's table; "issue #N" names another issue.
+                let source = match report.issue.strip_prefix("issue ") {
+                    Some(issue) => format!("Issue {issue}."),
+                    None => format!("Issue #6 row {}.", report.issue.trim_start_matches('#')),
+                };
+                let _ = writeln!(md, "{source} {}\n", report.title);
                 if !report.params.is_empty() {
                     let params: Vec<String> = report.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                     let _ = writeln!(md, "Parameters: {}; took {:.1} s.\n", params.join(", "), report.seconds);

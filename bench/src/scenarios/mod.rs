@@ -13,6 +13,7 @@ use crate::harness::Ctx;
 use crate::report::Report;
 
 pub mod agent;
+pub mod browser_typing;
 pub mod fanout;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
@@ -87,5 +88,10 @@ pub const ALL: &[Scenario] = &[
         name: "agent_resume",
         summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits land: reconnect → converged",
         run: agent::run_resume,
+    },
+    Scenario {
+        name: "browser_typing",
+        summary: "#12 keystroke in Chromium → other tab's change via the hub (default debounce and none), bytes/min of typing, bundle size; baseline: a Rust client with the same coalescing, interleaved (quick: 1 short pair; skipped without chromium/node)",
+        run: browser_typing::run,
     },
 ];

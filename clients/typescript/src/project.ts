@@ -183,7 +183,8 @@ export class Project {
   // Editor state.
   private edState: { state: unknown; revision: number; dirty: boolean } = { state: null, revision: 0, dirty: false };
   private edTimer?: ReturnType<typeof setTimeout>;
-  private edSaving = false;
+  private edSaving?: Promise<void>;
+  private edSaveAgain = false;
 
   private readonly onOnline = () => this.reconnectNow();
   private readonly onOffline = () => this.setStatus("offline");
@@ -994,11 +995,25 @@ export class Project {
     }
   }
 
-  private async saveEditorState(attempt = 0): Promise<void> {
-    // One save at a time: two at once would both send the same base_revision and the second
-    // would get a 409. One under way resaves what was set meanwhile when it is answered.
-    if (this.closed || !this.edState.dirty || this.edSaving) return;
-    this.edSaving = true;
+  /** One save in flight at a time: two PUTs with the same base_revision would make the
+   * second a 409 against our own first one. A save asked for meanwhile runs after it. */
+  private saveEditorState(attempt = 0): Promise<void> {
+    if (this.edSaving) {
+      this.edSaveAgain = true;
+      return this.edSaving;
+    }
+    this.edSaving = this.saveEditorStateOnce(attempt).finally(() => {
+      this.edSaving = undefined;
+      if (this.edSaveAgain) {
+        this.edSaveAgain = false;
+        if (this.edState.dirty && !this.closed) this.background(this.saveEditorState());
+      }
+    });
+    return this.edSaving;
+  }
+
+  private async saveEditorStateOnce(attempt: number): Promise<void> {
+    if (this.closed || !this.edState.dirty) return;
     const sent = this.edState;
     try {
       const r = await this.http<PutEditorStateResponse>("PUT", "/editor-state", { state: sent.state, base_revision: sent.revision });
@@ -1016,8 +1031,6 @@ export class Project {
     } catch {
       const t = this.ctx.timing;
       if (!this.closed) this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
-    } finally {
-      this.edSaving = false;
     }
   }
 
