@@ -395,7 +395,10 @@ export class Project {
     this.dueAt.set(path, due);
     this.persist(async () => {
       const stored = await this.ctx.store.update<Draft>(`d/${path}`, (d) => apply(d));
-      if (stored) this.drafts.set(path, stored);
+      // A later local change of this path already in memory is stored by its own step: until
+      // then the copy in memory is the newer one (else a rename could briefly show both paths).
+      const newer = (this.drafts.get(path)?.pending?.rev ?? 0) > (stored?.pending?.rev ?? 0);
+      if (stored && !newer) this.drafts.set(path, stored);
       this.post({ t: "draft", path });
       if (brokenMove !== undefined) await this.storeUnblock(brokenMove, path);
       if (this.leader) this.kick(due - Date.now());
