@@ -8,6 +8,9 @@
  *   (coalesced, not sent yet); `inflight` is the write being sent, persisted with its
  *   `op_id` BEFORE it is sent, so a retry after a lost answer, a crash or a reload resends
  *   the same op_id and the hub applies it once.
+ *   A move is one change on the OLD path (`moveTo`, sent as `POST files:move`); the new path
+ *   holds the moved text as a change marked `afterMove`, which waits for the move and is then
+ *   dropped (same text as moved) or sent as a write over the version the move created.
  * - `m/cursor` the last event seq applied; `c/<id>` conflicts; `e/state` the editor state.
  */
 import { backoffMs, encodePath, type HttpResult, NetworkError, request, uuid } from "./http.js";
@@ -63,9 +66,22 @@ interface Change {
   deleted?: boolean;
   /** The server version this text was based on: sent as `expected_version`. */
   base: number;
+  /** This path is moved to `moveTo` (locally it reads as deleted). */
+  moveTo?: string;
+  /** This text arrives by the move of `afterMove` here: it waits until that move is answered. */
+  afterMove?: string;
 }
 interface Inflight extends Change {
   op_id: string;
+  /** For a move: the server text the hub moves (the known copy at `base`). */
+  moved?: string;
+}
+/** The hub's answer to `POST files:move`: the new path's version. */
+interface MoveFileResponse {
+  from: string;
+  to: string;
+  seq: number | null;
+  version: number | null;
 }
 interface Draft {
   pending?: Change;
@@ -153,10 +169,15 @@ export class Project {
   private ws?: WebSocket;
   private socketAttempt = 0;
   private lastFrameAt = 0;
+  private lastPingAt = 0;
   private pingTimer?: ReturnType<typeof setInterval>;
+  /** HTTP requests under way: a dead socket means a dead path, so they are aborted too. */
+  private requests = new Set<AbortController>();
   private reconnectTimer?: ReturnType<typeof setTimeout>;
   private refreshTimer?: ReturnType<typeof setTimeout>;
   private refSeq = 0;
+  /** The socket whose join was answered (events flow on it). */
+  private joinedWs?: WebSocket;
   private joining?: Promise<void>;
 
   // Editor state.
@@ -216,12 +237,27 @@ export class Project {
     if (this.read(path) === undefined) return;
     this.localChange(path, { deleted: true });
   }
-  /** Two local changes (the new path, then the old one removed), queued like any write. */
+  /**
+   * Renames a file: local at once, then sent as one atomic `files:move` (one `bulk:apply` for
+   * everyone else). Unsent text of `from` is carried over to `to` and written after the move.
+   * Throws when `to` exists. A file the hub has never had is just written at `to` instead.
+   */
   move(from: string, to: string): void {
     const content = this.read(from);
     if (content === undefined || from === to) return;
-    this.write(to, content);
-    this.delete(from);
+    if (this.read(to) !== undefined) throw new Error(`synchub: cannot move ${from}: ${to} exists`);
+    const d = this.drafts.get(from);
+    // Whether `from` exists on the hub by the time the move is sent (after what is in flight).
+    const fromOnHub = d?.inflight ? !d.inflight.deleted : this.knownVersion(from) > 0 || d?.pending?.afterMove !== undefined;
+    const toOnHub = this.drafts.get(to)?.inflight !== undefined || this.knownVersion(to) > 0;
+    if (!fromOnHub || toOnHub) {
+      this.write(to, content);
+      this.delete(from);
+      return;
+    }
+    // `to` first, so a leader never sees the move without the text that waits for it.
+    this.localChange(to, { content, afterMove: from });
+    this.localChange(from, { deleted: true, moveTo: to });
   }
   /** Resolves when everything written so far (in any tab) is acknowledged by the hub. */
   async flush(): Promise<void> {
@@ -246,6 +282,7 @@ export class Project {
     this.closed = true;
     for (const t of [this.pumpTimer, this.reconnectTimer, this.refreshTimer, this.edTimer]) clearTimeout(t);
     clearInterval(this.pingTimer);
+    for (const request of this.requests) request.abort();
     this.ws?.close(1000);
     this.releaseLock?.();
     if (typeof window !== "undefined") {
@@ -326,24 +363,31 @@ export class Project {
     return rev;
   }
 
-  private localChange(path: string, change: { content?: string; deleted?: boolean }): void {
+  private localChange(path: string, change: { content?: string; deleted?: boolean; moveTo?: string; afterMove?: string }): void {
     if (this.closed) throw new Error("project is closed");
+    // A new change of a path whose move is not sent yet replaces the move: the text waiting
+    // at the target becomes a plain write (the result is the same; only not atomic).
+    const brokenMove = change.moveTo === undefined ? this.drafts.get(path)?.pending?.moveTo : undefined;
     // Date-based so that revs of different tabs interleave in time order.
     const rev = Math.max(this.maxRev() + 1, Date.now() * 1000);
     const base = this.knownVersion(path);
     const apply = (d: Draft | undefined): Draft => {
       const next: Draft = { ...d };
       const prior = next.pending ?? next.inflight;
+      const afterMove = change.afterMove ?? next.pending?.afterMove;
       next.pending = {
         rev,
         firstRev: next.pending?.firstRev ?? rev,
         base: prior ? prior.base : base,
         ...(change.deleted ? { deleted: true } : { content: change.content }),
+        ...(change.moveTo !== undefined ? { moveTo: change.moveTo } : {}),
+        ...(afterMove !== undefined ? { afterMove } : {}),
       };
       return next;
     };
     this.drafts.set(path, apply(this.drafts.get(path)));
-    this.emit("change", { path, ...change, origin: "local" });
+    if (brokenMove !== undefined) this.unblock(brokenMove, path);
+    this.emit("change", change.deleted ? { path, deleted: true, origin: "local" } : { path, content: change.content, origin: "local" });
     this.emit("pending", this.pending);
     const now = Date.now();
     if (!this.firstTypedAt.has(path)) this.firstTypedAt.set(path, now);
@@ -351,10 +395,48 @@ export class Project {
     this.dueAt.set(path, due);
     this.persist(async () => {
       const stored = await this.ctx.store.update<Draft>(`d/${path}`, (d) => apply(d));
-      if (stored) this.drafts.set(path, stored);
+      // A later local change of this path already in memory is stored by its own step: until
+      // then the copy in memory is the newer one (else a rename could briefly show both paths).
+      const newer = (this.drafts.get(path)?.pending?.rev ?? 0) > (stored?.pending?.rev ?? 0);
+      if (stored && !newer) this.drafts.set(path, stored);
       this.post({ t: "draft", path });
+      if (brokenMove !== undefined) await this.storeUnblock(brokenMove, path);
       if (this.leader) this.kick(due - Date.now());
     });
+  }
+
+  /** The text at `to` no longer waits for a move from `from` (in memory; see storeUnblock). */
+  private unblock(to: string, from: string, base?: number): void {
+    const d = this.drafts.get(to);
+    if (d?.pending?.afterMove !== from) return;
+    const { afterMove: _, ...pending } = d.pending;
+    this.drafts.set(to, { ...d, pending: { ...pending, base: base ?? pending.base } });
+  }
+
+  private async storeUnblock(to: string, from: string, base?: number): Promise<void> {
+    const next = await this.ctx.store.update<Draft>(`d/${to}`, (d) => {
+      if (d?.pending?.afterMove !== from) return d;
+      const { afterMove: _, ...pending } = d.pending;
+      return { ...d, pending: { ...pending, base: base ?? pending.base } };
+    });
+    if (next) this.drafts.set(to, next);
+    this.post({ t: "draft", path: to });
+  }
+
+  /** Text that arrives by a move still waiting to be answered is not sent yet. */
+  private waitsForMove(path: string, d: Draft): boolean {
+    const from = d.pending?.afterMove;
+    if (from === undefined || d.inflight) return false;
+    const source = this.drafts.get(from);
+    return (source?.inflight ?? source?.pending)?.moveTo === path;
+  }
+
+  /** Resolves once every store write queued so far, including ones queued meanwhile, is done. */
+  private async persisted(): Promise<void> {
+    for (let chain = this.persistChain; ; chain = this.persistChain) {
+      await chain;
+      if (chain === this.persistChain) return;
+    }
   }
 
   private persist(step: () => Promise<void>): void {
@@ -373,7 +455,7 @@ export class Project {
   private nextDue(now: number): { path?: string; wait?: number } {
     let wait: number | undefined;
     for (const [path, d] of this.drafts) {
-      if (!d.pending && !d.inflight) continue;
+      if ((!d.pending && !d.inflight) || this.waitsForMove(path, d)) continue;
       // An unanswered write is resent at once; new text waits for its debounce (not on flush).
       const due = d.inflight || this.flushing ? 0 : (this.dueAt.get(path) ?? 0);
       if (due <= now) return { path };
@@ -387,8 +469,10 @@ export class Project {
     if (Date.now() < this.rateLimitedUntil) return this.kick(0);
     this.pumping = true;
     try {
-      await this.persistChain;
       for (let guard = 0; guard < 10_000 && !this.closed; guard++) {
+        // Local changes made while the last write was out must be in the store before the
+        // next one is taken from it (else the store's older copy would replace it in memory).
+        await this.persisted();
         const { path, wait } = this.nextDue(Date.now());
         if (path === undefined) {
           if (wait === undefined) this.flushing = false;
@@ -410,8 +494,9 @@ export class Project {
   private async sendOne(path: string): Promise<number | undefined> {
     const key = `d/${path}`;
     const draft = await this.ctx.store.update<Draft>(key, (d) => {
-      if (d?.pending && !d.inflight) return { inflight: { ...d.pending, op_id: uuid() } };
-      return d;
+      if (!d?.pending || d.inflight) return d;
+      const moved = d.pending.moveTo !== undefined ? this.known.get(path) : undefined;
+      return { inflight: { ...d.pending, op_id: uuid(), ...(moved && !moved.deleted && moved.version === d.pending.base ? { moved: moved.content } : {}) } };
     });
     this.firstTypedAt.delete(path);
     if (!draft?.inflight) {
@@ -420,6 +505,7 @@ export class Project {
     }
     this.drafts.set(path, draft);
     const w = draft.inflight;
+    if (w.moveTo !== undefined) return this.sendMove(path, w);
     let result: HttpResult<PutFileResponse | DeleteFileResponse>;
     try {
       result = await this.http<PutFileResponse | DeleteFileResponse>(
@@ -436,35 +522,137 @@ export class Project {
       this.sendFailures = 0;
       const version = result.ok ? result.body.version : this.knownVersion(path);
       await this.setKnown(path, w.deleted ? { version, deleted: true } : { version, content: w.content });
-      await this.settle(path, w.op_id, version);
+      // After a delete the path does not exist: newer text is created with expected_version 0.
+      await this.settle(path, w.op_id, w.deleted ? 0 : version);
       return undefined;
     }
-    const { status, error } = result;
-    if (status === 409 && error.code === "version_conflict") {
+    const { error } = result;
+    if (result.status === 409 && error.code === "version_conflict") {
       await this.conflict(path, w, error);
       return undefined;
     }
-    if (status === 401 || status === 429 || status === 408 || status >= 500) {
-      if (status === 429) {
-        const wait = result.retryAfterMs ?? this.nextBackoff();
-        this.rateLimitedUntil = Date.now() + wait;
-        return wait;
-      }
+    const retryIn = this.retryDelay(result);
+    if (retryIn !== undefined) return retryIn;
+    await this.refused(path, w.deleted ? null : (w.content ?? null), error);
+    await this.settle(path, w.op_id, undefined, true);
+    return undefined;
+  }
+
+  /** How long to wait before resending after a failure worth retrying (same op_id); undefined = final. */
+  private retryDelay(result: { status: number; retryAfterMs?: number }): number | undefined {
+    const { status } = result;
+    if (status === 429) {
+      const wait = result.retryAfterMs ?? this.nextBackoff();
+      this.rateLimitedUntil = Date.now() + wait;
+      return wait;
+    }
+    if (status === 401 || status === 408 || status >= 500) {
       if (status >= 500) this.setStatus("offline");
       return this.nextBackoff();
     }
-    // Refused for good (invalid path, too large, forbidden, ...): keep the text as a conflict.
+    return undefined;
+  }
+
+  /** Refused for good (invalid path, too large, forbidden, ...): the text is kept as a conflict. */
+  private async refused(path: string, local: string | null, error: ErrorDetail): Promise<void> {
     this.setStatus("error");
     const server = this.known.get(path);
     await this.addConflict({
       path,
-      local: w.deleted ? null : (w.content ?? null),
+      local,
       server: { content: server?.deleted ? null : (server?.content ?? null), version: server?.version ?? 0 },
       winner: "server",
       error,
     });
-    await this.settle(path, w.op_id, undefined, true);
+  }
+
+  /** Sends a move (the change of its old path `from`) as one `files:move`. */
+  private async sendMove(from: string, w: Inflight): Promise<number | undefined> {
+    const to = w.moveTo!;
+    let result: HttpResult<MoveFileResponse>;
+    try {
+      result = await this.http<MoveFileResponse>("POST", "/files:move", { from, to, expected_version: w.base, op_id: w.op_id });
+    } catch (err) {
+      if (!(err instanceof NetworkError)) throw err;
+      this.setStatus("offline");
+      return this.nextBackoff();
+    }
+    if (result.ok) {
+      this.sendFailures = 0;
+      await this.moveDone(from, w, result.body.version ?? 0);
+      return undefined;
+    }
+    const { status, error } = result;
+    if (status === 409 || status === 404) {
+      await this.splitMove(from, w);
+      return undefined;
+    }
+    const retryIn = this.retryDelay(result);
+    if (retryIn !== undefined) return retryIn;
+    // Refused for good (e.g. an invalid target path): `from` stays, the moved text is kept.
+    const waiting = this.drafts.get(to)?.pending;
+    await this.refused(to, waiting?.afterMove === from && !waiting.deleted ? (waiting.content ?? null) : (w.moved ?? null), error);
+    await this.dropWaiting(to, from);
+    await this.settle(from, w.op_id, undefined);
+    this.emitView(from);
+    this.emitView(to);
     return undefined;
+  }
+
+  /** The move is done: `to` is at `version` with the moved text; text typed since is sent over it. */
+  private async moveDone(from: string, w: Inflight, version: number): Promise<void> {
+    const to = w.moveTo!;
+    if (w.moved !== undefined) await this.setKnown(to, { version, content: w.moved });
+    await this.setKnown(from, { version: w.base, deleted: true });
+    const next = await this.ctx.store.update<Draft>(`d/${to}`, (d) => {
+      const p = d?.pending;
+      if (!d || p?.afterMove !== from) return d;
+      if (w.moved !== undefined && p.moveTo === undefined && !p.deleted && p.content === w.moved) return d.inflight ? { inflight: d.inflight } : undefined;
+      const { afterMove: _, ...pending } = p;
+      return { ...d, pending: { ...pending, base: version } };
+    });
+    if (next) this.drafts.set(to, next);
+    else this.drafts.delete(to);
+    this.dueAt.set(to, 0);
+    this.post({ t: "draft", path: to });
+    // `from` no longer exists: text written there since is created with expected_version 0.
+    await this.settle(from, w.op_id, 0);
+  }
+
+  /**
+   * The hub refused the move as a whole (409: `from` changed or `to` exists; 404: `from` is
+   * gone): it becomes its two parts, a write of the text at `to` (expected_version 0) and a
+   * delete of `from` at the version the move expected, each then handled by the conflict
+   * policy like any other write, so no text is lost.
+   */
+  private async splitMove(from: string, w: Inflight): Promise<void> {
+    const to = w.moveTo!;
+    await this.storeUnblock(to, from);
+    this.dueAt.set(to, 0);
+    const next = await this.ctx.store.update<Draft>(`d/${from}`, (d) => {
+      if (d?.inflight?.op_id !== w.op_id) return d;
+      const { moveTo: _, moved: __, ...rest } = d.inflight;
+      return { ...d, inflight: { ...rest, deleted: true, op_id: uuid() } };
+    });
+    if (next) this.drafts.set(from, next);
+  }
+
+  /** Drops the text waiting at `to` for a move that will not happen (it is kept elsewhere). */
+  private async dropWaiting(to: string, from: string): Promise<void> {
+    const next = await this.ctx.store.update<Draft>(`d/${to}`, (d) => {
+      if (d?.pending?.afterMove !== from) return d;
+      return d.inflight ? { inflight: d.inflight } : undefined;
+    });
+    if (next) this.drafts.set(to, next);
+    else this.drafts.delete(to);
+    this.post({ t: "draft", path: to });
+    this.emit("pending", this.pending);
+    this.checkFlush();
+  }
+
+  private emitView(path: string): void {
+    const content = this.read(path);
+    this.emit("change", content === undefined ? { path, deleted: true, origin: "remote" } : { path, content, origin: "remote" });
   }
 
   private nextBackoff(): number {
@@ -616,7 +804,10 @@ export class Project {
       ws.send(JSON.stringify({ type: "auth", token }));
       this.joining = this.join(ws);
       clearInterval(this.pingTimer);
-      this.pingTimer = setInterval(() => this.heartbeat(ws), this.ctx.timing.pingMs);
+      // Checked every second (pings still go every pingMs), so a dead socket is noticed
+      // within deadMs + 1 s rather than deadMs + pingMs.
+      this.lastPingAt = Date.now();
+      this.pingTimer = setInterval(() => this.heartbeat(ws), Math.min(this.ctx.timing.pingMs, 1000));
     };
     ws.onmessage = (e) => {
       this.lastFrameAt = Date.now();
@@ -667,11 +858,16 @@ export class Project {
   }
 
   private heartbeat(ws: WebSocket): void {
-    if (Date.now() - this.lastFrameAt > this.ctx.timing.deadMs) {
-      // Dead socket (no pong): drop it; onclose reconnects with `since`.
+    const now = Date.now();
+    if (now - this.lastFrameAt > this.ctx.timing.deadMs) {
+      // Dead socket (no pong): drop it; onclose reconnects with `since`. An HTTP write under
+      // way on the same dead path would hang as long: abort it, it is resent (same op_id).
       this.drop(ws);
+      for (const request of this.requests) request.abort();
       return;
     }
+    if (now - this.lastPingAt < this.ctx.timing.pingMs) return;
+    this.lastPingAt = now;
     if (ws.readyState === 1) ws.send(JSON.stringify({ type: "ping", ref: String(++this.refSeq) }));
   }
 
@@ -699,6 +895,7 @@ export class Project {
       }
       case "joined":
         await this.joining;
+        this.joinedWs = ws;
         this.socketAttempt = 0;
         this.setStatus("online");
         this.sendFailures = 0;
@@ -836,7 +1033,7 @@ export class Project {
       if (this.edState.dirty) throw new NetworkError("retry");
     } catch {
       const t = this.ctx.timing;
-      this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
+      if (!this.closed) this.edTimer = setTimeout(() => this.background(this.saveEditorState(attempt + 1)), backoffMs(attempt, t.backoffBaseMs, t.backoffMaxMs, this.ctx.random));
     }
   }
 
@@ -845,11 +1042,25 @@ export class Project {
   /** One HTTP call under /v1/projects/{id}; a 401 gets one retry with a freshly fetched token. */
   private async http<T>(method: string, suffix: string, body?: unknown): Promise<HttpResult<T>> {
     const url = `${this.ctx.baseUrl}/v1/projects/${this.id}${suffix}`;
-    let result = await request<T>(this.ctx.fetch, url, await this.ctx.token(false), method, body);
-    if (!result.ok && result.status === 401) {
-      result = await request<T>(this.ctx.fetch, url, await this.ctx.token(true), method, body);
+    const abort = new AbortController();
+    this.requests.add(abort);
+    // No answer for as long as a silent socket is given: the connection is dead (a pooled
+    // keep-alive one, say); give up and let the caller retry (writes keep their op_id).
+    const t = this.ctx.timing;
+    const timer = setTimeout(() => abort.abort(), t.deadMs + t.pingMs);
+    const fetchFn = ((input, init) => this.ctx.fetch(input, { ...init, signal: abort.signal })) as typeof fetch;
+    try {
+      let result = await request<T>(fetchFn, url, await this.ctx.token(false), method, body);
+      if (!result.ok && result.status === 401) {
+        result = await request<T>(fetchFn, url, await this.ctx.token(true), method, body);
+      }
+      // A failed request said "offline" while the socket stayed up: an answer says otherwise.
+      if (this.statusValue === "offline" && this.ws !== undefined && this.joinedWs === this.ws && result.status < 500) this.setStatus("online");
+      return result;
+    } finally {
+      clearTimeout(timer);
+      this.requests.delete(abort);
     }
-    return result;
   }
 
   /**

@@ -2,7 +2,7 @@
 // conflicts and live changes, all through @synchub/client. The token comes from the URL
 // fragment (`#token=...`, never sent to the server) or the field, and stays in this tab's
 // sessionStorage only.
-import { createClient, type Client, type Project } from "../../src/index.js";
+import { createClient, type ChangeEvent, type Client, type Project } from "../../src/index.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const tokenInput = $<HTMLInputElement>("token");
@@ -67,10 +67,29 @@ $("new-project").addEventListener("click", async () => {
   await openProject(p.id);
 });
 $("new-file").addEventListener("click", () => {
-  const path = prompt("File path (e.g. src/index.ts)?");
+  const path = prompt("File path (e.g. src/index.ts)?")?.trim();
   if (!path || !project) return;
   if (project.read(path) === undefined) project.write(path, "");
   select(path);
+});
+$("rename-file").addEventListener("click", () => {
+  const from = active;
+  const to = from && prompt(`Rename ${from} to:`, from)?.trim();
+  if (!project || !from || !to || to === from) return;
+  try {
+    project.move(from, to);
+  } catch (err) {
+    alert(err instanceof Error ? err.message : String(err));
+    return;
+  }
+  open = open.map((p) => (p === from ? to : p));
+  select(to);
+});
+$("delete-file").addEventListener("click", () => {
+  const path = active;
+  if (!project || !path || !confirm(`Delete ${path}?`)) return;
+  project.delete(path);
+  closeTab(path);
 });
 
 async function openProject(id: string): Promise<void> {
@@ -81,10 +100,16 @@ async function openProject(id: string): Promise<void> {
   const p = project;
   p.on("status", renderStatus);
   p.on("pending", renderStatus);
+  let seenOnline = p.status === "online";
+  p.on("status", (s) => (seenOnline ||= s === "online"));
   p.on("change", (e) => {
-    if (e.origin === "remote") log(`${e.deleted ? "deleted" : "updated"} ${e.path}`);
+    // The first file list is not news; after that, every remote change is.
+    if (e.origin === "remote" && seenOnline) logChange(e);
     renderTree(e.origin === "remote" ? e.path : undefined);
-    if (e.path === active && e.origin === "remote") renderEditor();
+    if (e.path === active && e.origin === "remote") {
+      if (e.deleted) closeTab(e.path);
+      else renderEditor();
+    }
   });
   p.on("conflict", renderConflicts);
   p.on("editorState", restoreEditorState);
@@ -99,6 +124,15 @@ function restoreEditorState(state: unknown): void {
   open = s?.open?.filter((p) => project?.read(p) !== undefined) ?? [];
   active = s?.active && open.includes(s.active) ? s.active : open[0];
   renderTabs();
+  renderEditor();
+}
+
+function closeTab(path: string): void {
+  open = open.filter((p) => p !== path);
+  if (active === path) active = open[0];
+  project?.editorState.set({ open, active });
+  renderTabs();
+  renderTree();
   renderEditor();
 }
 
@@ -118,6 +152,7 @@ editor.addEventListener("input", () => {
 function renderEditor(): void {
   const content = active ? project?.read(active) : undefined;
   editor.disabled = content === undefined;
+  for (const id of ["rename-file", "delete-file"]) $<HTMLButtonElement>(id).disabled = content === undefined;
   if (content === undefined) editor.value = "";
   else if (editor.value !== content) {
     const { selectionStart, selectionEnd } = editor;
@@ -138,17 +173,41 @@ function renderTabs(): void {
   );
 }
 
+/** Folders first, then files, each level sorted; a file row shows its name, indented by depth. */
 function renderTree(flash?: string): void {
-  tree.replaceChildren(
-    ...(project?.paths() ?? []).map((path) => {
-      const li = document.createElement("li");
-      li.textContent = path;
-      li.dataset.path = path;
-      li.className = (path === active ? "active " : "") + (path === flash ? "changed" : "");
-      li.onclick = () => select(path);
-      return li;
-    }),
-  );
+  const paths = project?.paths() ?? [];
+  const rows: HTMLElement[] = [];
+  const dirsShown = new Set<string>();
+  const sorted = [...paths].sort((a, b) => sortKey(a).localeCompare(sortKey(b)));
+  for (const path of sorted) {
+    const parts = path.split("/");
+    for (let depth = 0; depth < parts.length - 1; depth++) {
+      const dir = parts.slice(0, depth + 1).join("/");
+      if (dirsShown.has(dir)) continue;
+      dirsShown.add(dir);
+      const row = document.createElement("div");
+      row.className = "dir";
+      row.style.paddingLeft = `${depth + 0.4}rem`;
+      row.textContent = parts[depth] + "/";
+      rows.push(row);
+    }
+    const li = document.createElement("li");
+    li.textContent = parts.at(-1)!;
+    li.title = path;
+    li.dataset.path = path;
+    li.style.paddingLeft = `${parts.length - 1 + 0.4}rem`;
+    li.className = (path === active ? "active " : "") + (path === flash ? "changed" : "");
+    li.onclick = () => select(path);
+    rows.push(li);
+  }
+  tree.replaceChildren(...rows);
+  if (paths.length === 0) tree.innerHTML = '<p class="placeholder">No files yet.</p>';
+}
+
+/** Sorts a folder's subfolders before its files: "a/b/c" → "a\u0000/b\u0000/\u0001c". */
+function sortKey(path: string): string {
+  const parts = path.split("/");
+  return parts.map((p, i) => (i === parts.length - 1 ? "\u0001" + p : p + "\u0000")).join("/");
 }
 
 function renderConflicts(): void {
@@ -192,6 +251,24 @@ function renderStatus(): void {
 function showStatus(state: string, text: string): void {
   statusEl.dataset.state = state;
   statusEl.textContent = text;
+}
+
+/** Remote changes of one event (same seq) are logged as one line: a move reads as a move. */
+const bySeq = new Map<number, ChangeEvent[]>();
+function logChange(e: ChangeEvent): void {
+  if (e.seq === undefined) return log(`${e.deleted ? "deleted" : "updated"} ${e.path}`);
+  const seq = e.seq;
+  const group = bySeq.get(seq);
+  if (group) return void group.push(e);
+  bySeq.set(seq, [e]);
+  setTimeout(() => {
+    const all = bySeq.get(seq) ?? [];
+    bySeq.delete(seq);
+    const gone = all.filter((c) => c.deleted);
+    const here = all.filter((c) => !c.deleted);
+    if (gone.length === 1 && here.length === 1) return log(`moved ${gone[0]!.path} → ${here[0]!.path}`);
+    for (const c of all) log(`${c.deleted ? "deleted" : "updated"} ${c.path}`);
+  }, 100);
 }
 
 function log(text: string): void {

@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { Hub, attach, buildHub, flush, hubEvents, hubFile, launchBrowser, openProject, read, sleep, startPageServer, status, until, write } from "./harness.mjs";
+import { FAST_TIMING, Hub, attach, buildHub, flush, hubEvents, hubFile, launchBrowser, openProject, read, sleep, startBlackholeProxy, startPageServer, status, until, write } from "./harness.mjs";
 
 let browser, pages, hub;
 
@@ -311,6 +311,112 @@ test("resync_required after retention: the file list is reloaded, local drafts s
   }
 });
 
+test("move: A renames a file with unsent edits; B sees it moved in one change, the edits land after it", async () => {
+  const id = await newProject("move");
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const a = await openProject(ctxA, pages.origin, hub, id);
+    const b = await openProject(ctxB, pages.origin, hub, id);
+    await until("both online", async () => (await status(a)) === "online" && (await status(b)) === "online");
+    await write(a, "src/old.ts", "export const x = 1;");
+    await flush(a);
+    await until("B has the file", async () => (await read(b, "src/old.ts")) === "export const x = 1;");
+    await b.evaluate(() => (window.changes = []));
+    await a.evaluate(() => {
+      window.project.write("src/old.ts", "export const x = 2;"); // not sent yet: carried over
+      window.project.move("src/old.ts", "src/new.ts");
+    });
+    assert.deepEqual(await a.evaluate(() => window.project.paths()), ["src/new.ts"], await a.evaluate(() => JSON.stringify([...window.project.drafts, ...window.project.known])));
+    await flush(a);
+    await until("B sees the move and the edit", async () => (await read(b, "src/new.ts")) === "export const x = 2;" && (await read(b, "src/old.ts")) === undefined);
+    const events = (await hubEvents(hub, id)).slice(1);
+    assert.deepEqual(events.map((e) => e.event), ["bulk:apply", "file:update"], "one atomic move, then the edit");
+    assert.deepEqual(events[0].payload.files.map((f) => [f.file_path, f.content]), [["src/new.ts", "export const x = 1;"]]);
+    assert.deepEqual(events[0].payload.deletes.map((d) => d.file_path), ["src/old.ts"]);
+    assert.match(events[0].payload.op_id, /^[0-9a-f-]{36}$/);
+    const seen = await b.evaluate(() => window.changes.filter((c) => c.origin === "remote").map((c) => [c.path, c.deleted ?? false, c.seq]));
+    const moveSeq = events[0].seq;
+    assert.deepEqual(seen.filter(([, , seq]) => seq === moveSeq).map(([p, d]) => [p, d]).sort(), [["src/new.ts", false], ["src/old.ts", true]], "B got both halves from one event");
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+  }
+});
+
+test("429: typing fast into a rate-limited hub, every write lands once, after each Retry-After", async () => {
+  const limited = new Hub(pages.origin, { SYNCHUB_WRITE_RATE: "1", SYNCHUB_WRITE_BURST: "2" });
+  await limited.start();
+  const ctx = await browser.newContext();
+  try {
+    const id = randomUUID();
+    await limited.api("POST", "/v1/projects", { id, name: "rate limited" });
+    const page = await openProject(ctx, pages.origin, limited, id);
+    await until("online", async () => (await status(page)) === "online");
+    const log = []; // [time, method, url, status, retry-after]
+    page.on("response", (r) => {
+      if (r.url().includes("/files/")) log.push([Date.now(), r.request().method(), r.url(), r.status(), r.headers()["retry-after"]]);
+    });
+    const files = 6;
+    for (let i = 0; i < files; i++) await write(page, `f${i}.txt`, `text ${i}`);
+    await until("all sent", async () => (await page.evaluate(() => window.project.pending)) === 0, 60_000);
+    await flush(page);
+    for (let i = 0; i < files; i++) assert.equal((await hubFile(limited, id, `f${i}.txt`)).content, `text ${i}`);
+    const events = (await limited.api("GET", `/v1/projects/${id}/events?since=0&limit=100`)).events;
+    assert.equal(events.length, files, "each write applied once");
+    const limitedAnswers = log.filter(([, , , s]) => s === 429);
+    assert.ok(limitedAnswers.length >= 1, "the hub did rate-limit the client");
+    for (const [at, , , , retryAfter] of limitedAnswers) {
+      assert.ok(Number(retryAfter) >= 1, "Retry-After sent");
+      const next = log.find(([t]) => t > at);
+      // The next request goes out no earlier than Retry-After (response events are seen a bit
+      // after the request left, so allow 200 ms of slack).
+      assert.ok(!next || next[0] - at >= Number(retryAfter) * 1000 - 200, `waited ${next && next[0] - at} ms after a 429 with Retry-After ${retryAfter}`);
+    }
+  } finally {
+    await ctx.close();
+    await limited.stop();
+  }
+});
+
+test("a dead socket (a network path gone silent) is noticed within deadMs + 1 s; resumes with since, nothing lost", async () => {
+  const id = await newProject("dead socket");
+  const proxy = await startBlackholeProxy(hub.port);
+  const ctx = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const page = await openProject(ctx, pages.origin, hub, id, { url: proxy.url });
+    const other = await openProject(ctxB, pages.origin, hub, id);
+    const joins = [];
+    page.on("websocket", (ws) => ws.on("framesent", (f) => String(f.payload).includes('"join"') && joins.push(JSON.parse(String(f.payload)))));
+    await until("online", async () => (await status(page)) === "online" && (await status(other)) === "online");
+    await write(page, "a.txt", "before");
+    await flush(page);
+    proxy.cut();
+    const cutAt = Date.now();
+    await write(other, "b.txt", "written while A was cut off");
+    await flush(other);
+    await write(page, "a.txt", "typed while cut off");
+    await sleep(500);
+    proxy.heal(); // new connections work again; the open ones stay dead
+    await until("the dead socket noticed", async () => (await status(page)) !== "online", 30_000);
+    const noticedAfter = Date.now() - cutAt;
+    // deadMs is 6 s here (25 s by default, so within the contract's 30 s); checked each second.
+    assert.ok(noticedAfter <= FAST_TIMING.deadMs + 2_000, `noticed after ${noticedAfter} ms`);
+    await until("resumed", async () => (await status(page)) === "online" && (await read(page, "b.txt")) === "written while A was cut off", 30_000);
+    await until("A's write sent", async () => (await page.evaluate(() => window.project.pending)) === 0, 60_000);
+    assert.equal((await hubFile(hub, id, "a.txt")).content, "typed while cut off");
+    assert.deepEqual((await appliedWrites(id, "a.txt")).map(([c]) => c), ["before", "typed while cut off"], "each write applied once");
+    assert.ok(joins.length >= 1, "rejoined");
+    assert.equal(typeof joins.at(-1).since, "number", "rejoined with since");
+    console.error(`dead socket noticed after ${noticedAfter} ms`);
+  } finally {
+    await ctx.close();
+    await ctxB.close();
+    await proxy.close();
+  }
+});
+
 test("the demo editor at / (served by synchub dev): edit, Saving then Synced, live in a second window", async () => {
   const token = hub.token("demo-user");
   const ctxA = await browser.newContext();
@@ -337,6 +443,13 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
     await a.locator("#editor").fill("export const hello = 2;");
     await until("B shows A's edit live", async () => (await b.locator("#editor").inputValue()) === "export const hello = 2;");
     await until("B logs the live change", async () => (await b.textContent("#log")).includes("updated src/hello.ts"));
+    await until("A synced", async () => (await a.textContent("#status")) === "Synced");
+    a.once("dialog", (d) => d.accept("src/renamed.ts"));
+    await a.click("#rename-file");
+    await until("B logs the rename as one move", async () => (await b.textContent("#log")).includes("moved src/hello.ts → src/renamed.ts"));
+    await until("B's tree shows the new name", async () => (await b.locator("#tree li").allTextContents()).join() === "renamed.ts");
+    const events = (await hubEvents(hub, projectId, token)).map((e) => e.event);
+    assert.equal(events.at(-1), "bulk:apply");
   } finally {
     await ctxA.close();
     await ctxB.close();

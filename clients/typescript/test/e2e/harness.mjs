@@ -153,7 +153,7 @@ export async function launchBrowser() {
  * Opens the test page in `context` and the project in it (as `window.project`). The token
  * comes from node (`window.nextToken()`), so a test can hand out short-lived tokens.
  */
-export async function openProject(context, pageOrigin, hub, projectId, { storage = "indexeddb", conflict = "server", token, path = "/" } = {}) {
+export async function openProject(context, pageOrigin, hub, projectId, { storage = "indexeddb", conflict = "server", token, path = "/", url, timing } = {}) {
   const page = await context.newPage();
   page.on("pageerror", (err) => console.error("page error:", err));
   if (process.env.E2E_DEBUG) {
@@ -163,21 +163,24 @@ export async function openProject(context, pageOrigin, hub, projectId, { storage
   }
   await page.exposeFunction("nextToken", async () => (token ? token() : hub.token()));
   await page.goto(pageOrigin + path);
-  await attach(page, hub, projectId, { storage, conflict });
+  await attach(page, hub, projectId, { storage, conflict, url, timing });
   return page;
 }
 
 /** (Re)creates the client in a loaded page, e.g. after a reload. */
-export async function attach(page, hub, projectId, { storage = "indexeddb", conflict = "server" } = {}) {
+export const FAST_TIMING = { debounceMs: 100, maxDelayMs: 1000, pingMs: 2000, deadMs: 6000, backoffBaseMs: 200, backoffMaxMs: 2000 };
+
+/** `url` defaults to the hub's; `timing` null = the client's defaults. */
+export async function attach(page, hub, projectId, { storage = "indexeddb", conflict = "server", url = hub.url, timing = FAST_TIMING } = {}) {
   await page.waitForFunction(() => window.ready === true);
   await page.evaluate(
-    async ({ url, projectId, storage, conflict }) => {
-      window.client = window.synchub.createClient({ url, token: () => window.nextToken(), timing: { debounceMs: 100, maxDelayMs: 1000, pingMs: 2000, deadMs: 6000, backoffBaseMs: 200, backoffMaxMs: 2000 } });
+    async ({ url, projectId, storage, conflict, timing }) => {
+      window.client = window.synchub.createClient({ url, token: () => window.nextToken(), ...(timing ? { timing } : {}) });
       window.project = await window.client.project(projectId, { storage, conflict });
       window.changes = [];
       window.project.on("change", (e) => window.changes.push(e));
     },
-    { url: hub.url, projectId, storage, conflict },
+    { url, projectId, storage, conflict, timing },
   );
 }
 
@@ -186,6 +189,48 @@ export const write = (page, path, content) => page.evaluate(([p, c]) => window.p
 export const flush = (page) => page.evaluate(() => window.project.flush());
 export const status = (page) => page.evaluate(() => window.project.status);
 
+/**
+ * A TCP relay to the hub that can go silent: `cut()` makes every connection (open or new) a
+ * black hole (bytes accepted, never delivered, no FIN or RST: a dead NAT mapping or a
+ * suspended laptop's Wi-Fi); `heal()` lets NEW connections through again, the cut ones stay dead.
+ */
+export async function startBlackholeProxy(targetPort) {
+  const port = await freePort();
+  let cut = false;
+  const pairs = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream, dead: cut };
+    pairs.add(pair);
+    client.on("data", (d) => pair.dead || upstream.write(d));
+    upstream.on("data", (d) => pair.dead || client.write(d));
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) s.on("error", end).on("close", () => pair.dead || end());
+  });
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut() {
+      cut = true;
+      for (const p of pairs) p.dead = true;
+    },
+    heal() {
+      cut = false;
+    },
+    close() {
+      for (const p of pairs) {
+        p.client.destroy();
+        p.upstream.destroy();
+      }
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
 /** The hub's copy of a file (null when absent). */
 export async function hubFile(hub, projectId, path, token = undefined) {
   const list = await hub.api("GET", `/v1/projects/${projectId}/files?include_content=true`, undefined, token);
@@ -193,6 +238,6 @@ export async function hubFile(hub, projectId, path, token = undefined) {
 }
 
 /** Every event in the project's log (to count how often each write was applied). */
-export async function hubEvents(hub, projectId) {
-  return (await hub.api("GET", `/v1/projects/${projectId}/events?since=0&limit=1000`)).events;
+export async function hubEvents(hub, projectId, token = undefined) {
+  return (await hub.api("GET", `/v1/projects/${projectId}/events?since=0&limit=1000`, undefined, token)).events;
 }

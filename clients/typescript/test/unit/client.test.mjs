@@ -113,6 +113,36 @@ test("a silent (dead) socket is noticed and replaced", async () => {
   client.close();
 });
 
+test("a write hanging on a dead connection is aborted when the socket is found dead, and resent once", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const first = [...hub.sockets][0];
+  hub.inject.push({ match: (r) => r.method === "PUT", hang: true });
+  first.silent = true;
+  first.deliver = () => undefined;
+  project.write("a.txt", "through the dead path");
+  await project.flush();
+  assert.equal(puts(hub).length, 2);
+  assert.equal(puts(hub)[0].body.op_id, puts(hub)[1].body.op_id);
+  assert.equal(hub.project(PID).files.get("a.txt").content, "through the dead path");
+  client.close();
+});
+
+test("a write that failed on the network (socket still up) says offline, and online again once answered", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  const seen = [];
+  project.on("status", (s) => seen.push(s));
+  hub.inject.push({ match: (r) => r.method === "PUT", throw: true });
+  project.write("a.txt", "x");
+  await project.flush();
+  assert.deepEqual(seen, ["offline", "online"]);
+  assert.equal(project.status, "online");
+  client.close();
+});
+
 test("409 with policy server: the server copy wins and the local text is kept in conflicts()", async () => {
   const hub = new FakeHub();
   hub.remoteWrite(PID, "a.txt", "base");
@@ -215,17 +245,250 @@ test("storage indexeddb: unsent writes survive a reload and are sent once after 
   second.client.close();
 });
 
-test("delete and move are queued like writes", async () => {
+test("delete is queued like a write; a write after it creates the file anew", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  project.delete("a.txt");
+  assert.deepEqual(project.paths(), []);
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").deleted, true);
+  project.write("a.txt", "again");
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "again");
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
+test("a write made while a delete of the path is in flight creates the file anew (expected_version 0)", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.inject.push({ match: (r) => r.method === "DELETE", applyFirst: true, throw: true });
+  project.delete("a.txt");
+  await until("delete sent", () => hub.requests.some((r) => r.method === "DELETE"));
+  project.write("a.txt", "again");
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "again");
+  assert.equal(puts(hub).at(-1).body.expected_version, 0);
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
+const moves = (hub) => hub.requests.filter((r) => r.method === "POST" && r.path.endsWith("/files:move"));
+const fileOps = (hub) => hub.requests.filter((r) => r.path.includes("/files/") && r.method !== "GET");
+
+test("move is local at once and sent as one files:move with expected_version and op_id (one bulk:apply)", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  const changes = [];
+  project.on("change", (e) => changes.push(e));
+  project.move("a.txt", "b.txt");
+  assert.deepEqual(project.paths(), ["b.txt"]);
+  assert.equal(project.read("b.txt"), "A");
+  assert.deepEqual(changes.map((c) => [c.path, c.origin, c.deleted ?? false]), [["b.txt", "local", false], ["a.txt", "local", true]]);
+  await project.flush();
+  assert.equal(moves(hub).length, 1);
+  assert.deepEqual({ ...moves(hub)[0].body, op_id: undefined }, { from: "a.txt", to: "b.txt", expected_version: 1, op_id: undefined });
+  assert.match(moves(hub)[0].body.op_id, /^[0-9a-f-]{36}$/);
+  assert.equal(fileOps(hub).length, 1, "only the first PUT: no write or delete for the move");
+  assert.deepEqual(hub.project(PID).events.map((e) => e.event), ["file:update", "bulk:apply"]);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A");
+  assert.equal(project.pending, 0);
+  await until("the bulk:apply applied", () => project.read("a.txt") === undefined && project.read("b.txt") === "A");
+  assert.deepEqual(project.paths(), ["b.txt"]);
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
+test("move: unsent text of the old path is carried over and written after the move; text typed at the new path too", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.setOffline(true);
+  project.write("a.txt", "A2");
+  project.move("a.txt", "b.txt");
+  assert.equal(project.read("b.txt"), "A2");
+  project.write("b.txt", "A3");
+  hub.setOffline(false);
+  await project.flush();
+  assert.equal(moves(hub).length, 1);
+  const after = fileOps(hub).slice(1);
+  assert.equal(after.length, 1, "one write of the newest text, after the move");
+  assert.equal(after[0].path.endsWith("/files/b.txt"), true);
+  assert.equal(after[0].body.content, "A3");
+  assert.equal(after[0].body.expected_version, 1, "over the version the move created");
+  assert.equal(hub.project(PID).files.get("a.txt").deleted, true);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A3");
+  assert.equal(hub.writes(PID), 3);
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
+test("move: a write in flight to the old path is answered before the move is sent", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  // The write's answer is lost: it is resent (same op_id) before the move goes out.
+  hub.inject.push({ match: (r) => r.method === "PUT", applyFirst: true, throw: true });
+  project.write("a.txt", "A2");
+  await until("write in flight", () => hub.requests.some((r) => r.method === "PUT" && r.body.content === "A2"));
+  project.move("a.txt", "b.txt");
+  await project.flush();
+  assert.equal(moves(hub).length, 1);
+  assert.equal(moves(hub)[0].body.expected_version, 2);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A2");
+  assert.equal(hub.writes(PID), 3, "A, A2 once, the move");
+  client.close();
+});
+
+test("move whose answer was lost is resent with the same op_id and applied once", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), applyFirst: true, throw: true });
+  project.move("a.txt", "b.txt");
+  await project.flush();
+  assert.equal(moves(hub).length, 2);
+  assert.equal(moves(hub)[0].body.op_id, moves(hub)[1].body.op_id);
+  assert.equal(hub.writes(PID), 2);
+  client.close();
+});
+
+test("move: a change of the old path before the move is sent replaces the move (a write and the new text)", async () => {
   const hub = new FakeHub();
   const { client, project } = await open(hub);
   project.write("a.txt", "A");
   await project.flush();
   project.move("a.txt", "b.txt");
-  assert.deepEqual(project.paths(), ["b.txt"]);
+  project.write("a.txt", "new a");
+  assert.deepEqual(project.paths(), ["a.txt", "b.txt"]);
   await project.flush();
-  assert.equal(hub.project(PID).files.get("a.txt").deleted, true);
+  assert.equal(moves(hub).length, 0);
+  assert.equal(hub.project(PID).files.get("a.txt").content, "new a");
   assert.equal(hub.project(PID).files.get("b.txt").content, "A");
   client.close();
+});
+
+test("move: a file at the old path written after the move was sent is created anew (expected_version 0)", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), applyFirst: true, throw: true });
+  project.move("a.txt", "b.txt");
+  await until("move sent", () => moves(hub).length >= 1);
+  project.write("a.txt", "fresh");
+  await project.flush();
+  assert.equal(hub.project(PID).files.get("a.txt").content, "fresh");
+  assert.equal(fileOps(hub).at(-1).body.expected_version, 0);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A");
+  assert.deepEqual(project.conflicts(), []);
+  client.close();
+});
+
+test("move of a file the hub never had is a write at the new path", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  hub.setOffline(true);
+  project.write("a.txt", "A");
+  project.move("a.txt", "b.txt");
+  project.write("c.txt", "C");
+  assert.throws(() => project.move("b.txt", "c.txt"), /exists/);
+  hub.setOffline(false);
+  await project.flush();
+  assert.equal(moves(hub).length, 0);
+  assert.equal(hub.project(PID).files.get("b.txt").content, "A");
+  assert.equal(hub.project(PID).files.get("a.txt"), undefined);
+  client.close();
+});
+
+for (const policy of ["server", "client"]) {
+  test(`move refused with 409 (old path changed meanwhile), policy ${policy}: split into write + delete, no text lost`, async () => {
+    const hub = new FakeHub();
+    hub.remoteWrite(PID, "a.txt", "A");
+    const { client, project } = await open(hub, { conflict: policy });
+    await until("online", () => project.read("a.txt") === "A");
+    hub.setOffline(true);
+    project.move("a.txt", "b.txt");
+    hub.remoteWrite(PID, "a.txt", "theirs");
+    hub.setOffline(false);
+    await project.flush();
+    assert.equal(moves(hub).length, 1);
+    assert.equal(hub.project(PID).files.get("b.txt").content, "A");
+    const a = hub.project(PID).files.get("a.txt");
+    if (policy === "server") {
+      assert.equal(a.content, "theirs");
+      await until("server copy back", () => project.read("a.txt") === "theirs");
+    } else {
+      assert.equal(a.deleted, true);
+      await until("local delete stands", () => project.read("a.txt") === undefined);
+    }
+    assert.equal(project.read("b.txt"), "A");
+    assert.deepEqual(project.conflicts().map((c) => [c.path, c.local, c.server.content, c.winner]), [["a.txt", null, "theirs", policy]]);
+    client.close();
+  });
+
+  test(`move refused with 409 (new path exists), policy ${policy}: the moved text wins or stays in conflicts()`, async () => {
+    const hub = new FakeHub();
+    hub.remoteWrite(PID, "a.txt", "A");
+    const { client, project } = await open(hub, { conflict: policy });
+    await until("online", () => project.read("a.txt") === "A");
+    hub.setOffline(true);
+    project.move("a.txt", "b.txt");
+    hub.remoteWrite(PID, "b.txt", "their b");
+    hub.setOffline(false);
+    await project.flush();
+    assert.equal(hub.project(PID).files.get("a.txt").deleted, true);
+    const b = policy === "server" ? "their b" : "A";
+    assert.equal(hub.project(PID).files.get("b.txt").content, b);
+    await until("b settled", () => project.read("b.txt") === b);
+    assert.deepEqual(project.conflicts().map((c) => [c.path, c.local, c.server.content, c.winner]), [["b.txt", "A", "their b", policy]]);
+    client.close();
+  });
+}
+
+test("move refused for good (invalid target): the old path stays and the text is kept in conflicts()", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  project.write("a.txt", "A");
+  await project.flush();
+  hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), status: 400, body: { error: { code: "invalid_path", message: "bad" } } });
+  project.move("a.txt", "bad/../b.txt");
+  await project.flush();
+  assert.deepEqual(project.paths(), ["a.txt"]);
+  assert.equal(project.conflicts()[0].path, "bad/../b.txt");
+  assert.equal(project.conflicts()[0].local, "A");
+  assert.equal(project.conflicts()[0].error.code, "invalid_path");
+  assert.equal(hub.writes(PID), 1);
+  client.close();
+});
+
+test("storage indexeddb: a queued move survives a reload and is sent once after it", async () => {
+  const hub = new FakeHub();
+  const id = "00000000-0000-4000-8000-0000000000a7";
+  const first = await open(hub, { id, storage: "indexeddb" });
+  first.project.write("a.txt", "A");
+  await first.project.flush();
+  hub.setOffline(true);
+  first.project.move("a.txt", "b.txt");
+  await sleep(30);
+  first.client.close();
+  hub.setOffline(false);
+  const second = await open(hub, { id, storage: "indexeddb" });
+  assert.deepEqual(second.project.paths(), ["b.txt"]);
+  await second.project.flush();
+  assert.equal(new Set(moves(hub).map((r) => r.body.op_id)).size, 1, "one move, however often it was sent");
+  assert.equal(hub.writes(id), 2);
+  assert.equal(hub.project(id).files.get("b.txt").content, "A");
+  second.client.close();
 });
 
 test("a write the hub refuses for good is kept in conflicts() with the error", async () => {

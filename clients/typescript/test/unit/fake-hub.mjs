@@ -66,6 +66,41 @@ export class FakeHub {
     return result;
   }
 
+  /** `files:move` as the hub does it: one change, published as one `bulk:apply`. */
+  move(id, { from, to, expected_version, op_id }, actor = "me") {
+    const p = this.project(id);
+    if (op_id && p.ops.has(op_id)) return p.ops.get(op_id);
+    const src = p.files.get(from);
+    const srcVersion = src && !src.deleted ? src.version : 0;
+    if (srcVersion === 0) return { status: 404, body: { error: { code: "not_found", message: "file not found", path: from } } };
+    const dst = p.files.get(to);
+    if (dst && !dst.deleted) return { status: 409, body: { error: { code: "already_exists", message: "exists", path: to } } };
+    if (expected_version !== undefined && expected_version !== srcVersion) {
+      return {
+        status: 409,
+        body: { error: { code: "version_conflict", message: "conflict", path: from, expected_version, current_version: srcVersion, current_hash: "h" } },
+      };
+    }
+    const version = (dst?.version ?? 0) + 1;
+    const deletedVersion = src.version + 1;
+    p.files.set(to, { content: src.content, version });
+    p.files.set(from, { deleted: true, version: deletedVersion });
+    const seq = p.events.length + 1;
+    const payload = {
+      files: [{ file_path: to, file_type: "text", content: src.content, content_hash: "h", version }],
+      deletes: [{ file_path: from, version: deletedVersion }],
+      timestamp: new Date().toISOString(),
+      actor,
+      op_id: op_id ?? null,
+    };
+    const frame = { type: "event", channel: `realtime:project:${id}`, seq, event: "bulk:apply", payload };
+    p.events.push(frame);
+    const result = { status: 200, body: { from, to, seq, version } };
+    if (op_id) p.ops.set(op_id, result);
+    for (const s of this.sockets) s.publish(id, frame);
+    return result;
+  }
+
   /** Every write that changed something (each op applied once = one entry). */
   writes(id) {
     return this.project(id).events.length;
@@ -82,6 +117,12 @@ export class FakeHub {
     const u = new URL(url);
     const req = { method: init.method ?? "GET", path: u.pathname, query: u.searchParams, body: init.body ? JSON.parse(init.body) : undefined, token: init.headers?.authorization?.slice(7) };
     this.requests.push(req);
+    const hang = this.inject.findIndex((i) => i.hang && i.match(req));
+    if (hang >= 0) {
+      // A request into a dead connection: no answer until the caller gives up.
+      this.inject.splice(hang, 1);
+      return new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+    }
     const res = this.route(req);
     return new Response(JSON.stringify(res.body), { status: res.status, headers: res.headers ?? {} });
   }
@@ -110,6 +151,7 @@ export class FakeHub {
       p.editorState = { state: req.body.state, revision: p.editorState.revision + 1, updated_at: new Date().toISOString() };
       return { status: 200, body: { revision: p.editorState.revision, updated_at: p.editorState.updated_at } };
     }
+    if (rest === "/files:move" && req.method === "POST") return this.move(id, req.body);
     const f = rest.match(/^\/files\/(.+)$/);
     if (f) {
       const path = f[1].split("/").map(decodeURIComponent).join("/");
