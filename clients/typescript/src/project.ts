@@ -22,6 +22,7 @@ import type {
   EventFrame,
   FileListResponse,
   FileResponse,
+  MoveFileResponse,
   PutEditorStateResponse,
   PutFileResponse,
   ServerFrame,
@@ -75,13 +76,6 @@ interface Inflight extends Change {
   op_id: string;
   /** For a move: the server text the hub moves (the known copy at `base`). */
   moved?: string;
-}
-/** The hub's answer to `POST files:move`: the new path's version. */
-interface MoveFileResponse {
-  from: string;
-  to: string;
-  seq: number | null;
-  version: number | null;
 }
 interface Draft {
   pending?: Change;
