@@ -133,7 +133,7 @@ function type(page, path, keys, rate, naive = null) {
         window.naiveWrites = (window.naiveWrites ?? []);
         window.naiveWrites.push(fetch(`${naive.url}/v1/projects/${naive.project}/files/${path}`, {
           method: "PUT", headers: { authorization: `Bearer ${naive.token}`, "content-type": "application/json" },
-          body: JSON.stringify({ content }), cache: "no-store",
+          body: JSON.stringify({ content }),
         }).then((r) => r.text()));
       } else window.project.write(path, content);
     }
