@@ -2,6 +2,7 @@
 //! and each test still gets its own database and hub.
 
 mod helpers;
+mod hub_process;
 
 mod auth;
 mod browser;
@@ -12,6 +13,7 @@ mod hardening_sql;
 mod headers;
 mod http_api;
 mod http_server;
+mod observability;
 mod ops_surface;
 mod paths;
 mod props;
