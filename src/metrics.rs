@@ -333,6 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn proc_files_are_read_field_by_field() {
+        // A command name with spaces and a parenthesis must not shift the fields.
+        let stat = "4242 (my (hub) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 150 0 0 20 0 9 0 1000 \
+                    123456789 2048 18446744073709551615";
+        let parsed = parse_stat(stat, 1_700_000_000).unwrap();
+        assert_eq!(
+            parsed,
+            ProcessStats { cpu_seconds: 4.0, start_time_seconds: 1_700_000_010.0, virtual_memory_bytes: 123_456_789 }
+        );
+        assert_eq!(parse_stat("garbage", 0), None);
+        assert_eq!(status_kib("Name:\tsynchub\nVmRSS:\t   10240 kB\n", "VmRSS"), Some(10_485_760));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            20000                20000                files\n";
+        assert_eq!(max_open_files(limits), Some(20_000));
+    }
+
+    #[test]
     fn prometheus_text_names_counter_families_after_their_samples() {
         let metrics = Metrics::default();
         metrics.rate_limited.inc();
