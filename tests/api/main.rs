@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod concurrency;
+mod db_tls;
 mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;
