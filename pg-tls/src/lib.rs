@@ -419,17 +419,20 @@ where
 {
     type Stream = RustlsStream<S>;
     type TlsConnect = RustlsConnect;
-    type Error = rustls::pki_types::InvalidDnsNameError;
+    type Error = std::convert::Infallible;
 
+    /// A host name unfit for TLS (or none: a Unix socket, a bare `hostaddr`) fails only if
+    /// the server actually offers TLS, so `prefer` still works over a Unix socket.
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, Self::Error> {
-        let name = ServerName::try_from(domain)?.to_owned();
+        let name = ServerName::try_from(domain).map(|name| name.to_owned()).map_err(|_| domain.to_string());
         Ok(RustlsConnect { connector: tokio_rustls::TlsConnector::from(self.config.clone()), name })
     }
 }
 
 pub struct RustlsConnect {
     connector: tokio_rustls::TlsConnector,
-    name: ServerName<'static>,
+    /// The name to verify, or the host that is not one.
+    name: Result<ServerName<'static>, String>,
 }
 
 impl<S> TlsConnect<S> for RustlsConnect
@@ -441,7 +444,14 @@ where
     type Future = Pin<Box<dyn Future<Output = std::io::Result<RustlsStream<S>>> + Send>>;
 
     fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move { Ok(RustlsStream(self.connector.connect(self.name, stream).await?)) })
+        Box::pin(async move {
+            let name = self.name.map_err(|host| {
+                let message =
+                    format!("host {host:?} is not a name TLS can verify (set host=NAME to the server's name)");
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+            })?;
+            Ok(RustlsStream(self.connector.connect(name, stream).await?))
+        })
     }
 }
 
@@ -568,6 +578,13 @@ mod tests {
         assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
         let config = PgConnect::from_url("postgres://h/db?sslmode=require").unwrap();
         assert_eq!(config.config().get_ssl_mode(), PgSslMode::Require);
+    }
+
+    #[test]
+    fn no_host_name_fails_only_when_tls_is_used() {
+        let mut tls = PgConnect::from_url("host=/run/postgresql").unwrap().tls();
+        let connect = MakeTlsConnect::<tokio::io::DuplexStream>::make_tls_connect(&mut tls, "").unwrap();
+        assert!(connect.name.is_err());
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use synchub::embedded_pg::{Durability, EmbeddedPostgres};
-use synchub_pg_tls::PgConnect;
 
 use crate::helpers::{TestApp, cluster, test_config};
 
@@ -93,8 +92,7 @@ impl TlsServer {
 
     async fn connect(&self, url: &str) -> Result<tokio_postgres::Client, String> {
         // `{:#}`: the whole chain (tokio-postgres puts the TLS reason in the source).
-        let target = PgConnect::from_url(url).map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
-        let (client, connection) = target.connect().await.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
+        let (client, connection) = synchub::db::connect(url).await.map_err(|e| format!("{e:#}"))?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -128,6 +126,11 @@ async fn a_hub_with_verify_full_migrates_serves_writes_and_delivers_events_over_
     ws.join(&p, None).await;
     first.write("alice", &p, "a.ts", "encrypted all the way").await;
     assert_eq!(ws.events(1).await[0]["payload"]["content"], "encrypted all the way");
+
+    // The snapshot-builder CLI reads the same DATABASE_URL.
+    let output = crate::snapshot_cli::build(&first, &p, "-").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.starts_with(b"PK"), "not a zip archive");
 
     // Both hubs' LISTEN connections are up (the server accepts TLS connections only).
     let admin = server.admin().await;
@@ -189,12 +192,12 @@ async fn verify_ca_checks_the_chain_and_verify_full_also_the_host_name() {
         |mode: &str| server.url_for("db.elsewhere.invalid", "postgres", &format!("sslmode={mode}&sslrootcert={ca}"));
     let client = server.connect(&elsewhere("verify-ca")).await.unwrap();
     assert!(server_sees_tls(&client).await);
-    let err = server.connect(&elsewhere("verify-full")).await.err().expect("name mismatch refused");
+    let err = server.connect(&elsewhere("verify-full")).await.expect_err("name mismatch refused");
     assert!(err.contains("TLS handshake") && err.contains("not valid for name"), "{err}");
     let other = format!("sslmode=verify-ca&sslrootcert={}", server.other_ca.display());
-    let err = server.connect(&server.url("postgres", &other)).await.err().expect("unknown CA refused");
+    let err = server.connect(&server.url("postgres", &other)).await.expect_err("unknown CA refused");
     assert!(err.contains("UnknownIssuer"), "{err}");
     // A missing root file is a configuration error that names the file.
     let err = server.connect(&server.url("postgres", "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem")).await;
-    assert!(err.err().expect("missing file").contains("/nonexistent/ca.pem"));
+    assert!(err.expect_err("missing file").contains("/nonexistent/ca.pem"));
 }
