@@ -4,16 +4,18 @@
 //! | `sslmode` | encrypts | verifies the certificate chain | checks the host name |
 //! |---|---|---|---|
 //! | `disable` | no | — | — |
-//! | `prefer` (default) | if the server offers TLS | no | no |
-//! | `require` | yes | no (yes with `sslrootcert`, as in libpq) | no |
+//! | `prefer` (default) | if the server offers TLS | only with `sslrootcert` | no |
+//! | `require` | yes | only with `sslrootcert` (as in libpq) | no |
 //! | `verify-ca` | yes | yes | no |
 //! | `verify-full` | yes | yes | yes |
 //!
 //! `sslrootcert` is a PEM file of CA certificates, or `system` (the operating system's
-//! trusted roots; implies `verify-full`, as in libpq 16). Without it, `verify-*` reads
-//! `~/.postgresql/root.crt` and fails clearly if that file does not exist (libpq does the
-//! same). tokio-postgres itself knows only `disable`/`prefer`/`require` and no
-//! `sslrootcert`, so those are taken out of the string here before it parses the rest.
+//! trusted roots; `verify-full` is then the default and the only mode allowed, as in
+//! libpq 16). Without it, `verify-*` reads `~/.postgresql/root.crt` and fails clearly if
+//! that file does not exist (libpq does the same); a named file that is missing is always
+//! an error (libpq would silently not verify under `prefer`/`require`). tokio-postgres
+//! itself knows only `disable`/`prefer`/`require` and no `sslrootcert`, so those are
+//! taken out of the string here before it parses the rest.
 //!
 //! When TLS is up, SCRAM authentication is bound to the server's certificate
 //! (`tls-server-end-point` channel binding), so even `require` resists a relaying
@@ -59,16 +61,24 @@ impl SslMode {
             other => return Err(Error::InvalidSslMode(other.to_string())),
         })
     }
+}
 
-    fn verifies_chain(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
+/// What the connector checks of the server's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    Nothing,
+    /// The chain leads to a trusted root (`verify-ca`).
+    Chain,
+    /// The chain, and the certificate names the host (`verify-full`).
+    ChainAndName,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid sslmode {0:?} (expected disable, prefer, require, verify-ca or verify-full)")]
     InvalidSslMode(String),
+    #[error("weak sslmode {0:?} may not be used with sslrootcert=system (use verify-full)")]
+    WeakModeWithSystemRoots(String),
     #[error("invalid DATABASE_URL: {0}")]
     Parse(#[source] tokio_postgres::Error),
     #[error("invalid DATABASE_URL: {0}")]
@@ -95,13 +105,13 @@ pub enum Error {
 pub struct PgConnect {
     config: Config,
     tls: MakeRustlsConnect,
-    mode: SslMode,
+    verify: Verify,
 }
 
 impl std::fmt::Debug for PgConnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Config's Debug redacts the password.
-        f.debug_struct("PgConnect").field("config", &self.config).field("sslmode", &self.mode).finish()
+        f.debug_struct("PgConnect").field("config", &self.config).field("verify", &self.verify).finish()
     }
 }
 
@@ -109,21 +119,17 @@ impl PgConnect {
     /// Parses a `postgres://` URL or a libpq `key=value` string.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let split = split_tls_params(url)?;
-        let mode = effective_mode(split.sslmode.as_deref(), split.sslrootcert.as_deref())?;
+        let (mode, verify) = effective_mode(split.sslmode.as_deref(), split.sslrootcert.as_deref())?;
         let mut config: Config = split.rest.parse().map_err(Error::Parse)?;
-        config.ssl_mode(match mode {
-            SslMode::Disable => PgSslMode::Disable,
-            SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
-        });
-        let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_chain() {
+        config.ssl_mode(mode);
+        let verifier: Arc<dyn ServerCertVerifier> = if verify == Verify::Nothing {
+            Arc::new(Unverified(provider().signature_verification_algorithms))
+        } else {
             let roots = load_roots(split.sslrootcert.as_deref())?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|err| Error::Tls(rustls::Error::General(err.to_string())))?;
-            if mode == SslMode::VerifyFull { webpki } else { Arc::new(ChainOnly(webpki)) }
-        } else {
-            Arc::new(Unverified(provider().signature_verification_algorithms))
+            if verify == Verify::ChainAndName { webpki } else { Arc::new(ChainOnly(webpki)) }
         };
         let mut client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -132,15 +138,15 @@ impl PgConnect {
             .with_no_client_auth();
         // What libpq 17 sends; PostgreSQL 17 requires it for sslnegotiation=direct.
         client.alpn_protocols = vec![b"postgresql".to_vec()];
-        Ok(PgConnect { config, tls: MakeRustlsConnect { config: Arc::new(client) }, mode })
+        Ok(PgConnect { config, tls: MakeRustlsConnect { config: Arc::new(client) }, verify })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn sslmode(&self) -> SslMode {
-        self.mode
+    pub fn verify(&self) -> Verify {
+        self.verify
     }
 
     /// The connector, for pools (deadpool's `Manager::from_config`).
@@ -154,15 +160,25 @@ impl PgConnect {
     }
 }
 
-/// libpq's rules: `prefer` by default; `sslrootcert=system` always checks the host name;
-/// `require` with a root file verifies the chain like `verify-ca`.
-fn effective_mode(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<SslMode, Error> {
-    let mode = sslmode.map(SslMode::parse).transpose()?.unwrap_or(SslMode::Prefer);
-    Ok(match (mode, sslrootcert) {
-        (SslMode::Disable, _) => SslMode::Disable,
-        (_, Some("system")) => SslMode::VerifyFull,
-        (SslMode::Require, Some(_)) => SslMode::VerifyCa,
-        (mode, _) => mode,
+/// libpq's rules: `prefer` by default; a root file makes `prefer`/`require` verify the
+/// chain (as `verify-ca`); `sslrootcert=system` means `verify-full` and allows no weaker
+/// mode. Unlike libpq, a named root file that is missing is an error, never a silent
+/// downgrade to no verification.
+fn effective_mode(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<(PgSslMode, Verify), Error> {
+    let mode = sslmode.map(SslMode::parse).transpose()?;
+    if sslrootcert == Some("system") {
+        return match mode {
+            None | Some(SslMode::VerifyFull) => Ok((PgSslMode::Require, Verify::ChainAndName)),
+            Some(_) => Err(Error::WeakModeWithSystemRoots(sslmode.unwrap_or_default().to_string())),
+        };
+    }
+    let root_file = if sslrootcert.is_some() { Verify::Chain } else { Verify::Nothing };
+    Ok(match mode.unwrap_or(SslMode::Prefer) {
+        SslMode::Disable => (PgSslMode::Disable, Verify::Nothing),
+        SslMode::Prefer => (PgSslMode::Prefer, root_file),
+        SslMode::Require => (PgSslMode::Require, root_file),
+        SslMode::VerifyCa => (PgSslMode::Require, Verify::Chain),
+        SslMode::VerifyFull => (PgSslMode::Require, Verify::ChainAndName),
     })
 }
 
@@ -567,13 +583,20 @@ mod tests {
 
     #[test]
     fn modes_follow_libpq() {
-        assert_eq!(effective_mode(None, None).unwrap(), SslMode::Prefer);
-        assert_eq!(effective_mode(Some("disable"), Some("system")).unwrap(), SslMode::Disable);
-        assert_eq!(effective_mode(Some("require"), None).unwrap(), SslMode::Require);
-        assert_eq!(effective_mode(Some("require"), Some("ca.pem")).unwrap(), SslMode::VerifyCa);
-        assert_eq!(effective_mode(Some("prefer"), Some("system")).unwrap(), SslMode::VerifyFull);
+        use PgSslMode::{Disable, Prefer, Require};
+        use Verify::{Chain, ChainAndName, Nothing};
+        let mode = |sslmode, sslrootcert| effective_mode(sslmode, sslrootcert).unwrap();
+        assert_eq!(mode(None, None), (Prefer, Nothing));
+        assert_eq!(mode(Some("disable"), Some("ca.pem")), (Disable, Nothing));
+        assert_eq!(mode(Some("prefer"), Some("ca.pem")), (Prefer, Chain));
+        assert_eq!(mode(Some("require"), None), (Require, Nothing));
+        assert_eq!(mode(Some("require"), Some("ca.pem")), (Require, Chain));
+        assert_eq!(mode(Some("verify-ca"), None), (Require, Chain));
+        assert_eq!(mode(Some("verify-full"), Some("ca.pem")), (Require, ChainAndName));
+        assert_eq!(mode(None, Some("system")), (Require, ChainAndName));
+        assert!(matches!(effective_mode(Some("require"), Some("system")), Err(Error::WeakModeWithSystemRoots(_))));
         assert!(matches!(effective_mode(Some("allow"), None), Err(Error::InvalidSslMode(_))));
-        let mode = |url: &str| PgConnect::from_url(url).map(|c| c.sslmode());
+        let mode = |url: &str| PgConnect::from_url(url).map(|c| c.verify());
         let missing = mode("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem").unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
         let config = PgConnect::from_url("postgres://h/db?sslmode=require").unwrap();

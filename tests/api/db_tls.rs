@@ -173,7 +173,7 @@ async fn verify_full_with_another_ca_fails_with_a_tls_error() {
 }
 
 #[tokio::test]
-async fn require_encrypts_without_knowing_the_ca_as_libpq_does() {
+async fn require_encrypts_without_knowing_the_ca_and_checks_the_chain_with_a_root_file_as_libpq_does() {
     let server = server();
     // No sslrootcert: encrypted, server not verified. Channel binding still ties the
     // password exchange to this server's certificate.
@@ -182,6 +182,10 @@ async fn require_encrypts_without_knowing_the_ca_as_libpq_does() {
     // The default (prefer) takes TLS when the server offers it.
     let client = server.connect(&server.url("postgres", "")).await.unwrap();
     assert!(server_sees_tls(&client).await);
+    // With a root file, require checks the chain, as libpq does.
+    let other = format!("sslmode=require&sslrootcert={}", server.other_ca.display());
+    let err = server.connect(&server.url("postgres", &other)).await.expect_err("unknown CA refused");
+    assert!(err.contains("UnknownIssuer"), "{err}");
 }
 
 #[tokio::test]
