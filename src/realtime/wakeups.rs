@@ -161,7 +161,7 @@ async fn listener(
         if broker.shutdown.is_cancelled() {
             return;
         }
-        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+        match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let pump = tokio::spawn(async move {
@@ -206,7 +206,7 @@ async fn listener(
                 reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
-            Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),
         }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
