@@ -1,6 +1,8 @@
--- synchub schema: projects, members, every file version, the event log, editor state.
+-- synchub baseline: the tables, the view, the runtime role and its grants.
 -- The database is the source of truth: versions, seq, quotas and roles are decided here,
--- inside one transaction per change.
+-- inside one transaction per change. The functions that decide them are not here: each
+-- has one definition in migrations/functions/<concern>.sql, applied again on every
+-- migrate (src/db/functions.rs). A later change to a table is a new V<n>__*.sql file.
 
 CREATE SCHEMA IF NOT EXISTS synchub;
 
@@ -97,14 +99,19 @@ CREATE TABLE synchub.events (
     PRIMARY KEY (project_id, seq)
 );
 
--- Results of writes that carried an op_id, so a retry returns the first result.
+-- Results of writes that carried an op_id, so a retry returns the first result, and what
+-- the op_id was used for (kind, hash of actor and arguments), so reusing it for another
+-- write is refused. Looked up by op_id alone: one op_id cannot be spent in two projects.
 CREATE TABLE synchub.applied_ops (
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     op_id uuid NOT NULL,
     result jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    op_kind text NOT NULL,
+    args_hash text NOT NULL,
     PRIMARY KEY (project_id, op_id)
 );
+CREATE INDEX applied_ops_op_id ON synchub.applied_ops (op_id);
 
 CREATE TABLE synchub.editor_state (
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
@@ -122,3 +129,44 @@ CREATE TABLE synchub.project_base_files (
     content_hash text NOT NULL,
     PRIMARY KEY (project_id, file_path)
 );
+
+-- Preview-container sessions (scoped, revocable, with the agent's progress) and the
+-- snapshot catalogue (archives live in object storage; rows say what they contain).
+CREATE TABLE synchub.sessions (
+    id uuid PRIMARY KEY,
+    project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
+    token_ttl_seconds integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    applied_seq bigint NOT NULL DEFAULT 0,
+    sockets integer NOT NULL DEFAULT 0 CHECK (sockets >= 0),
+    last_seen_at timestamptz
+);
+CREATE INDEX sessions_project ON synchub.sessions (project_id);
+
+CREATE TABLE synchub.snapshots (
+    id uuid PRIMARY KEY,
+    project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
+    cursor bigint NOT NULL,
+    storage_key text NOT NULL,
+    sha256 text NOT NULL,
+    bytes bigint NOT NULL,
+    file_count integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX snapshots_project_latest ON synchub.snapshots (project_id, cursor DESC, created_at DESC);
+
+-- Least privilege: the hub's runtime role may only execute the entry-point functions
+-- (SECURITY DEFINER, pinned search_path; granted after every migrate by
+-- src/db/functions.rs) and read the current-files view. Nothing is reachable by PUBLIC.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'synchub_runtime') THEN
+        CREATE ROLE synchub_runtime NOLOGIN;
+    END IF;
+END $$;
+
+REVOKE ALL ON SCHEMA synchub FROM PUBLIC;
+GRANT USAGE ON SCHEMA synchub TO synchub_runtime;
+GRANT SELECT ON synchub.project_files_current TO synchub_runtime;
