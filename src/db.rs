@@ -54,7 +54,17 @@ pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> 
 
 /// The numbered migrations (tables, roles, grants), then the functions of every concern.
 async fn migrate_locked(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
-    let report = embedded::migrations::runner().run_async(client).await?;
+    let report = embedded::migrations::runner().run_async(client).await.map_err(|err| {
+        let before_baseline =
+            matches!(err.kind(), refinery::error::Kind::DivergentVersion(..) | refinery::error::Kind::MissingVersion(..));
+        let err = anyhow::Error::from(err);
+        if before_baseline {
+            // V1..V13 were squashed into V1__baseline before any release.
+            err.context("this database was migrated by a synchub from before the squashed baseline: recreate it (for `synchub dev`, remove its data dir)")
+        } else {
+            err
+        }
+    })?;
     for migration in report.applied_migrations() {
         tracing::info!(migration = %migration, "applied migration");
     }
