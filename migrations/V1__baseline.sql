@@ -3,6 +3,11 @@
 -- inside one transaction per change. The functions that decide them are not here: each
 -- has one definition in migrations/functions/<concern>.sql, applied again on every
 -- migrate (src/db/functions.rs). A later change to a table is a new V<n>__*.sql file.
+--
+-- Ready to be distributed by project (Citus, docs/SCALING.md): every table that holds a
+-- project's data has project_id in its primary key and in every unique constraint, and
+-- references other project tables through it; projects itself is keyed by its id. Only
+-- limits and user_usage are not project data. tests/api/schema.rs checks it.
 
 CREATE SCHEMA IF NOT EXISTS synchub;
 
@@ -56,7 +61,7 @@ CREATE TABLE synchub.user_usage (
 -- Every version of every file. A delete is a tombstone version (is_deleted, no content).
 -- file_path uses the "C" collation so ordering is byte order everywhere.
 CREATE TABLE synchub.project_files (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     file_path text COLLATE "C" NOT NULL,
     file_type text NOT NULL,
@@ -64,7 +69,7 @@ CREATE TABLE synchub.project_files (
     content_hash text,
     size integer NOT NULL DEFAULT 0,
     version integer NOT NULL,
-    parent_version_id bigint REFERENCES synchub.project_files (id),
+    parent_version_id bigint,
     is_current_version boolean NOT NULL,
     is_deleted boolean NOT NULL DEFAULT false,
     seq bigint NOT NULL,
@@ -72,6 +77,8 @@ CREATE TABLE synchub.project_files (
     last_modified_by text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, id),
+    FOREIGN KEY (project_id, parent_version_id) REFERENCES synchub.project_files (project_id, id),
     UNIQUE (project_id, file_path, version),
     CHECK (is_deleted = (content IS NULL))
 );
@@ -133,7 +140,7 @@ CREATE TABLE synchub.project_base_files (
 -- Preview-container sessions (scoped, revocable, with the agent's progress) and the
 -- snapshot catalogue (archives live in object storage; rows say what they contain).
 CREATE TABLE synchub.sessions (
-    id uuid PRIMARY KEY,
+    id uuid NOT NULL,
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     token_ttl_seconds integer NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -141,19 +148,22 @@ CREATE TABLE synchub.sessions (
     revoked_at timestamptz,
     applied_seq bigint NOT NULL DEFAULT 0,
     sockets integer NOT NULL DEFAULT 0 CHECK (sockets >= 0),
-    last_seen_at timestamptz
+    last_seen_at timestamptz,
+    PRIMARY KEY (project_id, id)
 );
-CREATE INDEX sessions_project ON synchub.sessions (project_id);
+-- GET and DELETE /v1/sessions/{id} name the session alone.
+CREATE INDEX sessions_id ON synchub.sessions (id);
 
 CREATE TABLE synchub.snapshots (
-    id uuid PRIMARY KEY,
+    id uuid NOT NULL,
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     cursor bigint NOT NULL,
     storage_key text NOT NULL,
     sha256 text NOT NULL,
     bytes bigint NOT NULL,
     file_count integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, id)
 );
 CREATE INDEX snapshots_project_latest ON synchub.snapshots (project_id, cursor DESC, created_at DESC);
 

@@ -9,11 +9,11 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
             SELECT jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
                 'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
-            FROM synchub.project_files f WHERE f.id = e.file_ids[1])
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
         WHEN 'file:delete' THEN (
             SELECT jsonb_build_object('file_path', f.file_path, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
-            FROM synchub.project_files f WHERE f.id = e.file_ids[1])
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
         ELSE (
             SELECT jsonb_build_object(
                 'files', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
@@ -22,7 +22,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                 'deletes', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
                     'version', f.version) ORDER BY f.file_path) FILTER (WHERE f.is_deleted), '[]'),
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
-            FROM synchub.project_files f WHERE f.id = ANY (e.file_ids))
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = ANY (e.file_ids))
     END
 $$;
 
@@ -51,7 +51,8 @@ BEGIN
         e.created_at
     FROM synchub.events e
     LEFT JOIN synchub.project_files f
-        ON e.event_type IN ('file:update', 'file:delete') AND f.id = e.file_ids[1]
+        ON e.event_type IN ('file:update', 'file:delete') AND f.project_id = e.project_id
+           AND f.id = e.file_ids[1]
     WHERE e.project_id = p_project AND e.seq > p_since
     ORDER BY e.seq
     LIMIT p_limit;

@@ -224,7 +224,8 @@ BEGIN
             CONTINUE;
         END IF;
         IF v_cur.id IS NOT NULL THEN
-            UPDATE synchub.project_files SET is_current_version = false WHERE id = v_cur.id;
+            UPDATE synchub.project_files SET is_current_version = false
+            WHERE project_id = p_project AND id = v_cur.id;
         END IF;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
             size, version, parent_version_id, is_current_version, seq, created_by, last_modified_by)
@@ -247,7 +248,8 @@ BEGIN
         v_path := v_entry ->> 'path';
         SELECT * INTO v_cur FROM synchub.project_files
         WHERE project_id = p_project AND file_path = v_path AND is_current_version;
-        UPDATE synchub.project_files SET is_current_version = false WHERE id = v_cur.id;
+        UPDATE synchub.project_files SET is_current_version = false
+            WHERE project_id = p_project AND id = v_cur.id;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
             size, version, parent_version_id, is_current_version, is_deleted, seq, created_by, last_modified_by)
         VALUES (p_project, v_path, v_cur.file_type, NULL, NULL, 0, v_cur.version + 1, v_cur.id, true, true,

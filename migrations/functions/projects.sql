@@ -14,9 +14,10 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         'updated_at', synchub.ts(p.updated_at), 'deleted_at', synchub.ts(p.deleted_at))
 $$;
 
--- Creates a project owned by p_owner; the per-user project limit is checked under the
--- owner's usage row lock so two parallel creates cannot overshoot it.
-CREATE OR REPLACE FUNCTION synchub.create_project(p_id uuid, p_name text, p_owner text,
+-- Creates a project owned by p_owner (with a new id when p_project is NULL); the per-user
+-- project limit is checked under the owner's usage row lock so two parallel creates cannot
+-- overshoot it.
+CREATE OR REPLACE FUNCTION synchub.create_project(p_project uuid, p_name text, p_owner text,
                                                   p_source jsonb)
 RETURNS jsonb LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -43,7 +44,7 @@ BEGIN
             jsonb_build_object('limit', (SELECT max_projects_per_user FROM synchub.limits)));
     END IF;
     INSERT INTO synchub.projects (id, name, owner_id, source_kind, source_repo, source_ref, base_commit)
-    VALUES (coalesce(p_id, gen_random_uuid()), p_name, p_owner, v_kind,
+    VALUES (coalesce(p_project, gen_random_uuid()), p_name, p_owner, v_kind,
             p_source ->> 'repo', coalesce(p_source ->> 'ref', CASE WHEN v_kind = 'github' THEN 'main' END),
             p_source ->> 'base_commit')
     ON CONFLICT (id) DO NOTHING

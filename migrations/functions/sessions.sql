@@ -50,11 +50,11 @@ END $$;
 
 -- Whether tokens of this session may still be used: not revoked, within its max lifetime,
 -- its project not deleted (every use of a container token asks).
-CREATE OR REPLACE FUNCTION synchub.session_active(p_session uuid, p_project uuid)
+CREATE OR REPLACE FUNCTION synchub.session_active(p_project uuid, p_session uuid)
 RETURNS boolean LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM synchub.sessions s JOIN synchub.projects p ON p.id = s.project_id
-                   WHERE s.id = p_session AND s.project_id = p_project AND s.revoked_at IS NULL
+                   WHERE s.project_id = p_project AND s.id = p_session AND s.revoked_at IS NULL
                      AND s.expires_at > now() AND p.deleted_at IS NULL)
 $$;
 
@@ -88,9 +88,9 @@ END $$;
 -- The agent's progress and liveness (p_sockets_delta +1 on connect, -1 on disconnect, 0 for
 -- a report). An applied seq outside 0..last_seq is refused (false) and not recorded; the
 -- check reads last_seq in the statement that records, so no write can slip in between.
--- NULL when the session does not exist.
-CREATE OR REPLACE FUNCTION synchub.session_report(p_session uuid, p_applied_seq bigint,
-                                                  p_sockets_delta integer)
+-- NULL when the session does not exist (in that project).
+CREATE OR REPLACE FUNCTION synchub.session_report(p_project uuid, p_session uuid,
+                                                  p_applied_seq bigint, p_sockets_delta integer)
 RETURNS boolean LANGUAGE sql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE synchub.sessions s
@@ -99,6 +99,6 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         sockets = greatest(s.sockets + p_sockets_delta, 0),
         last_seen_at = now()
     FROM synchub.projects p
-    WHERE s.id = p_session AND p.id = s.project_id
+    WHERE s.project_id = p_project AND s.id = p_session AND p.id = s.project_id
     RETURNING p_applied_seq IS NULL OR p_applied_seq BETWEEN 0 AND p.last_seq
 $$;

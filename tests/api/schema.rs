@@ -238,3 +238,137 @@ async fn a_function_whose_result_or_parameter_names_changed_is_recreated() {
     assert_eq!(result, "bigint");
     assert_grants_follow_definitions(&db).await;
 }
+
+/// Tables that are not distributed by project, and why (docs/SCALING.md says how each is
+/// placed on Citus).
+const NOT_PROJECT_DATA: &[(&str, &str)] = &[
+    ("limits", "one row of settings every function reads: a reference table (a copy on every node)"),
+    ("user_usage", "bytes per user over all their projects: distributed by user_id in a co-location group of its own"),
+];
+
+/// Entry points that do not take a project first, and why (each runs as a multi-shard
+/// query on Citus, on the coordinator).
+const NOT_PROJECT_FIRST: &[(&str, &str)] = &[
+    ("list_projects", "a user's projects, across all projects"),
+    ("project_heads", "the heads check: last_seq of many projects in one query"),
+    ("prune_events", "retention: old events of every project"),
+    ("get_session", "GET /v1/sessions/{id} names the session alone"),
+    ("revoke_session", "DELETE /v1/sessions/{id} names the session alone"),
+    ("inactive_sessions", "the periodic check of the sessions with open sockets, across projects"),
+];
+
+/// The name of a table's distribution column: `id` for projects, else project_id.
+fn distribution_column(table: &str) -> &'static str {
+    if table == "projects" { "id" } else { "project_id" }
+}
+
+#[tokio::test]
+async fn tables_and_entry_points_can_be_distributed_by_project() {
+    // Citus (docs/SCALING.md): a distributed table's primary key and unique constraints
+    // must contain its distribution column, foreign keys between distributed tables must
+    // go through it, and a function is delegated to the node holding the project by one
+    // of its arguments.
+    let db = connect(&fresh_database().await).await;
+    let tables: Vec<String> = db
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             WHERE c.relnamespace = 'synchub'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut broken = Vec::new();
+    for table in &tables {
+        if NOT_PROJECT_DATA.iter().any(|(t, _)| t == table) {
+            continue;
+        }
+        let column = distribution_column(table);
+        // Primary key and every unique index (constraints and partial unique indexes alike).
+        let uniques = db
+            .query(
+                "SELECT i.indexrelid::regclass::text,
+                        coalesce((SELECT array_agg(a.attname::text) FROM pg_attribute a
+                                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)), '{}')
+                 FROM pg_index i WHERE i.indrelid = ('synchub.' || $1)::regclass AND i.indisunique",
+                &[table],
+            )
+            .await
+            .unwrap();
+        let primary: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = ('synchub.' || $1)::regclass AND indisprimary)",
+                &[table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !primary {
+            broken.push(format!("{table} has no primary key"));
+        }
+        for row in &uniques {
+            let (index, columns): (String, Vec<String>) = (row.get(0), row.get(1));
+            if !columns.iter().any(|c| c == column) {
+                broken.push(format!("{table}: unique index {index} ({columns:?}) lacks {column}"));
+            }
+        }
+        // Foreign keys to other tables must pair this table's distribution column with theirs.
+        let foreign = db
+            .query(
+                "SELECT con.conname::text, con.confrelid::regclass::text,
+                        (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(con.conkey) WITH ORDINALITY k(num, n)
+                         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num),
+                        (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(con.confkey) WITH ORDINALITY k(num, n)
+                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num)
+                 FROM pg_constraint con
+                 WHERE con.conrelid = ('synchub.' || $1)::regclass AND con.contype = 'f'",
+                &[table],
+            )
+            .await
+            .unwrap();
+        for row in &foreign {
+            let (name, target, from, to): (String, String, Vec<String>, Vec<String>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let target = target.trim_start_matches("synchub.");
+            let paired = from.iter().zip(&to).any(|(f, t)| f == column && t == distribution_column(target));
+            if !paired {
+                broken.push(format!(
+                    "{table}: foreign key {name} {from:?} -> {target} {to:?} does not go through {column}"
+                ));
+            }
+        }
+    }
+
+    let entry_points = db
+        .query(
+            "SELECT p.proname::text, p.oid::regprocedure::text,
+                    coalesce(p.proargnames[1], ''), coalesce(p.proargtypes[0]::regtype::text, '')
+             FROM pg_proc p WHERE p.pronamespace = 'synchub'::regnamespace AND p.prosecdef ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(entry_points.len() >= 30, "only {} entry points", entry_points.len());
+    for row in &entry_points {
+        let (name, signature, first, first_type): (String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if NOT_PROJECT_FIRST.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if first_type != "uuid" || !matches!(first.as_str(), "p_project" | "project_uuid") {
+            broken.push(format!("{signature} does not take the project first (p_project uuid or project_uuid uuid)"));
+        }
+    }
+    assert!(broken.is_empty(), "not distributable by project:\n{}", broken.join("\n"));
+
+    // The allow-lists name only what exists, so they cannot go stale.
+    for (table, _) in NOT_PROJECT_DATA {
+        assert!(tables.iter().any(|t| t == table), "NOT_PROJECT_DATA names {table}, which does not exist");
+    }
+    for (function, _) in NOT_PROJECT_FIRST {
+        let exists = entry_points.iter().any(|row| row.get::<_, String>(0) == *function);
+        assert!(exists, "NOT_PROJECT_FIRST names {function}, which is not an entry point");
+    }
+}
