@@ -4,7 +4,7 @@
 //! Refinery ignores these files (their names are not `V<n>__*.sql`); they are embedded here,
 //! and build.rs re-embeds them when one changes. [`apply`] runs after the numbered
 //! migrations, under the same advisory lock, in one transaction: every file
-//! (`CREATE OR REPLACE`, so function oids stay and running hubs keep their plans), then
+//! (`CREATE OR REPLACE`: function oids stay, so what running hubs prepared stays valid), then
 //! the functions no file defines any more are dropped, then the privileges are set from
 //! the definitions. A definition whose return type or parameter names changed cannot be
 //! replaced in place: then the transaction is rolled back and run again dropping every

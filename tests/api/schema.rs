@@ -163,7 +163,7 @@ async fn migrating_again_or_twice_at_once_changes_nothing() {
     let (a, b) = tokio::join!(migrate(&url), migrate(&url));
     a.unwrap();
     b.unwrap();
-    // Same oids too: functions are replaced in place, so running hubs keep their plans.
+    // Same oids too: functions are replaced in place, so what running hubs prepared stays valid.
     assert_eq!(functions_in(&db).await, before);
     assert_grants_follow_definitions(&db).await;
 }
