@@ -115,10 +115,12 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
         outbox.push(Out::Text(protocol::authed(expires_at)));
     }
     let (progress, _session_socket) = match &principal {
-        Principal::Container { session_id, .. } => {
+        Principal::Container { session_id, project_id } => {
             let registered = state.broker.register_session_socket(*session_id, outbox.clone());
-            seen(&state, *session_id, None, 1).await;
-            (Some(Progress { session: *session_id, pending: None, flushed_at: Instant::now() }), Some(registered))
+            seen(&state, *project_id, *session_id, None, 1).await;
+            let progress =
+                Progress { project: *project_id, session: *session_id, pending: None, flushed_at: Instant::now() };
+            (Some(progress), Some(registered))
         }
         _ => (None, None),
     };
@@ -137,7 +139,7 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
     }
     drop(open);
     if let Some(progress) = &session.progress {
-        seen(&state, progress.session, progress.pending, -1).await;
+        seen(&state, progress.project, progress.session, progress.pending, -1).await;
     }
 }
 
@@ -265,6 +267,7 @@ struct Session {
 }
 
 struct Progress {
+    project: Uuid,
     session: Uuid,
     pending: Option<i64>,
     flushed_at: Instant,
@@ -277,11 +280,11 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// connect/disconnect). False when the database refused `applied` (above the project's
 /// last seq; nothing of it was recorded). Other failures only delay what
 /// `GET /v1/sessions/{id}` shows.
-async fn seen(state: &AppState, session: Uuid, applied: Option<i64>, sockets_delta: i32) -> bool {
+async fn seen(state: &AppState, project: Uuid, session: Uuid, applied: Option<i64>, sockets_delta: i32) -> bool {
     let result = async {
         let client = state.db.pool().get().await?;
         let row = client
-            .query_one("SELECT synchub.session_report($1, $2, $3)", &[&session, &applied, &sockets_delta])
+            .query_one("SELECT synchub.session_report($1, $2, $3, $4)", &[&project, &session, &applied, &sockets_delta])
             .await?;
         Ok::<Option<bool>, ApiError>(row.try_get(0)?)
     };
@@ -502,9 +505,9 @@ impl Session {
         if !(due || force) {
             return;
         }
-        let (session, applied) = (progress.session, progress.pending.take());
+        let (project, session, applied) = (progress.project, progress.session, progress.pending.take());
         progress.flushed_at = Instant::now();
-        if !seen(&self.state, session, applied, 0).await
+        if !seen(&self.state, project, session, applied, 0).await
             && let (Principal::Container { project_id, .. }, Some(seq)) = (&self.principal, applied)
         {
             let err = ApiError::InvalidRequest(format!("applied seq {seq} is above the project's last seq"));

@@ -20,6 +20,7 @@ mod paths;
 mod props;
 mod realtime;
 mod resilience;
+mod schema;
 mod sessions;
 mod snapshot_cli;
 mod socket_lifecycle;
