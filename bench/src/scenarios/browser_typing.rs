@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use synchub_protocol::{Event, ServerFrame};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
@@ -390,12 +391,11 @@ async fn rust_typing(
             while let Some(Ok(message)) = ws.next().await {
                 let Message::Text(text) = message else { continue };
                 let now = clock().now_ns();
-                let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                if frame["type"] != "event" || frame["payload"]["file_path"] != path.as_str() {
-                    continue;
-                }
-                if let Some(content) = frame["payload"]["content"].as_str() {
-                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((now, content.chars().count()));
+                let Ok(ServerFrame::Event(frame)) = ServerFrame::parse(text.as_str()) else { continue };
+                let Ok(Some(Event::FileUpdate(update))) = frame.event() else { continue };
+                if update.file.file_path == path {
+                    let length = update.file.content.chars().count();
+                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((now, length));
                 }
             }
         })
