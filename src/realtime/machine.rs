@@ -293,7 +293,9 @@ mod tests {
     /// Joins `project` at `next_seq` with an empty log after it.
     fn joined(machine: &mut Machine, project: Uuid, next_seq: i64) {
         let actions = machine.on(join(project, next_seq));
-        assert!(matches!(&actions[..], [Action::Subscribe { .. }, Action::Send(reply), Action::Fill(_)] if reply == "joined"));
+        assert!(
+            matches!(&actions[..], [Action::Subscribe { .. }, Action::Send(reply), Action::Fill(_)] if reply == "joined")
+        );
         let Some(Action::Fill(fill)) = actions.into_iter().last() else { unreachable!() };
         assert_eq!(fill.after, next_seq - 1);
         assert!(machine.on(Input::Filled { fill, frames: Ok(vec![]) }).is_empty(), "an empty log is caught up");
@@ -397,7 +399,10 @@ mod tests {
         assert!(machine.on(live(extra, 1)).is_empty());
         joined(&mut machine, projects[0], 1);
         // A leave frees a place.
-        assert!(matches!(&machine.on(Input::Leave { project: projects[1], notice: None })[..], [Action::Unsubscribe { .. }]));
+        assert!(matches!(
+            &machine.on(Input::Leave { project: projects[1], notice: None })[..],
+            [Action::Unsubscribe { .. }]
+        ));
         joined(&mut machine, extra, 1);
     }
 

@@ -637,8 +637,14 @@ impl Heard {
 /// actions; sends pings and closes idle peers when the machine's deadline passes. Returns
 /// when the socket is done: a close frame was sent, the connection failed, or a write
 /// missed its deadline (counted as a slow consumer, like an overflowing outbox).
-async fn write_loop<S, L>(mut conn: Conn<S>, log: L, outbox: Arc<Outbox>, heard: Arc<Heard>, meters: Meters, report: &mut Report)
-where
+async fn write_loop<S, L>(
+    mut conn: Conn<S>,
+    log: L,
+    outbox: Arc<Outbox>,
+    heard: Arc<Heard>,
+    meters: Meters,
+    report: &mut Report,
+) where
     S: futures_util::Sink<Message> + Unpin,
     L: Log,
 {
@@ -895,7 +901,11 @@ mod tests {
 
         fn subscribe(&self, _: Uuid, _: i64, _: Option<String>) {}
 
-        fn read(&self, project: Uuid, after: i64) -> impl Future<Output = Result<Vec<Arc<EventFrame>>, ApiError>> + Send {
+        fn read(
+            &self,
+            project: Uuid,
+            after: i64,
+        ) -> impl Future<Output = Result<Vec<Arc<EventFrame>>, ApiError>> + Send {
             let events = self.0.get(&project).into_iter().flatten();
             let page = events.filter(|f| f.seq > after).take(machine::FILL_PAGE).cloned().collect();
             async move { Ok(page) }
