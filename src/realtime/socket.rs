@@ -342,7 +342,7 @@ impl Session {
                     return;
                 }
                 _ = self.state.broker.shutdown.cancelled() => {
-                    self.outbox.push(Out::Close(close::GOING_AWAY, "hub shutting down"));
+                    self.outbox.push(Out::Close(close::RESTART, "hub restarting: reconnect with since"));
                     return;
                 }
             }
