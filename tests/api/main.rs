@@ -18,6 +18,7 @@ mod props;
 mod realtime;
 mod resilience;
 mod sessions;
+mod shutdown;
 mod snapshot_cli;
 mod socket_lifecycle;
 mod sql_functions;
