@@ -82,6 +82,7 @@ pub struct TestApp {
     pub state: AppState,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -119,11 +120,28 @@ impl TestApp {
         let (state, router) = App::build(config).await.expect("build app");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let serving = state.clone();
-        tokio::spawn(async move {
-            let _ = synchub::app::serve(serving, listener, router, async move { stop.cancelled().await }).await;
+        let served = state.clone();
+        let serving = tokio::spawn(async move {
+            let _ = synchub::app::serve(served, listener, router, async move { stop.cancelled().await }).await;
         });
-        TestApp { base: format!("http://{addr}"), addr, database_url, state, http: reqwest::Client::new(), shutdown }
+        TestApp {
+            base: format!("http://{addr}"),
+            addr,
+            database_url,
+            state,
+            http: reqwest::Client::new(),
+            shutdown,
+            serving: Some(serving),
+        }
+    }
+
+    /// Shuts the hub down as SIGTERM does (sockets closed with 1012, requests drained,
+    /// background tasks stopped) and waits until `serve` has returned.
+    pub async fn shut_down(mut self) {
+        self.shutdown.cancel();
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
     }
 
     pub fn user_token(&self, sub: &str) -> String {
@@ -315,72 +333,3 @@ pub fn seqs(events: &[Value]) -> Vec<i64> {
     events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
 }
 
-/// The real `synchub serve` binary, on one database that several may share.
-pub struct HubProcess {
-    child: std::process::Child,
-    pub addr: std::net::SocketAddr,
-}
-
-impl HubProcess {
-    /// On a free port.
-    pub async fn start(database_url: &str) -> HubProcess {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        Self::start_on(database_url, addr).await
-    }
-
-    /// On `addr` (a hub restarted where its clients expect it).
-    pub async fn start_on(database_url: &str, addr: std::net::SocketAddr) -> HubProcess {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("SYNCHUB_LISTEN", addr.to_string())
-            .env("SYNCHUB_JWT_SECRET", JWT_SECRET)
-            .env("SYNCHUB_SIGNING_KEY", SIGNING_KEY)
-            .env("SYNCHUB_WRITE_RATE", "100000")
-            .env("SYNCHUB_WRITE_BURST", "100000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start synchub serve");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
-                return HubProcess { child, addr };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("synchub serve did not come up on {addr}");
-    }
-
-    /// Sends SIGTERM (what an orchestrator sends before a restart).
-    pub fn terminate(&self) {
-        let status = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
-    }
-
-    /// Waits (polling, at most `within`) for the process to exit; its status, or None if
-    /// it was still running (it is then killed).
-    pub async fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}

@@ -2,6 +2,7 @@
 //! and each test still gets its own database and hub.
 
 mod helpers;
+mod hub_process;
 
 mod auth;
 mod browser;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 use synchub::embedded_pg::{Durability, EmbeddedPostgres};
 
-use crate::helpers::{HubProcess, TestApp, Ws, channel, fresh_database, test_config, user_token};
+use crate::helpers::{TestApp, Ws, channel, fresh_database, test_config, user_token};
+use crate::hub_process::HubProcess;
 
 /// Writes `count` files through `base`; returns the seqs of the acknowledged writes.
 async fn write_stream(http: &reqwest::Client, base: &str, project: &str, from: usize, count: usize) -> Vec<i64> {

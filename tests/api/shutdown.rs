@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{HubProcess, Ws, channel, fresh_database, user_token};
+use crate::helpers::{TestApp, Ws, channel, fresh_database, user_token};
+use crate::hub_process::HubProcess;
 
 /// The contract's bound from SIGTERM to exit.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -273,4 +274,20 @@ async fn sigterm_exits_within_ten_seconds_despite_clients_that_never_read_or_fin
 
     terminate_and_time(&mut hub).await;
     drop(stuck_socket);
+}
+
+#[tokio::test]
+async fn serve_returns_only_after_every_background_task_has_stopped() {
+    let app = TestApp::spawn().await;
+    let project = app.create_project("alice", "tasks").await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    ws.join(&project, Some(0)).await;
+    app.write("alice", &project, "a.txt", "a").await;
+    ws.events(1).await;
+    let state = app.state.clone();
+    // Listener, announcer, heads check, retention and this project's feed at least.
+    assert!(state.tasks.running() >= 5, "{} background tasks", state.tasks.running());
+    app.shut_down().await;
+    assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(RESTART));
+    assert_eq!(state.tasks.running(), 0, "serve returned with background tasks still running");
 }
