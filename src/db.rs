@@ -130,13 +130,41 @@ impl Db {
         }
     }
 
-    /// True when the database answers.
-    pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
+    /// Whether the database answers and carries this binary's migrations (a newer hub of
+    /// a rolling deploy may have applied more). The history table is the connecting
+    /// role's, so the check leaves the runtime role for its one read-only transaction.
+    pub async fn readiness(&self) -> Readiness {
+        let Ok(mut client) = self.pool.get().await else { return Readiness::Unreachable };
+        let check = async {
+            let tx = client.build_transaction().read_only(true).start().await?;
+            tx.batch_execute("SET LOCAL ROLE NONE").await?;
+            let row = tx.query_one("SELECT max(version)::int8 FROM refinery_schema_history", &[]).await?;
+            let applied: Option<i64> = row.try_get(0)?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(applied)
+        };
+        match check.await {
+            Ok(applied) if applied >= latest_migration() => Readiness::Migrated,
+            Ok(_) => Readiness::Behind,
+            // Answered with an error (no history table): reachable, not migrated.
+            Err(err) if err.as_db_error().is_some() => Readiness::Behind,
+            Err(_) => Readiness::Unreachable,
         }
     }
+}
+
+/// What readiness found in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Unreachable,
+    /// Reachable, but this binary's migrations are not all applied.
+    Behind,
+    Migrated,
+}
+
+/// The version of this binary's newest embedded migration.
+fn latest_migration() -> Option<i64> {
+    embedded::migrations::runner().get_migrations().iter().map(|migration| i64::from(migration.version())).max()
 }
 
 /// Reads SQL results without panicking: every column of a row the hub reads goes through

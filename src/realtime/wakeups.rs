@@ -58,12 +58,19 @@ impl Wakeups {
     /// Starts the announcer, the listener, the heads check and retention in `tasks`;
     /// they end when `tasks` stops (after the drain, so writes still in flight during a
     /// shutdown are announced to other hubs).
-    pub fn start(broker: Arc<Broker>, db: Db, database_url: String, retention: Duration, tasks: &Tasks) -> Self {
+    pub fn start(
+        broker: Arc<Broker>,
+        db: Db,
+        database_url: String,
+        retention: Duration,
+        reconnects: prometheus_client::metrics::counter::Counter,
+        tasks: &Tasks,
+    ) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
         let hub = HubId(Uuid::new_v4());
         tasks.spawn(prune(db.clone(), retention, tasks.stop_token()));
         tasks.spawn(announcer(db.clone(), hub, announcements, tasks.stop_token()));
-        tasks.spawn(listener(broker.clone(), hub, database_url, tasks.clone()));
+        tasks.spawn(listener(broker.clone(), hub, database_url, reconnects, tasks.clone()));
         tasks.spawn(heads_check(broker.clone(), db, tasks.stop_token()));
         Wakeups { broker, announce, tasks: tasks.clone() }
     }
@@ -148,7 +155,13 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 }
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
-async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String, tasks: Tasks) {
+async fn listener(
+    broker: Arc<Broker>,
+    hub: HubId,
+    database_url: String,
+    reconnects: prometheus_client::metrics::counter::Counter,
+    tasks: Tasks,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if tasks.is_stopping() {
@@ -196,6 +209,7 @@ async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String, tasks: 
                     }
                 }
                 pump.abort();
+                reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
             Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),

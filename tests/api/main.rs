@@ -13,6 +13,7 @@ mod hardening_sql;
 mod headers;
 mod http_api;
 mod http_server;
+mod observability;
 mod ops_surface;
 mod paths;
 mod props;
