@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -115,7 +115,12 @@ async fn resuming_subscriber(hubs: [SocketAddr; 2], project: String, until: Arc<
 /// Writes one file after another through whichever hub answers, until `stop`; returns the
 /// seqs of the acknowledged writes and how many attempts failed (and were retried on the
 /// other hub).
-async fn steady_writer(hubs: [SocketAddr; 2], project: String, stop: Arc<AtomicBool>) -> (Vec<i64>, usize) {
+async fn steady_writer(
+    hubs: [SocketAddr; 2],
+    project: String,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicUsize>,
+) -> (Vec<i64>, usize) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
     let token = user_token("alice");
     let mut acked = Vec::new();
@@ -136,6 +141,7 @@ async fn steady_writer(hubs: [SocketAddr; 2], project: String, stop: Arc<AtomicB
                 Ok(response) if response.status().is_success() => {
                     let body: Value = response.json().await.unwrap();
                     acked.push(body["seq"].as_i64().unwrap());
+                    progress.fetch_add(1, Ordering::AcqRel);
                     break;
                 }
                 _ => {
@@ -160,17 +166,32 @@ async fn rolling_restart_of_two_hubs_loses_nothing_for_a_resuming_subscriber() {
     let until = Arc::new(AtomicI64::new(0));
     let subscriber = tokio::spawn(resuming_subscriber(hubs, project.clone(), until.clone()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(steady_writer(hubs, project.clone(), stop.clone()));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(steady_writer(hubs, project.clone(), stop.clone(), progress.clone()));
+    // Each phase lets the writer get some writes acknowledged (however loaded the machine).
+    let some_writes = || {
+        let progress = progress.clone();
+        async move {
+            let from = progress.load(Ordering::Acquire);
+            for _ in 0..300 {
+                if progress.load(Ordering::Acquire) >= from + 10 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the writer made no progress");
+        }
+    };
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    some_writes().await;
     let a_took = terminate_and_time(&mut a).await;
     drop(a);
     let a = HubProcess::start_on(&database_url, hubs[0]).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    some_writes().await;
     let b_took = terminate_and_time(&mut b).await;
     drop(b);
     let b = HubProcess::start_on(&database_url, hubs[1]).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    some_writes().await;
 
     stop.store(true, Ordering::Release);
     let (acked, failed) = writer.await.unwrap();
