@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
-use tokio_postgres::NoTls;
-use tokio_postgres::Row;
+use synchub_pg_tls::{PgConnect, RustlsStream};
 use tokio_postgres::row::RowIndex;
 use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, Connection, Row, Socket};
 
 use crate::auth::Principal;
 use crate::config::Limits;
@@ -21,10 +21,16 @@ mod embedded {
 /// Key of the advisory lock that serializes migrations of concurrently starting hubs.
 const MIGRATION_LOCK: i64 = 0x5359_4e43_4855_4201;
 
+/// Opens one connection outside the pool (migrations, LISTEN) with the `DATABASE_URL`'s
+/// TLS settings (`sslmode`, `sslrootcert`: see the synchub-pg-tls crate).
+pub async fn connect(database_url: &str) -> anyhow::Result<(Client, Connection<Socket, RustlsStream<Socket>>)> {
+    Ok(PgConnect::from_url(database_url)?.connect().await?)
+}
+
 /// Applies pending migrations (idempotent), then writes the configured limits where the
 /// SQL functions read them.
 pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let (mut client, connection) = connect(database_url).await?;
     let connection = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
@@ -61,8 +67,12 @@ pub struct Db {
 
 impl Db {
     pub fn connect(database_url: &str, pool_size: usize, role: &str) -> anyhow::Result<Self> {
-        let pg_config: tokio_postgres::Config = database_url.parse()?;
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let target = PgConnect::from_url(database_url)?;
+        let manager = Manager::from_config(
+            target.config().clone(),
+            target.tls(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let mut builder = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)

@@ -167,7 +167,7 @@ async fn listener(
         if tasks.is_stopping() {
             return;
         }
-        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+        match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let pump = tasks.spawn(async move {
@@ -212,7 +212,7 @@ async fn listener(
                 reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
-            Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),
         }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {

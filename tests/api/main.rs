@@ -7,6 +7,7 @@ mod hub_process;
 mod auth;
 mod browser;
 mod concurrency;
+mod db_tls;
 mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;
