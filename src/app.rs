@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
 use crate::realtime::{Broker, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
+use crate::tasks::Tasks;
 
 pub use crate::server::serve;
 
@@ -29,6 +30,8 @@ pub struct App {
     pub openapi: Arc<Value>,
     pub broker: Arc<Broker>,
     pub wakeups: Wakeups,
+    /// Every long-lived background task; `serve` stops them and waits, with a deadline.
+    pub tasks: Tasks,
     /// Snapshot storage; None when neither S3 nor a storage dir is configured.
     pub storage: Option<Arc<Storage>>,
     /// One snapshot build at a time per project.
@@ -124,10 +127,17 @@ impl App {
         metrics.register_pool(db.pool().clone());
         let limiter =
             RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
-        let broker = Broker::new(db.clone(), metrics.events_published.clone());
+        let tasks = Tasks::new();
+        let broker = Broker::new(db.clone(), metrics.events_published.clone(), tasks.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
-        let wakeups =
-            Wakeups::start(broker.clone(), db.clone(), database_url, retention, metrics.listen_reconnects.clone());
+        let wakeups = Wakeups::start(
+            broker.clone(),
+            db.clone(),
+            database_url,
+            retention,
+            metrics.listen_reconnects.clone(),
+            &tasks,
+        );
         let state = AppState(Arc::new(App {
             config,
             db,
@@ -137,6 +147,7 @@ impl App {
             openapi: Arc::new(openapi),
             broker,
             wakeups,
+            tasks,
             storage,
             snapshot_locks: Default::default(),
             public_url,
