@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use synchub_protocol::Backoff;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
@@ -145,7 +146,8 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
 async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
-    let mut backoff = Duration::from_millis(100);
+    // The first retry after 100–200 ms, then doubling up to 2.5–5 s.
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         if broker.shutdown.is_cancelled() {
             return;
@@ -168,7 +170,7 @@ async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
                     }
                 });
                 if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     broker.wake_all();
                     loop {
                         let payload = tokio::select! {
@@ -196,12 +198,10 @@ async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
             }
             Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = broker.shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
