@@ -11,78 +11,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use helpers::{SIGNING_KEY, TestApp, fresh_database, test_config, user_token};
 use serde_json::{Value, json};
 use synchub::Config;
 use synchub::auth::tokens::HubKeys;
-use tokio::net::{TcpListener, TcpStream};
+use synchub_test_support::CutProxy;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 const USER: &str = "alice";
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------
-// A TCP proxy that can cut every connection and refuse new ones, then heal.
-
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<Option<SocketAddr>>>,
-    open: Arc<AtomicBool>,
-    cuts: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let open = Arc::new(AtomicBool::new(true));
-        let (cuts, _) = watch::channel(0u64);
-        let (up, is_open, cut_rx) = (upstream.clone(), open.clone(), cuts.subscribe());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let target = *up.lock().unwrap();
-                if !is_open.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let Some(target) = target else { continue };
-                let mut cut = cut_rx.clone();
-                cut.mark_unchanged();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, upstream, open, cuts }
-    }
-
-    fn point_to(&self, upstream: SocketAddr) {
-        *self.upstream.lock().unwrap() = Some(upstream);
-    }
-
-    /// Drops every open connection and refuses new ones until [`Proxy::restore`].
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // A hub on its own runtime: `kill` drops every task and socket at once, like SIGKILL.
@@ -127,14 +66,14 @@ impl Drop for Hub {
 
 /// One test's world: database, storage, a hub behind a proxy, an HTTP client.
 struct World {
-    proxy: Proxy,
+    proxy: CutProxy,
     hub: Hub,
     database_url: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
 }
 
-fn hub_config(database_url: &str, storage: &Path, proxy: &Proxy) -> Config {
+fn hub_config(database_url: &str, storage: &Path, proxy: &CutProxy) -> Config {
     let mut config = test_config(database_url.to_owned());
     config.storage_dir = Some(storage.to_owned());
     config.public_url = Some(proxy.base());
@@ -147,7 +86,7 @@ impl World {
     async fn start() -> World {
         let dir = tempfile::tempdir().unwrap();
         let database_url = fresh_database().await;
-        let proxy = Proxy::start().await;
+        let proxy = CutProxy::start().await.unwrap();
         let hub = Hub::start(hub_config(&database_url, &dir.path().join("objects"), &proxy)).await;
         proxy.point_to(hub.addr());
         World { proxy, hub, database_url, http: reqwest::Client::new(), dir }
