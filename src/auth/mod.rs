@@ -141,6 +141,8 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
-        state.authenticate(token).await.map(|(principal, _)| principal)
+        let (principal, _) = state.authenticate(token).await?;
+        crate::access::record_actor(&parts.extensions, &principal);
+        Ok(principal)
     }
 }

@@ -54,12 +54,18 @@ struct HubId(Uuid);
 
 impl Wakeups {
     /// Starts the announcer, the listener and the heads check; they stop with the broker.
-    pub fn start(broker: Arc<Broker>, db: Db, database_url: String, retention: Duration) -> Self {
+    pub fn start(
+        broker: Arc<Broker>,
+        db: Db,
+        database_url: String,
+        retention: Duration,
+        reconnects: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
         let hub = HubId(Uuid::new_v4());
         tokio::spawn(prune(db.clone(), retention, broker.shutdown.clone()));
         tokio::spawn(announcer(db.clone(), hub, announcements, broker.shutdown.clone()));
-        tokio::spawn(listener(broker.clone(), hub, database_url));
+        tokio::spawn(listener(broker.clone(), hub, database_url, reconnects));
         tokio::spawn(heads_check(broker.clone(), db));
         Wakeups { broker, announce }
     }
@@ -145,14 +151,19 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 }
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
-async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
+async fn listener(
+    broker: Arc<Broker>,
+    hub: HubId,
+    database_url: String,
+    reconnects: prometheus_client::metrics::counter::Counter,
+) {
     // The first retry after 100–200 ms, then doubling up to 2.5–5 s.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         if broker.shutdown.is_cancelled() {
             return;
         }
-        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+        match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let pump = tokio::spawn(async move {
@@ -194,9 +205,10 @@ async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
                     }
                 }
                 pump.abort();
+                reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
-            Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
