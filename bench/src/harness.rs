@@ -478,6 +478,11 @@ impl Clock {
         self.start.elapsed().as_nanos() as u64 + 1
     }
 
+    /// `instant` on this clock (ns; instants before the first call read as 1).
+    pub fn ns_at(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.start).as_nanos() as u64 + 1
+    }
+
     /// A wall-clock instant (µs since the epoch, e.g. PostgreSQL's clock_timestamp())
     /// on this clock's line, in ns (may be negative for times before the first call).
     pub fn wall_us_to_ns(&self, wall_us: i64) -> i64 {

@@ -9,11 +9,10 @@
 //! frame whenever [`applier::Applier::applied_frame_due`] says so, after
 //! [`tree::ProjectTree::save_state`]. That driving task is [`session::Session`]; around it,
 //! [`hydrate`] (snapshot download, then verify and write in one pass), [`hub`] (HTTP: latest
-//! snapshot, token refresh), [`health`] (`--health-addr`), [`command`] (the dev server) and
-//! [`backoff`] (reconnect delays).
+//! snapshot, token refresh), [`health`] (`--health-addr`) and [`command`] (the dev server).
+//! Reconnect delays come from [`synchub_protocol::Backoff`], shared with the hub.
 
 pub mod applier;
-pub mod backoff;
 pub mod command;
 pub mod health;
 pub mod hub;

@@ -20,8 +20,9 @@ use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
 use crate::protocol::{ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
 use crate::tree::ProjectTree;
-use crate::{Applier, backoff::Backoff};
-use synchub_protocol::close;
+use synchub_protocol::{Backoff, close};
+
+use crate::Applier;
 
 /// The largest frame accepted from the hub: a maximal bulk (32 MiB of content) plus
 /// JSON escaping headroom.
@@ -29,6 +30,9 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// The agent pings this often, and gives up on a hub silent for [`SILENCE_LIMIT`].
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// Reconnect delays: from 250 ms up to 5 s, with jitter (see [`Backoff`]).
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the session loop ended.
@@ -119,7 +123,16 @@ impl Session {
     pub fn new(hub: HubClient, tree: ProjectTree, snapshot_url: Option<String>, status: SharedStatus) -> Self {
         let channel = channel_name(hub.project_id());
         let (_, refreshes) = watch::channel(Refresh::Fresh(0));
-        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, backoff: Backoff::new(), refreshes }
+        Self {
+            hub,
+            tree,
+            applier: Applier::new(0),
+            status,
+            channel,
+            snapshot_url,
+            backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
+            refreshes,
+        }
     }
 
     /// Runs until revoked or stopped; `hydrated` fires after the first hydration.

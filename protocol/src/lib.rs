@@ -8,8 +8,10 @@
 //! receivers of [`ServerFrame`] are tolerant (unknown frame types become
 //! [`ServerFrame::Unknown`], unknown event names stay unparsed in [`EventFrame`], unknown
 //! fields are ignored), so a newer hub never breaks an older agent. Tokens and file
-//! contents never appear in `Debug` output.
+//! contents never appear in `Debug` output. [`backoff`] holds the retry delays every
+//! reconnecting party uses (the agent, the hub's LISTEN connection and event pumps).
 
+pub mod backoff;
 mod client;
 mod error;
 mod events;
@@ -26,6 +28,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use synchub_protocol::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -306,7 +307,8 @@ impl Broker {
 /// A feed's task: on each wake-up, deliver everything after `last_seq`; exit when the
 /// last subscriber has left.
 async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
-    let mut backoff = Duration::from_millis(50);
+    // Retries after 50–100 ms, doubling up to 1–2 s.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}
@@ -324,7 +326,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
             let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
             match broker.read_events(feed.project, after, PAGE).await {
                 Ok(frames) => {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     let full_page = frames.len() as i64 == PAGE;
                     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
                     for frame in frames {
@@ -345,8 +347,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 Err(err) => {
                     // The database is away: retry with backoff; the log keeps everything.
                     tracing::warn!(project_id = %feed.project, error = %err, "reading events failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.next_delay()).await;
                     feed.wake.notify_one();
                     break;
                 }

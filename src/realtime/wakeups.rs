@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use synchub_protocol::Backoff;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +163,8 @@ async fn listener(
     reconnects: prometheus_client::metrics::counter::Counter,
     tasks: Tasks,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    // The first retry after 100–200 ms, then doubling up to 2.5–5 s.
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         if tasks.is_stopping() {
             return;
@@ -185,7 +187,7 @@ async fn listener(
                     }
                 });
                 if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     broker.wake_all();
                     loop {
                         let payload = tokio::select! {
@@ -214,12 +216,10 @@ async fn listener(
             }
             Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = tasks.stopping() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

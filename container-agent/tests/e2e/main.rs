@@ -2,87 +2,35 @@
 //! without a goodbye), real PostgreSQL (the hub tests' per-process cluster, one database
 //! per test), and the real `synchub-agent` binary. Every agent reaches the hub through a
 //! small TCP proxy the test can cut. Tests are parallel-safe: own database, ports, dirs.
+//!
+//! This file is the harness (a killable hub, the world around it, the agent process); the
+//! tests live in `sync` (hydration, live edits, confinement), `resilience` (hub restarts,
+//! network cuts, gaps in the log) and `lifecycle` (revocation, the dev command, token
+//! refresh).
+
+mod lifecycle;
+mod resilience;
+mod sync;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../tests/api/helpers.rs"]
+#[path = "../../../tests/api/helpers.rs"]
 mod helpers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use helpers::{SIGNING_KEY, TestApp, fresh_database, test_config, user_token};
 use serde_json::{Value, json};
 use synchub::Config;
 use synchub::auth::tokens::HubKeys;
-use tokio::net::{TcpListener, TcpStream};
+use synchub_test_support::CutProxy;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 const USER: &str = "alice";
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------
-// A TCP proxy that can cut every connection and refuse new ones, then heal.
-
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<Option<SocketAddr>>>,
-    open: Arc<AtomicBool>,
-    cuts: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let open = Arc::new(AtomicBool::new(true));
-        let (cuts, _) = watch::channel(0u64);
-        let (up, is_open, cut_rx) = (upstream.clone(), open.clone(), cuts.subscribe());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let target = *up.lock().unwrap();
-                if !is_open.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                let Some(target) = target else { continue };
-                let mut cut = cut_rx.clone();
-                cut.mark_unchanged();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, upstream, open, cuts }
-    }
-
-    fn point_to(&self, upstream: SocketAddr) {
-        *self.upstream.lock().unwrap() = Some(upstream);
-    }
-
-    /// Drops every open connection and refuses new ones until [`Proxy::restore`].
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // A hub on its own runtime: `kill` drops every task and socket at once, like SIGKILL.
@@ -137,14 +85,14 @@ impl Drop for Hub {
 
 /// One test's world: database, storage, a hub behind a proxy, an HTTP client.
 struct World {
-    proxy: Proxy,
+    proxy: CutProxy,
     hub: Hub,
     database_url: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
 }
 
-fn hub_config(database_url: &str, storage: &Path, proxy: &Proxy) -> Config {
+fn hub_config(database_url: &str, storage: &Path, proxy: &CutProxy) -> Config {
     let mut config = test_config(database_url.to_owned());
     config.storage_dir = Some(storage.to_owned());
     config.public_url = Some(proxy.base());
@@ -157,7 +105,7 @@ impl World {
     async fn start() -> World {
         let dir = tempfile::tempdir().unwrap();
         let database_url = fresh_database().await;
-        let proxy = Proxy::start().await;
+        let proxy = CutProxy::start().await.unwrap();
         let hub = Hub::start(hub_config(&database_url, &dir.path().join("objects"), &proxy)).await;
         proxy.point_to(hub.addr());
         World { proxy, hub, database_url, http: reqwest::Client::new(), dir }
@@ -482,196 +430,6 @@ async fn mixed_edits(world: &World, project: &str, round: usize) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hydrates_500_files_then_follows_100_mixed_edits() {
-    let world = World::start().await;
-    let project = seeded_project(&world, 500).await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-    let want = world.files(&project).await;
-    assert_eq!(want.len(), 500);
-    assert_eq!(read_tree(&world.project_dir(), &[]), want, "hydrated tree equals the project");
-
-    // The dev server's own files are never touched.
-    let modules = world.project_dir().join("node_modules/pkg");
-    std::fs::create_dir_all(&modules).unwrap();
-    std::fs::write(modules.join("index.js"), "module.exports = 1;\n").unwrap();
-
-    mixed_edits(&world, &project, 0).await;
-    world.move_file(&project, "src/d0/f0.ts", "renamed/zero.ts").await;
-    converge(&world, &project, &agent, &["node_modules"]).await;
-    assert_eq!(std::fs::read_to_string(modules.join("index.js")).unwrap(), "module.exports = 1;\n");
-    caught_up(&world, &agent).await;
-    let status = agent.status().await;
-    assert_eq!(status["connected"], true, "{status}");
-    assert_eq!(status["applied"], status["cursor"], "{status}");
-    assert!(status["last_lag_ms"].is_u64(), "{status}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_symlink_planted_in_the_tree_cannot_redirect_writes() {
-    let world = World::start().await;
-    let project = world.create_project().await;
-    world.put(&project, "a.txt", "a").await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-
-    let outside = world.dir.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    std::fs::write(outside.join("secret.txt"), "keep me").unwrap();
-    let root = world.project_dir();
-    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
-    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("link.txt")).unwrap();
-
-    world.put(&project, "evil/pwn.txt", "pwned").await;
-    world.put(&project, "link.txt", "replaced").await;
-    world.bulk(&project, vec![("evil/more.txt".into(), "x".into()), ("ok/b.txt".into(), "b".into())], vec![]).await;
-    world.put(&project, "after.txt", "still applying").await;
-
-    // Everything but the paths under the planted directory link converges.
-    converge(&world, &project, &agent, &["evil"]).await;
-    let entries: Vec<String> =
-        std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(entries, vec!["secret.txt".to_string()], "nothing was written outside PROJECT_DIR");
-    assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).unwrap(), "keep me");
-    // The final-component link was replaced by a real file, not written through.
-    assert!(std::fs::symlink_metadata(root.join("link.txt")).unwrap().is_file());
-    assert!(std::fs::symlink_metadata(root.join("evil")).unwrap().file_type().is_symlink());
-    caught_up(&world, &agent).await;
-    let log = agent.log_without_secrets(&session, &["pwned", "still applying"]);
-    assert!(log.contains("path refused") && log.contains("evil/pwn.txt"), "{log}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hub_killed_and_restarted_while_edits_continue_loses_nothing() {
-    let mut world = World::start().await;
-    let project = seeded_project(&world, 400).await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-
-    mixed_edits(&world, &project, 0).await;
-    world.restart_hub(Duration::from_millis(500)).await;
-    // Edits continue through the new hub while the agent is still reconnecting.
-    for i in 0..50 {
-        world.put(&project, &format!("after/k{i}.txt"), &format!("{i}")).await;
-    }
-    converge(&world, &project, &agent, &[]).await;
-    caught_up(&world, &agent).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_two_hubs_loses_nothing_and_1012_reconnects_at_once() {
-    // Two hubs on one database; the proxy plays the load balancer, sending new
-    // connections to whichever hub is not being restarted.
-    let mut world = World::start().await;
-    let config = || hub_config(&world.database_url, &world.dir.path().join("objects"), &world.proxy);
-    let mut other = Hub::start(config()).await;
-    let project = seeded_project(&world, 50).await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-
-    for round in 0..2 {
-        for i in 0..20 {
-            world.put(&project, &format!("before{round}/k{i}.txt"), &format!("{i}")).await;
-        }
-        // Rolling restart of the hub the agent is on: new connections go to the other
-        // one, then the hub is stopped gracefully and comes back.
-        world.proxy.point_to(other.addr());
-        world.hub.stop().await;
-        for i in 0..20 {
-            world.put(&project, &format!("after{round}/k{i}.txt"), &format!("{i}")).await;
-        }
-        converge(&world, &project, &agent, &[]).await;
-        caught_up(&world, &agent).await;
-        let restarted = Hub::start(config()).await;
-        std::mem::swap(&mut world.hub, &mut other);
-        other = restarted;
-    }
-    let log = agent.log_without_secrets(&session, &[]);
-    assert_eq!(log.matches("the hub is restarting; reconnecting now").count(), 2, "{log}");
-    assert!(!log.contains("disconnected; reconnecting"), "1012 is not a lost connection: {log}");
-    other.kill();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ten_second_network_cut_heals() {
-    let world = World::start().await;
-    let project = seeded_project(&world, 50).await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-
-    world.proxy.cut();
-    let cut_at = Instant::now();
-    // Writes go straight to the hub while the agent's path is cut.
-    let direct = reqwest::Client::new();
-    for i in 0..40 {
-        let response = direct
-            .put(format!("{}/v1/projects/{project}/files/cut/c{i}.txt", world.hub.direct))
-            .bearer_auth(user_token(USER))
-            .json(&json!({"content": format!("{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
-    }
-    let deadline = Instant::now() + CONVERGE_WITHIN;
-    while agent.get("/readyz").await.is_some_and(|(code, _)| code == 200) {
-        assert!(Instant::now() < deadline, "the agent never noticed the cut");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut_at.elapsed())).await;
-    world.proxy.restore();
-    converge(&world, &project, &agent, &[]).await;
-    agent.wait_ready().await;
-    caught_up(&world, &agent).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gap_in_the_log_makes_the_agent_rehydrate() {
-    let world = World::start().await;
-    let project = seeded_project(&world, 60).await;
-    let session = world.session(&project).await;
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-    let modules = world.project_dir().join("node_modules");
-    std::fs::create_dir_all(&modules).unwrap();
-    std::fs::write(modules.join("keep.js"), "1").unwrap();
-
-    world.proxy.cut();
-    let deadline = Instant::now() + CONVERGE_WITHIN;
-    while agent.get("/readyz").await.is_some_and(|(code, _)| code == 200) {
-        assert!(Instant::now() < deadline, "the agent never noticed the cut");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for i in 0..10 {
-        world.hub_put_direct(&project, &file(i), "changed while away").await;
-        world.hub_delete_direct(&project, &file(30 + i)).await;
-    }
-    // Trim the whole log: the agent's `since` is now older than retention.
-    let (client, connection) = tokio_postgres::connect(&world.database_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client.execute("UPDATE synchub.events SET created_at = now() - interval '2 days'", &[]).await.unwrap();
-    let pruned: i64 = client.query_one("SELECT synchub.prune_events('1 day')", &[]).await.unwrap().get(0);
-    assert!(pruned >= 20, "pruned {pruned}");
-    world.proxy.restore();
-
-    converge(&world, &project, &agent, &["node_modules"]).await;
-    assert_eq!(std::fs::read_to_string(modules.join("keep.js")).unwrap(), "1");
-    caught_up(&world, &agent).await;
-    // Live events still apply after the rehydration.
-    world.put(&project, "later.txt", "live").await;
-    converge(&world, &project, &agent, &["node_modules"]).await;
-    let log = agent.log_without_secrets(&session, &["changed while away"]);
-    assert!(log.contains("history trimmed; rehydrating"), "{log}");
-}
-
 impl World {
     async fn hub_put_direct(&self, project: &str, path: &str, content: &str) {
         let response = self
@@ -695,79 +453,4 @@ impl World {
             .unwrap();
         assert!(response.status().is_success());
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_stops_the_agent_within_two_seconds() {
-    let world = World::start().await;
-    let project = seeded_project(&world, 5).await;
-    let session = world.session(&project).await;
-    let mut agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-
-    let revoked_at = Instant::now();
-    let (status, body) = world
-        .call(reqwest::Method::DELETE, &format!("/v1/sessions/{}", agent.session_id), &world.service_token(), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let exit = agent.exit_within(Duration::from_secs(2)).await;
-    assert!(revoked_at.elapsed() < Duration::from_secs(2));
-    assert_eq!(exit.code(), Some(3), "{}", agent.log_tail());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_command_starts_after_hydration_and_its_status_is_the_agents() {
-    let world = World::start().await;
-    let project = world.create_project().await;
-    world.put(&project, "index.html", "<h1>hi</h1>").await;
-    let session = world.session(&project).await;
-    // The command checks it runs in the hydrated tree, then exits 7.
-    let mut agent = world.start_agent(&session, &["sh", "-c", "test -f index.html || exit 1; exit 7"]).await;
-    let exit = agent.exit_within(CONVERGE_WITHIN).await;
-    assert_eq!(exit.code(), Some(7), "{}", agent.log_tail());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_is_forwarded_to_the_command() {
-    let world = World::start().await;
-    let project = world.create_project().await;
-    world.put(&project, "a.txt", "a").await;
-    let session = world.session(&project).await;
-    let script = "trap 'exit 5' TERM; touch .started; while true; do sleep 0.05; done";
-    let mut agent = world.start_agent(&session, &["sh", "-c", script]).await;
-    let deadline = Instant::now() + CONVERGE_WITHIN;
-    while !world.project_dir().join(".started").exists() {
-        assert!(Instant::now() < deadline, "the command never started\n{}", agent.log_tail());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid = rustix::process::Pid::from_raw(agent.child.id().unwrap() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let exit = agent.exit_within(CONVERGE_WITHIN).await;
-    assert_eq!(exit.code(), Some(5), "{}", agent.log_tail());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_token_is_refreshed_in_place_before_it_expires() {
-    let world = World::start().await;
-    let project = world.create_project().await;
-    world.put(&project, "a.txt", "a").await;
-    let (status, session) = world
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/projects/{project}/sessions"),
-            &world.service_token(),
-            Some(json!({"ttl_seconds": 10})),
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let agent = world.start_agent(&session, &[]).await;
-    agent.wait_ready().await;
-    // Past the first token's expiry: without an in-place refresh the hub closes with 4009.
-    tokio::time::sleep(Duration::from_secs(13)).await;
-    world.put(&project, "b.txt", "after expiry").await;
-    converge(&world, &project, &agent, &[]).await;
-    let log = agent.log_without_secrets(&session, &["after expiry"]);
-    assert!(log.contains("token refreshed"), "{log}");
-    assert!(!log.contains("disconnected"), "the socket was not replaced: {log}");
-    assert_eq!(agent.status().await["connected"], true);
 }

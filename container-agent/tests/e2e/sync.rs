@@ -1,0 +1,65 @@
+//! Hydration, then live edits; a symlink planted in the tree cannot redirect a write.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydrates_500_files_then_follows_100_mixed_edits() {
+    let world = World::start().await;
+    let project = seeded_project(&world, 500).await;
+    let session = world.session(&project).await;
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+    let want = world.files(&project).await;
+    assert_eq!(want.len(), 500);
+    assert_eq!(read_tree(&world.project_dir(), &[]), want, "hydrated tree equals the project");
+
+    // The dev server's own files are never touched.
+    let modules = world.project_dir().join("node_modules/pkg");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::write(modules.join("index.js"), "module.exports = 1;\n").unwrap();
+
+    mixed_edits(&world, &project, 0).await;
+    world.move_file(&project, "src/d0/f0.ts", "renamed/zero.ts").await;
+    converge(&world, &project, &agent, &["node_modules"]).await;
+    assert_eq!(std::fs::read_to_string(modules.join("index.js")).unwrap(), "module.exports = 1;\n");
+    caught_up(&world, &agent).await;
+    let status = agent.status().await;
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["applied"], status["cursor"], "{status}");
+    assert!(status["last_lag_ms"].is_u64(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_planted_in_the_tree_cannot_redirect_writes() {
+    let world = World::start().await;
+    let project = world.create_project().await;
+    world.put(&project, "a.txt", "a").await;
+    let session = world.session(&project).await;
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+
+    let outside = world.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "keep me").unwrap();
+    let root = world.project_dir();
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("link.txt")).unwrap();
+
+    world.put(&project, "evil/pwn.txt", "pwned").await;
+    world.put(&project, "link.txt", "replaced").await;
+    world.bulk(&project, vec![("evil/more.txt".into(), "x".into()), ("ok/b.txt".into(), "b".into())], vec![]).await;
+    world.put(&project, "after.txt", "still applying").await;
+
+    // Everything but the paths under the planted directory link converges.
+    converge(&world, &project, &agent, &["evil"]).await;
+    let entries: Vec<String> =
+        std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries, vec!["secret.txt".to_string()], "nothing was written outside PROJECT_DIR");
+    assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).unwrap(), "keep me");
+    // The final-component link was replaced by a real file, not written through.
+    assert!(std::fs::symlink_metadata(root.join("link.txt")).unwrap().is_file());
+    assert!(std::fs::symlink_metadata(root.join("evil")).unwrap().file_type().is_symlink());
+    caught_up(&world, &agent).await;
+    let log = agent.log_without_secrets(&session, &["pwned", "still applying"]);
+    assert!(log.contains("path refused") && log.contains("evil/pwn.txt"), "{log}");
+}

@@ -1,0 +1,288 @@
+//! Reading untrusted archives: [`verify`], [`extract`] and [`read_into`], with every check
+//! the crate documentation lists.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Seek};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use zip::ZipArchive;
+
+use crate::paths::validate_path;
+use crate::{DirSink, EntrySink, FORMAT, MANIFEST_PATH, Manifest, ManifestFile, SinkError};
+
+/// A manifest larger than this is refused before parsing.
+const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Caps for reading untrusted archives; sizes are measured on the bytes actually inflated.
+#[derive(Debug, Clone)]
+pub struct ReadLimits {
+    pub max_entries: usize,
+    pub max_total_bytes: u64,
+    pub max_file_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    /// The contract's project limits: 10,000 files of at most 2 MiB, 256 MiB in all.
+    fn default() -> Self {
+        ReadLimits { max_entries: 10_000, max_total_bytes: 256 * 1024 * 1024, max_file_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    Zip(String),
+    Io(io::Error),
+    TooManyEntries { limit: usize },
+    MissingManifest,
+    BadManifest(String),
+    UnsupportedFormat(u32),
+    InvalidPath { path: String, reason: String },
+    NotAFile { path: String },
+    Duplicate { path: String },
+    Unlisted { path: String },
+    Missing { path: String },
+    SizeMismatch { path: String },
+    HashMismatch { path: String },
+    FileTooLarge { path: String, limit: u64 },
+    TotalTooLarge { limit: u64 },
+    DestinationNotEmpty,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Zip(err) => write!(f, "not a readable zip: {err}"),
+            ReadError::Io(err) => write!(f, "i/o error: {err}"),
+            ReadError::TooManyEntries { limit } => write!(f, "more than {limit} entries"),
+            ReadError::MissingManifest => write!(f, "no {MANIFEST_PATH}"),
+            ReadError::BadManifest(err) => write!(f, "invalid manifest: {err}"),
+            ReadError::UnsupportedFormat(format) => write!(f, "unsupported snapshot format {format}"),
+            ReadError::InvalidPath { path, reason } => write!(f, "refused entry {path:?}: {reason}"),
+            ReadError::NotAFile { path } => write!(f, "refused entry {path:?}: not a regular file"),
+            ReadError::Duplicate { path } => write!(f, "duplicate entry {path:?}"),
+            ReadError::Unlisted { path } => write!(f, "entry {path:?} is not in the manifest"),
+            ReadError::Missing { path } => write!(f, "manifest file {path:?} is missing from the archive"),
+            ReadError::SizeMismatch { path } => write!(f, "size of {path:?} does not match the manifest"),
+            ReadError::HashMismatch { path } => write!(f, "sha256 of {path:?} does not match the manifest"),
+            ReadError::FileTooLarge { path, limit } => write!(f, "{path:?} inflates to more than {limit} bytes"),
+            ReadError::TotalTooLarge { limit } => write!(f, "the archive inflates to more than {limit} bytes"),
+            ReadError::DestinationNotEmpty => write!(f, "the extraction directory is not empty"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<io::Error> for ReadError {
+    fn from(err: io::Error) -> Self {
+        ReadError::Io(err)
+    }
+}
+
+impl From<zip::result::ZipError> for ReadError {
+    fn from(err: zip::result::ZipError) -> Self {
+        match err {
+            zip::result::ZipError::Io(err) => ReadError::Io(err),
+            other => ReadError::Zip(other.to_string()),
+        }
+    }
+}
+
+/// Checks an archive completely (every entry inflated and hashed) without writing.
+pub fn verify<R: Read + Seek>(archive: R, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+    struct Discard;
+    impl EntrySink for Discard {
+        type Error = std::convert::Infallible;
+        fn begin(&mut self, _: &ManifestFile) -> Result<bool, Self::Error> {
+            Ok(false)
+        }
+        fn write(&mut self, _: &[u8]) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn finish(&mut self, _: &ManifestFile) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+    read_into(archive, limits, &mut Discard).map_err(|err| match err {
+        SinkError::Archive(err) => err,
+        SinkError::Sink(never) => match never {},
+    })
+}
+
+/// Verifies and extracts into `dest`, an existing empty directory the caller just made
+/// (a staging directory). On any error, whatever was written is removed again.
+pub fn extract<R: Read + Seek>(archive: R, dest: &Path, limits: &ReadLimits) -> Result<Manifest, ReadError> {
+    if fs::read_dir(dest)?.next().is_some() {
+        return Err(ReadError::DestinationNotEmpty);
+    }
+    let mut sink = DirSink::new(dest);
+    let result = read_into(archive, limits, &mut sink).map_err(|err| match err {
+        SinkError::Archive(err) => err,
+        SinkError::Sink(err) => ReadError::Io(err),
+    });
+    drop(sink);
+    if result.is_err()
+        && let Ok(entries) = fs::read_dir(dest)
+    {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+    result
+}
+
+/// Reads an untrusted archive completely, checking everything [`verify`] promises, and
+/// hands every listed file's bytes to `sink` as they are inflated: one pass, no copy of the
+/// archive's contents anywhere else.
+pub fn read_into<R, S>(archive: R, limits: &ReadLimits, sink: &mut S) -> Result<Manifest, SinkError<S::Error>>
+where
+    R: Read + Seek,
+    S: EntrySink + ?Sized,
+{
+    let mut zip = ZipArchive::new(archive).map_err(archive_error)?;
+    if zip.len() > limits.max_entries + 1 {
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries }.into());
+    }
+    // The reader keeps one entry per name, so a second entry of the same name would pass
+    // unseen: refuse it here. Local headers must agree with the central directory (no
+    // names hidden from other unzip tools) and entries must not overlap.
+    if zip.has_duplicate_names() {
+        return Err(ReadError::Duplicate { path: "(a name in the central directory)".into() }.into());
+    }
+    zip.validate_header_consistency().map_err(archive_error)?;
+    let manifest = read_manifest(&mut zip)?;
+    if manifest.files.len() > limits.max_entries {
+        return Err(ReadError::TooManyEntries { limit: limits.max_entries }.into());
+    }
+    let mut expected: HashMap<&str, &ManifestFile> = HashMap::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        expected.insert(file.path.as_str(), file);
+    }
+    let mut seen: HashSet<String> = HashSet::with_capacity(manifest.files.len());
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 64 * 1024];
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index).map_err(archive_error)?;
+        // Names are compared as the raw bytes, which must be UTF-8: no code page guessing.
+        let name = std::str::from_utf8(entry.name_raw())
+            .map_err(|_| ReadError::InvalidPath {
+                path: String::from_utf8_lossy(entry.name_raw()).into_owned(),
+                reason: "name is not UTF-8".into(),
+            })?
+            .to_owned();
+        if name == MANIFEST_PATH {
+            if !seen.insert(name.clone()) {
+                return Err(ReadError::Duplicate { path: name }.into());
+            }
+            continue;
+        }
+        validate_path(&name)
+            .map_err(|reason| ReadError::InvalidPath { path: name.clone(), reason: reason.to_string() })?;
+        let is_special = entry.unix_mode().is_some_and(|mode| mode & 0o170000 != 0o100000 && mode & 0o170000 != 0);
+        if entry.is_dir() || entry.is_symlink() || is_special {
+            return Err(ReadError::NotAFile { path: name }.into());
+        }
+        let listed = *expected.get(name.as_str()).ok_or_else(|| ReadError::Unlisted { path: name.clone() })?;
+        if !seen.insert(name.clone()) {
+            return Err(ReadError::Duplicate { path: name }.into());
+        }
+        let wanted = sink.begin(listed).map_err(SinkError::Sink)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
+        loop {
+            let read = limited.read(&mut buffer).map_err(archive_io_error)?;
+            if read == 0 {
+                break;
+            }
+            size += read as u64;
+            total += read as u64;
+            if size > limits.max_file_bytes {
+                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes }.into());
+            }
+            if total > limits.max_total_bytes {
+                return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes }.into());
+            }
+            hasher.update(&buffer[..read]);
+            if wanted {
+                sink.write(&buffer[..read]).map_err(SinkError::Sink)?;
+            }
+        }
+        if size != listed.size {
+            return Err(ReadError::SizeMismatch { path: name }.into());
+        }
+        if hex::encode(hasher.finalize()) != listed.sha256 {
+            return Err(ReadError::HashMismatch { path: name }.into());
+        }
+        if wanted {
+            sink.finish(listed).map_err(SinkError::Sink)?;
+        }
+    }
+    if let Some(missing) = manifest.files.iter().find(|f| !seen.contains(&f.path)) {
+        return Err(ReadError::Missing { path: missing.path.clone() }.into());
+    }
+    Ok(manifest)
+}
+
+/// A failure while reading the archive: corrupt data (bad deflate stream, CRC mismatch,
+/// more bytes than the header declares, truncation) is a bad archive, not an i/o error.
+fn archive_io_error(err: io::Error) -> ReadError {
+    match err.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput => {
+            ReadError::Zip(err.to_string())
+        }
+        _ => ReadError::Io(err),
+    }
+}
+
+fn archive_error(err: zip::result::ZipError) -> ReadError {
+    match err {
+        zip::result::ZipError::Io(err) => archive_io_error(err),
+        other => ReadError::Zip(other.to_string()),
+    }
+}
+
+fn read_manifest<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Manifest, ReadError> {
+    let entry = match zip.by_name(MANIFEST_PATH) {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => return Err(ReadError::MissingManifest),
+        Err(err) => return Err(archive_error(err)),
+    };
+    let mut bytes = Vec::new();
+    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(archive_io_error)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(ReadError::BadManifest("too large".into()));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ReadError::BadManifest(e.to_string()))?;
+    if manifest.format != FORMAT {
+        return Err(ReadError::UnsupportedFormat(manifest.format));
+    }
+    for pair in manifest.files.windows(2) {
+        if pair[0].path.as_bytes() >= pair[1].path.as_bytes() {
+            return Err(ReadError::BadManifest(format!("files not sorted or duplicated at {:?}", pair[1].path)));
+        }
+    }
+    for file in &manifest.files {
+        validate_path(&file.path)
+            .map_err(|reason| ReadError::InvalidPath { path: file.path.clone(), reason: reason.to_string() })?;
+    }
+    // "a" and "a/b" cannot both be files on disk: refuse it here, so verify and extract agree.
+    let paths: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for file in &manifest.files {
+        for (at, _) in file.path.match_indices('/') {
+            let parent = &file.path[..at];
+            if paths.contains(parent) {
+                return Err(ReadError::BadManifest(format!("{parent:?} is both a file and a directory")));
+            }
+        }
+    }
+    Ok(manifest)
+}

@@ -1,0 +1,253 @@
+//! Snapshot archives in an S3-compatible bucket: streamed uploads (multipart above a
+//! threshold, aborted when any part fails) and presigned GET URLs.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{PresignedUrl, content_type};
+
+/// Files larger than this go up as a multipart upload.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Size of each multipart part (the last one may be smaller).
+pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// S3's minimum for every part but the last.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's maximum number of parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Parts in flight at once (each streams from the file: memory stays small).
+const PART_CONCURRENCY: usize = 4;
+
+/// Everything an S3 client needs; `from_config` fills it from the configuration and the
+/// `AWS_*` environment variables.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// None for AWS itself.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    multipart_threshold: u64,
+    part_size: u64,
+}
+
+impl S3Store {
+    pub fn new(settings: S3Settings) -> anyhow::Result<S3Store> {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        // One HTTP stack (hyper 1 + rustls/ring); it speaks plain http too.
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        let credentials = Credentials::new(
+            settings.access_key_id,
+            settings.secret_access_key,
+            settings.session_token,
+            None,
+            "synchub-env",
+        );
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region))
+            .credentials_provider(credentials)
+            .force_path_style(settings.path_style)
+            .http_client(http)
+            // Checksums only where S3 requires them: S3-compatible stores (MinIO, Garage,
+            // R2) do not all accept the SDK's default trailing checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if settings.bucket.is_empty() {
+            bail!("the S3 bucket name is empty");
+        }
+        Ok(S3Store {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: settings.bucket,
+            multipart_threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+        })
+    }
+
+    /// Files larger than `threshold` go up in parts of `part_size` (at least 5 MiB, S3's
+    /// minimum for every part but the last).
+    pub fn with_multipart(mut self, threshold: u64, part_size: u64) -> S3Store {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size;
+        self
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub(super) async fn put(&self, key: &str, file: &Path) -> anyhow::Result<u64> {
+        let len = tokio::fs::metadata(file).await.with_context(|| format!("reading {}", file.display()))?.len();
+        if len <= self.multipart_threshold {
+            let body = ByteStream::read_from().path(file).length(Length::Exact(len)).build().await?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type(key))
+                .content_length(i64::try_from(len)?)
+                .body(body)
+                .send()
+                .await
+                .map_err(sdk_error)
+                .with_context(|| format!("uploading {key}"))?;
+            return Ok(len);
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type(key))
+            .send()
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("starting the multipart upload of {key}"))?;
+        let upload_id = created.upload_id().context("the multipart upload has no id")?;
+        match self.upload_parts(key, file, len, upload_id).await {
+            Ok(()) => Ok(len),
+            Err(err) => {
+                if let Err(abort) =
+                    self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await
+                {
+                    tracing::warn!(key, error = %DisplayErrorContext(&abort), "aborting a failed multipart upload failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Uploads every part, then completes the upload.
+    async fn upload_parts(&self, key: &str, file: &Path, len: u64, upload_id: &str) -> anyhow::Result<()> {
+        let part_size = self.part_size.max(MIN_PART_SIZE).max(len.div_ceil(MAX_PARTS));
+        let count = len.div_ceil(part_size);
+        let parts: Vec<CompletedPart> = futures_util::stream::iter(0..count)
+            .map(|index| {
+                let offset = index * part_size;
+                self.upload_part(key, file, upload_id, index + 1, offset, part_size.min(len - offset))
+            })
+            .buffered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("completing the multipart upload of {key}"))?;
+        Ok(())
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        file: &Path,
+        upload_id: &str,
+        number: u64,
+        offset: u64,
+        len: u64,
+    ) -> anyhow::Result<CompletedPart> {
+        let number = i32::try_from(number)?;
+        let body = ByteStream::read_from()
+            .path(file)
+            .offset(offset)
+            .length(Length::Exact(len))
+            .build()
+            .await
+            .with_context(|| format!("reading part {number} of {key}"))?;
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(i64::try_from(len)?)
+            .body(body)
+            .send()
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("uploading part {number} of {key}"))?;
+        Ok(CompletedPart::builder().set_e_tag(uploaded.e_tag().map(str::to_string)).part_number(number).build())
+    }
+
+    pub(super) async fn exists(&self, key: &str) -> anyhow::Result<bool> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let not_found = err.as_service_error().is_some_and(|e| e.is_not_found())
+                    || err.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                if not_found { Ok(false) } else { Err(sdk_error(err)).with_context(|| format!("looking up {key}")) }
+            }
+        }
+    }
+
+    pub(super) async fn presign_get_at(
+        &self,
+        key: &str,
+        start: SystemTime,
+        ttl: Duration,
+    ) -> anyhow::Result<PresignedUrl> {
+        let config = PresigningConfig::builder().start_time(start).expires_in(ttl).build()?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("presigning {key}"))?;
+        Ok(PresignedUrl { url: request.uri().to_string(), expires_at: DateTime::<Utc>::from(start + ttl) })
+    }
+
+    pub(super) async fn check(&self) -> anyhow::Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("bucket {}", self.bucket))?;
+        Ok(())
+    }
+}
+
+/// The SDK's own Display is terse ("service error"); this keeps the causes.
+fn sdk_error<E, R>(err: SdkError<E, R>) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    anyhow!("{}", DisplayErrorContext(&err))
+}
