@@ -829,7 +829,9 @@ export class Project {
     // Token expired (4009) or refused (4001): fetch a fresh one before reconnecting; queued
     // writes stay queued meanwhile.
     if (code === 4009 || code === 4001) void this.ctx.token(true).catch(() => undefined);
-    this.scheduleReconnect(code === 4009 ? 0 : undefined);
+    // 4009: reconnect with the fresh token now. 1012: the hub is restarting (CONTRACT 8);
+    // the load balancer sends the new socket to another hub, so there is nothing to wait for.
+    this.scheduleReconnect(code === 4009 || code === 1012 ? 0 : undefined);
   }
 
   /** Closes a socket we no longer trust and reconnects at once (resuming with `since`). */

@@ -211,6 +211,22 @@ test("an expired token is refreshed (HTTP 401 and socket 4009) without losing a 
   client.close();
 });
 
+test("a hub restart (1012) reconnects at once and resumes with since, not after a backoff", async () => {
+  const hub = new FakeHub();
+  // A backoff far longer than the wait below: only an immediate reconnect passes.
+  const { client, project } = await open(hub, {}, { timing: { ...fast, backoffBaseMs: 60_000, backoffMaxMs: 60_000 } });
+  await until("online", () => project.status === "online");
+  hub.remoteWrite(PID, "a.txt", "one");
+  await until("event", () => project.read("a.txt") === "one");
+  const first = [...hub.sockets][0];
+  first.drop(1012);
+  hub.remoteWrite(PID, "a.txt", "two");
+  await until("rejoined on a new socket", () => project.read("a.txt") === "two", 5000);
+  const joins = [...hub.sockets].flatMap((s) => s.sent).filter((f) => f.type === "join");
+  assert.equal(joins.at(-1).since, 1);
+  client.close();
+});
+
 test("resync_required reloads the file list and resumes from its cursor", async () => {
   const hub = new FakeHub();
   const { client, project } = await open(hub);
