@@ -28,6 +28,7 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod snapshots;
+pub mod startup;
 
 pub use app::{App, AppState};
 pub use config::Config;

@@ -1,6 +1,7 @@
 //! Prometheus metrics (CONTRACT section 8), one registry per [`App`](crate::App): no
 //! process-wide globals, so several hubs can live in one test process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -13,8 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::app::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -170,7 +169,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Middleware: counts every request by its route template (never the raw path, which
 /// would carry ids and file names), method and status. Every label comes from a fixed
 /// set, so no request can add a series.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -179,7 +178,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    state.metrics.observe_request(method, &route, response.status().as_u16(), started.elapsed());
+    metrics.observe_request(method, &route, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
@@ -30,7 +31,6 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
 
@@ -462,11 +462,11 @@ pub fn valid_object_key(key: &str) -> bool {
 /// 403 when local storage is off or the signature is wrong or expired; 404 when the key
 /// is not a snapshot key or the file is gone.
 pub async fn serve_object(
-    State(state): State<AppState>,
+    State(storage): State<Option<Arc<Storage>>>,
     key: Result<UrlPath<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Some(Storage::Local(store)) = state.storage.as_deref() else {
+    let Some(Storage::Local(store)) = storage.as_deref() else {
         return Err(ApiError::Forbidden("objects are not served by this hub".into()));
     };
     let forbidden = || ApiError::Forbidden("the object URL is invalid or has expired".into());
