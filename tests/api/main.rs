@@ -14,6 +14,7 @@ mod http_api;
 mod http_server;
 mod ops_surface;
 mod paths;
+mod policy;
 mod props;
 mod realtime;
 mod resilience;
