@@ -7,7 +7,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, app_with_storage, assert_error};
 
 /// Every operation of the document: (method, path template, operation).
 fn operations(spec: &Value) -> Vec<(Method, String, Value)> {
@@ -62,9 +62,7 @@ async fn every_route_that_declares_a_need_refuses_a_request_without_a_token() {
 
 #[tokio::test]
 async fn a_container_token_outside_its_project_or_session_gets_404_on_every_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let app = TestApp::spawn_with(move |c| c.storage_dir = Some(path)).await;
+    let (app, _storage) = app_with_storage().await;
     let own = app.create_project("alice", "own").await;
     let other = app.create_project("alice", "other").await;
     let service = app.service_token();
