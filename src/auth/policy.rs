@@ -98,7 +98,7 @@ impl Need {
         match self {
             // A project is there only for those who may read it (Read and SessionProgress
             // admit every kind: they never get here).
-            Need::Membership | Need::Read | Need::SessionProgress => Scope::Project(Uuid::nil()).not_found(),
+            Need::Membership | Need::Read | Need::SessionProgress => project_not_found(),
             Need::Account => forbidden("this route needs a user token"),
             Need::Write | Need::SetBase => forbidden("this token is read-only"),
             Need::Orchestrate | Need::Snapshot | Need::Revoke => forbidden("this route needs a service token"),
@@ -120,8 +120,8 @@ impl ScopeKind {
         let id = || raw.and_then(|raw| Uuid::parse_str(raw).ok());
         match self {
             ScopeKind::None => Ok(Scope::None),
-            ScopeKind::Project => id().map(Scope::Project).ok_or_else(|| Scope::Project(Uuid::nil()).not_found()),
-            ScopeKind::Session => id().map(Scope::Session).ok_or_else(|| Scope::Session(Uuid::nil()).not_found()),
+            ScopeKind::Project => id().map(Scope::Project).ok_or_else(project_not_found),
+            ScopeKind::Session => id().map(Scope::Session).ok_or_else(session_not_found),
         }
     }
 }
@@ -137,10 +137,18 @@ pub enum Scope {
 impl Scope {
     fn not_found(self) -> ApiError {
         match self {
-            Scope::Session(_) => ApiError::NotFound("session not found".into()),
-            _ => ApiError::NotFound("project not found".into()),
+            Scope::Session(_) => session_not_found(),
+            _ => project_not_found(),
         }
     }
+}
+
+fn project_not_found() -> ApiError {
+    ApiError::NotFound("project not found".into())
+}
+
+fn session_not_found() -> ApiError {
+    ApiError::NotFound("session not found".into())
 }
 
 impl Principal {
