@@ -121,6 +121,7 @@ where
 
 async fn decide(parts: &mut axum::http::request::Parts, state: &AppState, need: Need) -> Result<Actor, ApiError> {
     let principal = state.auth.caller(&parts.headers).await?;
+    crate::access::record_actor(&parts.extensions, &principal);
     let PathArgs(params) = PathArgs::<HashMap<String, String>>::from_request_parts(parts, state).await?;
     let scope = need.scope().parse(params.get("id").map(String::as_str))?;
     policy::decide(&principal, need, scope)

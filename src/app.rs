@@ -28,7 +28,7 @@ pub struct App {
     pub db: Db,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub openapi: Arc<Value>,
     pub broker: Arc<Broker>,
     pub wakeups: Wakeups,
@@ -53,13 +53,7 @@ impl Deref for AppState {
     }
 }
 
-/// Middleware and handlers that need one part of the state take only that part.
-impl FromRef<AppState> for Arc<Metrics> {
-    fn from_ref(state: &AppState) -> Self {
-        state.metrics.clone()
-    }
-}
-
+/// Handlers that need only the snapshot storage take only it.
 impl FromRef<AppState> for Option<Arc<Storage>> {
     fn from_ref(state: &AppState) -> Self {
         state.storage.clone()

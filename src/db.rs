@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
-use tokio_postgres::NoTls;
-use tokio_postgres::Row;
+use synchub_pg_tls::{PgConnect, RustlsStream};
 use tokio_postgres::row::RowIndex;
 use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, Connection, Row, Socket};
 
 use crate::auth::Principal;
 use crate::config::Limits;
@@ -21,10 +21,16 @@ mod embedded {
 /// Key of the advisory lock that serializes migrations of concurrently starting hubs.
 const MIGRATION_LOCK: i64 = 0x5359_4e43_4855_4201;
 
+/// Opens one connection outside the pool (migrations, LISTEN) with the `DATABASE_URL`'s
+/// TLS settings (`sslmode`, `sslrootcert`: see the synchub-pg-tls crate).
+pub async fn connect(database_url: &str) -> anyhow::Result<(Client, Connection<Socket, RustlsStream<Socket>>)> {
+    Ok(PgConnect::from_url(database_url)?.connect().await?)
+}
+
 /// Applies pending migrations (idempotent), then writes the configured limits where the
 /// SQL functions read them.
 pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let (mut client, connection) = connect(database_url).await?;
     let connection = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
@@ -61,8 +67,12 @@ pub struct Db {
 
 impl Db {
     pub fn connect(database_url: &str, pool_size: usize, role: &str) -> anyhow::Result<Self> {
-        let pg_config: tokio_postgres::Config = database_url.parse()?;
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let target = PgConnect::from_url(database_url)?;
+        let manager = Manager::from_config(
+            target.config().clone(),
+            target.tls(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let mut builder = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -130,13 +140,41 @@ impl Db {
         }
     }
 
-    /// True when the database answers.
-    pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
+    /// Whether the database answers and carries this binary's migrations (a newer hub of
+    /// a rolling deploy may have applied more). The history table is the connecting
+    /// role's, so the check leaves the runtime role for its one read-only transaction.
+    pub async fn readiness(&self) -> Readiness {
+        let Ok(mut client) = self.pool.get().await else { return Readiness::Unreachable };
+        let check = async {
+            let tx = client.build_transaction().read_only(true).start().await?;
+            tx.batch_execute("SET LOCAL ROLE NONE").await?;
+            let row = tx.query_one("SELECT max(version)::int8 FROM refinery_schema_history", &[]).await?;
+            let applied: Option<i64> = row.try_get(0)?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(applied)
+        };
+        match check.await {
+            Ok(applied) if applied >= latest_migration() => Readiness::Migrated,
+            Ok(_) => Readiness::Behind,
+            // Answered with an error (no history table): reachable, not migrated.
+            Err(err) if err.as_db_error().is_some() => Readiness::Behind,
+            Err(_) => Readiness::Unreachable,
         }
     }
+}
+
+/// What readiness found in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Unreachable,
+    /// Reachable, but this binary's migrations are not all applied.
+    Behind,
+    Migrated,
+}
+
+/// The version of this binary's newest embedded migration.
+fn latest_migration() -> Option<i64> {
+    embedded::migrations::runner().get_migrations().iter().map(|migration| i64::from(migration.version())).max()
 }
 
 /// Reads SQL results without panicking: every column of a row the hub reads goes through

@@ -5,6 +5,7 @@
 //! decides versions, seq, roles and quotas; `error` maps its answers once to the
 //! contract's error JSON.
 
+pub mod access;
 pub mod api_doc;
 pub mod app;
 pub mod auth;

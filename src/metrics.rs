@@ -1,17 +1,16 @@
 //! Prometheus metrics (CONTRACT section 8), one registry per [`App`](crate::App): no
-//! process-wide globals, so several hubs can live in one test process.
+//! process-wide globals, so several hubs can live in one test process. The hub's own
+//! metrics are prefixed `synchub_`; the process metrics read from `/proc/self` at each
+//! scrape keep the conventional unprefixed `process_*` names, so stock dashboards work.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +34,8 @@ pub struct EventLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed: the `process_*` family.
+    process: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabels, Histogram>,
     pub rate_limited: Counter,
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub snapshot_bytes: Counter,
     pub snapshot_files: Counter,
     pub snapshot_reused: Counter,
+    /// The wake-up listener lost its LISTEN connection and reconnects.
+    pub listen_reconnects: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -71,6 +74,7 @@ impl Default for Metrics {
         let snapshot_bytes = Counter::default();
         let snapshot_files = Counter::default();
         let snapshot_reused = Counter::default();
+        let listen_reconnects = Counter::default();
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
         registry.register(
@@ -104,8 +108,16 @@ impl Default for Metrics {
             "Snapshot requests answered by an existing snapshot",
             snapshot_reused.clone(),
         );
+        registry.register(
+            "listen_reconnects",
+            "Times the wake-up listener lost its LISTEN connection and reconnected",
+            listen_reconnects.clone(),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
+            process,
             http_requests,
             http_latency,
             rate_limited,
@@ -119,6 +131,7 @@ impl Default for Metrics {
             snapshot_bytes,
             snapshot_files,
             snapshot_reused,
+            listen_reconnects,
         }
     }
 }
@@ -130,10 +143,19 @@ const PROMETHEUS_TEXT: &str = "text/plain";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text";
 
 impl Metrics {
+    /// Reports the database pool (size, idle, waiting) at each scrape.
+    pub fn register_pool(&mut self, pool: deadpool_postgres::Pool) {
+        self.registry.register_collector(Box::new(PoolCollector(pool)));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out
@@ -160,26 +182,116 @@ impl Metrics {
 
 /// The `method` label: a standard method, or `other` (any client may send any token as a
 /// method, and each would otherwise become a series).
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     const KNOWN: [Method; 7] =
         [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
     KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
 }
 
-/// Middleware: counts every request by its route template (never the raw path, which
-/// would carry ids and file names), method and status. Every label comes from a fixed
-/// set, so no request can add a series.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(request).await;
-    metrics.observe_request(method, &route, response.status().as_u16(), started.elapsed());
-    response
+/// Writes one metric computed at scrape time.
+fn encode_one(encoder: &mut DescriptorEncoder, name: &str, help: &str, metric: impl EncodeMetric) -> std::fmt::Result {
+    let sample = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(sample)
+}
+
+/// The database pool as deadpool reports it, read at each scrape.
+struct PoolCollector(deadpool_postgres::Pool);
+
+impl std::fmt::Debug for PoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolCollector")
+    }
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let status = self.0.status();
+        let gauge = |n: usize| ConstGauge::new(n as i64);
+        encode_one(&mut encoder, "db_pool_max_size", "Connections the pool may open", gauge(status.max_size))?;
+        encode_one(&mut encoder, "db_pool_size", "Connections the pool holds open", gauge(status.size))?;
+        encode_one(&mut encoder, "db_pool_idle", "Open connections not in use", gauge(status.available))?;
+        encode_one(&mut encoder, "db_pool_waiting", "Requests waiting for a connection", gauge(status.waiting))
+    }
+}
+
+/// CPU, memory and file descriptors of this process, from `/proc/self` (Linux; elsewhere
+/// nothing is reported).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Linux reports CPU times in /proc in USER_HZ units, fixed at 100 on every architecture
+/// the kernel exposes to user space.
+const USER_HZ: f64 = 100.0;
+
+#[derive(Debug, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    virtual_memory_bytes: u64,
+}
+
+/// Parses `/proc/self/stat` (fields after the parenthesised command name, which may hold
+/// spaces) and the boot time from `/proc/stat`.
+fn parse_stat(stat: &str, boot_time: u64) -> Option<ProcessStats> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Field numbers of proc(5) minus 3: the first field after the name is field 3 (state).
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcessStats {
+        cpu_seconds: (field(14)? + field(15)?) as f64 / USER_HZ,
+        start_time_seconds: boot_time as f64 + field(22)? as f64 / USER_HZ,
+        virtual_memory_bytes: field(23)?,
+    })
+}
+
+/// A `Key:   value kB` line of `/proc/self/status`, in bytes.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with(key))?;
+    let kib = line[key.len()..].trim_start_matches(':').split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kib * 1024)
+}
+
+/// The soft limit of `Max open files` in `/proc/self/limits`.
+fn max_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let boot_time = read("/proc/stat")
+            .and_then(|stat| stat.lines().find_map(|line| line.strip_prefix("btime ")?.trim().parse::<u64>().ok()));
+        if let Some(stats) = read("/proc/self/stat").zip(boot_time).and_then(|(stat, boot)| parse_stat(&stat, boot)) {
+            let cpu = ConstCounter::new(stats.cpu_seconds);
+            encode_one(&mut encoder, "process_cpu_seconds", "User and system CPU time spent, in seconds", cpu)?;
+            let start = ConstGauge::new(stats.start_time_seconds);
+            encode_one(
+                &mut encoder,
+                "process_start_time_seconds",
+                "Start time since the Unix epoch, in seconds",
+                start,
+            )?;
+            let virtual_memory = ConstGauge::new(stats.virtual_memory_bytes as i64);
+            encode_one(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", virtual_memory)?;
+        }
+        if let Some(rss) = read("/proc/self/status").and_then(|status| status_kib(&status, "VmRSS")) {
+            encode_one(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                ConstGauge::new(rss as i64),
+            )?;
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle being read is one of the entries.
+            let open = entries.count().saturating_sub(1);
+            encode_one(&mut encoder, "process_open_fds", "Open file descriptors", ConstGauge::new(open as i64))?;
+        }
+        if let Some(max) = read("/proc/self/limits").as_deref().and_then(max_open_files) {
+            encode_one(&mut encoder, "process_max_fds", "Limit of open file descriptors", ConstGauge::new(max as i64))?;
+        }
+        Ok(())
+    }
 }
 
 /// OpenMetrics text → Prometheus text 0.0.4. The samples are the same; what differs is the
@@ -218,6 +330,23 @@ mod tests {
         assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
         assert_eq!(method_label(&Method::from_bytes(b"XMETHOD").unwrap()), "other");
         assert_eq!(method_label(&Method::CONNECT), "other");
+    }
+
+    #[test]
+    fn proc_files_are_read_field_by_field() {
+        // A command name with spaces and a parenthesis must not shift the fields.
+        let stat = "4242 (my (hub) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 150 0 0 20 0 9 0 1000 \
+                    123456789 2048 18446744073709551615";
+        let parsed = parse_stat(stat, 1_700_000_000).unwrap();
+        assert_eq!(
+            parsed,
+            ProcessStats { cpu_seconds: 4.0, start_time_seconds: 1_700_000_010.0, virtual_memory_bytes: 123_456_789 }
+        );
+        assert_eq!(parse_stat("garbage", 0), None);
+        assert_eq!(status_kib("Name:\tsynchub\nVmRSS:\t   10240 kB\n", "VmRSS"), Some(10_485_760));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            20000                20000                files\n";
+        assert_eq!(max_open_files(limits), Some(20_000));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::db::Readiness;
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
@@ -17,31 +18,36 @@ pub async fn healthz() -> impl IntoResponse {
 /// How long readiness waits for snapshot storage before calling it down.
 const STORAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Ready when the database answers and, when configured, snapshot storage is reachable
-/// (the bucket answers, or the directory is writable). A hub without storage is still
-/// ready: it serves editors, only the orchestrator's snapshot routes answer 503.
+/// Ready (200) when the database answers and is migrated: that is what editors need.
+/// Snapshot storage is reported, not required (CONTRACT section 3): an S3 outage only
+/// fails the orchestrator's snapshot routes, and must not take every hub out of its load
+/// balancer at once.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let storage = async {
         match &state.storage {
-            None => Ok("not_configured"),
+            None => "not_configured",
             Some(storage) => match tokio::time::timeout(STORAGE_CHECK_TIMEOUT, storage.check()).await {
-                Ok(Ok(())) => Ok("ok"),
-                Ok(Err(error)) => Err(format!("{error:#}")),
-                Err(_) => Err("timed out".to_owned()),
+                Ok(Ok(())) => "ok",
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %format!("{error:#}"), "readiness: snapshot storage unreachable");
+                    "unreachable"
+                }
+                Err(_) => {
+                    tracing::warn!("readiness: snapshot storage did not answer in time");
+                    "unreachable"
+                }
             },
         }
     };
-    let (database, storage) = tokio::join!(state.db.ping(), storage);
-    let ready = database && storage.is_ok();
+    let (database, storage) = tokio::join!(state.db.readiness(), storage);
+    let ready = database == Readiness::Migrated;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let storage = match storage {
-        Ok(state) => json!(state),
-        Err(error) => {
-            tracing::warn!(%error, "readiness: snapshot storage unreachable");
-            json!("unreachable")
-        }
-    };
-    (status, Json(json!({"database": database, "storage": storage})))
+    let body = json!({
+        "database": database != Readiness::Unreachable,
+        "migrated": ready,
+        "storage": storage,
+    });
+    (status, Json(body))
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when the scraper's `Accept` asks for it.

@@ -4,21 +4,18 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method as HttpMethod, header};
+use axum::http::{HeaderValue, Method as HttpMethod, header};
 use axum::middleware::map_response;
 use axum::response::Response;
 use serde_json::Value;
 use synchub_protocol::*;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
+use crate::access::X_REQUEST_ID;
 use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::auth::policy::Need;
 use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
-
-/// Request correlation id a browser may send and read back.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -27,7 +24,7 @@ pub fn api() -> (Router<AppState>, Value) {
     use Need::*;
     ApiRouter::new()
         .route(Get, "/healthz", Public, "Process is up", ops::healthz)
-        .route(Get, "/readyz", Public, "Database and storage are reachable", ops::readyz)
+        .route(Get, "/readyz", Public, "Database reachable and migrated; storage reported", ops::readyz)
         .route(Get, "/metrics", Public, "Prometheus metrics", ops::metrics)
         .answers(Media(metrics::MEDIA_TYPES))
         .route(Get, "/openapi.json", Public, "This document", ops::openapi)
@@ -161,8 +158,10 @@ pub fn api() -> (Router<AppState>, Value) {
 /// How long a browser may cache a preflight answer.
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// The complete service: routes, metrics, CORS for the configured browser origins, the
-/// request limits (URI length, body deadline), and JSON 404/405 for unknown routes and methods.
+/// The complete service: routes, CORS for the configured browser origins, the request
+/// limits (URI length, body deadline), JSON 404/405 for unknown routes and methods, and
+/// outermost the access line, request id and HTTP metrics (so they see every answer,
+/// preflights and limit refusals included).
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
     let origins = state.clone();
     // No credentials: tokens are bearer headers, never cookies, so even `*` leaks nothing.
@@ -176,10 +175,9 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(files::unmatched)
         .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::server::request_limits))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
         .layer(map_response(nosniff))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access::log_access))
         .with_state(state)
 }
 

@@ -45,12 +45,14 @@ impl App {
         let storage =
             Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
         let (routes, openapi) = crate::router::api();
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        metrics.register_pool(db.pool().clone());
         let limiter =
             RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
         let broker = Broker::new(db.clone(), metrics.events_published.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
-        let wakeups = Wakeups::start(broker.clone(), db.clone(), database_url, retention);
+        let wakeups =
+            Wakeups::start(broker.clone(), db.clone(), database_url, retention, metrics.listen_reconnects.clone());
         let state = AppState(Arc::new(App {
             config,
             db,

@@ -27,7 +27,7 @@ enum Command {
     /// Build a project's snapshot from the database at one consistent cursor. Read-only:
     /// nothing is recorded in the database or uploaded.
     Build {
-        /// PostgreSQL connection string (no TLS, like the hub).
+        /// PostgreSQL connection string; TLS through `sslmode`/`sslrootcert`, as for the hub.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// PostgreSQL role to act as (`SET ROLE`), as the hub does; empty to stay the
@@ -168,8 +168,8 @@ async fn build_archive(
     db_role: &str,
     project: uuid::Uuid,
 ) -> anyhow::Result<(tempfile::NamedTempFile, Manifest)> {
-    let (mut client, connection) =
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+    let target = synchub_pg_tls::PgConnect::from_url(database_url)?;
+    let (mut client, connection) = target.connect().await.context("connecting to PostgreSQL")?;
     let connection = tokio::spawn(connection);
     if !db_role.is_empty() {
         client

@@ -53,12 +53,18 @@ struct HubId(Uuid);
 
 impl Wakeups {
     /// Starts the announcer, the listener and the heads check; they stop with the broker.
-    pub fn start(broker: Arc<Broker>, db: Db, database_url: String, retention: Duration) -> Self {
+    pub fn start(
+        broker: Arc<Broker>,
+        db: Db,
+        database_url: String,
+        retention: Duration,
+        reconnects: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
         let hub = HubId(Uuid::new_v4());
         tokio::spawn(prune(db.clone(), retention, broker.shutdown.clone()));
         tokio::spawn(announcer(db.clone(), hub, announcements, broker.shutdown.clone()));
-        tokio::spawn(listener(broker.clone(), hub, database_url));
+        tokio::spawn(listener(broker.clone(), hub, database_url, reconnects));
         tokio::spawn(heads_check(broker.clone(), db));
         Wakeups { broker, announce }
     }
@@ -144,13 +150,18 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 }
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
-async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
+async fn listener(
+    broker: Arc<Broker>,
+    hub: HubId,
+    database_url: String,
+    reconnects: prometheus_client::metrics::counter::Counter,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if broker.shutdown.is_cancelled() {
             return;
         }
-        match tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await {
+        match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let pump = tokio::spawn(async move {
@@ -192,9 +203,10 @@ async fn listener(broker: Arc<Broker>, hub: HubId, database_url: String) {
                     }
                 }
                 pump.abort();
+                reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
-            Err(err) => tracing::warn!(error = %err, "wake-up listener cannot connect"),
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),
         }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {

@@ -140,7 +140,7 @@ impl TestApp {
     }
 
     pub fn service_token(&self) -> String {
-        HubKeys::new(Some(SIGNING_KEY)).service_token(3600).unwrap()
+        service_token()
     }
 
     /// Sends a request; returns the status and the JSON body (Null when empty).
@@ -204,6 +204,10 @@ impl TestApp {
         client.batch_execute("SET ROLE synchub_runtime").await.unwrap();
         client
     }
+}
+
+pub fn service_token() -> String {
+    HubKeys::new(Some(SIGNING_KEY)).service_token(3600).unwrap()
 }
 
 pub fn user_token(sub: &str) -> String {

@@ -2,16 +2,19 @@
 //! and each test still gets its own database and hub.
 
 mod helpers;
+mod hub_process;
 
 mod auth;
 mod browser;
 mod concurrency;
+mod db_tls;
 mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;
 mod headers;
 mod http_api;
 mod http_server;
+mod observability;
 mod ops_surface;
 mod paths;
 mod policy;

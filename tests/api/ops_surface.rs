@@ -241,3 +241,216 @@ fn validate(spec: &Value, schema: &Value, value: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Reads a Prometheus text 0.0.4 exposition the way the classic parser does (prometheus
+/// `expfmt`): a `# TYPE` line opens a family, and a sample belongs to it only under the
+/// name its type allows (counter and gauge: the family name itself; histogram: `_bucket`,
+/// `_sum`, `_count`). Anything else would be read as a separate untyped family: an error
+/// here. Returns each family's type and every sample name.
+fn parse_classic(text: &str) -> Result<(std::collections::BTreeMap<String, String>, BTreeSet<String>), String> {
+    let mut families = std::collections::BTreeMap::new();
+    let mut samples = BTreeSet::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines().filter(|line| !line.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE line: {line}"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(format!("type unknown to the classic format: {line}"));
+            }
+            if families.insert(name.to_owned(), kind.to_owned()).is_some() {
+                return Err(format!("family declared twice: {name}"));
+            }
+            current = Some((name.to_owned(), kind.to_owned()));
+        } else if line.starts_with('#') {
+            if !line.starts_with("# HELP ") {
+                return Err(format!("not a classic comment: {line}"));
+            }
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let (family, kind) = current.as_ref().ok_or(format!("sample before any TYPE: {line}"))?;
+            let allowed: Vec<String> = match kind.as_str() {
+                "histogram" => ["_bucket", "_sum", "_count"].iter().map(|s| format!("{family}{s}")).collect(),
+                "summary" => vec![family.clone(), format!("{family}_sum"), format!("{family}_count")],
+                _ => vec![family.clone()],
+            };
+            if !allowed.iter().any(|allowed| allowed == name) {
+                return Err(format!("sample {name} outside its family {family} ({kind}): read as untyped"));
+            }
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            if value.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&value) {
+                return Err(format!("bad value: {line}"));
+            }
+            samples.insert(name.to_owned());
+        }
+    }
+    Ok((families, samples))
+}
+
+/// A hub after some traffic (a write delivered to a socket), so the labelled families
+/// have samples.
+async fn busy_hub() -> TestApp {
+    let app = TestApp::spawn().await;
+    let p = app.create_project("alice", "metrics").await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    ws.join(&p, Some(0)).await;
+    app.write("alice", &p, "a.txt", "a").await;
+    ws.events(1).await;
+    app
+}
+
+#[tokio::test]
+async fn metrics_speak_prometheus_text_by_default_and_openmetrics_on_accept() {
+    let app = busy_hub().await;
+    let response = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let text = response.text().await.unwrap();
+    let (families, samples) = parse_classic(&text).unwrap_or_else(|why| panic!("{why}\n{text}"));
+    // Counters are typed under the name of their samples, which end in `_total`.
+    for (name, kind) in &families {
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+    }
+    let expect = [
+        ("synchub_http_requests_total", "counter"),
+        ("synchub_http_request_duration_seconds", "histogram"),
+        ("synchub_events_published_total", "counter"),
+        ("synchub_event_delivery_lag_seconds", "histogram"),
+        ("synchub_slow_consumer_drops_total", "counter"),
+        ("synchub_open_sockets", "gauge"),
+        ("synchub_listen_reconnects_total", "counter"),
+        ("synchub_db_pool_max_size", "gauge"),
+        ("synchub_db_pool_size", "gauge"),
+        ("synchub_db_pool_idle", "gauge"),
+        ("synchub_db_pool_waiting", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ];
+    for (name, kind) in expect {
+        assert_eq!(families.get(name).map(String::as_str), Some(kind), "{name}\n{text}");
+    }
+    assert!(samples.contains("synchub_http_requests_total"));
+    let value = |name: &str| -> f64 {
+        text.lines().find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok()).unwrap()
+    };
+    assert_eq!(value("synchub_db_pool_max_size"), 8.0, "the test hub's pool size");
+    assert!(value("synchub_db_pool_size") >= 1.0 && value("synchub_db_pool_idle") <= value("synchub_db_pool_size"));
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_open_fds") > 0.0 && value("process_open_fds") < value("process_max_fds"));
+    assert!(value("process_cpu_seconds_total") > 0.0);
+
+    // OpenMetrics when asked: counters are typed under the family name, samples `_total`.
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .header("accept", "application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    let open = response.text().await.unwrap();
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(open.contains("# TYPE synchub_http_requests counter\n"), "{open}");
+    assert!(open.contains("# TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total "), "{open}");
+    assert!(!open.contains("# TYPE synchub_http_requests_total"), "{open}");
+}
+
+/// Every metric name (`synchub_…`, `process_…`) a PromQL expression mentions.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| token.starts_with("synchub_") || token.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The rules of `deploy/prometheus/alerts.yaml`, read as the small YAML subset that file
+/// keeps to (block mappings and lists, `expr: |` block scalars): each rule's fields.
+fn alert_rules(yaml: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut rules = Vec::new();
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(first) = trimmed.strip_prefix("- alert:") {
+            let mut rule = std::collections::BTreeMap::from([("alert".to_owned(), first.trim().to_owned())]);
+            i += 1;
+            // The rule's other fields are indented past its dash.
+            while i < lines.len()
+                && (lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() > indent)
+            {
+                let field = lines[i].trim();
+                let field_indent = lines[i].len() - lines[i].trim_start().len();
+                i += 1;
+                let Some((key, value)) = field.split_once(':') else { continue };
+                let mut value = value.trim().to_owned();
+                if value == "|" || value == ">" {
+                    let mut block = Vec::new();
+                    while i < lines.len()
+                        && (lines[i].trim().is_empty() || lines[i].len() - lines[i].trim_start().len() > field_indent)
+                    {
+                        block.push(lines[i].trim());
+                        i += 1;
+                    }
+                    value = block.join(" ");
+                }
+                rule.insert(key.trim().to_owned(), value.trim_matches('"').to_owned());
+            }
+            rules.push(rule);
+        } else {
+            i += 1;
+        }
+    }
+    rules
+}
+
+/// The alert rules and the dashboard in `deploy/` name only metrics the hub exports
+/// (promtool is not at hand here: this checks what it would not, the names; the rule
+/// file's structure is checked field by field).
+#[tokio::test]
+async fn alert_rules_and_dashboard_name_only_exported_metrics() {
+    let app = busy_hub().await;
+    let text = scrape(&app).await;
+    let (families, samples) = parse_classic(&text).unwrap();
+    let exported = |name: &str| samples.contains(name) || families.contains_key(name);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+
+    let yaml = std::fs::read_to_string(root.join("prometheus/alerts.yaml")).unwrap();
+    assert!(yaml.starts_with("groups:") || yaml.contains("\ngroups:"), "a Prometheus rule file");
+    let rules = alert_rules(&yaml);
+    assert!(rules.len() >= 3, "{rules:?}");
+    for rule in &rules {
+        let name = &rule["alert"];
+        for field in ["expr", "for", "severity", "summary"] {
+            assert!(rule.get(field).is_some_and(|v| !v.is_empty()), "{name}: no {field}: {rule:?}");
+        }
+        assert!(["page", "ticket"].contains(&rule["severity"].as_str()), "{name}: severity {}", rule["severity"]);
+        let names = metric_names(&rule["expr"]);
+        assert!(!names.is_empty(), "{name}: {}", rule["expr"]);
+        for metric in names {
+            assert!(exported(&metric), "alert {name} names {metric}, which the hub does not export");
+        }
+    }
+
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/synchub.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push((
+                panel["title"].as_str().unwrap_or_default().to_owned(),
+                target["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(exprs.len() >= 6, "{exprs:?}");
+    for (title, expr) in exprs {
+        for metric in metric_names(&expr) {
+            assert!(exported(&metric), "panel {title:?} names {metric}, which the hub does not export");
+        }
+    }
+}

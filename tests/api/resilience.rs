@@ -1,55 +1,13 @@
 //! Breaking things on purpose: the hub killed with SIGKILL mid-stream, PostgreSQL
 //! restarted under load, history trimmed under a client.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use synchub::embedded_pg::{Durability, EmbeddedPostgres};
 
-use crate::helpers::{JWT_SECRET, SIGNING_KEY, TestApp, Ws, channel, fresh_database, test_config, user_token};
-
-/// The real `synchub serve` binary on a free port.
-struct HubProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl HubProcess {
-    async fn start(database_url: &str) -> HubProcess {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_synchub"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("SYNCHUB_LISTEN", addr.to_string())
-            .env("SYNCHUB_JWT_SECRET", JWT_SECRET)
-            .env("SYNCHUB_SIGNING_KEY", SIGNING_KEY)
-            .env("SYNCHUB_WRITE_RATE", "100000")
-            .env("SYNCHUB_WRITE_BURST", "100000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start synchub serve");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
-                return HubProcess { child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("synchub serve did not come up");
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{TestApp, Ws, channel, fresh_database, test_config, user_token};
+use crate::hub_process::HubProcess;
 
 /// Writes `count` files through `base`; returns the seqs of the acknowledged writes.
 async fn write_stream(http: &reqwest::Client, base: &str, project: &str, from: usize, count: usize) -> Vec<i64> {

@@ -37,7 +37,7 @@ async fn run_cli(args: Vec<String>) -> Output {
 }
 
 /// `snapshot-builder build --database-url <the test database> --project <project> --out <out>`.
-async fn build(app: &TestApp, project: &str, out: &str) -> Output {
+pub(crate) async fn build(app: &TestApp, project: &str, out: &str) -> Output {
     run_cli(
         ["build", "--database-url", &app.database_url, "--project", project, "--out", out].map(String::from).to_vec(),
     )

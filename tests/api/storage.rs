@@ -432,13 +432,14 @@ async fn readiness_follows_snapshot_storage() {
     let (app, dir) = local_hub().await;
     let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
-    assert_eq!(ready, serde_json::json!({"database": true, "storage": "ok"}));
+    assert_eq!(ready, serde_json::json!({"database": true, "migrated": true, "storage": "ok"}));
 
-    // The storage directory vanishes (a volume unmounted): not ready, and nothing leaks.
+    // The storage directory vanishes (a volume unmounted): still ready (editors are
+    // served; only snapshot routes fail), storage reported, and nothing leaks.
     std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
     let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
-    assert_eq!(ready, serde_json::json!({"database": true, "storage": "unreachable"}));
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready, serde_json::json!({"database": true, "migrated": true, "storage": "unreachable"}));
 
     let plain = TestApp::spawn().await;
     let (status, ready) = plain.call(reqwest::Method::GET, "/readyz", None, None).await;
