@@ -14,6 +14,8 @@ use crate::auth::Principal;
 use crate::config::Limits;
 use crate::error::ApiError;
 
+pub mod functions;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -27,18 +29,15 @@ pub async fn connect(database_url: &str) -> anyhow::Result<(Client, Connection<S
     Ok(PgConnect::from_url(database_url)?.connect().await?)
 }
 
-/// Applies pending migrations (idempotent), then writes the configured limits where the
-/// SQL functions read them.
+/// Applies pending migrations and then every SQL function file (idempotent; see
+/// [`functions`]), then writes the configured limits where the SQL functions read them.
 pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> {
     let (mut client, connection) = connect(database_url).await?;
     let connection = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
-    let report = embedded::migrations::runner().run_async(&mut client).await;
+    let migrated = migrate_locked(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
-    let report = report?;
-    for migration in report.applied_migrations() {
-        tracing::info!(migration = %migration, "applied migration");
-    }
+    migrated?;
     client
         .execute(
             "UPDATE synchub.limits SET max_file_bytes = $1, max_files_per_project = $2,
@@ -57,6 +56,25 @@ pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> 
     drop(client);
     let _ = connection.await;
     Ok(())
+}
+
+/// The numbered migrations (tables, roles, grants), then the functions of every concern.
+async fn migrate_locked(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let report = embedded::migrations::runner().run_async(client).await.map_err(|err| {
+        let before_baseline =
+            matches!(err.kind(), refinery::error::Kind::DivergentVersion(..) | refinery::error::Kind::MissingVersion(..));
+        let err = anyhow::Error::from(err);
+        if before_baseline {
+            // V1..V13 were squashed into V1__baseline before any release.
+            err.context("this database was migrated by a synchub from before the squashed baseline: recreate it (for `synchub dev`, remove its data dir)")
+        } else {
+            err
+        }
+    })?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    functions::apply(client).await
 }
 
 /// The connection pool. Connections act as `role` (least privilege) when one is given.

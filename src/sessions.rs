@@ -95,7 +95,7 @@ pub async fn mint(
     // lifetime, its project not deleted.
     let client = state.db.pool().get().await?;
     let active: bool =
-        client.query_one("SELECT synchub.session_active($1, $2)", &[&body.session_id, &project]).await?.column(0)?;
+        client.query_one("SELECT synchub.session_active($1, $2)", &[&project, &body.session_id]).await?.column(0)?;
     if !active {
         return Err(ApiError::Forbidden("the session was revoked or has ended".into()));
     }

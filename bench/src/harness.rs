@@ -11,9 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use synchub::embedded_pg::{Durability, EmbeddedPostgres};
-use synchub_protocol::{ClientFrame, ServerFrame, channel_name};
+use synchub_protocol::{
+    BulkRequest, BulkUpsert, ClientFrame, CreateProjectRequest, Project, PutFileRequest, PutFileResponse, ServerFrame,
+    channel_name,
+};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::WebSocketStream;
@@ -240,27 +242,33 @@ impl Ctx {
             .http
             .post(hub.url("/v1/projects"))
             .bearer_auth(&self.token)
-            .json(&json!({ "name": name }))
+            .json(&CreateProjectRequest { id: None, name: name.to_owned(), source: None })
             .send()
             .await?;
         let status = response.status();
-        let body: Value = response.json().await?;
         if status.as_u16() != 201 {
-            bail!("creating a project answered {status}: {body}");
+            bail!("creating a project answered {status}: {}", response.text().await.unwrap_or_default());
         }
-        Ok(body["id"].as_str().context("project without id")?.parse()?)
+        Ok(response.json::<Project>().await?.id)
     }
 
     /// Writes `files` (path, content) through `files:bulk`, 1,000 per request.
     pub async fn bulk_upsert(&self, hub: &Hub, project: Uuid, files: &[(String, String)]) -> anyhow::Result<()> {
         for batch in files.chunks(1_000) {
-            let upserts: Vec<Value> =
-                batch.iter().map(|(path, content)| json!({"path": path, "content": content})).collect();
+            let upserts = batch
+                .iter()
+                .map(|(path, content)| BulkUpsert {
+                    path: path.clone(),
+                    content: content.clone(),
+                    file_type: None,
+                    expected_version: None,
+                })
+                .collect();
             let response = self
                 .http
                 .post(hub.url(&format!("/v1/projects/{project}/files:bulk")))
                 .bearer_auth(&self.token)
-                .json(&json!({ "upserts": upserts, "deletes": [] }))
+                .json(&BulkRequest { upserts, ..BulkRequest::default() })
                 .timeout(Duration::from_secs(300))
                 .send()
                 .await?;
@@ -278,15 +286,15 @@ impl Ctx {
             .http
             .put(hub.url(&format!("/v1/projects/{project}/files/{path}")))
             .bearer_auth(&self.token)
-            .json(&json!({ "content": content }))
+            .json(&put_body(content))
             .send()
             .await?;
         let status = response.status();
-        let body: Value = response.json().await?;
         if !status.is_success() {
-            bail!("PUT {path} answered {status}: {body}");
+            bail!("PUT {path} answered {status}: {}", response.text().await.unwrap_or_default());
         }
-        body["seq"].as_i64().with_context(|| format!("PUT {path}: no seq in {body}"))
+        let written: PutFileResponse = response.json().await?;
+        written.seq.with_context(|| format!("PUT {path}: no seq in {written:?}"))
     }
 
     /// Opens `n` WebSockets joined to `project`, `concurrency` handshakes at a time, spread
@@ -498,4 +506,9 @@ pub async fn event_times(
 /// Where pgbench and friends live: the PostgreSQL binaries the cluster was started from.
 pub fn pg_bin(ctx: &Ctx) -> &Path {
     ctx.pg.bin_dir()
+}
+
+/// The body of `PUT …/files/{path}` writing `content` (no precondition, no op_id).
+pub fn put_body(content: &str) -> PutFileRequest {
+    PutFileRequest { content: content.to_owned(), file_type: None, expected_version: None, op_id: None }
 }

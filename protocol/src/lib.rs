@@ -64,10 +64,12 @@ pub mod close {
     pub const CONTRACT: [u16; 5] = [UNAUTHENTICATED, FORBIDDEN, SLOW_CONSUMER, TOKEN_EXPIRED, SESSION_REVOKED];
     /// Standard: normal closure.
     pub const NORMAL: u16 = 1000;
-    /// Standard: going away (hub shutdown, idle peer).
+    /// Standard: going away (idle peer, database unavailable).
     pub const GOING_AWAY: u16 = 1001;
     /// Standard: policy violation (too many sockets, oversized frame).
     pub const POLICY: u16 = 1008;
+    /// Standard: service restart (hub shutdown; CONTRACT section 8: clients resume elsewhere).
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// A bearer token; `Debug` never prints it.

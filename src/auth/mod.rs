@@ -92,7 +92,7 @@ impl Authenticator {
         if let Principal::Container { session_id, project_id } = &principal {
             let client = self.sessions.get().await?;
             let active: bool = client
-                .query_one("SELECT synchub.session_active($1, $2)", &[session_id, project_id])
+                .query_one("SELECT synchub.session_active($1, $2)", &[project_id, session_id])
                 .await?
                 .try_get(0)
                 .map_err(ApiError::internal)?;

@@ -6,11 +6,15 @@
 //! - [`wakeups`]: who wakes feeds: this hub's own commits (in-process, at once), other hubs
 //!   (LISTEN/NOTIFY after commit, never inside the write transaction), and a periodic heads
 //!   check that catches everything else (direct SQL writes, lost notifications).
-//! - [`socket`]: the WebSocket session: auth, joins, writes, pings; one writer task per
-//!   socket that owns channel positions and fills any gap from the log, so what a client
-//!   receives per channel is always seq-contiguous.
+//! - [`socket`]: the WebSocket session: auth, joins, writes; its writer drives a
+//!   [`machine::Machine`] that owns channel positions and fills any gap from the log, so
+//!   what a client receives per channel is always seq-contiguous.
+//! - [`machine`]: that sending side as a transport-free state machine (`on(input) ->
+//!   actions`): positions, de-duplication, gap fills, retention holes, channel limits,
+//!   pings, idle peers and close codes.
 
 pub mod broker;
+pub mod machine;
 pub mod outbox;
 pub mod protocol;
 pub mod socket;

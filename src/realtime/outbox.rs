@@ -23,6 +23,8 @@ pub enum Out {
     Leave { project: Uuid, notice: Option<String> },
     /// Close the socket with this code.
     Close(u16, &'static str),
+    /// The hub is shutting down (the socket machine picks the close code).
+    Shutdown,
 }
 
 impl Out {
@@ -31,7 +33,7 @@ impl Out {
             Out::Event { frame, .. } => frame.text.len(),
             Out::Text(text) | Out::Join { reply: text, .. } => text.len(),
             Out::Leave { notice, .. } => notice.as_ref().map_or(0, String::len),
-            Out::Close(..) => 0,
+            Out::Close(..) | Out::Shutdown => 0,
         }
     }
 }

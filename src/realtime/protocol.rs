@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(ok, r#"{"type":"ack","ref":"7","ok":true,"path":"a","version":1,"content_hash":"h","seq":5}"#);
         let err = ApiError::VersionConflict {
             message: "m".into(),
-            details: serde_json::json!({"current_version": 2}).as_object().unwrap().clone(),
+            details: serde_json::Map::from_iter([("current_version".to_owned(), Value::from(2))]),
         };
         assert_eq!(
             ack_error(&reference, &err),
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn authed_carries_the_expiry_in_rfc_3339() {
-        let value: Value = serde_json::from_str(&authed(1_800_000_000)).unwrap();
-        assert_eq!(value, serde_json::json!({"type": "authed", "expires_at": "2027-01-15T08:00:00Z"}));
+        let frame = ServerFrame::parse(&authed(1_800_000_000)).unwrap();
+        assert_eq!(frame, ServerFrame::Authed { expires_at: "2027-01-15T08:00:00Z".into() });
     }
 }

@@ -1,13 +1,15 @@
 //! One WebSocket session. The reader authenticates, authorizes joins and runs writes;
 //! everything the client receives goes through the socket's [`Outbox`] to one writer,
-//! which owns each channel's position (`next_seq`): duplicates are skipped, gaps are
-//! filled from the log, so per channel the client sees seq n, n+1, n+2, …
+//! which drives the socket's [`Machine`]: it owns each channel's position (`next_seq`),
+//! duplicates are skipped, gaps are filled from the log, so per channel the client sees
+//! seq n, n+1, n+2, … The writer is generic over the sink and the [`Log`], and tested
+//! in-module without a socket.
 //!
 //! Reader and writer are one unit: they run in one task under one `select!`, so whatever
 //! ends either (an error, a close, a write past its deadline, a panic) ends both, and the
 //! socket's slot and gauges are guards released when that task's future is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,9 +24,12 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
 
+use super::Broker;
 use super::broker::{EventFrame, SocketSlot, Subscription};
+use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::{Drained, Out, Outbox};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
@@ -33,6 +38,7 @@ use crate::auth::policy::{self, Actor, Need, Scope};
 use crate::error::ApiError;
 use crate::files;
 use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
 use synchub_protocol::{DeleteFileQuery, PutFileRequest};
 
 /// A text frame that makes the reader panic once a test called
@@ -40,14 +46,6 @@ use synchub_protocol::{DeleteFileQuery, PutFileRequest};
 const READER_FAULT_FRAME: &str = "synchub:test:reader-panic";
 /// A browser must authenticate within this long after the upgrade.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The hub pings this often…
-const PING_EVERY: Duration = Duration::from_secs(20);
-/// …and drops a peer silent for this long.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
-/// Channels one socket may join.
-const MAX_CHANNELS: usize = 64;
-/// Events read per gap-fill query.
-const FILL_PAGE: i64 = 500;
 /// Outbound bytes buffered before a write to the TCP socket (a batch is flushed at its end
 /// anyway). The buffer only grows while frames are queued, so idle sockets do not pay it.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -97,16 +95,38 @@ type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>) {
+    let started = Instant::now();
+    let mut report = Report::default();
+    serve_socket(state, socket, pre_auth, &mut report).await;
+    // The one log line per socket, however it ended.
+    report.log(started.elapsed());
+}
+
+async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
     let (sink, mut stream) = socket.split();
     let sink = Conn { sink, deadline: Duration::from_millis(state.config.limits.socket_write_timeout_ms) };
+    report.principal = "unauthenticated";
     let ((principal, expires_at), by_frame) = match pre_auth {
         Some(verified) => (verified, false),
         None => match first_frame_auth(&state, &mut stream).await {
             Ok(verified) => (verified, true),
-            Err((code, reason)) => return close_early(sink, stream, code, reason).await,
+            Err((code, reason)) => {
+                report.ending = Ending::Hub(code);
+                return close_early(sink, stream, code, reason).await;
+            }
         },
     };
+    report.principal = match &principal {
+        Principal::User { .. } => "user",
+        Principal::Service => "service",
+        Principal::Container { session_id, project_id } => {
+            report.session_id = Some(*session_id);
+            report.joined(*project_id);
+            "container"
+        }
+    };
     let Some(slot) = state.broker.claim_socket(&principal.rate_key(), state.config.limits.max_sockets_per_user) else {
+        report.ending = Ending::Hub(close::POLICY);
         return close_early(sink, stream, close::POLICY, "too many sockets for this user").await;
     };
     let open = OpenSocket { _slot: slot, _gauge: Counted::new(&state.metrics.open_sockets) };
@@ -116,10 +136,12 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
         outbox.push(Out::Text(protocol::authed(expires_at)));
     }
     let (progress, _session_socket) = match &principal {
-        Principal::Container { session_id, .. } => {
+        Principal::Container { session_id, project_id } => {
             let registered = state.broker.register_session_socket(*session_id, outbox.clone());
-            seen(&state, *session_id, None, 1).await;
-            (Some(Progress { session: *session_id, pending: None, flushed_at: Instant::now() }), Some(registered))
+            seen(&state, *project_id, *session_id, None, 1).await;
+            let progress =
+                Progress { project: *project_id, session: *session_id, pending: None, flushed_at: Instant::now() };
+            (Some(progress), Some(registered))
         }
         _ => (None, None),
     };
@@ -128,17 +150,26 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
         principal,
         expires_at,
         outbox,
+        heard: Heard::new(),
         progress,
         joins: RateLimiter::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND), Counter::default()),
+        frames_received: 0,
+        peer_ended: None,
     };
     // A panic while handling a frame must not leave half a socket behind: it ends the
     // whole socket (both halves are inside this future), never just its reader.
-    if AssertUnwindSafe(session.serve(&mut stream, sink)).catch_unwind().await.is_err() {
+    let panicked = AssertUnwindSafe(session.serve(&mut stream, sink, report)).catch_unwind().await.is_err();
+    if panicked {
         tracing::error!("a socket's session panicked; the socket was closed");
+        report.ending = Ending::Panicked;
+    } else if let Some(peer) = session.peer_ended {
+        // The hub's close frame was only the reply.
+        report.ending = peer;
     }
+    report.frames_received = session.frames_received;
     drop(open);
     if let Some(progress) = &session.progress {
-        seen(&state, progress.session, progress.pending, -1).await;
+        seen(&state, progress.project, progress.session, progress.pending, -1).await;
     }
 }
 
@@ -175,12 +206,12 @@ enum WriteError {
 
 /// The socket's sending half; every write is bounded by the write deadline, so a peer that
 /// stops reading is cut off even while the hub is blocked writing to it.
-struct Conn {
-    sink: Sink,
+struct Conn<S = Sink> {
+    sink: S,
     deadline: Duration,
 }
 
-impl Conn {
+impl<S: futures_util::Sink<Message> + Unpin> Conn<S> {
     async fn feed(&mut self, message: Message) -> Result<(), WriteError> {
         within(self.deadline, self.sink.feed(message)).await
     }
@@ -203,7 +234,7 @@ impl Conn {
     }
 }
 
-async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), WriteError> {
+async fn within<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> Result<(), WriteError> {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteError::Gone),
@@ -258,14 +289,20 @@ struct Session {
     principal: Principal,
     expires_at: i64,
     outbox: Arc<Outbox>,
+    /// When the peer was last heard from (the writer closes it after IDLE_LIMIT of silence).
+    heard: Arc<Heard>,
     /// Container sockets: the agent's reported progress, written at most every
     /// PROGRESS_EVERY (and as a liveness heartbeat at least every HEARTBEAT_EVERY).
     progress: Option<Progress>,
     /// JOINS_PER_SECOND, as a bucket of that many tokens refilled at that rate.
     joins: RateLimiter,
+    frames_received: u64,
+    /// Set when the peer ended the socket (its close frame's code, if any).
+    peer_ended: Option<Ending>,
 }
 
 struct Progress {
+    project: Uuid,
     session: Uuid,
     pending: Option<i64>,
     flushed_at: Instant,
@@ -278,11 +315,11 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// connect/disconnect). False when the database refused `applied` (above the project's
 /// last seq; nothing of it was recorded). Other failures only delay what
 /// `GET /v1/sessions/{id}` shows.
-async fn seen(state: &AppState, session: Uuid, applied: Option<i64>, sockets_delta: i32) -> bool {
+async fn seen(state: &AppState, project: Uuid, session: Uuid, applied: Option<i64>, sockets_delta: i32) -> bool {
     let result = async {
         let client = state.db.pool().get().await?;
         let row = client
-            .query_one("SELECT synchub.session_report($1, $2, $3)", &[&session, &applied, &sockets_delta])
+            .query_one("SELECT synchub.session_report($1, $2, $3, $4)", &[&project, &session, &applied, &sockets_delta])
             .await?;
         Ok::<Option<bool>, ApiError>(row.try_get(0)?)
     };
@@ -297,8 +334,10 @@ async fn seen(state: &AppState, session: Uuid, applied: Option<i64>, sockets_del
 
 impl Session {
     /// Runs the reader and the writer until either ends; then the other ends too.
-    async fn serve(&mut self, stream: &mut Stream, sink: Conn) {
-        let writer = write_loop(self.state.clone(), sink, self.outbox.clone());
+    async fn serve(&mut self, stream: &mut Stream, sink: Conn, report: &mut Report) {
+        let log = BrokerLog { broker: self.state.broker.clone(), outbox: self.outbox.clone() };
+        let meters = Meters::of(&self.state.metrics);
+        let writer = write_loop(sink, log, self.outbox.clone(), self.heard.clone(), meters, report);
         let mut writer = std::pin::pin!(writer);
         let reader_ended = tokio::select! {
             () = self.read_loop(stream) => true,
@@ -318,32 +357,42 @@ impl Session {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
                 _ = progress_tick.tick(), if self.progress.is_some() => self.flush_progress(false).await,
-                message = tokio::time::timeout(IDLE_LIMIT, stream.next()) => match message {
-                    Err(_) => {
-                        self.outbox.push(Out::Close(close::GOING_AWAY, "idle"));
+                message = stream.next() => match message {
+                    None | Some(Err(_)) => {
+                        self.peer_ended = Some(Ending::Peer(None));
                         return;
                     }
-                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
-                    Ok(Some(Ok(Message::Text(text)))) => {
+                    Some(Ok(Message::Close(frame))) => {
+                        self.peer_ended = Some(Ending::Peer(frame.map(|frame| frame.code)));
+                        return;
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        self.heard.mark();
+                        self.frames_received += 1;
                         if self.state.broker.reader_faults_injected() && text.as_str() == READER_FAULT_FRAME {
                             panic!("reader failure injected by a test");
                         }
                         if !self.handle(text.as_str()).await {
                             return;
                         }
+                        // Handling may take long (a bulk write): silence counts from here.
+                        self.heard.mark();
                     }
-                    Ok(Some(Ok(Message::Binary(_)))) => {
+                    Some(Ok(Message::Binary(_))) => {
+                        self.heard.mark();
+                        self.frames_received += 1;
                         let err = ApiError::InvalidRequest("frames are JSON text".into());
                         self.outbox.push(Out::Text(protocol::error(&None, None, &err)));
                     }
-                    Ok(Some(Ok(_))) => {} // ping/pong: the peer is alive
+                    Some(Ok(_)) => self.heard.mark(), // ping/pong: the peer is alive
                 },
                 _ = tokio::time::sleep(until_expiry) => {
                     self.outbox.push(Out::Close(close::TOKEN_EXPIRED, "token expired"));
                     return;
                 }
                 _ = self.state.broker.shutdown.cancelled() => {
-                    self.outbox.push(Out::Close(close::GOING_AWAY, "hub shutting down"));
+                    // The machine closes with 1012 (CONTRACT section 8).
+                    self.outbox.push(Out::Shutdown);
                     return;
                 }
             }
@@ -510,9 +559,9 @@ impl Session {
         if !(due || force) {
             return;
         }
-        let (session, applied) = (progress.session, progress.pending.take());
+        let (project, session, applied) = (progress.project, progress.session, progress.pending.take());
         progress.flushed_at = Instant::now();
-        if !seen(&self.state, session, applied, 0).await
+        if !seen(&self.state, project, session, applied, 0).await
             && let (Principal::Container { project_id, .. }, Some(seq)) = (&self.principal, applied)
         {
             let err = ApiError::InvalidRequest(format!("applied seq {seq} is above the project's last seq"));
@@ -522,174 +571,279 @@ impl Session {
     }
 }
 
-struct Channel {
-    next_seq: i64,
-    _subscription: Subscription,
-    _gauge: Counted,
+/// Where a socket's channels come from: live events (a subscription to a project's feed)
+/// and the events log (gap fills). The writer is generic over it so that its unit tests
+/// run without a database.
+pub(crate) trait Log {
+    /// Live events flow while this is held.
+    type Subscription: Send;
+    fn subscribe(&self, project: Uuid, head: i64, reader: Option<String>) -> Self::Subscription;
+    /// Up to [`machine::FILL_PAGE`] events after `after`.
+    fn read(&self, project: Uuid, after: i64) -> impl Future<Output = Result<Vec<Arc<EventFrame>>, ApiError>> + Send;
+    /// The oldest seq still in the log.
+    fn oldest_seq(&self, project: Uuid) -> impl Future<Output = Result<i64, ApiError>> + Send;
 }
 
-/// The socket's single writer: drains the outbox, keeps every channel contiguous, pings.
-/// Returns when the socket is done: a close frame was sent, the connection failed, or a
-/// write missed its deadline (counted as a slow consumer, like an overflowing outbox).
-async fn write_loop(state: AppState, mut sink: Conn, outbox: Arc<Outbox>) {
-    let mut writer = Writer { state, channels: HashMap::new(), outbox };
-    let slow_consumer = writer.state.metrics.slow_consumer_drops.clone();
-    match writer.run(&mut sink).await {
-        Ok(Ended::Closed) | Err(WriteError::Gone) => {}
-        Ok(Ended::Overflowed) => {
-            slow_consumer.inc();
-            let _ = sink.close(close::SLOW_CONSUMER, "slow consumer: reconnect with since", sink.deadline).await;
+/// The broker's feeds (which push into this socket's outbox) and the database's log.
+struct BrokerLog {
+    broker: Arc<Broker>,
+    outbox: Arc<Outbox>,
+}
+
+impl Log for BrokerLog {
+    type Subscription = Subscription;
+
+    fn subscribe(&self, project: Uuid, head: i64, reader: Option<String>) -> Subscription {
+        self.broker.subscribe(project, head, self.outbox.clone(), reader)
+    }
+
+    fn read(&self, project: Uuid, after: i64) -> impl Future<Output = Result<Vec<Arc<EventFrame>>, ApiError>> + Send {
+        self.broker.read_events(project, after, machine::FILL_PAGE as i64)
+    }
+
+    fn oldest_seq(&self, project: Uuid) -> impl Future<Output = Result<i64, ApiError>> + Send {
+        self.broker.oldest_seq(project)
+    }
+}
+
+/// The metrics a socket's writer moves.
+#[derive(Clone)]
+struct Meters {
+    joined_channels: Gauge,
+    events_delivered: Counter,
+    event_delivery_lag: Histogram,
+    slow_consumer_drops: Counter,
+}
+
+impl Meters {
+    fn of(metrics: &Metrics) -> Self {
+        Meters {
+            joined_channels: metrics.joined_channels.clone(),
+            events_delivered: metrics.events_delivered.clone(),
+            event_delivery_lag: metrics.event_delivery_lag.clone(),
+            slow_consumer_drops: metrics.slow_consumer_drops.clone(),
         }
+    }
+}
+
+/// When the peer was last heard from: the reader marks it, the writer's machine decides
+/// when silence means the peer is gone.
+pub(crate) struct Heard(std::sync::Mutex<tokio::time::Instant>);
+
+impl Heard {
+    fn new() -> Arc<Self> {
+        Arc::new(Heard(std::sync::Mutex::new(tokio::time::Instant::now())))
+    }
+
+    fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The socket's single writer: drains the outbox into the [`Machine`] and carries out its
+/// actions; sends pings and closes idle peers when the machine's deadline passes. Returns
+/// when the socket is done: a close frame was sent, the connection failed, or a write
+/// missed its deadline (counted as a slow consumer, like an overflowing outbox).
+async fn write_loop<S, L>(
+    mut conn: Conn<S>,
+    log: L,
+    outbox: Arc<Outbox>,
+    heard: Arc<Heard>,
+    meters: Meters,
+    report: &mut Report,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+    L: Log,
+{
+    let mut writer = Writer {
+        machine: Machine::new(tokio::time::Instant::now()),
+        log,
+        outbox,
+        heard,
+        channels: HashMap::new(),
+        meters,
+        report,
+    };
+    match writer.run(&mut conn).await {
+        Ok(()) | Err(WriteError::Gone) => {}
         Err(WriteError::TimedOut) => {
-            slow_consumer.inc();
-            let _ = sink.close(close::SLOW_CONSUMER, "slow consumer: reconnect with since", LAST_CLOSE_ATTEMPT).await;
+            writer.meters.slow_consumer_drops.inc();
+            writer.report.ending = Ending::WriteTimedOut;
+            let _ = conn.close(close::SLOW_CONSUMER, machine::SLOW_CONSUMER_REASON, LAST_CLOSE_ATTEMPT).await;
             // Not even a close frame got through: dropping the socket ends the connection.
             return;
         }
     }
-    let _ = within(LAST_CLOSE_ATTEMPT, sink.sink.close()).await;
+    let _ = within(LAST_CLOSE_ATTEMPT, conn.sink.close()).await;
 }
 
-/// How the writer finished when no write failed.
-enum Ended {
-    /// A close frame was sent.
-    Closed,
-    /// The outbox overflowed: the peer reads too slowly.
-    Overflowed,
-}
-
-struct Writer {
-    state: AppState,
-    channels: HashMap<Uuid, Channel>,
+struct Writer<'r, L: Log> {
+    machine: Machine,
+    log: L,
     outbox: Arc<Outbox>,
+    heard: Arc<Heard>,
+    /// What each joined channel holds: its feed subscription and a unit of the gauge.
+    channels: HashMap<Uuid, (L::Subscription, Counted)>,
+    meters: Meters,
+    report: &'r mut Report,
 }
 
-impl Writer {
-    async fn run(&mut self, sink: &mut Conn) -> Result<Ended, WriteError> {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
+impl<L: Log> Writer<'_, L> {
+    /// Ok when a close frame was sent (or could not be).
+    async fn run<S: futures_util::Sink<Message> + Unpin>(&mut self, conn: &mut Conn<S>) -> Result<(), WriteError> {
         loop {
-            tokio::select! {
+            let deadline = self.machine.deadline(self.heard.last());
+            let inputs: Vec<Input> = tokio::select! {
                 drained = self.outbox.drain() => match drained {
-                    Drained::Overflowed => return Ok(Ended::Overflowed),
-                    Drained::Items(items) => {
-                        // Everything in one batch is fed (buffered) and written with one
-                        // flush: one write(2) for a burst instead of one per frame.
-                        for item in items {
-                            if !self.handle(sink, item).await? {
-                                return Ok(Ended::Closed);
-                            }
-                        }
-                        sink.flush().await?;
-                    }
+                    Drained::Overflowed => vec![Input::Overflowed],
+                    Drained::Items(items) => items.into_iter().map(Input::from).collect(),
                 },
-                _ = ping.tick() => sink.send(Message::Ping(Default::default())).await?,
-            }
-        }
-    }
-
-    /// Ok(false) when the socket is to close.
-    async fn handle(&mut self, sink: &mut Conn, item: Out) -> Result<bool, WriteError> {
-        match item {
-            Out::Text(text) => sink.text(text).await?,
-            Out::Close(code, reason) => {
-                let _ = sink.send(close_message(code, reason)).await;
-                return Ok(false);
-            }
-            Out::Leave { project, notice } => {
-                self.channels.remove(&project);
-                if let Some(notice) = notice {
-                    sink.text(notice).await?;
-                }
-            }
-            Out::Join { project, next_seq, head, reply, reader } => {
-                if !self.channels.contains_key(&project) && self.channels.len() >= MAX_CHANNELS {
-                    let err = ApiError::InvalidRequest(format!("at most {MAX_CHANNELS} channels per socket"));
-                    sink.text(protocol::error(&None, Some(&protocol::channel_name(project)), &err)).await?;
-                    return Ok(true);
-                }
-                // Subscribe first, then read the log: nothing committed in between is missed,
-                // and what arrives twice is skipped by seq.
-                let subscription = self.state.broker.subscribe(project, head, self.outbox.clone(), reader);
-                let gauge = Counted::new(&self.state.metrics.joined_channels);
-                self.channels.insert(project, Channel { next_seq, _subscription: subscription, _gauge: gauge });
-                sink.text(reply).await?;
-                self.fill(sink, project, None).await?;
-            }
-            Out::Event { project, frame } => {
-                let Some(channel) = self.channels.get(&project) else { return Ok(true) };
-                if frame.seq < channel.next_seq {
-                    return Ok(true);
-                }
-                if frame.seq > channel.next_seq {
-                    self.fill(sink, project, Some(frame.seq - 1)).await?;
-                }
-                self.send_event(sink, project, &frame).await?;
-            }
-        }
-        Ok(true)
-    }
-
-    /// Sends the channel's events from its next_seq up to `until` (or to the end of the
-    /// log) read from the database. A hole in the log (trimmed by retention) ends the
-    /// channel with resync_required.
-    async fn fill(&mut self, sink: &mut Conn, project: Uuid, until: Option<i64>) -> Result<(), WriteError> {
-        loop {
-            let Some(channel) = self.channels.get(&project) else { return Ok(()) };
-            let next = channel.next_seq;
-            if until.is_some_and(|until| next > until) {
-                return Ok(());
-            }
-            // What is already queued goes out before waiting for the database.
-            sink.flush().await?;
-            let frames = match self.state.broker.read_events(project, next - 1, FILL_PAGE).await {
-                Ok(frames) => frames,
-                Err(err) => {
-                    // The database is away: the socket cannot stay contiguous; the client
-                    // resumes with since after reconnecting.
-                    tracing::warn!(project_id = %project, error = %err, "filling a gap failed");
-                    let reason = "temporarily unavailable: reconnect with since";
-                    let _ = sink.send(close_message(close::GOING_AWAY, reason)).await;
-                    return Err(WriteError::Gone);
+                () = tokio::time::sleep_until(deadline) => {
+                    vec![Input::Tick { now: tokio::time::Instant::now(), heard: self.heard.last() }]
                 }
             };
-            if frames.first().is_none_or(|f| f.seq != next) {
-                if frames.is_empty() && until.is_none() {
-                    return Ok(()); // caught up
-                }
-                let oldest = self.state.broker.oldest_seq(project).await.unwrap_or(next);
-                if oldest > next {
-                    self.channels.remove(&project);
-                    return sink.text(protocol::resync_required(project, oldest)).await;
-                }
-                // Not in the log yet; the next wake-up delivers it.
-                return Ok(());
-            }
-            let count = frames.len() as i64;
-            for frame in frames {
-                if until.is_some_and(|until| frame.seq > until) {
+            // Everything in one batch is fed (buffered) and written with one flush: one
+            // write(2) for a burst instead of one per frame.
+            for input in inputs {
+                if self.step(conn, input).await? {
                     return Ok(());
                 }
-                self.send_event(sink, project, &frame).await?;
             }
-            if count < FILL_PAGE {
-                return Ok(());
-            }
+            conn.flush().await?;
         }
     }
 
-    async fn send_event(&mut self, sink: &mut Conn, project: Uuid, frame: &EventFrame) -> Result<(), WriteError> {
-        let Some(channel) = self.channels.get_mut(&project) else { return Ok(()) };
-        if frame.seq != channel.next_seq {
-            return Ok(());
+    /// Carries out what the machine makes of `input`, answering its log reads at once.
+    /// True when the socket was closed.
+    async fn step<S: futures_util::Sink<Message> + Unpin>(
+        &mut self,
+        conn: &mut Conn<S>,
+        input: Input,
+    ) -> Result<bool, WriteError> {
+        let mut pending: VecDeque<Action> = self.machine.on(input).into();
+        while let Some(action) = pending.pop_front() {
+            let answer = match action {
+                Action::Send(text) => {
+                    conn.text(text).await?;
+                    self.report.frames_sent += 1;
+                    None
+                }
+                Action::SendEvent { frame, .. } => {
+                    conn.text(frame.text.clone()).await?;
+                    self.report.frames_sent += 1;
+                    self.meters.events_delivered.inc();
+                    let lag_us = now_micros() - frame.committed_at_us;
+                    self.meters.event_delivery_lag.observe(lag_us.max(0) as f64 / 1e6);
+                    None
+                }
+                Action::Ping => {
+                    conn.send(Message::Ping(Default::default())).await?;
+                    None
+                }
+                Action::Subscribe { project, head, reader } => {
+                    let subscription = self.log.subscribe(project, head, reader);
+                    let gauge = Counted::new(&self.meters.joined_channels);
+                    self.channels.insert(project, (subscription, gauge));
+                    self.report.joined(project);
+                    None
+                }
+                Action::Unsubscribe { project } => {
+                    self.channels.remove(&project);
+                    None
+                }
+                Action::Fill(fill) => {
+                    // What is already queued goes out before waiting for the database.
+                    conn.flush().await?;
+                    let frames = self.log.read(fill.project, fill.after).await.map_err(|err| {
+                        tracing::warn!(project_id = %fill.project, error = %err, "filling a gap failed");
+                        LogUnavailable
+                    });
+                    Some(Input::Filled { fill, frames })
+                }
+                Action::FindOldest(fill) => {
+                    let oldest = self.log.oldest_seq(fill.project).await.unwrap_or(fill.after + 1);
+                    Some(Input::Oldest { fill, oldest })
+                }
+                Action::Close { code, reason } => {
+                    if code == close::SLOW_CONSUMER {
+                        self.meters.slow_consumer_drops.inc();
+                    }
+                    self.report.ending = Ending::Hub(code);
+                    let _ = conn.send(close_message(code, reason)).await;
+                    return Ok(true);
+                }
+            };
+            if let Some(answer) = answer {
+                // The answer's actions come before whatever was still pending.
+                for action in self.machine.on(answer).into_iter().rev() {
+                    pending.push_front(action);
+                }
+            }
         }
-        channel.next_seq = frame.seq + 1;
-        sink.text(frame.text.clone()).await?;
-        let metrics = &self.state.metrics;
-        metrics.events_delivered.inc();
-        let lag_us = now_micros() - frame.committed_at_us;
-        metrics.event_delivery_lag.observe(lag_us.max(0) as f64 / 1e6);
-        Ok(())
+        Ok(false)
+    }
+}
+
+/// How a socket ended, for its close log line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The hub sent a close frame with this code.
+    Hub(u16),
+    /// The peer sent a close frame (with this code) or the connection ended.
+    Peer(Option<u16>),
+    /// A write missed its deadline (4008 attempted).
+    WriteTimedOut,
+    /// The session panicked.
+    Panicked,
+    #[default]
+    Unknown,
+}
+
+/// What one socket's close log line says. Never tokens or contents.
+#[derive(Debug, Default)]
+struct Report {
+    ending: Ending,
+    principal: &'static str,
+    session_id: Option<Uuid>,
+    /// Projects joined during the socket's life (at most MAX_CHANNELS of them are listed).
+    projects: Vec<Uuid>,
+    frames_sent: u64,
+    frames_received: u64,
+}
+
+impl Report {
+    fn joined(&mut self, project: Uuid) {
+        if !self.projects.contains(&project) && self.projects.len() < machine::MAX_CHANNELS {
+            self.projects.push(project);
+        }
+    }
+
+    /// The one log line per socket close (CONTRACT section 8).
+    fn log(&self, duration: Duration) {
+        let (close_code, closed_by) = match self.ending {
+            Ending::Hub(code) => (Some(code), "hub"),
+            Ending::Peer(code) => (code, "peer"),
+            Ending::WriteTimedOut => (Some(close::SLOW_CONSUMER), "write_deadline"),
+            Ending::Panicked => (None, "panic"),
+            Ending::Unknown => (None, "unknown"),
+        };
+        let project_ids = self.projects.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        tracing::info!(
+            target: "synchub::socket",
+            duration_ms = duration.as_millis() as u64,
+            close_code,
+            closed_by,
+            principal = self.principal,
+            project_ids,
+            session_id = self.session_id.map(tracing::field::display),
+            frames_sent = self.frames_sent,
+            frames_received = self.frames_received,
+            "socket closed"
+        );
     }
 }
 
@@ -699,4 +853,245 @@ fn now_secs() -> i64 {
 
 fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer without a socket or a database: a recording sink, a log in memory, and
+    //! tokio's paused clock for pings, idle peers and the write deadline.
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A sink that records what is written, or (stalled) never takes anything.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        written: Arc<std::sync::Mutex<Vec<Message>>>,
+        stalled: bool,
+    }
+
+    impl Recorder {
+        fn written(&self) -> Vec<Message> {
+            self.written.lock().unwrap().clone()
+        }
+
+        fn ready(&self) -> Poll<Result<(), std::convert::Infallible>> {
+            if self.stalled { Poll::Pending } else { Poll::Ready(Ok(())) }
+        }
+    }
+
+    impl futures_util::Sink<Message> for Recorder {
+        type Error = std::convert::Infallible;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.ready()
+        }
+
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.written.lock().unwrap().push(item);
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.ready()
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.ready()
+        }
+    }
+
+    /// Projects' logs in memory; subscriptions are not needed (tests push live events).
+    #[derive(Default)]
+    struct MemoryLog(HashMap<Uuid, Vec<Arc<EventFrame>>>);
+
+    impl Log for MemoryLog {
+        type Subscription = ();
+
+        fn subscribe(&self, _: Uuid, _: i64, _: Option<String>) {}
+
+        fn read(
+            &self,
+            project: Uuid,
+            after: i64,
+        ) -> impl Future<Output = Result<Vec<Arc<EventFrame>>, ApiError>> + Send {
+            let events = self.0.get(&project).into_iter().flatten();
+            let page = events.filter(|f| f.seq > after).take(machine::FILL_PAGE).cloned().collect();
+            async move { Ok(page) }
+        }
+
+        fn oldest_seq(&self, project: Uuid) -> impl Future<Output = Result<i64, ApiError>> + Send {
+            let oldest = self.0.get(&project).and_then(|events| events.first()).map_or(1, |f| f.seq);
+            async move { Ok(oldest) }
+        }
+    }
+
+    fn event(project: Uuid, seq: i64) -> Arc<EventFrame> {
+        Arc::new(EventFrame {
+            seq,
+            event_type: "file:update".into(),
+            text: protocol::event_frame(project, seq, "file:update", "{}").into(),
+            committed_at_us: 0,
+        })
+    }
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    struct Harness {
+        sink: Recorder,
+        outbox: Arc<Outbox>,
+        heard: Arc<Heard>,
+        meters: Meters,
+        _metrics: Metrics,
+    }
+
+    impl Harness {
+        fn new(sink: Recorder) -> Self {
+            let metrics = Metrics::default();
+            let meters = Meters::of(&metrics);
+            Harness { sink, outbox: Outbox::new(1 << 20), heard: Heard::new(), meters, _metrics: metrics }
+        }
+
+        /// Runs the writer until it ends; returns its report.
+        async fn run(&self, log: MemoryLog) -> Report {
+            let mut report = Report::default();
+            let conn = Conn { sink: self.sink.clone(), deadline: DEADLINE };
+            let meters = self.meters.clone();
+            write_loop(conn, log, self.outbox.clone(), self.heard.clone(), meters, &mut report).await;
+            report
+        }
+    }
+
+    fn closed(code: u16, reason: &'static str) -> Message {
+        close_message(code, reason)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_every_20_s_and_closes_a_silent_peer_after_60_s() {
+        let harness = Harness::new(Recorder::default());
+        let started = tokio::time::Instant::now();
+        let report = harness.run(MemoryLog::default()).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        let ping = Message::Ping(Default::default());
+        assert_eq!(harness.sink.written(), [ping.clone(), ping, closed(close::GOING_AWAY, "idle")]);
+        assert_eq!(report.ending, Ending::Hub(close::GOING_AWAY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_heard_from_is_not_idle() {
+        let harness = Harness::new(Recorder::default());
+        let started = tokio::time::Instant::now();
+        let heard = harness.heard.clone();
+        let (report, ()) = tokio::join!(harness.run(MemoryLog::default()), async move {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            heard.mark();
+        });
+        assert_eq!(started.elapsed(), Duration::from_secs(110));
+        let written = harness.sink.written();
+        assert_eq!(written.iter().filter(|m| matches!(m, Message::Ping(_))).count(), 5, "{written:?}");
+        assert_eq!(report.ending, Ending::Hub(close::GOING_AWAY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_with_1012_after_what_is_queued() {
+        let harness = Harness::new(Recorder::default());
+        harness.outbox.push(Out::Text("before".into()));
+        harness.outbox.push(Out::Shutdown);
+        harness.outbox.push(Out::Text("after".into()));
+        let report = harness.run(MemoryLog::default()).await;
+        let expected = [Message::Text("before".into()), closed(close::SERVICE_RESTART, "hub shutting down")];
+        assert_eq!(harness.sink.written(), expected);
+        assert_eq!(report.ending, Ending::Hub(1012));
+        assert_eq!(report.frames_sent, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_is_filled_from_the_log_and_live_gaps_too() {
+        let harness = Harness::new(Recorder::default());
+        let project = Uuid::new_v4();
+        let log = MemoryLog(HashMap::from([(project, (1..=5).map(|seq| event(project, seq)).collect())]));
+        let reply = protocol::joined(&None, project, 3);
+        harness.outbox.push(Out::Join { project, next_seq: 1, head: 3, reply: reply.clone(), reader: None });
+        harness.outbox.push(Out::Event { project, frame: event(project, 2) });
+        harness.outbox.push(Out::Event { project, frame: event(project, 5) });
+        harness.outbox.push(Out::Close(close::NORMAL, ""));
+        let report = harness.run(log).await;
+        let text = |seq| Message::Text(event(project, seq).text.clone());
+        // The join's fill reads to the end of the log: the live 2 and 5 are duplicates.
+        let expected = [Message::Text(reply.into()), text(1), text(2), text(3), text(4), text(5), closed(1000, "")];
+        assert_eq!(harness.sink.written(), expected);
+        assert_eq!(harness.meters.events_delivered.get(), 5);
+        assert_eq!(harness.meters.joined_channels.get(), 0, "the channel's gauge is given back");
+        assert_eq!((report.frames_sent, report.projects), (6, vec![project]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_past_the_deadline_ends_the_socket_as_a_slow_consumer() {
+        let harness = Harness::new(Recorder { stalled: true, ..Recorder::default() });
+        harness.outbox.push(Out::Text("never taken".into()));
+        let started = tokio::time::Instant::now();
+        let report = harness.run(MemoryLog::default()).await;
+        assert_eq!(started.elapsed(), DEADLINE + LAST_CLOSE_ATTEMPT);
+        assert_eq!(report.ending, Ending::WriteTimedOut);
+        assert_eq!(harness.meters.slow_consumer_drops.get(), 1);
+    }
+
+    #[test]
+    fn a_socket_close_is_one_info_line_of_target_synchub_socket() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (session, project) = (Uuid::new_v4(), Uuid::new_v4());
+        let report = Report {
+            ending: Ending::Hub(close::SERVICE_RESTART),
+            principal: "container",
+            session_id: Some(session),
+            projects: vec![project],
+            frames_sent: 3,
+            frames_received: 2,
+        };
+        tracing::subscriber::with_default(subscriber, || report.log(Duration::from_millis(1500)));
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let [line] = &lines[..] else { panic!("not one line: {text}") };
+        assert_eq!((&line["level"], &line["target"]), (&"INFO".into(), &"synchub::socket".into()));
+        let fields = &line["fields"];
+        assert_eq!(fields["close_code"], 1012);
+        assert_eq!(fields["closed_by"], "hub");
+        assert_eq!(fields["duration_ms"], 1500);
+        assert_eq!(fields["session_id"], session.to_string());
+        assert_eq!(fields["project_ids"], project.to_string());
+        assert_eq!((&fields["frames_sent"], &fields["frames_received"]), (&3.into(), &2.into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overflowing_outbox_closes_with_4008() {
+        let harness = Harness::new(Recorder::default());
+        let outbox = Outbox::new(10);
+        let project = Uuid::new_v4();
+        outbox.push(Out::Event { project, frame: event(project, 1) });
+        outbox.push(Out::Event { project, frame: event(project, 2) });
+        let harness = Harness { outbox, ..harness };
+        let report = harness.run(MemoryLog::default()).await;
+        assert_eq!(harness.sink.written(), [closed(close::SLOW_CONSUMER, machine::SLOW_CONSUMER_REASON)]);
+        assert_eq!(report.ending, Ending::Hub(close::SLOW_CONSUMER));
+        assert_eq!(harness.meters.slow_consumer_drops.get(), 1);
+    }
 }

@@ -140,7 +140,7 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     client
         .execute(
             "SELECT synchub.record_snapshot($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz)",
-            &[&snapshot_id, &project, &cursor, &key, &sha256, &bytes_i64, &file_count, &manifest.created_at],
+            &[&project, &snapshot_id, &cursor, &key, &sha256, &bytes_i64, &file_count, &manifest.created_at],
         )
         .await?;
     state.metrics.snapshot_build_seconds.observe(started.elapsed().as_secs_f64());

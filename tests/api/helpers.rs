@@ -55,7 +55,12 @@ fn remove_stale_clusters() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("synchub-test-")) else { continue };
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("synchub-test-")) else { continue };
+        // "<pid>" or "<pid>-<suffix>" (a test's own extra cluster): the owner is the leading pid.
+        let pid = rest.split('-').next().unwrap_or_default();
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
         if !PathBuf::from(format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }

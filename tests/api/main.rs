@@ -21,6 +21,7 @@ mod policy;
 mod props;
 mod realtime;
 mod resilience;
+mod schema;
 mod sessions;
 mod snapshot_cli;
 mod socket_lifecycle;

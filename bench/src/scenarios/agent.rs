@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use rustix::fs::inotify;
-use serde_json::{Value, json};
+use serde_json::Value;
+use synchub_protocol::CreateSessionRequest;
 use synchub_protocol::ServerFrame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -66,7 +67,7 @@ async fn create_session(ctx: &Ctx, hub: &Hub, project: Uuid) -> anyhow::Result<V
         .http
         .post(hub.url(&format!("/v1/projects/{project}/sessions")))
         .bearer_auth(&ctx.service_token)
-        .json(&json!({}))
+        .json(&CreateSessionRequest { ttl_seconds: None, max_lifetime_seconds: None })
         .timeout(Duration::from_secs(600))
         .send()
         .await?;
@@ -536,7 +537,7 @@ async fn edit_phase(ctx: &Ctx, hub: &Hub, samples: usize, warmup: usize, report:
                 .http
                 .put(hub.url(&format!("/v1/projects/{project}/files/e/{i}.txt")))
                 .bearer_auth(&ctx.token)
-                .json(&json!({ "content": format!("edit {i}\n") }))
+                .json(&harness::put_body(&format!("edit {i}\n")))
                 .build()?;
             let (client, sent) = (ctx.http.clone(), sent.clone());
             puts.spawn(async move {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use synchub_protocol::{Event, PutFileRequest, PutFileResponse, SafeU64, ServerFrame};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
@@ -390,12 +391,11 @@ async fn rust_typing(
             while let Some(Ok(message)) = ws.next().await {
                 let Message::Text(text) = message else { continue };
                 let now = clock().now_ns();
-                let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                if frame["type"] != "event" || frame["payload"]["file_path"] != path.as_str() {
-                    continue;
-                }
-                if let Some(content) = frame["payload"]["content"].as_str() {
-                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((now, content.chars().count()));
+                let Ok(ServerFrame::Event(frame)) = ServerFrame::parse(text.as_str()) else { continue };
+                let Ok(Some(Event::FileUpdate(update))) = frame.event() else { continue };
+                if update.file.file_path == path {
+                    let length = update.file.content.chars().count();
+                    arrivals.lock().unwrap_or_else(|p| p.into_inner()).push((now, length));
                 }
             }
         })
@@ -429,18 +429,22 @@ async fn rust_typing(
             }
             () = tokio::time::sleep_until(due.unwrap_or(next_key)), if due.is_some() => {
                 let Some((length, _, _)) = pending.take() else { continue };
-                let body = json!({ "content": &text[..length], "expected_version": version, "op_id": Uuid::new_v4() });
+                let body = PutFileRequest {
+                    content: text[..length].to_owned(),
+                    file_type: None,
+                    expected_version: Some(SafeU64::try_from(version)?),
+                    op_id: Some(Uuid::new_v4()),
+                };
                 let request = ctx.http.put(&url).bearer_auth(&ctx.token).json(&body).build()?;
                 let http = ctx.http.clone();
                 puts.push((clock().now_ns(), length));
                 inflight = Some(Box::pin(async move {
                     let response = http.execute(request).await?;
                     let status = response.status();
-                    let body: Value = response.json().await?;
                     if !status.is_success() {
-                        bail!("PUT answered {status}: {body}");
+                        bail!("PUT answered {status}: {}", response.text().await.unwrap_or_default());
                     }
-                    body["version"].as_i64().context("PUT answer without version")
+                    Ok(response.json::<PutFileResponse>().await?.version)
                 }));
             }
             answered = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {

@@ -131,7 +131,7 @@ impl Target<'_> {
                 .http
                 .put(hubs[0].url(&format!("/v1/projects/{project}/files/fanout-{}.txt", i % BURST_WRITERS)))
                 .bearer_auth(&ctx.token)
-                .json(&json!({ "content": content }))
+                .json(&harness::put_body(&content))
                 .build()?,
             Target::Node { node, .. } => {
                 ctx.http.post(node.url("/broadcast")).json(&json!({ "content": content })).build()?

@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
+use synchub_protocol::{BulkRequest, BulkUpsert};
 
 use super::Pending;
-use crate::harness::{Ctx, Hub};
+use crate::harness::{Ctx, Hub, put_body};
 use crate::procfs;
 use crate::report::{Goal, Report, Row, Value as V};
 
@@ -122,13 +123,13 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
             let on_disk = tree.join(&path);
             std::fs::create_dir_all(on_disk.parent().context("no parent")?)?;
             std::fs::write(&on_disk, &text)?;
-            upserts.push(json!({ "path": path, "content": text }));
+            upserts.push(BulkUpsert { path, content: text, file_type: None, expected_version: None });
         }
         let response = ctx
             .http
             .post(hub.url(&format!("/v1/projects/{project}/files:bulk")))
             .bearer_auth(&ctx.token)
-            .json(&json!({ "upserts": upserts, "deletes": [] }))
+            .json(&BulkRequest { upserts, ..BulkRequest::default() })
             .timeout(Duration::from_secs(300))
             .send()
             .await?;
@@ -150,7 +151,7 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
             .http
             .put(hub.url(&format!("/v1/projects/{project}/files/{}", file_path(0))))
             .bearer_auth(&ctx.token)
-            .json(&json!({ "content": text }))
+            .json(&put_body(&text))
             .send()
             .await?;
         if !response.status().is_success() {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use serde_json::json;
 use synchub_protocol::{ServerFrame, event_names};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -203,7 +202,7 @@ async fn hub_phase(
             .http
             .put(hub.url(&format!("/v1/projects/{project}/files/lat/{i}.txt")))
             .bearer_auth(&ctx.token)
-            .json(&json!({ "content": "x" }))
+            .json(&harness::put_body("x"))
             .build()?;
         let (client, sent, acked) = (ctx.http.clone(), sent.clone(), acked.clone());
         puts.spawn(async move {

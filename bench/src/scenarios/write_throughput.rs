@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use synchub_protocol::{AckFrame, ClientFrame, Ref, ServerFrame, channel_name};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -214,8 +213,7 @@ async fn run_writers(
                     while Instant::now() < deadline {
                         let url = format!("{base}/tp/{w}/{}.txt", writes % PATHS_PER_WRITER + 1);
                         let sent = Instant::now();
-                        let response =
-                            http.put(url).bearer_auth(&token).json(&json!({ "content": "x" })).send().await?;
+                        let response = http.put(url).bearer_auth(&token).json(&harness::put_body("x")).send().await?;
                         let status = response.status();
                         let body = response.bytes().await?;
                         if !status.is_success() {

@@ -1,41 +1,58 @@
--- Hardening (issue #11):
--- * An op_id names one write. Reused for another kind of write or other arguments (path,
---   content, file_type, expected_version, project, actor) it is refused with SHO09
---   (409 op_id_reused) and nothing changes; the same write again still returns the first
---   result. applied_ops records what each op_id was used for, and the lookup is by op_id
---   alone, so one op_id cannot be spent in two projects either.
--- * file_type is at most 64 bytes of [A-Za-z0-9._+-] (CONTRACT section 7); stored values
---   outside that (which bypassed the size limit and bloated snapshot manifests) are
---   replaced by the type inferred from the path.
--- * expected_version and since are integers from 0 to 2^53-1, else SH400 (no overflow, no
---   cast error).
--- * PUT base refuses a tree that names one path twice (SH400, not a unique violation).
--- * Deleting a project ends its sessions for good: restoring the project does not bring
---   them back.
---
--- New SQLSTATE: SHO09 op_id_reused.
+-- Files: the checks on what a write may contain, the one core write (apply_change) with
+-- the named write functions as thin wrappers over it, and the reads.
 
-ALTER TABLE synchub.applied_ops ADD COLUMN op_kind text, ADD COLUMN args_hash text;
-CREATE INDEX applied_ops_op_id ON synchub.applied_ops (op_id);
-
--- Raises SH400 unless p_value (a JSON number, or null/absent) is an integer in 0..2^53-1,
--- so JavaScript clients hold it exactly and no bigint arithmetic can overflow.
-CREATE FUNCTION synchub.check_counter(p_name text, p_value jsonb) RETURNS void
+-- The same path rules as the hub's normalizer (CONTRACT section 7), for direct callers.
+CREATE OR REPLACE FUNCTION synchub.check_path(p_path text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_segments text[];
 BEGIN
-    IF p_value IS NULL OR jsonb_typeof(p_value) = 'null' THEN
-        RETURN;
+    IF p_path IS NULL OR p_path = '' THEN
+        PERFORM synchub.fail('SHP00', 'path is empty', jsonb_build_object('path', p_path));
     END IF;
-    IF jsonb_typeof(p_value) <> 'number' OR p_value::text::numeric <> trunc(p_value::text::numeric)
-        OR p_value::text::numeric < 0 OR p_value::text::numeric > 9007199254740991 THEN
-        PERFORM synchub.fail('SH400', format('%s must be an integer from 0 to 9007199254740991', p_name));
+    v_segments := string_to_array(p_path, '/');
+    IF octet_length(p_path) > 1024
+        OR left(p_path, 1) = '/'
+        OR strpos(p_path, E'\\') > 0
+        OR p_path ~ E'[\\x01-\\x1f\\x7f-\\x9f]'
+        OR cardinality(v_segments) > 64
+        OR '' = ANY (v_segments) OR '.' = ANY (v_segments) OR '..' = ANY (v_segments)
+        OR v_segments[1] IN ('.synchub', '.git')
+    THEN
+        PERFORM synchub.fail('SHP00', 'invalid path', jsonb_build_object('path', p_path));
     END IF;
 END $$;
-REVOKE EXECUTE ON FUNCTION synchub.check_counter(text, jsonb) FROM PUBLIC;
+
+-- The folders a path lives in: 'a/b/c' -> {'a', 'a/b'}.
+CREATE OR REPLACE FUNCTION synchub.parent_paths(p_path text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT coalesce(array_agg(array_to_string(parts[1:i], '/') ORDER BY i), '{}')
+    FROM (SELECT string_to_array(p_path, '/') AS parts) s,
+         generate_series(1, cardinality(parts) - 1) AS i
+$$;
+
+-- file_type from the extension when the client gives none.
+CREATE OR REPLACE FUNCTION synchub.infer_file_type(p_path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE lower(substring(p_path FROM '\.([^./]+)$'))
+        WHEN 'ts' THEN 'typescript' WHEN 'tsx' THEN 'typescript'
+        WHEN 'mts' THEN 'typescript' WHEN 'cts' THEN 'typescript'
+        WHEN 'js' THEN 'javascript' WHEN 'jsx' THEN 'javascript'
+        WHEN 'mjs' THEN 'javascript' WHEN 'cjs' THEN 'javascript'
+        WHEN 'json' THEN 'json' WHEN 'md' THEN 'markdown' WHEN 'mdx' THEN 'markdown'
+        WHEN 'sql' THEN 'sql' WHEN 'css' THEN 'css' WHEN 'scss' THEN 'scss'
+        WHEN 'html' THEN 'html' WHEN 'htm' THEN 'html' WHEN 'vue' THEN 'vue'
+        WHEN 'svelte' THEN 'svelte' WHEN 'py' THEN 'python' WHEN 'rs' THEN 'rust'
+        WHEN 'go' THEN 'go' WHEN 'yaml' THEN 'yaml' WHEN 'yml' THEN 'yaml'
+        WHEN 'toml' THEN 'toml' WHEN 'sh' THEN 'shell' WHEN 'svg' THEN 'svg'
+        WHEN 'xml' THEN 'xml'
+        ELSE 'text'
+    END
+$$;
 
 -- Raises SH400 unless p_file_type (JSON; null, absent or "" mean "infer from the path") is
 -- a string of at most 64 bytes of [A-Za-z0-9._+-].
-CREATE FUNCTION synchub.check_file_type(p_file_type jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION synchub.check_file_type(p_file_type jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF p_file_type IS NULL OR jsonb_typeof(p_file_type) = 'null' OR p_file_type = '""' THEN
@@ -47,24 +64,20 @@ BEGIN
         PERFORM synchub.fail('SH400', 'file_type must be at most 64 bytes of A-Z, a-z, 0-9, ".", "_", "+" and "-"');
     END IF;
 END $$;
-REVOKE EXECUTE ON FUNCTION synchub.check_file_type(jsonb) FROM PUBLIC;
-
-UPDATE synchub.project_files SET file_type = synchub.infer_file_type(file_path)
-WHERE octet_length(file_type) > 64 OR file_type !~ '^[A-Za-z0-9._+-]+$';
 
 -- What an op_id was used for, as one hash: the actor and the write's arguments (the
 -- project and the kind are compared as columns).
-CREATE FUNCTION synchub.op_args_hash(p_actor text, p_op_args jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION synchub.op_args_hash(p_actor text, p_op_args jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT encode(sha256(convert_to(jsonb_build_object('actor', p_actor, 'args', p_op_args)::text, 'UTF8')), 'hex')
+    SELECT encode(sha256(convert_to(jsonb_build_object('actor', p_actor, 'args', p_op_args)::text, 'UTF8')),
+                  'hex')
 $$;
-REVOKE EXECUTE ON FUNCTION synchub.op_args_hash(text, jsonb) FROM PUBLIC;
 
 -- Locks the project row (which serializes seq allocation), checks the writer's role and
 -- returns the stored result of an earlier write with the same op_id, if any; an op_id
 -- already used for another write (kind, arguments, project or actor) is refused with SHO09.
-DROP FUNCTION synchub.begin_write(uuid, text, uuid);
-CREATE FUNCTION synchub.begin_write(p_project uuid, p_actor text, p_op_id uuid, p_op_kind text, p_op_args jsonb)
+CREATE OR REPLACE FUNCTION synchub.begin_write(p_project uuid, p_actor text, p_op_id uuid,
+                                               p_op_kind text, p_op_args jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_op synchub.applied_ops;
@@ -81,25 +94,24 @@ BEGIN
     IF v_op.op_id IS NULL THEN
         RETURN NULL;
     END IF;
-    -- Rows written before V12 carry no kind: only their project can be compared.
-    IF v_op.project_id <> p_project
-        OR (v_op.op_kind IS NOT NULL AND (v_op.op_kind <> p_op_kind
-                                          OR v_op.args_hash <> synchub.op_args_hash(p_actor, p_op_args))) THEN
+    IF v_op.project_id <> p_project OR v_op.op_kind <> p_op_kind
+        OR v_op.args_hash <> synchub.op_args_hash(p_actor, p_op_args) THEN
         PERFORM synchub.fail('SHO09',
             'op_id was already used for a different operation or different arguments; nothing was changed',
             jsonb_build_object('op_id', p_op_id));
     END IF;
     RETURN v_op.result;
 END $$;
-REVOKE EXECUTE ON FUNCTION synchub.begin_write(uuid, text, uuid, text, jsonb) FROM PUBLIC;
 
--- The core write of V8, now told what the op is (kind and arguments, for op_id reuse),
--- checking file_type and reading expected_version as an integer of 0..2^53-1.
-DROP FUNCTION synchub.apply_change(uuid, jsonb, jsonb, text, uuid, text, integer);
-CREATE FUNCTION synchub.apply_change(p_project uuid, p_upserts jsonb, p_deletes jsonb,
-                                     p_actor text, p_op_id uuid, p_event text,
-                                     p_op_kind text, p_op_args jsonb,
-                                     p_max_entries integer DEFAULT NULL)
+-- Applies upserts [{path, content, file_type?, expected_version?}] and deletes
+-- [{path, expected_version?}] as one change with one seq and one event, or raises and
+-- changes nothing. Returns {seq, files:[{path, version, content_hash}], deleted:[{path, version}]}.
+-- Upserts whose content and type equal the current version change nothing. p_op_kind and
+-- p_op_args say which write this is, so a reused op_id can be recognised.
+CREATE OR REPLACE FUNCTION synchub.apply_change(p_project uuid, p_upserts jsonb, p_deletes jsonb,
+                                                p_actor text, p_op_id uuid, p_event text,
+                                                p_op_kind text, p_op_args jsonb,
+                                                p_max_entries integer DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_prior jsonb := synchub.begin_write(p_project, p_actor, p_op_id, p_op_kind, p_op_args);
@@ -212,7 +224,8 @@ BEGIN
             CONTINUE;
         END IF;
         IF v_cur.id IS NOT NULL THEN
-            UPDATE synchub.project_files SET is_current_version = false WHERE id = v_cur.id;
+            UPDATE synchub.project_files SET is_current_version = false
+            WHERE project_id = p_project AND id = v_cur.id;
         END IF;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
             size, version, parent_version_id, is_current_version, seq, created_by, last_modified_by)
@@ -235,7 +248,8 @@ BEGIN
         v_path := v_entry ->> 'path';
         SELECT * INTO v_cur FROM synchub.project_files
         WHERE project_id = p_project AND file_path = v_path AND is_current_version;
-        UPDATE synchub.project_files SET is_current_version = false WHERE id = v_cur.id;
+        UPDATE synchub.project_files SET is_current_version = false
+            WHERE project_id = p_project AND id = v_cur.id;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
             size, version, parent_version_id, is_current_version, is_deleted, seq, created_by, last_modified_by)
         VALUES (p_project, v_path, v_cur.file_type, NULL, NULL, 0, v_cur.version + 1, v_cur.id, true, true,
@@ -303,14 +317,14 @@ BEGIN
     END IF;
     RETURN v_result;
 END $$;
-REVOKE EXECUTE ON FUNCTION synchub.apply_change(uuid, jsonb, jsonb, text, uuid, text, text, jsonb, integer) FROM PUBLIC;
 
--- The named write functions: same signatures and results as V2; each tells apply_change
--- which write it is, so a reused op_id can be recognised.
-CREATE OR REPLACE FUNCTION synchub.upsert_project_file(project_uuid uuid, p_file_path text, p_content text,
-    p_file_type text, expected_version integer, p_actor text, p_op_id uuid)
+-- Creates or replaces one file. expected_version: NULL unconditional, 0 must not exist,
+-- N must be the current version.
+CREATE OR REPLACE FUNCTION synchub.upsert_project_file(project_uuid uuid, p_file_path text,
+    p_content text, p_file_type text, expected_version integer, p_actor text, p_op_id uuid)
 RETURNS TABLE (file_path text, version integer, content_hash text, seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_entry jsonb := jsonb_build_object('path', p_file_path, 'content', p_content,
                                         'file_type', p_file_type, 'expected_version', expected_version);
@@ -321,10 +335,12 @@ BEGIN
                         v_result -> 'files' -> 0 ->> 'content_hash', (v_result ->> 'seq')::bigint;
 END $$;
 
+-- Deletes one file (a tombstone version); 404 when it does not exist.
 CREATE OR REPLACE FUNCTION synchub.delete_project_file(project_uuid uuid, p_file_path text,
     expected_version integer, p_actor text, p_op_id uuid)
 RETURNS TABLE (file_path text, version integer, seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_entry jsonb := jsonb_build_object('path', p_file_path, 'expected_version', expected_version);
     v_result jsonb := synchub.apply_change(project_uuid, '[]', jsonb_build_array(v_entry), p_actor, p_op_id,
@@ -334,10 +350,12 @@ BEGIN
                         (v_result ->> 'seq')::bigint;
 END $$;
 
-CREATE OR REPLACE FUNCTION synchub.bulk_upsert_project_files(project_uuid uuid, files jsonb, deletes jsonb,
-    p_actor text, p_op_id uuid)
+-- Upserts and deletes, all or nothing, as one change.
+CREATE OR REPLACE FUNCTION synchub.bulk_upsert_project_files(project_uuid uuid, files jsonb,
+    deletes jsonb, p_actor text, p_op_id uuid)
 RETURNS TABLE (seq bigint, result jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_result jsonb := synchub.apply_change(project_uuid, files, deletes, p_actor, p_op_id, 'bulk:apply', 'bulk',
                                            jsonb_build_object('files', files, 'deletes', deletes));
@@ -345,10 +363,12 @@ BEGIN
     RETURN QUERY SELECT (v_result ->> 'seq')::bigint, v_result;
 END $$;
 
+-- Moves a file: one change (the new path created, the old one deleted), one bulk:apply.
 CREATE OR REPLACE FUNCTION synchub.move_project_file(project_uuid uuid, p_from text, p_to text,
     expected_version integer, p_actor text, p_op_id uuid)
 RETURNS TABLE (seq bigint, version integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_args jsonb := jsonb_build_object('from', p_from, 'to', p_to, 'expected_version', expected_version);
     v_prior jsonb := synchub.begin_write(project_uuid, p_actor, p_op_id, 'move', v_args);
@@ -382,124 +402,52 @@ BEGIN
     RETURN QUERY SELECT (v_result ->> 'seq')::bigint, (v_result -> 'files' -> 0 ->> 'version')::integer;
 END $$;
 
--- set_project_base of V2, refusing a tree that names a path twice (apply or not) before
--- anything is written; the base table's key would otherwise fail with a raw unique violation.
-CREATE OR REPLACE FUNCTION synchub.set_project_base(p_project uuid, p_actor text, p_commit text, p_files jsonb,
-                                                    p_apply boolean)
-RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    v_project synchub.projects;
-    v_upserts jsonb;
-    v_deletes jsonb;
-    v_result jsonb;
-    v_twice text;
+-- Current files of a project, in path (byte) order. For operators and importers.
+CREATE OR REPLACE FUNCTION synchub.list_current_files(project_uuid uuid)
+RETURNS TABLE (file_path text, file_type text, content text, content_hash text, version integer,
+               updated_at timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT f.file_path, f.file_type, f.content, f.content_hash, f.version, f.updated_at
+    FROM synchub.project_files_current f WHERE f.project_id = project_uuid ORDER BY f.file_path
+$$;
+
+-- The caller's view of the current files plus the cursor (last_seq), from one snapshot:
+-- a STABLE function reads everything with its calling statement's snapshot. A project
+-- with no files answers one row with a NULL path, so the cursor is always returned.
+CREATE OR REPLACE FUNCTION synchub.list_files(p_project uuid, p_actor text,
+                                              p_include_content boolean)
+RETURNS TABLE (cursor bigint, file_path text, file_type text, content text, content_hash text,
+               version integer, size integer, updated_at text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    SELECT * INTO v_project FROM synchub.projects WHERE id = p_project FOR UPDATE;
-    PERFORM synchub.authorize(p_project, p_actor, 'owner');
-    IF v_project.source_kind <> 'github' THEN
-        PERFORM synchub.fail('SH400', 'the project is not linked to a GitHub repository');
-    END IF;
-    IF p_commit IS NULL OR p_commit !~ '^[0-9a-fA-F]{7,64}$' THEN
-        PERFORM synchub.fail('SH400', 'commit must be a hex commit sha');
-    END IF;
-    IF jsonb_typeof(p_files) IS DISTINCT FROM 'array' THEN
-        PERFORM synchub.fail('SH400', 'files must be an array');
-    END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_files) n
-               WHERE jsonb_typeof(n.value) <> 'object'
-                  OR jsonb_typeof(n.value -> 'path') IS DISTINCT FROM 'string'
-                  OR jsonb_typeof(n.value -> 'content') IS DISTINCT FROM 'string') THEN
-        PERFORM synchub.fail('SH400', 'every file needs a string "path" and a string "content"');
-    END IF;
-    SELECT n.value ->> 'path' INTO v_twice FROM jsonb_array_elements(p_files) n
-    GROUP BY n.value ->> 'path' HAVING count(*) > 1 LIMIT 1;
-    IF v_twice IS NOT NULL THEN
-        PERFORM synchub.fail('SH400', 'a path appears twice in the tree', jsonb_build_object('path', v_twice));
-    END IF;
-    IF p_apply THEN
-        SELECT coalesce(jsonb_agg(jsonb_build_object('path', n.value ->> 'path', 'content', n.value -> 'content')), '[]')
-        INTO v_upserts
-        FROM jsonb_array_elements(p_files) n
-        LEFT JOIN synchub.project_files_current c ON c.project_id = p_project AND c.file_path = n.value ->> 'path'
-        WHERE c.content_hash IS DISTINCT FROM synchub.content_hash(n.value ->> 'content');
-        SELECT coalesce(jsonb_agg(jsonb_build_object('path', c.file_path)), '[]') INTO v_deletes
-        FROM synchub.project_files_current c
-        WHERE c.project_id = p_project
-          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_files) n WHERE n.value ->> 'path' = c.file_path);
-        IF jsonb_array_length(v_upserts) + jsonb_array_length(v_deletes) > 0 THEN
-            v_result := synchub.apply_change(p_project, v_upserts, v_deletes, p_actor, NULL, 'bulk:apply', 'base',
-                NULL, (SELECT max_files_per_project * 2 FROM synchub.limits));
-        END IF;
-    ELSE
-        -- Validate the tree even when it is only recorded.
-        PERFORM synchub.check_path(n.value ->> 'path') FROM jsonb_array_elements(p_files) n;
-    END IF;
-    DELETE FROM synchub.project_base_files WHERE project_id = p_project;
-    INSERT INTO synchub.project_base_files (project_id, file_path, content_hash)
-    SELECT p_project, n.value ->> 'path', synchub.content_hash(n.value ->> 'content')
-    FROM jsonb_array_elements(p_files) n;
-    UPDATE synchub.projects SET base_commit = p_commit, revision = revision + 1, updated_at = now()
-    WHERE id = p_project;
-    RETURN jsonb_build_object('base_commit', p_commit, 'file_count', jsonb_array_length(p_files),
-                              'applied', v_result IS NOT NULL, 'seq', v_result -> 'seq');
+    PERFORM synchub.authorize(p_project, p_actor, 'viewer');
+    RETURN QUERY
+    SELECT p.last_seq, f.file_path::text, f.file_type, CASE WHEN p_include_content THEN f.content END,
+           f.content_hash, f.version, f.size, synchub.ts(f.updated_at)
+    FROM synchub.projects p
+    LEFT JOIN synchub.project_files_current f ON f.project_id = p.id
+    WHERE p.id = p_project
+    ORDER BY f.file_path;
 END $$;
 
--- events_for of V4, with since and limit in 0..2^53-1 (since = 2^63-1 overflowed) and the
--- retention test written so it cannot overflow.
-CREATE OR REPLACE FUNCTION synchub.events_for(p_project uuid, p_actor text, p_since bigint, p_limit integer)
-RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+-- One current file with its content (viewer or better).
+CREATE OR REPLACE FUNCTION synchub.get_file(p_project uuid, p_actor text, p_path text)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_oldest bigint;
-    v_events jsonb;
+    v_file jsonb;
 BEGIN
-    PERFORM synchub.authorize(p_project, p_actor, 'viewer', true);
-    IF p_since IS NULL THEN
-        PERFORM synchub.fail('SH400', 'since is required');
+    PERFORM synchub.authorize(p_project, p_actor, 'viewer');
+    PERFORM synchub.check_path(p_path);
+    SELECT jsonb_build_object('path', f.file_path, 'file_type', f.file_type, 'content', f.content,
+                              'content_hash', f.content_hash, 'version', f.version, 'size', f.size,
+                              'updated_at', synchub.ts(f.updated_at))
+    INTO v_file
+    FROM synchub.project_files_current f WHERE f.project_id = p_project AND f.file_path = p_path;
+    IF v_file IS NULL THEN
+        PERFORM synchub.fail('SH404', 'file not found', jsonb_build_object('path', p_path));
     END IF;
-    PERFORM synchub.check_counter('since', to_jsonb(p_since));
-    PERFORM synchub.check_counter('limit', to_jsonb(p_limit));
-    v_oldest := synchub.oldest_seq(p_project);
-    IF p_since < v_oldest - 1 THEN
-        PERFORM synchub.fail('SH410', format('history before seq %s was trimmed', v_oldest),
-            jsonb_build_object('oldest_seq', v_oldest));
-    END IF;
-    SELECT coalesce(jsonb_agg(jsonb_build_object('type', 'event', 'channel', 'realtime:project:' || p_project,
-                                                 'seq', r.seq, 'event', r.event, 'payload', r.payload)
-                              ORDER BY r.seq), '[]')
-    INTO v_events
-    FROM synchub.read_events(p_project, p_since, p_limit) r;
-    RETURN jsonb_build_object('events', v_events,
-        'next', coalesce((v_events -> -1 ->> 'seq')::bigint, p_since),
-        'oldest_seq', v_oldest);
+    RETURN v_file;
 END $$;
-
--- delete_project of V2, also ending the project's sessions for good (revoked in the same
--- transaction), so restoring the project does not revive its container tokens.
-CREATE OR REPLACE FUNCTION synchub.delete_project(p_project uuid, p_actor text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    v_project synchub.projects;
-BEGIN
-    PERFORM 1 FROM synchub.projects WHERE id = p_project FOR UPDATE;
-    PERFORM synchub.authorize(p_project, p_actor, 'owner');
-    UPDATE synchub.projects
-    SET deleted_at = now(), revision = revision + 1, updated_at = now(), last_seq = last_seq + 1
-    WHERE id = p_project RETURNING * INTO v_project;
-    INSERT INTO synchub.events (project_id, seq, event_type, actor)
-    VALUES (p_project, v_project.last_seq, 'project:deleted', p_actor);
-    UPDATE synchub.sessions SET revoked_at = now() WHERE project_id = p_project AND revoked_at IS NULL;
-    RETURN synchub.project_json(v_project, 'owner');
-END $$;
-
--- Sessions of projects that are tombstoned now end for good as well.
-UPDATE synchub.sessions s SET revoked_at = now()
-FROM synchub.projects p WHERE p.id = s.project_id AND p.deleted_at IS NOT NULL AND s.revoked_at IS NULL;
-
--- CREATE OR REPLACE resets SECURITY DEFINER and search_path: expose them again.
-SELECT synchub.expose('synchub.upsert_project_file(uuid, text, text, text, integer, text, uuid)');
-SELECT synchub.expose('synchub.delete_project_file(uuid, text, integer, text, uuid)');
-SELECT synchub.expose('synchub.bulk_upsert_project_files(uuid, jsonb, jsonb, text, uuid)');
-SELECT synchub.expose('synchub.move_project_file(uuid, text, text, integer, text, uuid)');
-SELECT synchub.expose('synchub.set_project_base(uuid, text, text, jsonb, boolean)');
-SELECT synchub.expose('synchub.events_for(uuid, text, bigint, integer)');
-SELECT synchub.expose('synchub.delete_project(uuid, text)');

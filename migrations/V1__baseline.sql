@@ -1,6 +1,13 @@
--- synchub schema: projects, members, every file version, the event log, editor state.
+-- synchub baseline: the tables, the view, the runtime role and its grants.
 -- The database is the source of truth: versions, seq, quotas and roles are decided here,
--- inside one transaction per change.
+-- inside one transaction per change. The functions that decide them are not here: each
+-- has one definition in migrations/functions/<concern>.sql, applied again on every
+-- migrate (src/db/functions.rs). A later change to a table is a new V<n>__*.sql file.
+--
+-- Ready to be distributed by project (Citus, docs/SCALING.md): every table that holds a
+-- project's data has project_id in its primary key and in every unique constraint, and
+-- references other project tables through it; projects itself is keyed by its id. Only
+-- limits and user_usage are not project data. tests/api/schema.rs checks it.
 
 CREATE SCHEMA IF NOT EXISTS synchub;
 
@@ -54,7 +61,7 @@ CREATE TABLE synchub.user_usage (
 -- Every version of every file. A delete is a tombstone version (is_deleted, no content).
 -- file_path uses the "C" collation so ordering is byte order everywhere.
 CREATE TABLE synchub.project_files (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     file_path text COLLATE "C" NOT NULL,
     file_type text NOT NULL,
@@ -62,7 +69,7 @@ CREATE TABLE synchub.project_files (
     content_hash text,
     size integer NOT NULL DEFAULT 0,
     version integer NOT NULL,
-    parent_version_id bigint REFERENCES synchub.project_files (id),
+    parent_version_id bigint,
     is_current_version boolean NOT NULL,
     is_deleted boolean NOT NULL DEFAULT false,
     seq bigint NOT NULL,
@@ -70,6 +77,8 @@ CREATE TABLE synchub.project_files (
     last_modified_by text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, id),
+    FOREIGN KEY (project_id, parent_version_id) REFERENCES synchub.project_files (project_id, id),
     UNIQUE (project_id, file_path, version),
     CHECK (is_deleted = (content IS NULL))
 );
@@ -97,14 +106,19 @@ CREATE TABLE synchub.events (
     PRIMARY KEY (project_id, seq)
 );
 
--- Results of writes that carried an op_id, so a retry returns the first result.
+-- Results of writes that carried an op_id, so a retry returns the first result, and what
+-- the op_id was used for (kind, hash of actor and arguments), so reusing it for another
+-- write is refused. Looked up by op_id alone: one op_id cannot be spent in two projects.
 CREATE TABLE synchub.applied_ops (
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
     op_id uuid NOT NULL,
     result jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    op_kind text NOT NULL,
+    args_hash text NOT NULL,
     PRIMARY KEY (project_id, op_id)
 );
+CREATE INDEX applied_ops_op_id ON synchub.applied_ops (op_id);
 
 CREATE TABLE synchub.editor_state (
     project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
@@ -122,3 +136,47 @@ CREATE TABLE synchub.project_base_files (
     content_hash text NOT NULL,
     PRIMARY KEY (project_id, file_path)
 );
+
+-- Preview-container sessions (scoped, revocable, with the agent's progress) and the
+-- snapshot catalogue (archives live in object storage; rows say what they contain).
+CREATE TABLE synchub.sessions (
+    id uuid NOT NULL,
+    project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
+    token_ttl_seconds integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    applied_seq bigint NOT NULL DEFAULT 0,
+    sockets integer NOT NULL DEFAULT 0 CHECK (sockets >= 0),
+    last_seen_at timestamptz,
+    PRIMARY KEY (project_id, id)
+);
+-- GET and DELETE /v1/sessions/{id} name the session alone.
+CREATE INDEX sessions_id ON synchub.sessions (id);
+
+CREATE TABLE synchub.snapshots (
+    id uuid NOT NULL,
+    project_id uuid NOT NULL REFERENCES synchub.projects (id) ON DELETE CASCADE,
+    cursor bigint NOT NULL,
+    storage_key text NOT NULL,
+    sha256 text NOT NULL,
+    bytes bigint NOT NULL,
+    file_count integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, id)
+);
+CREATE INDEX snapshots_project_latest ON synchub.snapshots (project_id, cursor DESC, created_at DESC);
+
+-- Least privilege: the hub's runtime role may only execute the entry-point functions
+-- (SECURITY DEFINER, pinned search_path; granted after every migrate by
+-- src/db/functions.rs) and read the current-files view. Nothing is reachable by PUBLIC.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'synchub_runtime') THEN
+        CREATE ROLE synchub_runtime NOLOGIN;
+    END IF;
+END $$;
+
+REVOKE ALL ON SCHEMA synchub FROM PUBLIC;
+GRANT USAGE ON SCHEMA synchub TO synchub_runtime;
+GRANT SELECT ON synchub.project_files_current TO synchub_runtime;

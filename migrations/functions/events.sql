@@ -1,0 +1,108 @@
+-- The event log as readers see it: payloads, replay after a seq, retention.
+
+-- An event's payload as the contract spells it, built from the file rows it produced.
+CREATE OR REPLACE FUNCTION synchub.event_payload(e synchub.events)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT CASE e.event_type
+        WHEN 'project:deleted' THEN jsonb_build_object('timestamp', synchub.ts(e.created_at))
+        WHEN 'file:update' THEN (
+            SELECT jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
+                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
+        WHEN 'file:delete' THEN (
+            SELECT jsonb_build_object('file_path', f.file_path, 'version', f.version,
+                'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
+        ELSE (
+            SELECT jsonb_build_object(
+                'files', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
+                    'file_type', f.file_type, 'content', f.content, 'content_hash', f.content_hash,
+                    'version', f.version) ORDER BY f.file_path) FILTER (WHERE NOT f.is_deleted), '[]'),
+                'deletes', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
+                    'version', f.version) ORDER BY f.file_path) FILTER (WHERE f.is_deleted), '[]'),
+                'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+            FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = ANY (e.file_ids))
+    END
+$$;
+
+-- Events with seq > p_since, oldest first, as (seq, event, payload, committed_at). No role
+-- check: callers are the hub's fan-out (after it authorized the subscriber) and events_for.
+-- It is on every event's path to the sockets (each hub reads each new event back from the
+-- log): PL/pgSQL, because a SQL-language function behind SECURITY DEFINER cannot be
+-- inlined and was planned again, with event_payload's subqueries for every row, on every
+-- call (about 1 ms for one event); PL/pgSQL keeps the plan for the session. Single-file
+-- events (nearly all of them) join their file row instead of calling event_payload.
+CREATE OR REPLACE FUNCTION synchub.read_events(p_project uuid, p_since bigint, p_limit integer)
+RETURNS TABLE (seq bigint, event text, payload jsonb, created_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    SELECT e.seq, e.event_type,
+        CASE e.event_type
+            WHEN 'file:update' THEN jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
+                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+            WHEN 'file:delete' THEN jsonb_build_object('file_path', f.file_path, 'version', f.version,
+                'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+            ELSE synchub.event_payload(e)
+        END,
+        e.created_at
+    FROM synchub.events e
+    LEFT JOIN synchub.project_files f
+        ON e.event_type IN ('file:update', 'file:delete') AND f.project_id = e.project_id
+           AND f.id = e.file_ids[1]
+    WHERE e.project_id = p_project AND e.seq > p_since
+    ORDER BY e.seq
+    LIMIT p_limit;
+END $$;
+
+-- The oldest seq still in the log (last_seq + 1 when the log is empty).
+CREATE OR REPLACE FUNCTION synchub.oldest_seq(p_project uuid) RETURNS bigint
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT min(seq) FROM synchub.events WHERE project_id = p_project),
+                    (SELECT last_seq + 1 FROM synchub.projects WHERE id = p_project))
+$$;
+
+-- Events after p_since for a reader (viewer or better; a tombstoned project's members may
+-- still read its log, which ends with project:deleted). 410 when p_since is older than what
+-- retention kept. since and limit are integers in 0..2^53-1, and the retention test is
+-- written so it cannot overflow.
+CREATE OR REPLACE FUNCTION synchub.events_for(p_project uuid, p_actor text, p_since bigint,
+                                              p_limit integer)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_oldest bigint;
+    v_events jsonb;
+BEGIN
+    PERFORM synchub.authorize(p_project, p_actor, 'viewer', true);
+    IF p_since IS NULL THEN
+        PERFORM synchub.fail('SH400', 'since is required');
+    END IF;
+    PERFORM synchub.check_counter('since', to_jsonb(p_since));
+    PERFORM synchub.check_counter('limit', to_jsonb(p_limit));
+    v_oldest := synchub.oldest_seq(p_project);
+    IF p_since < v_oldest - 1 THEN
+        PERFORM synchub.fail('SH410', format('history before seq %s was trimmed', v_oldest),
+            jsonb_build_object('oldest_seq', v_oldest));
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_object('type', 'event', 'channel', 'realtime:project:' || p_project,
+                                                 'seq', r.seq, 'event', r.event, 'payload', r.payload)
+                              ORDER BY r.seq), '[]')
+    INTO v_events
+    FROM synchub.read_events(p_project, p_since, p_limit) r;
+    RETURN jsonb_build_object('events', v_events,
+        'next', coalesce((v_events -> -1 ->> 'seq')::bigint, p_since),
+        'oldest_seq', v_oldest);
+END $$;
+
+-- Deletes events older than p_keep (retention). Returns how many were removed.
+CREATE OR REPLACE FUNCTION synchub.prune_events(p_keep interval)
+RETURNS bigint LANGUAGE sql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (DELETE FROM synchub.events WHERE created_at < now() - p_keep RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
