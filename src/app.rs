@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
 use crate::realtime::{broker::Broker, wakeups::Wakeups};
 use crate::snapshots::{locks::BuildLocks, storage::Storage};
+use crate::tasks::Tasks;
 
 pub use crate::server::serve;
 
@@ -32,6 +33,8 @@ pub struct App {
     pub openapi: Arc<Value>,
     pub broker: Arc<Broker>,
     pub wakeups: Wakeups,
+    /// Every long-lived background task; `serve` stops them and waits, with a deadline.
+    pub tasks: Tasks,
     /// Snapshot storage; None when neither S3 nor a storage dir is configured.
     pub storage: Option<Arc<Storage>>,
     /// One snapshot build at a time per project.

@@ -30,6 +30,7 @@ pub mod server;
 pub mod sessions;
 pub mod snapshots;
 pub mod startup;
+pub mod tasks;
 
 pub use app::{App, AppState};
 pub use config::Config;

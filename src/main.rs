@@ -1,7 +1,7 @@
 //! The `synchub` binary: `serve`, `migrate`, `dev`, `token`.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -71,9 +71,20 @@ fn init_logging(format: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// After `serve` returns, what still runs (a blocking snapshot step, a socket that did not
+/// close) gets this long: dropping a runtime would wait for blocking tasks without limit,
+/// and the contract wants the process gone within 10 s of SIGTERM.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             init_logging(&config.log_format);

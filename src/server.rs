@@ -49,12 +49,17 @@ const TURN_AWAY_AT_ONCE: usize = 64;
 /// How long an answer written on a closing connection waits for the client to finish
 /// sending, so closing does not reset the connection before the client has read it.
 const LINGER: Duration = Duration::from_secs(1);
-/// In-flight requests get this long after the shutdown signal, within the contract's 10 s.
+/// In-flight requests and closing sockets get this long after the shutdown signal…
 const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+/// …and the background tasks stop by this long after it, within the contract's 10 s
+/// (what is left is for the runtime's own shutdown).
+const SHUTDOWN_LIMIT: Duration = Duration::from_millis(9_000);
 
-/// Serves until `shutdown` resolves: then stops accepting, closes sockets with a close
-/// frame, stops the realtime tasks, closes idle connections and drains in-flight requests
-/// (for at most [`DRAIN_LIMIT`]).
+/// Serves until `shutdown` resolves: then stops accepting, closes sockets with 1012
+/// (clients resume on another hub with `since`), closes idle connections, drains
+/// in-flight requests (for at most [`DRAIN_LIMIT`]), and then stops the app's background
+/// tasks (by [`SHUTDOWN_LIMIT`]). The background tasks outlive the drain so that writes
+/// finishing during it are still announced to the other hubs.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -62,7 +67,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limits = state.config.http.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let max_connections = limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
     let turn_away = Arc::new(Semaphore::new(TURN_AWAY_AT_ONCE));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.header_read_timeout(None).max_header_size(MAX_HEAD_BYTES);
@@ -100,15 +106,27 @@ pub async fn serve(
             },
         }
     }
+    let signalled = Instant::now();
     drop(listener);
+    tracing::info!("shutting down: closing sockets with 1012 and draining requests");
     state.broker.shutdown.cancel();
     closing.cancel();
     connections.close();
-    if tokio::time::timeout(DRAIN_LIMIT, connections.wait()).await.is_err() {
-        tracing::warn!(open = connections.len(), "requests still in flight after the drain limit: closing them");
+    // Every connection holds a slot until it closes, a WebSocket's too (its task is
+    // axum's, not ours): all slots back means every socket has closed.
+    let drained = async {
+        connections.wait().await;
+        let _all = slots.acquire_many(max_connections).await;
+    };
+    if tokio::time::timeout_at(signalled + DRAIN_LIMIT, drained).await.is_err() {
+        let open = max_connections as usize - slots.available_permits();
+        tracing::warn!(open, "connections still open after the drain limit: closing them");
         abandon.cancel();
         connections.wait().await;
     }
+    let left = (signalled + SHUTDOWN_LIMIT).saturating_duration_since(Instant::now());
+    state.tasks.stop(left).await;
+    tracing::info!(took_ms = signalled.elapsed().as_millis() as u64, "shut down");
     Ok(())
 }
 

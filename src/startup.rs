@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
 use crate::realtime::{broker::Broker, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
+use crate::tasks::Tasks;
 
 impl App {
     /// Migrates the database, connects the pool and assembles the router.
@@ -49,10 +50,17 @@ impl App {
         metrics.register_pool(db.pool().clone());
         let limiter =
             RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
-        let broker = Broker::new(db.clone(), metrics.events_published.clone());
+        let tasks = Tasks::new();
+        let broker = Broker::new(db.clone(), metrics.events_published.clone(), tasks.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
-        let wakeups =
-            Wakeups::start(broker.clone(), db.clone(), database_url, retention, metrics.listen_reconnects.clone());
+        let wakeups = Wakeups::start(
+            broker.clone(),
+            db.clone(),
+            database_url,
+            retention,
+            metrics.listen_reconnects.clone(),
+            &tasks,
+        );
         let state = AppState(Arc::new(App {
             config,
             db,
@@ -62,6 +70,7 @@ impl App {
             openapi: Arc::new(openapi),
             broker,
             wakeups,
+            tasks,
             storage,
             snapshot_locks: Default::default(),
             public_url,

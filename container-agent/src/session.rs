@@ -21,6 +21,7 @@ use crate::hydrate::{HydrateError, hydrate};
 use crate::protocol::{ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
 use crate::tree::ProjectTree;
 use crate::{Applier, backoff::Backoff};
+use synchub_protocol::close;
 
 /// The largest frame accepted from the hub: a maximal bulk (32 MiB of content) plus
 /// JSON escaping headroom.
@@ -29,10 +30,6 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Close codes of CONTRACT section 4.
-const CLOSE_UNAUTHENTICATED: u16 = 4001;
-const CLOSE_TOKEN_EXPIRED: u16 = 4009;
-const CLOSE_REVOKED: u16 = 4010;
 
 /// Why the session loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +46,9 @@ enum Ended {
     Shutdown,
     /// Rehydrate, then reconnect at once.
     Resync,
+    /// The hub is restarting (1012): reconnect at once, with `since`. Behind a load
+    /// balancer the new connection reaches another hub; the stopping one accepts none.
+    Restart,
     /// The hub refused the token: refresh it, or stop if it cannot be refreshed.
     Unauthorized,
     /// Lost or refused: reconnect after a backoff.
@@ -174,6 +174,9 @@ impl Session {
                 }
                 Ended::Shutdown => return Exit::Shutdown,
                 Ended::Resync => need_hydrate = true,
+                Ended::Restart => {
+                    tracing::info!(applied = self.applier.applied_seq(), "the hub is restarting; reconnecting now");
+                }
                 Ended::Unauthorized => {
                     if self.session_over().await {
                         return Exit::Revoked;
@@ -385,8 +388,9 @@ impl Session {
 
 fn closed(code: Option<CloseCode>) -> Ended {
     match code.map(u16::from) {
-        Some(CLOSE_REVOKED) => Ended::Revoked,
-        Some(CLOSE_UNAUTHENTICATED | CLOSE_TOKEN_EXPIRED) => Ended::Unauthorized,
+        Some(close::SESSION_REVOKED) => Ended::Revoked,
+        Some(close::UNAUTHENTICATED | close::TOKEN_EXPIRED) => Ended::Unauthorized,
+        Some(close::RESTART) => Ended::Restart,
         Some(code) => Ended::Lost(format!("closed by the hub ({code})")),
         None => Ended::Lost("closed by the hub".into()),
     }
@@ -449,6 +453,9 @@ mod tests {
         assert!(matches!(closed(Some(CloseCode::from(4010))), Ended::Revoked));
         assert!(matches!(closed(Some(CloseCode::from(4009))), Ended::Unauthorized));
         assert!(matches!(closed(Some(CloseCode::from(4008))), Ended::Lost(_)));
+        // A hub shutting down: reconnect now, not after a backoff.
+        assert!(matches!(closed(Some(CloseCode::from(1012))), Ended::Restart));
+        assert!(matches!(closed(Some(CloseCode::from(1001))), Ended::Lost(_)));
         assert!(matches!(closed(None), Ended::Lost(_)));
     }
 }

@@ -110,6 +110,16 @@ impl Hub {
         self.app.as_ref().unwrap().addr
     }
 
+    /// Shuts the hub down as SIGTERM does: sockets are closed with 1012, requests drained.
+    async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shut_down().await;
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
     fn kill(&mut self) {
         // No graceful shutdown: the app is leaked and its runtime torn down.
         std::mem::forget(self.app.take());
@@ -552,6 +562,41 @@ async fn the_hub_killed_and_restarted_while_edits_continue_loses_nothing() {
     }
     converge(&world, &project, &agent, &[]).await;
     caught_up(&world, &agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_two_hubs_loses_nothing_and_1012_reconnects_at_once() {
+    // Two hubs on one database; the proxy plays the load balancer, sending new
+    // connections to whichever hub is not being restarted.
+    let mut world = World::start().await;
+    let config = || hub_config(&world.database_url, &world.dir.path().join("objects"), &world.proxy);
+    let mut other = Hub::start(config()).await;
+    let project = seeded_project(&world, 50).await;
+    let session = world.session(&project).await;
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+
+    for round in 0..2 {
+        for i in 0..20 {
+            world.put(&project, &format!("before{round}/k{i}.txt"), &format!("{i}")).await;
+        }
+        // Rolling restart of the hub the agent is on: new connections go to the other
+        // one, then the hub is stopped gracefully and comes back.
+        world.proxy.point_to(other.addr());
+        world.hub.stop().await;
+        for i in 0..20 {
+            world.put(&project, &format!("after{round}/k{i}.txt"), &format!("{i}")).await;
+        }
+        converge(&world, &project, &agent, &[]).await;
+        caught_up(&world, &agent).await;
+        let restarted = Hub::start(config()).await;
+        std::mem::swap(&mut world.hub, &mut other);
+        other = restarted;
+    }
+    let log = agent.log_without_secrets(&session, &[]);
+    assert_eq!(log.matches("the hub is restarting; reconnecting now").count(), 2, "{log}");
+    assert!(!log.contains("disconnected; reconnecting"), "1012 is not a lost connection: {log}");
+    other.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

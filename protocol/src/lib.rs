@@ -64,12 +64,13 @@ pub mod close {
     pub const CONTRACT: [u16; 5] = [UNAUTHENTICATED, FORBIDDEN, SLOW_CONSUMER, TOKEN_EXPIRED, SESSION_REVOKED];
     /// Standard: normal closure.
     pub const NORMAL: u16 = 1000;
-    /// Standard: going away (idle peer, database unavailable).
+    /// Standard: going away (idle peer).
     pub const GOING_AWAY: u16 = 1001;
     /// Standard: policy violation (too many sockets, oversized frame).
     pub const POLICY: u16 = 1008;
-    /// Standard: service restart (hub shutdown; CONTRACT section 8: clients resume elsewhere).
-    pub const SERVICE_RESTART: u16 = 1012;
+    /// Standard: service restart (the hub is shutting down): reconnect at once, to
+    /// another hub, with `since`.
+    pub const RESTART: u16 = 1012;
 }
 
 /// A bearer token; `Debug` never prints it.

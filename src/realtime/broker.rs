@@ -19,6 +19,7 @@ use super::protocol;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::EventLabels;
+use crate::tasks::Tasks;
 
 /// Events read from the log per query.
 const PAGE: i64 = 500;
@@ -45,7 +46,11 @@ pub struct Broker {
     sessions: Mutex<HashMap<Uuid, HashMap<u64, Arc<Outbox>>>>,
     /// `events_published`: counted once per event when a feed fans it out.
     published: Family<EventLabels, Counter>,
+    /// Fires when the hub shuts down: sockets close with 1012 and feeds end. A child of
+    /// the app's stop signal, cancelled first so the background tasks outlive the drain.
     pub shutdown: CancellationToken,
+    /// Where feed pumps run.
+    tasks: Tasks,
     /// Test hook: sockets' readers panic on a special frame (see `inject_reader_faults`).
     reader_faults: AtomicBool,
 }
@@ -123,7 +128,7 @@ impl Drop for SocketSlot {
 }
 
 impl Broker {
-    pub fn new(db: Db, published: Family<EventLabels, Counter>) -> Arc<Self> {
+    pub fn new(db: Db, published: Family<EventLabels, Counter>, tasks: Tasks) -> Arc<Self> {
         Arc::new(Broker {
             db,
             feeds: Mutex::new(HashMap::new()),
@@ -131,7 +136,8 @@ impl Broker {
             sockets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             published,
-            shutdown: CancellationToken::new(),
+            shutdown: tasks.stop_token().child_token(),
+            tasks,
             reader_faults: AtomicBool::new(false),
         })
     }
@@ -197,7 +203,7 @@ impl Broker {
                 state: Mutex::new(FeedState { last_seq: head, subscribers: HashMap::new() }),
                 wake: Notify::new(),
             });
-            tokio::spawn(pump(self.clone(), feed.clone()));
+            self.tasks.spawn(pump(self.clone(), feed.clone()));
             feed
         });
         feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.insert(id, Subscriber { outbox, reader });

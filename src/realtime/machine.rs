@@ -191,7 +191,7 @@ impl Machine {
                     actions.push(Action::Ping);
                 }
             }
-            Input::Shutdown => self.close(&mut actions, close::SERVICE_RESTART, "hub shutting down"),
+            Input::Shutdown => self.close(&mut actions, close::RESTART, "hub restarting: reconnect with since"),
             Input::Overflowed => self.close(&mut actions, close::SLOW_CONSUMER, SLOW_CONSUMER_REASON),
             Input::Close(code, reason) => self.close(&mut actions, code, reason),
         }
@@ -427,7 +427,7 @@ mod tests {
     fn shutdown_closes_with_1012_and_the_first_close_wins() {
         let mut machine = Machine::new(Instant::now());
         let actions = machine.on(Input::Shutdown);
-        assert!(matches!(&actions[..], [Action::Close { code: 1012, reason: "hub shutting down" }]));
+        assert!(matches!(&actions[..], [Action::Close { code: 1012, reason: "hub restarting: reconnect with since" }]));
         assert!(machine.on(Input::Close(close::NORMAL, "")).is_empty());
         assert!(machine.on(Input::Text("late".into())).is_empty());
     }

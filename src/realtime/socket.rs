@@ -1001,7 +1001,7 @@ mod tests {
         harness.outbox.push(Out::Shutdown);
         harness.outbox.push(Out::Text("after".into()));
         let report = harness.run(MemoryLog::default()).await;
-        let expected = [Message::Text("before".into()), closed(close::SERVICE_RESTART, "hub shutting down")];
+        let expected = [Message::Text("before".into()), closed(close::RESTART, "hub restarting: reconnect with since")];
         assert_eq!(harness.sink.written(), expected);
         assert_eq!(report.ending, Ending::Hub(1012));
         assert_eq!(report.frames_sent, 1);
@@ -1060,7 +1060,7 @@ mod tests {
             .finish();
         let (session, project) = (Uuid::new_v4(), Uuid::new_v4());
         let report = Report {
-            ending: Ending::Hub(close::SERVICE_RESTART),
+            ending: Ending::Hub(close::RESTART),
             principal: "container",
             session_id: Some(session),
             projects: vec![project],

@@ -21,10 +21,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::Broker;
 use crate::db::Db;
+use crate::tasks::Tasks;
 
 pub const CHANNEL: &str = "synchub_events";
 pub const HEADS_INTERVAL: Duration = Duration::from_millis(500);
@@ -45,6 +47,7 @@ enum Announce {
 pub struct Wakeups {
     broker: Arc<Broker>,
     announce: mpsc::Sender<Announce>,
+    tasks: Tasks,
 }
 
 /// This hub process's id in its announcements (random per start).
@@ -52,21 +55,24 @@ pub struct Wakeups {
 struct HubId(Uuid);
 
 impl Wakeups {
-    /// Starts the announcer, the listener and the heads check; they stop with the broker.
+    /// Starts the announcer, the listener, the heads check and retention in `tasks`;
+    /// they end when `tasks` stops (after the drain, so writes still in flight during a
+    /// shutdown are announced to other hubs).
     pub fn start(
         broker: Arc<Broker>,
         db: Db,
         database_url: String,
         retention: Duration,
         reconnects: prometheus_client::metrics::counter::Counter,
+        tasks: &Tasks,
     ) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
         let hub = HubId(Uuid::new_v4());
-        tokio::spawn(prune(db.clone(), retention, broker.shutdown.clone()));
-        tokio::spawn(announcer(db.clone(), hub, announcements, broker.shutdown.clone()));
-        tokio::spawn(listener(broker.clone(), hub, database_url, reconnects));
-        tokio::spawn(heads_check(broker.clone(), db));
-        Wakeups { broker, announce }
+        tasks.spawn(prune(db.clone(), retention, tasks.stop_token()));
+        tasks.spawn(announcer(db.clone(), hub, announcements, tasks.stop_token()));
+        tasks.spawn(listener(broker.clone(), hub, database_url, reconnects, tasks.clone()));
+        tasks.spawn(heads_check(broker.clone(), db, tasks.stop_token()));
+        Wakeups { broker, announce, tasks: tasks.clone() }
     }
 
     /// A write to `project` committed on this hub.
@@ -85,7 +91,7 @@ impl Wakeups {
     /// Members of `project` changed on this hub.
     pub fn members_changed(&self, project: Uuid) {
         let broker = self.broker.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(err) = broker.members_changed(project).await {
                 tracing::warn!(project_id = %project, error = %err, "re-checking subscribers failed");
             }
@@ -95,17 +101,16 @@ impl Wakeups {
 }
 
 /// Sends announcements in batches: one NOTIFY carries every project committed since the
-/// previous one (ids only, never content).
-async fn announcer(
-    db: Db,
-    hub: HubId,
-    mut rx: mpsc::Receiver<Announce>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+/// previous one (ids only, never content). When stopped, it still sends what is queued.
+async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: CancellationToken) {
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(item) => item, None => return },
-            _ = shutdown.cancelled() => return,
+            // Closing ends `recv` once the queue is empty.
+            _ = stop.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
         };
         let mut entries = String::new();
         add_entry(&mut entries, first);
@@ -155,16 +160,17 @@ async fn listener(
     hub: HubId,
     database_url: String,
     reconnects: prometheus_client::metrics::counter::Counter,
+    tasks: Tasks,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if broker.shutdown.is_cancelled() {
+        if tasks.is_stopping() {
             return;
         }
         match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
-                let pump = tokio::spawn(async move {
+                let pump = tasks.spawn(async move {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
@@ -184,13 +190,13 @@ async fn listener(
                     loop {
                         let payload = tokio::select! {
                             payload = rx.recv() => match payload { Some(p) => p, None => break },
-                            _ = broker.shutdown.cancelled() => { pump.abort(); return; }
+                            _ = tasks.stopping() => { pump.abort(); return; }
                         };
                         let Some(entries) = foreign_entries(&payload, hub) else { continue };
                         for entry in entries.split(',') {
                             if let Some(project) = entry.strip_prefix("m:").and_then(|p| Uuid::parse_str(p).ok()) {
                                 let broker = broker.clone();
-                                tokio::spawn(async move {
+                                tasks.spawn(async move {
                                     let _ = broker.members_changed(project).await;
                                 });
                             } else if let Some(session) = entry.strip_prefix("r:").and_then(|s| Uuid::parse_str(s).ok())
@@ -211,7 +217,7 @@ async fn listener(
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = broker.shutdown.cancelled() => return,
+            _ = tasks.stopping() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -244,13 +250,13 @@ async fn check_sessions(broker: &Broker, db: &Db) {
 
 /// Retention: every minute, events older than `retention` leave the log. Several hubs
 /// may run this at once; deleting twice is harmless.
-async fn prune(db: Db, retention: Duration, shutdown: tokio_util::sync::CancellationToken) {
+async fn prune(db: Db, retention: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let keep = format!("{} seconds", retention.as_secs());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
         let pruned = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
@@ -269,13 +275,13 @@ async fn prune(db: Db, retention: Duration, shutdown: tokio_util::sync::Cancella
 }
 
 /// Every HEADS_INTERVAL: one query for all active projects; wake the feeds that are behind.
-async fn heads_check(broker: Arc<Broker>, db: Db) {
+async fn heads_check(broker: Arc<Broker>, db: Db, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HEADS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = broker.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
         check_sessions(&broker, &db).await;
         let active = broker.active();

@@ -87,6 +87,7 @@ pub struct TestApp {
     pub state: AppState,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -133,11 +134,28 @@ impl TestApp {
         let (state, router) = App::build(config).await.expect("build app");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let serving = state.clone();
-        tokio::spawn(async move {
-            let _ = synchub::app::serve(serving, listener, router, async move { stop.cancelled().await }).await;
+        let served = state.clone();
+        let serving = tokio::spawn(async move {
+            let _ = synchub::app::serve(served, listener, router, async move { stop.cancelled().await }).await;
         });
-        TestApp { base: format!("http://{addr}"), addr, database_url, state, http: reqwest::Client::new(), shutdown }
+        TestApp {
+            base: format!("http://{addr}"),
+            addr,
+            database_url,
+            state,
+            http: reqwest::Client::new(),
+            shutdown,
+            serving: Some(serving),
+        }
+    }
+
+    /// Shuts the hub down as SIGTERM does (sockets closed with 1012, requests drained,
+    /// background tasks stopped) and waits until `serve` has returned.
+    pub async fn shut_down(mut self) {
+        self.shutdown.cancel();
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
     }
 
     pub fn user_token(&self, sub: &str) -> String {

@@ -1,5 +1,6 @@
 //! The real `synchub serve` binary as a child process (for what only a process shows:
-//! its log output, a SIGKILL, environment-only configuration).
+//! its log output, a SIGKILL or SIGTERM, environment-only configuration). Its own module:
+//! the agent's tests include `helpers.rs`, and `CARGO_BIN_EXE_synchub` exists only here.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use crate::helpers::{JWT_SECRET, SIGNING_KEY};
 
-/// The real `synchub serve` binary on a free port.
+/// The real `synchub serve` binary, on one database that several may share.
 pub struct HubProcess {
     child: Child,
     pub addr: std::net::SocketAddr,
@@ -34,8 +35,20 @@ impl HubProcess {
         .await
     }
 
+    /// Quiet, on `addr` (a hub restarted where its clients expect it).
+    pub async fn start_on(database_url: &str, addr: std::net::SocketAddr) -> HubProcess {
+        Self::spawn(database_url, addr, |command| {
+            command.env("RUST_LOG", "warn").stderr(Stdio::null());
+        })
+        .await
+    }
+
     pub async fn start_with(database_url: &str, adjust: impl FnOnce(&mut Command)) -> HubProcess {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        Self::spawn(database_url, addr, adjust).await
+    }
+
+    async fn spawn(database_url: &str, addr: std::net::SocketAddr, adjust: impl FnOnce(&mut Command)) -> HubProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_synchub"));
         command
             .arg("serve")
@@ -69,7 +82,28 @@ impl HubProcess {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("synchub serve did not come up");
+        panic!("synchub serve did not come up on {addr}");
+    }
+
+    /// Sends SIGTERM (what an orchestrator sends before a restart).
+    pub fn terminate(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+    }
+
+    /// Waits (polling, at most `within`) for the process to exit; its status, or None if
+    /// it was still running (it is then killed).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
     }
 
     /// Stops the hub (SIGKILL) and returns everything it logged.

@@ -23,6 +23,7 @@ mod realtime;
 mod resilience;
 mod schema;
 mod sessions;
+mod shutdown;
 mod snapshot_cli;
 mod socket_lifecycle;
 mod sql_functions;
