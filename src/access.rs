@@ -25,12 +25,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied request id kept (longer ones are replaced, not truncated).
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Who the request turned out to be, filled by the auth extractor (see
-/// [`record_actor`]): the middleware cannot see extractors' results otherwise.
+/// Who the request turned out to be, filled by the route's access guard (see
+/// [`record_actor`]): the middleware cannot see what runs inside the route otherwise.
 #[derive(Clone, Default)]
 struct ActorSlot(Arc<OnceLock<Principal>>);
 
-/// Called by the auth extractor once a token is verified.
+/// Called by the route's access guard (`api_doc`) once a token is verified.
 pub fn record_actor(extensions: &Extensions, principal: &Principal) {
     if let Some(slot) = extensions.get::<ActorSlot>() {
         let _ = slot.0.set(principal.clone());

@@ -1,10 +1,16 @@
 //! Routes are registered through [`ApiRouter`], which records each one for
 //! `/openapi.json` as it adds it to the axum router: the spec cannot drift from the routes.
+//! A route's [`Access`] is also what guards it: the handler of a route that needs a token
+//! runs only after the policy admitted the caller, and receives the decision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::Router;
+use axum::extract::{FromRequestParts, Request};
 use axum::handler::Handler;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -12,6 +18,9 @@ use serde_json::{Map, Value, json};
 use synchub_protocol::ErrorResponse;
 
 use crate::app::AppState;
+use crate::auth::policy::{self, Actor, Kind, Need};
+use crate::error::ApiError;
+use crate::extract::PathArgs;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Method {
@@ -47,11 +56,75 @@ impl Method {
 /// Who may call a route.
 #[derive(Clone, Copy, Debug)]
 pub enum Access {
+    /// No token (operations, signed object URLs).
     Public,
-    User,
-    Service,
-    /// User, service or container token, as the route decides.
-    Bearer,
+    /// The WebSocket: its token comes with the upgrade or in its first frame, and each join
+    /// and write is decided by the same policy as the HTTP routes.
+    Socket,
+    /// A bearer token the policy admits for this need.
+    Token(Need),
+}
+
+impl From<Need> for Access {
+    fn from(need: Need) -> Self {
+        Access::Token(need)
+    }
+}
+
+impl Access {
+    /// The OpenAPI security requirement: any one of these token kinds.
+    fn security(self) -> Value {
+        let kinds: &[Kind] = match self {
+            Access::Public => &[],
+            Access::Socket => &[Kind::User, Kind::Service, Kind::Container],
+            Access::Token(need) => need.admits(),
+        };
+        let scheme = |kind: &Kind| match kind {
+            Kind::User => json!({"userToken": []}),
+            Kind::Service => json!({"serviceToken": []}),
+            Kind::Container => json!({"containerToken": []}),
+        };
+        Value::Array(kinds.iter().map(scheme).collect())
+    }
+}
+
+/// A handler behind its route's need: it runs only with the policy's decision for the
+/// request's caller and scope, which it receives as an [`Actor`]. Refusals happen in
+/// the contract's order: the token (401), the URL (400 undecodable, 404 not an id), then
+/// the policy (403, or 404 outside the caller's scope).
+#[derive(Clone)]
+struct Guarded<H> {
+    handler: H,
+    need: Need,
+}
+
+impl<H, T> Handler<T, AppState> for Guarded<H>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn call(self, request: Request, state: AppState) -> Self::Future {
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            match decide(&mut parts, &state, self.need).await {
+                Ok(actor) => {
+                    parts.extensions.insert(actor);
+                    self.handler.call(Request::from_parts(parts, body), state).await
+                }
+                Err(err) => err.into_response(),
+            }
+        })
+    }
+}
+
+async fn decide(parts: &mut axum::http::request::Parts, state: &AppState, need: Need) -> Result<Actor, ApiError> {
+    let principal = state.auth.caller(&parts.headers).await?;
+    crate::access::record_actor(&parts.extensions, &principal);
+    let PathArgs(params) = PathArgs::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+    let scope = need.scope().parse(params.get("id").map(String::as_str))?;
+    policy::decide(&principal, need, scope)
 }
 
 /// Writes a type's schema into the generator's definitions and answers a reference to it.
@@ -112,7 +185,8 @@ struct RouteDoc {
 
 #[derive(Default)]
 pub struct ApiRouter {
-    routes: BTreeMap<&'static str, MethodRouter<AppState>>,
+    /// One method router per registered route, merged per path at the end.
+    routes: Vec<(&'static str, MethodRouter<AppState>)>,
     docs: Vec<RouteDoc>,
 }
 
@@ -121,11 +195,12 @@ impl ApiRouter {
         Self::default()
     }
 
+    /// Adds a route; with [`Access::Token`] its handler is guarded by the policy.
     pub fn route<H, T>(
         mut self,
         method: Method,
         path: &'static str,
-        access: Access,
+        access: impl Into<Access>,
         summary: &'static str,
         handler: H,
     ) -> Self
@@ -133,14 +208,27 @@ impl ApiRouter {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let entry = self.routes.remove(path).unwrap_or_default();
-        self.routes.insert(path, entry.on(method.filter(), handler));
+        let access = access.into();
+        let methods = match access {
+            Access::Token(need) => MethodRouter::new().on(method.filter(), Guarded { handler, need }),
+            Access::Public | Access::Socket => MethodRouter::new().on(method.filter(), handler),
+        };
+        self.routes.push((path, methods));
         self.docs.push(RouteDoc { method, path, summary, access, answer: Answer::default(), body: None, query: None });
         self
     }
 
     fn last(&mut self) -> &mut RouteDoc {
         self.docs.last_mut().expect("documented after a route is added")
+    }
+
+    /// The answers of the route registered last carry a token or a signed URL: no cache
+    /// may keep them.
+    pub fn no_store(mut self) -> Self {
+        let (path, methods) = self.routes.pop().expect("no_store after a route is added");
+        let methods = methods.route_layer(axum::middleware::map_response(no_store));
+        self.routes.push((path, methods));
+        self
     }
 
     /// Documents the success answer of the route registered last (some JSON object unless
@@ -176,9 +264,22 @@ impl ApiRouter {
     /// The axum router and the OpenAPI 3 document of everything registered.
     pub fn finish(self) -> (Router<AppState>, Value) {
         let spec = openapi(&self.docs);
-        let router = self.routes.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
+        let mut paths: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+        for (path, methods) in self.routes {
+            let merged = match paths.remove(path) {
+                Some(earlier) => earlier.merge(methods),
+                None => methods,
+            };
+            paths.insert(path, merged);
+        }
+        let router = paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
         (router, spec)
     }
+}
+
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The query parameters of a query type's object schema: one per property, required when
@@ -255,15 +356,7 @@ fn openapi(docs: &[RouteDoc]) -> Value {
             "parameters": parameters,
             "responses": doc.answer.responses(&mut generator),
         });
-        let security = match doc.access {
-            Access::Public => json!([]),
-            Access::User => json!([{"userToken": []}]),
-            Access::Service => json!([{"serviceToken": []}]),
-            Access::Bearer => {
-                json!([{"userToken": []}, {"serviceToken": []}, {"containerToken": []}])
-            }
-        };
-        operation["security"] = security;
+        operation["security"] = doc.access.security();
         if let Some((body, required)) = doc.body {
             operation["requestBody"] = json!({"required": required,
                 "content": {"application/json": {"schema": body(&mut generator).to_value()}}});

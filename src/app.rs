@@ -4,19 +4,22 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use anyhow::Context;
+use axum::extract::FromRef;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::auth::{Authenticator, Principal, tokens::HubKeys, users::UserVerifier};
+use crate::auth::Authenticator;
+use crate::auth::policy::Actor;
 use crate::config::Config;
-use crate::db::{self, Db};
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
-use crate::realtime::{Broker, wakeups::Wakeups};
-use crate::snapshots::storage::Storage;
+use crate::realtime::{broker::Broker, wakeups::Wakeups};
+use crate::snapshots::{locks::BuildLocks, storage::Storage};
 use crate::tasks::Tasks;
 
 pub use crate::server::serve;
@@ -35,7 +38,7 @@ pub struct App {
     /// Snapshot storage; None when neither S3 nor a storage dir is configured.
     pub storage: Option<Arc<Storage>>,
     /// One snapshot build at a time per project.
-    pub snapshot_locks: crate::snapshots::service::BuildLocks,
+    pub snapshot_locks: BuildLocks,
     /// Where agents and browsers reach this hub (for URLs the hub hands out).
     pub public_url: String,
     /// Browser origins allowed to call the API and open sockets (CORS and the upgrade).
@@ -50,6 +53,13 @@ impl Deref for AppState {
 
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+/// Handlers that need only the snapshot storage take only it.
+impl FromRef<AppState> for Option<Arc<Storage>> {
+    fn from_ref(state: &AppState) -> Self {
+        state.storage.clone()
     }
 }
 
@@ -70,22 +80,16 @@ impl AppState {
         self.wakeups.session_revoked(session);
     }
 
-    /// Verifies a bearer token; container tokens must also belong to a live session
-    /// (not revoked, within its max lifetime). Returns the principal and the token's exp.
-    pub async fn authenticate(&self, token: &str) -> Result<(Principal, i64), ApiError> {
-        let (principal, exp) = self.auth.verify_with_expiry(token).await?;
-        if let Principal::Container { session_id, project_id } = &principal {
-            let client = self.db.pool().get().await?;
-            let active: bool = client
-                .query_one("SELECT synchub.session_active($1, $2)", &[project_id, session_id])
-                .await?
-                .try_get(0)
-                .map_err(ApiError::internal)?;
-            if !active {
-                return Err(ApiError::Unauthenticated("the session was revoked or has ended".into()));
-            }
-        }
-        Ok((principal, exp))
+    /// A write by `actor` through one SQL function answering JSON: it costs one token of
+    /// the caller's write bucket (429 when empty), then runs as the actor.
+    pub async fn write_as<T: DeserializeOwned>(
+        &self,
+        actor: &Actor,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, ApiError> {
+        self.limiter.check(&actor.rate_key(), 1.0)?;
+        self.db.typed(actor.db(), sql, params).await
     }
 }
 
@@ -93,69 +97,6 @@ impl AppState {
 /// HTTP client (JWKS fetches).
 pub fn init_process() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-impl App {
-    /// Migrates the database, connects the pool and assembles the router.
-    pub async fn build(config: Config) -> anyhow::Result<(AppState, axum::Router)> {
-        init_process();
-        let origins = AllowedOrigins::parse(&config.allowed_origins)?;
-        if origins.allows_any() {
-            tracing::warn!(
-                "SYNCHUB_ALLOWED_ORIGINS is *: any web page may call the API and open sockets (with a token)"
-            );
-        }
-        let database_url = config.database_url.clone().context("DATABASE_URL is required")?;
-        db::migrate(&database_url, &config.limits).await.context("migrating the database")?;
-        let db = Db::connect(&database_url, config.db_pool_size, &config.db_role)?;
-        let users = UserVerifier::new(
-            config.jwt_secret.as_deref(),
-            config.jwks_url.as_deref(),
-            &config.jwt_algorithms,
-            config.jwt_issuer.clone(),
-            config.jwt_audience.clone(),
-        )?;
-        if config.jwt_secret.is_none() && config.jwks_url.is_none() {
-            tracing::warn!("neither SYNCHUB_JWT_SECRET nor SYNCHUB_JWKS_URL is set: no user token will be accepted");
-        }
-        let auth = Authenticator { users, hub: HubKeys::new(config.signing_key.as_deref()) };
-        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-        let storage =
-            Storage::from_config(&config, &public_url).await.context("configuring snapshot storage")?.map(Arc::new);
-        let (routes, openapi) = crate::router::api();
-        let mut metrics = Metrics::default();
-        metrics.register_pool(db.pool().clone());
-        let limiter =
-            RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
-        let tasks = Tasks::new();
-        let broker = Broker::new(db.clone(), metrics.events_published.clone(), tasks.clone());
-        let retention = std::time::Duration::from_secs(config.event_retention_secs);
-        let wakeups = Wakeups::start(
-            broker.clone(),
-            db.clone(),
-            database_url,
-            retention,
-            metrics.listen_reconnects.clone(),
-            &tasks,
-        );
-        let state = AppState(Arc::new(App {
-            config,
-            db,
-            auth,
-            limiter,
-            metrics,
-            openapi: Arc::new(openapi),
-            broker,
-            wakeups,
-            tasks,
-            storage,
-            snapshot_locks: Default::default(),
-            public_url,
-            origins,
-        }));
-        let router = crate::router::build(routes, state.clone());
-        Ok((state, router))
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

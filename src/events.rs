@@ -6,9 +6,9 @@ use axum::extract::State;
 use synchub_protocol::{EventsPage, EventsQuery, SafeU64};
 
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::policy::Actor;
 use crate::error::ApiError;
-use crate::extract::{PathArgs, QueryArgs, project_id};
+use crate::extract::QueryArgs;
 
 /// Events per page when the caller gives no limit, and the most it may ask for.
 const DEFAULT_LIMIT: i64 = 100;
@@ -16,19 +16,17 @@ const MAX_LIMIT: i64 = 1000;
 
 pub async fn list(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     QueryArgs(query): QueryArgs<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let id = project_id(&id)?;
-    let (as_principal, actor) = crate::files::reader(&principal, id)?;
+    let id = actor.project()?;
     let limit = query.limit.map_or(DEFAULT_LIMIT, SafeU64::as_i64).clamp(1, MAX_LIMIT) as i32;
     let page = state
         .db
         .typed(
-            &as_principal,
+            actor.db(),
             "SELECT synchub.events_for($1, $2, $3, $4)",
-            &[&id, &actor, &query.since.as_i64(), &limit],
+            &[&id, &actor.name(), &query.since.as_i64(), &limit],
         )
         .await?;
     Ok(Json(page))

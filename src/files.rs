@@ -12,39 +12,14 @@ use synchub_protocol::{
     FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
     SetBaseRequest, SetBaseResponse,
 };
-use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, project_id};
+use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
-
-/// Who reads a project's files: members (their role is checked in SQL), the project's
-/// own container tokens and service tokens (both act through the service marking).
-/// A container token for another project learns nothing: 404.
-pub fn reader(principal: &Principal, project: Uuid) -> Result<(Principal, String), ApiError> {
-    match principal {
-        Principal::User { sub } => Ok((principal.clone(), sub.clone())),
-        Principal::Service => Ok((Principal::Service, principal.actor())),
-        Principal::Container { project_id, .. } if *project_id == project => {
-            Ok((Principal::Service, principal.actor()))
-        }
-        Principal::Container { .. } => Err(ApiError::not_found()),
-    }
-}
-
-/// Who writes: users only (editor role, checked in SQL). A container token for this
-/// project is read-only (403); for any other project it sees nothing (404).
-fn writer(principal: &Principal, project: Uuid) -> Result<String, ApiError> {
-    match principal {
-        Principal::User { sub } => Ok(sub.clone()),
-        Principal::Container { project_id, .. } if *project_id != project => Err(ApiError::not_found()),
-        _ => Err(ApiError::Forbidden("this token is read-only".into())),
-    }
-}
 
 fn checked_path(path: &str) -> Result<&str, ApiError> {
     validate_path(path).map_err(|err| ApiError::InvalidPath { message: err.to_string(), path: Some(path.to_string()) })
@@ -77,15 +52,17 @@ pub async fn unmatched(uri: Uri) -> ApiError {
 
 pub async fn list(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     QueryArgs(query): QueryArgs<FileListQuery>,
 ) -> ApiResult<FileListResponse> {
-    let id = project_id(&id)?;
-    let (as_principal, actor) = reader(&principal, id)?;
+    let id = actor.project()?;
     let rows = state
         .db
-        .query(&as_principal, "SELECT * FROM synchub.list_files($1, $2, $3)", &[&id, &actor, &query.include_content])
+        .query(
+            actor.db(),
+            "SELECT * FROM synchub.list_files($1, $2, $3)",
+            &[&id, &actor.name(), &query.include_content],
+        )
         .await?;
     let cursor: i64 = rows.first().map(|r| r.column("cursor")).transpose()?.unwrap_or(0);
     let mut files = Vec::with_capacity(rows.len());
@@ -108,35 +85,34 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs((id, path)): PathArgs<(String, String)>,
+    actor: Actor,
+    PathArgs((_, path)): PathArgs<(String, String)>,
 ) -> ApiResult<FileResponse> {
-    let id = project_id(&id)?;
-    let (as_principal, actor) = reader(&principal, id)?;
+    let id = actor.project()?;
     let path = checked_path(&path)?;
-    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor, &path]).await?))
+    Ok(Json(state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?))
 }
 
-/// Creates or replaces one file; answers `{path, version, content_hash, seq}`.
+/// Creates or replaces one file as `actor` (decided for writing); answers
+/// `{path, version, content_hash, seq}`.
 pub async fn upsert_file(
     state: &AppState,
-    principal: &Principal,
-    id: Uuid,
+    actor: &Actor,
     path: &str,
     body: PutFileRequest,
 ) -> Result<PutFileResponse, ApiError> {
-    let actor = writer(principal, id)?;
+    let id = actor.project()?;
     let path = checked_path(path)?;
     check_content(&body.content, state.config.limits.max_file_bytes)?;
     check_file_type(body.file_type.as_deref())?;
     let expected = expected_version(body.expected_version);
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state.limiter.check(&actor.rate_key(), 1.0)?;
     let rows = state
         .db
         .query(
-            principal,
+            actor.db(),
             "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &body.content, &body.file_type, &expected, &actor, &body.op_id],
+            &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
         )
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
@@ -151,32 +127,30 @@ pub async fn upsert_file(
 
 pub async fn put(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs((id, path)): PathArgs<(String, String)>,
+    actor: Actor,
+    PathArgs((_, path)): PathArgs<(String, String)>,
     JsonBody(body): JsonBody<PutFileRequest>,
 ) -> ApiResult<PutFileResponse> {
-    let id = project_id(&id)?;
-    Ok(Json(upsert_file(&state, &principal, id, &path, body).await?))
+    Ok(Json(upsert_file(&state, &actor, &path, body).await?))
 }
 
-/// Deletes one file; answers `{path, version, seq}`.
+/// Deletes one file as `actor` (decided for writing); answers `{path, version, seq}`.
 pub async fn delete_file(
     state: &AppState,
-    principal: &Principal,
-    id: Uuid,
+    actor: &Actor,
     path: &str,
     query: DeleteFileQuery,
 ) -> Result<DeleteFileResponse, ApiError> {
-    let actor = writer(principal, id)?;
+    let id = actor.project()?;
     let path = checked_path(path)?;
     let expected = expected_version(query.expected_version);
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state.limiter.check(&actor.rate_key(), 1.0)?;
     let rows = state
         .db
         .query(
-            principal,
+            actor.db(),
             "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
-            &[&id, &path, &expected, &actor, &query.op_id],
+            &[&id, &path, &expected, &actor.name(), &query.op_id],
         )
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
@@ -190,12 +164,11 @@ pub async fn delete_file(
 
 pub async fn delete(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs((id, path)): PathArgs<(String, String)>,
+    actor: Actor,
+    PathArgs((_, path)): PathArgs<(String, String)>,
     QueryArgs(query): QueryArgs<DeleteFileQuery>,
 ) -> ApiResult<DeleteFileResponse> {
-    let id = project_id(&id)?;
-    Ok(Json(delete_file(&state, &principal, id, &path, query).await?))
+    Ok(Json(delete_file(&state, &actor, &path, query).await?))
 }
 
 /// Checks a bulk request before it reaches the database: entry count, every path, every
@@ -219,24 +192,20 @@ fn check_bulk(bulk: &BulkRequest, state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Upserts and deletes as one change; answers `{seq, files, deleted}`.
-pub async fn bulk_write(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-    body: BulkRequest,
-) -> Result<BulkWriteResponse, ApiError> {
-    let actor = writer(principal, id)?;
+/// Upserts and deletes as one change, as `actor` (decided for writing); answers
+/// `{seq, files, deleted}`.
+pub async fn bulk_write(state: &AppState, actor: &Actor, body: BulkRequest) -> Result<BulkWriteResponse, ApiError> {
+    let id = actor.project()?;
     check_bulk(&body, state)?;
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state.limiter.check(&actor.rate_key(), 1.0)?;
     let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
     let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
     let rows = state
         .db
         .query(
-            principal,
+            actor.db(),
             "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
-            &[&id, &upserts, &deletes, &actor, &body.op_id],
+            &[&id, &upserts, &deletes, &actor.name(), &body.op_id],
         )
         .await?;
     let result: Value = rows.first().ok_or_else(|| ApiError::internal("bulk returned no row"))?.column(0)?;
@@ -246,32 +215,28 @@ pub async fn bulk_write(
 
 pub async fn bulk(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     JsonBody(body): JsonBody<BulkRequest>,
 ) -> ApiResult<BulkWriteResponse> {
-    let id = project_id(&id)?;
-    Ok(Json(bulk_write(&state, &principal, id, body).await?))
+    Ok(Json(bulk_write(&state, &actor, body).await?))
 }
 
 pub async fn move_file(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     JsonBody(body): JsonBody<MoveFileRequest>,
 ) -> ApiResult<MoveFileResponse> {
-    let id = project_id(&id)?;
-    let actor = writer(&principal, id)?;
+    let id = actor.project()?;
     checked_path(&body.from)?;
     checked_path(&body.to)?;
     let expected = expected_version(body.expected_version);
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state.limiter.check(&actor.rate_key(), 1.0)?;
     let rows = state
         .db
         .query(
-            &principal,
+            actor.db(),
             "SELECT * FROM synchub.move_project_file($1, $2, $3, $4, $5, $6)",
-            &[&id, &body.from, &body.to, &expected, &actor, &body.op_id],
+            &[&id, &body.from, &body.to, &expected, &actor.name(), &body.op_id],
         )
         .await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("move returned no row"))?;
@@ -285,19 +250,10 @@ pub async fn move_file(
 /// project's files become exactly that tree in one change.
 pub async fn set_base(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     JsonBody(body): JsonBody<SetBaseRequest>,
 ) -> ApiResult<SetBaseResponse> {
-    let id = project_id(&id)?;
-    let actor = match &principal {
-        Principal::User { sub } => sub.clone(),
-        Principal::Service => principal.actor(),
-        Principal::Container { project_id, .. } if *project_id == id => {
-            return Err(ApiError::Forbidden("this token is read-only".into()));
-        }
-        Principal::Container { .. } => return Err(ApiError::not_found()),
-    };
+    let id = actor.project()?;
     let limits = &state.config.limits;
     if body.files.len() > limits.max_files_per_project as usize {
         return Err(ApiError::QuotaExceeded {
@@ -311,26 +267,21 @@ pub async fn set_base(
         check_content(&file.content, limits.max_file_bytes)?;
         files.push(json!({"path": file.path, "content": file.content}));
     }
-    state.limiter.check(&principal.rate_key(), 1.0)?;
+    state.limiter.check(&actor.rate_key(), 1.0)?;
     let files = Value::Array(files);
     let result = state
         .db
         .typed(
-            &principal,
+            actor.db(),
             "SELECT synchub.set_project_base($1, $2, $3, $4, $5)",
-            &[&id, &actor, &body.commit, &files, &body.apply.unwrap_or(true)],
+            &[&id, &actor.name(), &body.commit, &files, &body.apply.unwrap_or(true)],
         )
         .await?;
     state.committed(id);
     Ok(Json(result))
 }
 
-pub async fn changes(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> ApiResult<ChangesResponse> {
-    let id = project_id(&id)?;
-    let (as_principal, actor) = reader(&principal, id)?;
-    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.project_changes($1, $2)", &[&id, &actor]).await?))
+pub async fn changes(State(state): State<AppState>, actor: Actor) -> ApiResult<ChangesResponse> {
+    let id = actor.project()?;
+    Ok(Json(state.db.typed(actor.db(), "SELECT synchub.project_changes($1, $2)", &[&id, &actor.name()]).await?))
 }

@@ -29,6 +29,7 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod snapshots;
+pub mod startup;
 pub mod tasks;
 
 pub use app::{App, AppState};

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::handler::Handler;
 use axum::http::{HeaderValue, Method as HttpMethod, header};
 use axum::middleware::map_response;
 use axum::response::Response;
@@ -15,12 +14,14 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::access::X_REQUEST_ID;
 use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
+use crate::auth::policy::Need;
 use crate::{editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
-    use Access::*;
+    use Access::{Public, Socket};
     use Answer::*;
+    use Need::*;
     ApiRouter::new()
         .route(Get, "/healthz", Public, "Process is up", ops::healthz)
         .route(Get, "/readyz", Public, "Database reachable and migrated; storage reported", ops::readyz)
@@ -30,7 +31,7 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(
             Get,
             "/v1/realtime",
-            Bearer,
+            Socket,
             "WebSocket: join channels, receive events, write (docs/API.md)",
             realtime::socket::upgrade,
         )
@@ -43,107 +44,112 @@ pub fn api() -> (Router<AppState>, Value) {
             snapshots::storage::serve_object,
         )
         .answers(Media(&["application/zip", "application/octet-stream"]))
-        .route(Get, "/v1/projects", User, "List the caller's projects", projects::list)
+        .route(Get, "/v1/projects", Account, "List the caller's projects", projects::list)
         .query::<ProjectListQuery>()
         .answers_json::<Vec<ProjectSummary>>()
-        .route(Post, "/v1/projects", User, "Create a project", projects::create)
+        .route(Post, "/v1/projects", Account, "Create a project", projects::create)
         .body::<CreateProjectRequest>()
         .answers_json::<Project>()
-        .route(Get, "/v1/projects/{id}", User, "Get a project", projects::get)
+        .route(Get, "/v1/projects/{id}", Membership, "Get a project", projects::get)
         .answers_json::<Project>()
-        .route(Patch, "/v1/projects/{id}", User, "Rename a project (revision-checked)", projects::rename)
+        .route(Patch, "/v1/projects/{id}", Membership, "Rename a project (revision-checked)", projects::rename)
         .body::<RenameProjectRequest>()
         .answers_json::<Project>()
-        .route(Delete, "/v1/projects/{id}", User, "Tombstone a project (owner)", projects::delete)
+        .route(Delete, "/v1/projects/{id}", Membership, "Tombstone a project (owner)", projects::delete)
         .answers_json::<Project>()
-        .route(Post, "/v1/projects/{id}/restore", User, "Restore a tombstoned project (owner)", projects::restore)
+        .route(Post, "/v1/projects/{id}/restore", Membership, "Restore a tombstoned project (owner)", projects::restore)
         .answers_json::<Project>()
-        .route(Get, "/v1/projects/{id}/members", User, "List members", projects::list_members)
+        .route(Get, "/v1/projects/{id}/members", Membership, "List members", projects::list_members)
         .answers_json::<Vec<Member>>()
-        .route(Put, "/v1/projects/{id}/members/{user_id}", User, "Add or change a member (owner)", projects::set_member)
+        .route(
+            Put,
+            "/v1/projects/{id}/members/{user_id}",
+            Membership,
+            "Add or change a member (owner)",
+            projects::set_member,
+        )
         .body::<SetMemberRequest>()
         .answers_json::<Member>()
-        .route(Delete, "/v1/projects/{id}/members/{user_id}", User, "Remove a member (owner)", projects::remove_member)
+        .route(
+            Delete,
+            "/v1/projects/{id}/members/{user_id}",
+            Membership,
+            "Remove a member (owner)",
+            projects::remove_member,
+        )
         .answers(NoContent)
-        .route(Get, "/v1/projects/{id}/files", Bearer, "List current files with the cursor", files::list)
+        .route(Get, "/v1/projects/{id}/files", Read, "List current files with the cursor", files::list)
         .query::<FileListQuery>()
         .answers_json::<FileListResponse>()
-        .route(Post, "/v1/projects/{id}/files:bulk", User, "Upserts and deletes, all or nothing", files::bulk)
+        .route(Post, "/v1/projects/{id}/files:bulk", Write, "Upserts and deletes, all or nothing", files::bulk)
         .body::<BulkRequest>()
         .answers_json::<BulkWriteResponse>()
-        .route(Post, "/v1/projects/{id}/files:move", User, "Move a file in one change", files::move_file)
+        .route(Post, "/v1/projects/{id}/files:move", Write, "Move a file in one change", files::move_file)
         .body::<MoveFileRequest>()
         .answers_json::<MoveFileResponse>()
-        .route(Get, "/v1/projects/{id}/files/{*path}", Bearer, "Read a file", files::get)
+        .route(Get, "/v1/projects/{id}/files/{*path}", Read, "Read a file", files::get)
         .answers_json::<FileResponse>()
-        .route(Put, "/v1/projects/{id}/files/{*path}", User, "Create or replace a file", files::put)
+        .route(Put, "/v1/projects/{id}/files/{*path}", Write, "Create or replace a file", files::put)
         .body::<PutFileRequest>()
         .answers_json::<PutFileResponse>()
-        .route(Delete, "/v1/projects/{id}/files/{*path}", User, "Delete a file", files::delete)
+        .route(Delete, "/v1/projects/{id}/files/{*path}", Write, "Delete a file", files::delete)
         .query::<DeleteFileQuery>()
         .answers_json::<DeleteFileResponse>()
         .route(
             Put,
             "/v1/projects/{id}/base",
-            Bearer,
+            SetBase,
             "Record (and apply) the repository tree at a commit",
             files::set_base,
         )
         .body::<SetBaseRequest>()
         .answers_json::<SetBaseResponse>()
-        .route(Get, "/v1/projects/{id}/changes", Bearer, "Uncommitted changes relative to the base", files::changes)
+        .route(Get, "/v1/projects/{id}/changes", Read, "Uncommitted changes relative to the base", files::changes)
         .answers_json::<ChangesResponse>()
-        .route(Get, "/v1/projects/{id}/events", Bearer, "Events after a seq (the socket's frames)", events::list)
+        .route(Get, "/v1/projects/{id}/events", Read, "Events after a seq (the socket's frames)", events::list)
         .query::<EventsQuery>()
         .answers_json::<EventsPage>()
         .route(
             Post,
             "/v1/projects/{id}/sessions",
-            Service,
+            Orchestrate,
             "Session: snapshot + container token + env",
-            sessions::create.layer(map_response(no_store)),
+            sessions::create,
         )
+        .no_store()
         .optional_body::<CreateSessionRequest>()
         .answers_json::<SessionResponse>()
         .route(
             Post,
             "/v1/projects/{id}/snapshots",
-            Service,
+            Orchestrate,
             "Build (or reuse) a snapshot",
-            snapshots::handlers::create.layer(map_response(no_store)),
+            snapshots::handlers::create,
         )
+        .no_store()
         .answers_json::<SnapshotResponse>()
         .route(
             Get,
             "/v1/projects/{id}/snapshots/latest",
-            Bearer,
+            Snapshot,
             "The latest snapshot, fresh URL",
-            snapshots::handlers::latest.layer(map_response(no_store)),
+            snapshots::handlers::latest,
         )
+        .no_store()
         .answers_json::<SnapshotResponse>()
-        .route(
-            Post,
-            "/v1/projects/{id}/tokens",
-            Service,
-            "A container token for a session",
-            sessions::mint.layer(map_response(no_store)),
-        )
+        .route(Post, "/v1/projects/{id}/tokens", Orchestrate, "A container token for a session", sessions::mint)
+        .no_store()
         .body::<MintTokenRequest>()
         .answers_json::<MintTokenResponse>()
-        .route(
-            Post,
-            "/v1/tokens/refresh",
-            Bearer,
-            "Refresh a container token",
-            sessions::refresh.layer(map_response(no_store)),
-        )
+        .route(Post, "/v1/tokens/refresh", Refresh, "Refresh a container token", sessions::refresh)
+        .no_store()
         .answers_json::<RefreshTokenResponse>()
-        .route(Get, "/v1/sessions/{id}", Bearer, "Has the preview caught up?", sessions::get)
+        .route(Get, "/v1/sessions/{id}", SessionProgress, "Has the preview caught up?", sessions::get)
         .answers_json::<SessionStatus>()
-        .route(Delete, "/v1/sessions/{id}", Service, "Revoke a session (sockets close with 4010)", sessions::revoke)
-        .route(Get, "/v1/projects/{id}/editor-state", User, "The caller's editor state", editor_state::get)
+        .route(Delete, "/v1/sessions/{id}", Revoke, "Revoke a session (sockets close with 4010)", sessions::revoke)
+        .route(Get, "/v1/projects/{id}/editor-state", Membership, "The caller's editor state", editor_state::get)
         .answers_json::<EditorStateResponse>()
-        .route(Put, "/v1/projects/{id}/editor-state", User, "Save the caller's editor state", editor_state::put)
+        .route(Put, "/v1/projects/{id}/editor-state", Membership, "Save the caller's editor state", editor_state::put)
         .body::<PutEditorStateRequest>()
         .answers_json::<PutEditorStateResponse>()
         .finish()
@@ -179,11 +185,5 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
 /// browsers must not sniff a body into something executable.
 async fn nosniff(mut response: Response) -> Response {
     response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
-}
-
-/// For routes whose answers carry a token or a signed URL: no cache may keep them.
-async fn no_store(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

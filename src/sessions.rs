@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, OptionalJsonBody, PathArgs, project_id};
+use crate::extract::{JsonBody, OptionalJsonBody};
 use crate::realtime::protocol::channel_name;
 use crate::snapshots::service as snapshots;
 
@@ -24,13 +25,6 @@ use crate::snapshots::service as snapshots;
 const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
 /// Sessions (and so token refreshes) end after this by default.
 const DEFAULT_MAX_LIFETIME: i64 = 12 * 3600;
-
-fn service_only(principal: &Principal) -> Result<(), ApiError> {
-    match principal {
-        Principal::Service => Ok(()),
-        _ => Err(ApiError::Forbidden("this route needs a service token".into())),
-    }
-}
 
 fn timestamp(unix: i64) -> String {
     snapshots::timestamp(chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default())
@@ -48,12 +42,10 @@ fn session_end(session: &Value) -> Result<i64, ApiError> {
 /// `POST /v1/projects/{id}/sessions`: session + snapshot + container token + env.
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     OptionalJsonBody(body): OptionalJsonBody<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
-    service_only(&principal)?;
-    let project = project_id(&id)?;
+    let project = actor.project()?;
     let ttl = body.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, SafeU64::as_i64);
     let max_lifetime = body.max_lifetime_seconds.map_or(DEFAULT_MAX_LIFETIME.max(ttl), SafeU64::as_i64);
     // Saturated into SQL integers, whose range check then answers 400.
@@ -63,7 +55,7 @@ pub async fn create(
     // fails is only the project's current state, reused by the next request.
     let snapshot = snapshots::create_or_reuse(&state, project).await?;
     let session =
-        state.db.json(&principal, "SELECT synchub.create_session($1, $2, $3)", &[&project, &ttl32, &max32]).await?;
+        state.db.json(actor.db(), "SELECT synchub.create_session($1, $2, $3)", &[&project, &ttl32, &max32]).await?;
     let session_id = session["session_id"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
@@ -85,13 +77,11 @@ pub async fn create(
 /// `POST /v1/projects/{id}/tokens`: another container token for a live session.
 pub async fn mint(
     State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
+    actor: Actor,
     JsonBody(body): JsonBody<MintTokenRequest>,
 ) -> Result<Json<MintTokenResponse>, ApiError> {
-    service_only(&principal)?;
-    let project = project_id(&id)?;
-    let session = state.db.json(&principal, "SELECT synchub.get_session($1, 'service')", &[&body.session_id]).await?;
+    let project = actor.project()?;
+    let session = state.db.json(actor.db(), "SELECT synchub.get_session($1, 'service')", &[&body.session_id]).await?;
     if session["project_id"].as_str() != Some(project.to_string().as_str()) {
         return Err(ApiError::NotFound("session not found".into()));
     }
@@ -116,16 +106,12 @@ pub async fn mint(
 
 /// `POST /v1/tokens/refresh` (bearer: a container token): a fresh token for the same
 /// session, until the session's max lifetime; 401 once revoked.
-pub async fn refresh(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<RefreshTokenResponse>, ApiError> {
-    let Principal::Container { session_id, project_id } = principal else {
-        return Err(ApiError::Forbidden("this route needs a container token".into()));
+pub async fn refresh(State(state): State<AppState>, actor: Actor) -> Result<Json<RefreshTokenResponse>, ApiError> {
+    let &Principal::Container { session_id, project_id } = actor.principal() else {
+        return Err(ApiError::internal("refresh was decided for a caller that is not a container"));
     };
-    // The extractor already refused revoked and ended sessions.
-    let session =
-        state.db.json(&Principal::Service, "SELECT synchub.get_session($1, 'service')", &[&session_id]).await?;
+    // Authentication already refused revoked and ended sessions.
+    let session = state.db.json(actor.db(), "SELECT synchub.get_session($1, 'service')", &[&session_id]).await?;
     let not_after = session_end(&session)?;
     let ttl = session["token_ttl_seconds"].as_i64().unwrap_or(DEFAULT_TOKEN_TTL);
     let (token, exp) = state.auth.hub.container_token(session_id, project_id, ttl, not_after)?;
@@ -133,32 +119,16 @@ pub async fn refresh(
 }
 
 /// `GET /v1/sessions/{id}`: is the preview caught up? (service, or a project member)
-pub async fn get(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> Result<Json<SessionStatus>, ApiError> {
-    let session = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("session not found".into()))?;
-    let actor = match &principal {
-        Principal::User { sub } => sub.clone(),
-        Principal::Service => "service".to_string(),
-        Principal::Container { session_id, .. } if *session_id == session => "service".to_string(),
-        Principal::Container { .. } => return Err(ApiError::NotFound("session not found".into())),
-    };
-    let as_principal = if matches!(principal, Principal::User { .. }) { principal.clone() } else { Principal::Service };
+pub async fn get(State(state): State<AppState>, actor: Actor) -> Result<Json<SessionStatus>, ApiError> {
+    let session = actor.session()?;
     // The type leaves out the row's internal bookkeeping (`revoked_at`, `token_ttl_seconds`).
-    Ok(Json(state.db.typed(&as_principal, "SELECT synchub.get_session($1, $2)", &[&session, &actor]).await?))
+    Ok(Json(state.db.typed(actor.db(), "SELECT synchub.get_session($1, $2)", &[&session, &actor.name()]).await?))
 }
 
 /// `DELETE /v1/sessions/{id}`: revoke; its sockets close with 4010, its tokens answer 401.
-pub async fn revoke(
-    State(state): State<AppState>,
-    principal: Principal,
-    PathArgs(id): PathArgs<String>,
-) -> Result<Json<Value>, ApiError> {
-    service_only(&principal)?;
-    let session = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("session not found".into()))?;
-    let body = state.db.json(&principal, "SELECT synchub.revoke_session($1)", &[&session]).await?;
+pub async fn revoke(State(state): State<AppState>, actor: Actor) -> Result<Json<Value>, ApiError> {
+    let session = actor.session()?;
+    let body = state.db.json(actor.db(), "SELECT synchub.revoke_session($1)", &[&session]).await?;
     state.session_revoked(session);
     Ok(Json(body))
 }

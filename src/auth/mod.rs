@@ -1,19 +1,23 @@
 //! Who is calling: user tokens from the identity provider (`users`), and the hub's own
-//! service and container tokens (`tokens`). Handlers take a [`Principal`] extractor.
+//! service and container tokens (`tokens`); what each caller may do is decided by
+//! [`policy`], and handlers receive the decision as a [`policy::Actor`].
 
+pub mod policy;
 pub mod tokens;
 pub mod users;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
+use deadpool_postgres::Pool;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use policy::Actor;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,25 +48,16 @@ impl Principal {
             other => other.actor(),
         }
     }
-
-    /// Routes only a user may call (creating and listing projects, writing files, editor
-    /// state) refuse hub tokens with 403. Routes about one project check that project
-    /// first, so a container token asking about another project gets 404 and learns
-    /// nothing about it.
-    pub fn user(&self) -> Result<&str, ApiError> {
-        match self {
-            Principal::User { sub } => Ok(sub),
-            _ => Err(ApiError::Forbidden("this route needs a user token".into())),
-        }
-    }
 }
 
 /// Verifies any bearer token: hub tokens (issuer `synchub`) with the hub's key, anything
-/// else as a user token.
+/// else as a user token; container tokens also against their session in the database.
 #[derive(Clone)]
 pub struct Authenticator {
     pub users: users::UserVerifier,
     pub hub: tokens::HubKeys,
+    /// Where container tokens' sessions are looked up (revoked, ended).
+    pub sessions: Pool,
 }
 
 /// Longer tokens are refused before any decoding: identity-provider tokens are a few KiB,
@@ -90,6 +85,30 @@ struct PeekClaims {
 }
 
 impl Authenticator {
+    /// Verifies a bearer token; container tokens must also belong to a live session
+    /// (not revoked, within its max lifetime). Returns the principal and the token's exp.
+    pub async fn authenticate(&self, token: &str) -> Result<(Principal, i64), ApiError> {
+        let (principal, exp) = self.verify_with_expiry(token).await?;
+        if let Principal::Container { session_id, project_id } = &principal {
+            let client = self.sessions.get().await?;
+            let active: bool = client
+                .query_one("SELECT synchub.session_active($1, $2)", &[project_id, session_id])
+                .await?
+                .try_get(0)
+                .map_err(ApiError::internal)?;
+            if !active {
+                return Err(ApiError::Unauthenticated("the session was revoked or has ended".into()));
+            }
+        }
+        Ok((principal, exp))
+    }
+
+    /// The caller of an HTTP request, from its `Authorization: Bearer` header.
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let token = bearer_header(headers).ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
+        self.authenticate(token).await.map(|(principal, _)| principal)
+    }
+
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         self.verify_with_expiry(token).await.map(|(principal, _)| principal)
     }
@@ -115,11 +134,6 @@ impl Authenticator {
     }
 }
 
-/// The bearer token of a request, if any. Tokens are never read from the query string.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    bearer_header(&parts.headers)
-}
-
 /// The token of an `Authorization: Bearer` header; None without the header. A header that
 /// is there but is not one bearer token (another scheme, not UTF-8) gives an empty token,
 /// which verification refuses: a credential the hub cannot read is refused, never ignored
@@ -136,13 +150,12 @@ pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
     Some(token)
 }
 
-impl FromRequestParts<AppState> for Principal {
+/// The decision the route's guard made (see `api_doc`): a handler that takes it runs only
+/// after the policy admitted its caller.
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
-        let (principal, _) = state.authenticate(token).await?;
-        crate::access::record_actor(&parts.extensions, &principal);
-        Ok(principal)
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.remove::<Actor>().ok_or_else(|| ApiError::internal("this route declares no access need"))
     }
 }

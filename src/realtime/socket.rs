@@ -34,6 +34,7 @@ use super::outbox::{Drained, Out, Outbox};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::auth::policy::{self, Actor, Need, Scope};
 use crate::error::ApiError;
 use crate::files;
 use crate::limits::RateLimiter;
@@ -74,7 +75,7 @@ pub async fn upgrade(
         return ApiError::Forbidden("origin not allowed".into()).into_response();
     }
     let pre_auth = match crate::auth::bearer_header(&headers) {
-        Some(token) => match state.authenticate(token).await {
+        Some(token) => match state.auth.authenticate(token).await {
             Ok(verified) => Some(verified),
             Err(err) => return err.into_response(),
         },
@@ -276,7 +277,7 @@ async fn first_frame_auth(state: &AppState, stream: &mut Stream) -> Result<(Prin
     let Ok(ClientFrame::Auth { token }) = protocol::parse_frame(text.as_str()) else {
         return Err((close::UNAUTHENTICATED, "authenticate first"));
     };
-    match state.authenticate(&token).await {
+    match state.auth.authenticate(&token).await {
         Ok(verified) => Ok(verified),
         Err(ApiError::TokenExpired) => Err((close::TOKEN_EXPIRED, "token expired")),
         Err(_) => Err((close::UNAUTHENTICATED, "invalid token")),
@@ -423,24 +424,24 @@ impl Session {
             ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
             ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => {
                 let body = PutFileRequest { content, file_type, expected_version, op_id };
-                let result = match self.channel_project(&channel) {
-                    Ok(project) => files::upsert_file(&self.state, &self.principal, project, &path, body).await,
+                let result = match self.writer(&channel) {
+                    Ok(actor) => files::upsert_file(&self.state, &actor, &path, body).await,
                     Err(err) => Err(err),
                 };
                 self.ack(reference, result.map(WriteResult::Put));
             }
             ClientFrame::Delete { reference, channel, path, expected_version, op_id } => {
                 let query = DeleteFileQuery { expected_version, op_id };
-                let result = match self.channel_project(&channel) {
-                    Ok(project) => files::delete_file(&self.state, &self.principal, project, &path, query).await,
+                let result = match self.writer(&channel) {
+                    Ok(actor) => files::delete_file(&self.state, &actor, &path, query).await,
                     Err(err) => Err(err),
                 };
                 self.ack(reference, result.map(WriteResult::Delete));
             }
             ClientFrame::Bulk { reference, channel, upserts, deletes, op_id } => {
                 let body = protocol::bulk_body(upserts, deletes, op_id);
-                let result = match self.channel_project(&channel) {
-                    Ok(project) => files::bulk_write(&self.state, &self.principal, project, body).await,
+                let result = match self.writer(&channel) {
+                    Ok(actor) => files::bulk_write(&self.state, &actor, body).await,
                     Err(err) => Err(err),
                 };
                 self.ack(reference, result.map(WriteResult::Bulk));
@@ -449,8 +450,11 @@ impl Session {
         true
     }
 
-    fn channel_project(&self, channel: &str) -> Result<Uuid, ApiError> {
-        protocol::parse_channel(channel).ok_or_else(|| ApiError::InvalidRequest("unknown channel".into()))
+    /// This socket's caller, as the policy decides it for writing to `channel`'s project.
+    fn writer(&self, channel: &str) -> Result<Actor, ApiError> {
+        let project =
+            protocol::parse_channel(channel).ok_or_else(|| ApiError::InvalidRequest("unknown channel".into()))?;
+        policy::decide(&self.principal, Need::Write, Scope::Project(project))
     }
 
     fn ack(&self, reference: Option<Ref>, result: Result<WriteResult, ApiError>) {
@@ -463,7 +467,7 @@ impl Session {
 
     /// A fresh token on an open socket: same user (or same session) only.
     async fn reauthenticate(&mut self, token: &str) -> bool {
-        match self.state.authenticate(token).await {
+        match self.state.auth.authenticate(token).await {
             Ok((principal, expires_at)) if principal == self.principal => {
                 self.expires_at = expires_at;
                 self.outbox.push(Out::Text(protocol::authed(expires_at)));
@@ -495,21 +499,25 @@ impl Session {
             self.outbox.push(refuse(ApiError::NotFound("project not found".into())));
             return;
         };
-        let (as_principal, actor) = match files::reader(&self.principal, project) {
-            Ok(reader) => reader,
+        let actor = match policy::decide(&self.principal, Need::Read, Scope::Project(project)) {
+            Ok(actor) => actor,
             Err(err) => {
                 self.outbox.push(refuse(err));
                 return;
             }
         };
-        let info =
-            match self.state.db.json(&as_principal, "SELECT synchub.join_channel($1, $2)", &[&project, &actor]).await {
-                Ok(info) => info,
-                Err(err) => {
-                    self.outbox.push(refuse(err));
-                    return;
-                }
-            };
+        let info = match self
+            .state
+            .db
+            .json(actor.db(), "SELECT synchub.join_channel($1, $2)", &[&project, &actor.name()])
+            .await
+        {
+            Ok(info) => info,
+            Err(err) => {
+                self.outbox.push(refuse(err));
+                return;
+            }
+        };
         let head = info["last_seq"].as_i64().unwrap_or(0);
         let oldest = info["oldest_seq"].as_i64().unwrap_or(1);
         // `since` is at most 2^53 − 1 (SafeU64::MAX): `since + 1` cannot overflow.

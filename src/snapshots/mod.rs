@@ -3,5 +3,6 @@
 //! disk and handed out as signed, expiring URLs.
 
 pub mod handlers;
+pub mod locks;
 pub mod service;
 pub mod storage;

@@ -7,9 +7,7 @@
 //! whatever the project's size. An unchanged project reuses its last snapshot, and
 //! concurrent requests for one project build once.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,20 +22,6 @@ use crate::error::ApiError;
 
 /// Presigned URLs live this long (CONTRACT section 5).
 pub const URL_TTL: Duration = Duration::from_secs(600);
-
-/// One build at a time per project.
-#[derive(Default)]
-pub struct BuildLocks {
-    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl BuildLocks {
-    fn for_project(&self, project: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(project).or_default().clone()
-    }
-}
 
 pub fn storage_key(project: Uuid, snapshot: Uuid) -> String {
     format!("project-snapshots/{project}/{snapshot}.zip")

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, app_with_storage, assert_error};
 
 const MAX_SAFE: i64 = (1 << 53) - 1;
 
@@ -319,9 +319,7 @@ async fn base_with_a_duplicate_path_is_400() {
 
 #[tokio::test]
 async fn a_deleted_projects_sessions_stay_ended_after_restore() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().to_path_buf();
-    let app = TestApp::spawn_with(move |c| c.storage_dir = Some(storage)).await;
+    let (app, _storage) = app_with_storage().await;
     let alice = app.user_token("alice");
     let service = app.service_token();
     let project = app.create_project("alice", "revive").await;

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, app_with_storage};
 
 /// Sends a request; returns the status, the headers and the JSON body (Null otherwise).
 async fn raw(
@@ -117,9 +117,7 @@ async fn every_answer_says_nosniff() {
 
 #[tokio::test]
 async fn answers_with_tokens_or_signed_urls_are_not_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().to_path_buf();
-    let app = TestApp::spawn_with(move |c| c.storage_dir = Some(storage)).await;
+    let (app, _storage) = app_with_storage().await;
     let p = app.create_project("alice", "no-store").await;
     app.write("alice", &p, "a.txt", "a").await;
     let service = format!("Bearer {}", app.service_token());

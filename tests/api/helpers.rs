@@ -104,6 +104,15 @@ pub fn test_config(database_url: String) -> Config {
     config
 }
 
+/// A hub with snapshot storage on the local disk, and the directory that holds it (the
+/// storage lives as long as the directory).
+pub async fn app_with_storage() -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let app = TestApp::spawn_with(move |c| c.storage_dir = Some(path)).await;
+    (app, dir)
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await

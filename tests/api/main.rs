@@ -17,6 +17,7 @@ mod http_server;
 mod observability;
 mod ops_surface;
 mod paths;
+mod policy;
 mod props;
 mod realtime;
 mod resilience;

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{TestApp, Ws, channel};
+use crate::helpers::{TestApp, Ws, app_with_storage, channel};
 
 /// The value of an unlabelled metric.
 async fn metric(app: &TestApp, name: &str) -> f64 {
@@ -258,13 +258,6 @@ async fn joins_are_limited_to_20_per_second_per_socket() {
     // The budget comes back.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     ws.join(&p, None).await;
-}
-
-async fn app_with_storage() -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let app = TestApp::spawn_with(move |c| c.storage_dir = Some(path)).await;
-    (app, dir)
 }
 
 #[tokio::test]

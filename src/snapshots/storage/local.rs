@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
@@ -18,7 +19,6 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::{PresignedUrl, Storage, content_type};
-use crate::app::AppState;
 use crate::error::ApiError;
 
 /// Read size when serving a local object.
@@ -139,11 +139,11 @@ pub fn valid_object_key(key: &str) -> bool {
 /// 403 when local storage is off or the signature is wrong or expired; 404 when the key
 /// is not a snapshot key or the file is gone.
 pub async fn serve_object(
-    State(state): State<AppState>,
+    State(storage): State<Option<Arc<Storage>>>,
     key: Result<UrlPath<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Some(Storage::Local(store)) = state.storage.as_deref() else {
+    let Some(Storage::Local(store)) = storage.as_deref() else {
         return Err(ApiError::Forbidden("objects are not served by this hub".into()));
     };
     let forbidden = || ApiError::Forbidden("the object URL is invalid or has expired".into());
