@@ -80,6 +80,20 @@ pub fn validate_path(path: &str) -> Result<&str, PathError> {
     Ok(path)
 }
 
+/// One example of each way a path is refused, for the tests of every place that takes a
+/// project path (the builder, the reader, the agent's tree): each must refuse these alike.
+pub const INVALID_PATH_EXAMPLES: [(&str, PathError); 9] = [
+    ("", PathError::Empty),
+    ("/etc/passwd", PathError::Absolute),
+    ("../x", PathError::DotSegment),
+    ("a/../../x", PathError::DotSegment),
+    ("a//b", PathError::EmptySegment),
+    ("a\\b", PathError::Backslash),
+    ("a\0b", PathError::ControlCharacter),
+    (".synchub/agent-state.json", PathError::Reserved),
+    (".git/config", PathError::Reserved),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,24 +112,16 @@ mod tests {
     fn refuses_bad_paths() {
         let deep = vec!["d"; 65].join("/");
         let long = "x".repeat(1025);
-        let cases: [(&str, PathError); 16] = [
-            ("", PathError::Empty),
-            ("/etc/passwd", PathError::Absolute),
-            ("../x", PathError::DotSegment),
-            ("a/../../x", PathError::DotSegment),
+        let mut cases = INVALID_PATH_EXAMPLES.to_vec();
+        cases.extend([
             ("./a", PathError::DotSegment),
             ("a/./b", PathError::DotSegment),
-            ("a//b", PathError::EmptySegment),
             ("a/", PathError::EmptySegment),
-            ("a\\b", PathError::Backslash),
             ("C:\\x", PathError::Backslash),
-            ("a\0b", PathError::ControlCharacter),
             ("a\nb", PathError::ControlCharacter),
-            (".synchub/manifest.json", PathError::Reserved),
-            (".git/config", PathError::Reserved),
             (&deep, PathError::TooDeep),
             (&long, PathError::TooLong),
-        ];
+        ]);
         for (path, want) in cases {
             assert_eq!(validate_path(path), Err(want), "{path:?}");
         }
