@@ -73,6 +73,7 @@ impl Storage {
             let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
             let settings = S3Settings {
                 endpoint: config.s3_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
+                public_endpoint: config.s3_public_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
                 bucket: bucket.clone(),
                 region: config.s3_region.clone(),
                 path_style: config.s3_path_style,
@@ -136,6 +137,9 @@ impl Storage {
 pub struct S3Settings {
     /// None for AWS itself.
     pub endpoint: Option<String>,
+    /// Where presigned URLs point, when clients reach the store elsewhere than the hub
+    /// does; None: `endpoint`.
+    pub public_endpoint: Option<String>,
     pub bucket: String,
     pub region: String,
     pub path_style: bool,
@@ -146,6 +150,9 @@ pub struct S3Settings {
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// Signs GET URLs for the public endpoint (the same client when there is none). The
+    /// signature covers the Host, so the URL must be made for the host clients will use.
+    presigner: aws_sdk_s3::Client,
     bucket: String,
     multipart_threshold: u64,
     part_size: u64,
@@ -180,8 +187,14 @@ impl S3Store {
         if settings.bucket.is_empty() {
             bail!("the S3 bucket name is empty");
         }
+        let config = builder.build();
+        let presigner = match settings.public_endpoint {
+            Some(public) => aws_sdk_s3::Client::from_conf(config.to_builder().endpoint_url(public).build()),
+            None => aws_sdk_s3::Client::from_conf(config.clone()),
+        };
         Ok(S3Store {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            client: aws_sdk_s3::Client::from_conf(config),
+            presigner,
             bucket: settings.bucket,
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
@@ -317,7 +330,7 @@ impl S3Store {
     async fn presign_get_at(&self, key: &str, start: SystemTime, ttl: Duration) -> anyhow::Result<PresignedUrl> {
         let config = PresigningConfig::builder().start_time(start).expires_in(ttl).build()?;
         let request = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
