@@ -82,6 +82,12 @@ impl Proxy {
     fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The proxy by host name: what the hub hands agents (SYNCHUB_URL, snapshot URLs), so
+    /// every agent resolves a name as in a real deployment (a static agent's getaddrinfo).
+    fn named_base(&self) -> String {
+        format!("http://localhost:{}", self.addr.port())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ struct World {
 fn hub_config(database_url: &str, storage: &Path, proxy: &Proxy) -> Config {
     let mut config = test_config(database_url.to_owned());
     config.storage_dir = Some(storage.to_owned());
-    config.public_url = Some(proxy.base());
+    config.public_url = Some(proxy.named_base());
     config.limits.write_rate = 100_000.0;
     config.limits.write_burst = 100_000.0;
     config
@@ -283,6 +289,14 @@ impl World {
 // ---------------------------------------------------------------------------------------
 // The agent binary.
 
+/// The `synchub-agent` under test: `SYNCHUB_AGENT_BIN` when set (e.g. the static build CI
+/// makes for preview images), else the one cargo built with this test.
+fn agent_bin() -> PathBuf {
+    std::env::var_os("SYNCHUB_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_synchub-agent")))
+}
+
 struct Agent {
     child: Child,
     health: SocketAddr,
@@ -293,7 +307,7 @@ struct Agent {
 impl Agent {
     async fn start(project_dir: &Path, log: &Path, session: &Value, command: &[&str]) -> Agent {
         let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_synchub-agent"));
+        let mut cmd = Command::new(agent_bin());
         cmd.arg("--project-dir").arg(project_dir).arg("--health-addr").arg(health.to_string());
         if !command.is_empty() {
             cmd.arg("--").args(command);
@@ -479,6 +493,9 @@ async fn hydrates_500_files_then_follows_100_mixed_edits() {
     let world = World::start().await;
     let project = seeded_project(&world, 500).await;
     let session = world.session(&project).await;
+    // The agent reaches the hub by host name (and so does its snapshot download).
+    let hub_url = session["env"]["SYNCHUB_URL"].as_str().unwrap();
+    assert!(hub_url.starts_with("http://localhost:"), "{hub_url}");
     let agent = world.start_agent(&session, &[]).await;
     agent.wait_ready().await;
     let want = world.files(&project).await;
