@@ -151,7 +151,8 @@ pub async fn upsert_throughput(
 }
 
 /// [`upsert_throughput`] with the clients spread over `projects` (client c writes to
-/// project c mod n), as writers of many projects are.
+/// project c mod n), as writers of many projects are, and new content every time (so
+/// every call changes the file and logs an event, like the hub's writes it is compared with).
 pub async fn upsert_throughput_spread(
     ctx: &Ctx,
     projects: &[Uuid],
@@ -162,7 +163,8 @@ pub async fn upsert_throughput_spread(
     let n = projects.len().max(1);
     let script = format!(
         "\\set k random(1, 100)\n\
-         SELECT * FROM synchub.upsert_project_file((:projects::uuid[])[1 + (:client_id)::int % {n}], 'tp/' || :client_id || '/' || :k || '.txt', 'x', NULL, NULL, '{USER}', NULL);\n"
+         \\set v random(1, 1000000000)\n\
+         SELECT * FROM synchub.upsert_project_file((:projects::uuid[])[1 + (:client_id)::int % {n}], 'tp/' || :client_id || '/' || :k || '.txt', 'c' || :v, NULL, NULL, '{USER}', NULL);\n"
     );
     let list: Vec<String> = projects.iter().map(Uuid::to_string).collect();
     throughput(ctx, &script, ("projects", format!("{{{}}}", list.join(","))), clients, seconds, tag).await

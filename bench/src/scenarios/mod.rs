@@ -42,7 +42,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "write_ceiling",
-        summary: "#14 writes/s and events/s of one PostgreSQL through 1, 2 and 4 hub processes (many projects, several writers per hub), with hub/PostgreSQL/machine CPU, WAL fsyncs and wait events to say where it saturates; baseline: pgbench, same clients and projects",
+        summary: "issue #14: writes/s and events/s of one PostgreSQL through 1, 2 and 4 hub processes (many projects, several writers per hub), with hub/PostgreSQL/machine CPU, WAL fsyncs and wait events to say where it saturates; baseline: pgbench, same clients and projects",
         run: write_ceiling::run,
     },
     Scenario {

@@ -38,21 +38,23 @@ pub fn run(ctx: &Ctx) -> Pending<'_> {
 
 struct Shape {
     seconds: u64,
+    /// How long to wait, after the writers stop, for the events still in flight.
+    drain_limit: Duration,
     writers_per_hub: usize,
     projects: usize,
 }
 
 async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     let shape = if ctx.quick {
-        Shape { seconds: 1, writers_per_hub: 4, projects: 8 }
+        Shape { seconds: 1, drain_limit: Duration::from_secs(2), writers_per_hub: 4, projects: 8 }
     } else {
-        Shape { seconds: 10, writers_per_hub: 8, projects: 16 }
+        Shape { seconds: 10, drain_limit: Duration::from_secs(10), writers_per_hub: 8, projects: 16 }
     };
     let mut report = Report::new(
         "write_ceiling",
-        "#14",
+        "issue #14",
         "The write ceiling of one PostgreSQL through 1, 2 and 4 hub processes: each hub has its own closed-loop \
-         HTTP PUT writers (content `x`, each on its own 100 paths) spread over many projects, and one subscriber \
+         HTTP PUT writers (new content every write, each writer on its own 100 paths) spread over many projects, and one subscriber \
          socket joined to every project, so every write is delivered once per hub. Where it saturates is read \
          from the CPU of each side, the WAL statistics and the database's wait events.",
     );
@@ -105,8 +107,13 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
             V::per_sec(found.writes as f64 / found.seconds),
         ));
         report.rows.push(Row::alone(
-            format!("events/s delivered, {h} (one subscriber per project per hub)"),
+            format!("events/s delivered while writing, {h} (one subscriber per project per hub)"),
             V::per_sec(found.events as f64 / found.seconds),
+            "—",
+        ));
+        report.rows.push(Row::alone(
+            format!("events/s delivered, {h}: the step's events ÷ (writing + draining)"),
+            V::per_sec((found.writes * hubs as u64) as f64 / (found.seconds + found.drain_seconds)),
             "—",
         ));
         report.rows.push(Row::alone(
@@ -126,7 +133,8 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
             "—",
         ));
         report.notes.push(format!(
-            "{h}: {} writes in {:.1} s (latency {}), {} events delivered; CPU: hubs {:.2}, PostgreSQL {:.2}, bench \
+            "{h}: {} writes in {:.1} s (latency {}), {} events delivered meanwhile, {} behind when the writers \
+             stopped, delivered {:.2} s later{}; CPU: hubs {:.2}, PostgreSQL {:.2}, bench \
              client {:.2} cores, machine {:.2} of {} cores busy; WAL: {} records, {:.0} bytes/write, {} fsyncs \
              ({:.2} per write; pg_stat_wal, flushed lazily: approximate over short steps); backends of the \
              database (mean active {:.1}): {}; pgbench, same clients and projects: {:.0}/s ({})",
@@ -134,6 +142,9 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
             found.seconds,
             found.latencies.summary(),
             found.events,
+            found.behind_at_end,
+            found.drain_seconds,
+            if found.undelivered > 0 { format!(" ({} never arrived)", found.undelivered) } else { String::new() },
             found.hub_cores,
             found.pg_cores,
             found.client_cores,
@@ -166,7 +177,13 @@ fn round2(value: f64) -> f64 {
 /// What one step measured.
 struct Found {
     writes: u64,
+    /// Events delivered while the writers ran.
     events: u64,
+    /// Events not yet delivered when the writers stopped, and how long they took to arrive.
+    behind_at_end: u64,
+    drain_seconds: f64,
+    /// Still missing after the drain limit.
+    undelivered: u64,
     seconds: f64,
     latencies: Latencies,
     hub_cores: f64,
@@ -273,7 +290,7 @@ async fn step(ctx: &Ctx, hubs: &[Hub], projects: &[Uuid], shape: &Shape, postmas
         }
     }
     // Warm-up: pool connections and prepared statements on every hub.
-    run_writers(ctx, hubs, projects, shape.writers_per_hub, Duration::from_millis(500)).await?;
+    let (warm_writes, _) = run_writers(ctx, hubs, projects, shape.writers_per_hub, Duration::from_millis(500)).await?;
 
     let stats = ctx.sql().await?;
     let sampling = Arc::new(AtomicBool::new(true));
@@ -292,6 +309,15 @@ async fn step(ctx: &Ctx, hubs: &[Hub], projects: &[Uuid], shape: &Shape, postmas
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.await??;
     let wal_after = wal(&stats).await?;
+    // Every write is delivered once per hub: wait (bounded) for the backlog to drain.
+    let expected = (warm_writes + writes) * hubs.len() as u64;
+    let behind_at_end = expected.saturating_sub(events.load(Ordering::Relaxed));
+    let drain_started = Instant::now();
+    while events.load(Ordering::Relaxed) < expected && drain_started.elapsed() < shape.drain_limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let undelivered = expected.saturating_sub(events.load(Ordering::Relaxed));
     subscribers.abort_all();
     if events_during == 0 {
         bail!("the subscribers received no event");
@@ -318,6 +344,9 @@ async fn step(ctx: &Ctx, hubs: &[Hub], projects: &[Uuid], shape: &Shape, postmas
     Ok(Found {
         writes,
         events: events_during,
+        behind_at_end,
+        drain_seconds,
+        undelivered,
         seconds,
         latencies,
         hub_cores: hub_cpu.as_secs_f64() / seconds,
@@ -391,11 +420,14 @@ async fn run_writers(
                 let mut writes = 0u64;
                 while Instant::now() < deadline {
                     let url = format!("{base}/{}.txt", writes % PATHS_PER_WRITER + 1);
+                    // New content every time: rewriting identical content changes nothing and
+                    // publishes no event.
+                    let content = format!("{h}-{w}-{writes}");
                     let sent = Instant::now();
                     let response = http
                         .put(url)
                         .bearer_auth(&token)
-                        .json(&json!({ "content": "x" }))
+                        .json(&json!({ "content": content }))
                         .timeout(Duration::from_secs(30))
                         .send()
                         .await
