@@ -409,12 +409,15 @@ async fn run_writers(
     duration: Duration,
 ) -> anyhow::Result<(u64, Latencies)> {
     let deadline = Instant::now() + duration;
+    // Content unique to this call too: the warm-up and the step write the same paths in the
+    // same order, and a write of the content a file already has publishes no event.
+    let round = Uuid::new_v4().simple().to_string();
     let mut tasks = tokio::task::JoinSet::new();
     for (h, hub) in hubs.iter().enumerate() {
         for w in 0..per_hub {
             let project = projects[(h * per_hub + w) % projects.len()];
             let base = hub.url(&format!("/v1/projects/{project}/files/wc/{h}-{w}"));
-            let (http, token) = (ctx.http.clone(), ctx.token.clone());
+            let (http, token, round) = (ctx.http.clone(), ctx.token.clone(), round.clone());
             tasks.spawn(async move {
                 let mut latencies = Latencies::default();
                 let mut writes = 0u64;
@@ -422,7 +425,7 @@ async fn run_writers(
                     let url = format!("{base}/{}.txt", writes % PATHS_PER_WRITER + 1);
                     // New content every time: rewriting identical content changes nothing and
                     // publishes no event.
-                    let content = format!("{h}-{w}-{writes}");
+                    let content = format!("{round}-{h}-{w}-{writes}");
                     let sent = Instant::now();
                     let response = http
                         .put(url)
