@@ -39,6 +39,11 @@ pub struct Config {
     /// S3-compatible endpoint for snapshots.
     #[arg(long, env = "SYNCHUB_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// The S3 endpoint presigned snapshot URLs point at, when agents reach the store at
+    /// another address than the hub does (e.g. `http://minio:9000` inside a compose
+    /// network, `https://s3.example.com` outside it). Default: `SYNCHUB_S3_ENDPOINT`.
+    #[arg(long, env = "SYNCHUB_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
     #[arg(long, env = "SYNCHUB_S3_BUCKET")]
     pub s3_bucket: Option<String>,
     #[arg(long, env = "SYNCHUB_S3_REGION", default_value = "us-east-1")]
@@ -178,6 +183,7 @@ impl Config {
             jwt_algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
             signing_key: None,
             s3_endpoint: None,
+            s3_public_endpoint: None,
             s3_bucket: None,
             s3_region: "us-east-1".into(),
             s3_path_style: true,

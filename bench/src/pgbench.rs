@@ -143,15 +143,45 @@ pub async fn upsert_throughput(
     seconds: u64,
     tag: &str,
 ) -> anyhow::Result<Throughput> {
+    let script = format!(
+        "\\set k random(1, 100)\n\
+         SELECT * FROM synchub.upsert_project_file(:project, 'tp/' || :client_id || '/' || :k || '.txt', 'x', NULL, NULL, '{USER}', NULL);\n"
+    );
+    throughput(ctx, &script, ("project", project.to_string()), clients, seconds, tag).await
+}
+
+/// [`upsert_throughput`] with the clients spread over `projects` (client c writes to
+/// project c mod n), as writers of many projects are, and new content every time (so
+/// every call changes the file and logs an event, like the hub's writes it is compared with).
+pub async fn upsert_throughput_spread(
+    ctx: &Ctx,
+    projects: &[Uuid],
+    clients: usize,
+    seconds: u64,
+    tag: &str,
+) -> anyhow::Result<Throughput> {
+    let n = projects.len().max(1);
+    let script = format!(
+        "\\set k random(1, 100)\n\
+         \\set v random(1, 1000000000)\n\
+         SELECT * FROM synchub.upsert_project_file((:projects::uuid[])[1 + (:client_id)::int % {n}], 'tp/' || :client_id || '/' || :k || '.txt', 'c' || :v, NULL, NULL, '{USER}', NULL);\n"
+    );
+    let list: Vec<String> = projects.iter().map(Uuid::to_string).collect();
+    throughput(ctx, &script, ("projects", format!("{{{}}}", list.join(","))), clients, seconds, tag).await
+}
+
+/// Runs `script` (closed loop, `clients` clients, `seconds`) with one `-D name=value`.
+async fn throughput(
+    ctx: &Ctx,
+    script_text: &str,
+    (name, value): (&str, String),
+    clients: usize,
+    seconds: u64,
+    tag: &str,
+) -> anyhow::Result<Throughput> {
     let dir = fresh_dir(ctx, tag)?;
     let script = dir.join("upsert.sql");
-    std::fs::write(
-        &script,
-        format!(
-            "\\set k random(1, 100)\n\
-             SELECT * FROM synchub.upsert_project_file(:project, 'tp/' || :client_id || '/' || :k || '.txt', 'x', NULL, NULL, '{USER}', NULL);\n"
-        ),
-    )?;
+    std::fs::write(&script, script_text)?;
     let pgbench = pg_bin(ctx).join("pgbench");
     let args: Vec<String> = vec![
         "-h".into(),
@@ -172,7 +202,7 @@ pub async fn upsert_throughput(
         "-l".into(),
         format!("--log-prefix={}", dir.join("log").display()),
         "-D".into(),
-        format!("project={project}"),
+        format!("{name}={value}"),
         "-f".into(),
         script.display().to_string(),
         ctx.db_name().into(),

@@ -128,3 +128,35 @@ pub fn machine() -> String {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|k| k.trim().to_string()).unwrap_or_default();
     format!("{cpus} CPUs (nproc), {model}, {memory} RAM, Linux {kernel}")
 }
+
+/// The parent of a process (/proc/PID/stat field 4).
+pub fn parent_pid(pid: u32) -> anyhow::Result<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("malformed stat")? + 1..];
+    Ok(rest.split_whitespace().nth(1).context("no ppid")?.parse()?)
+}
+
+/// `pid` and its direct children (e.g. a PostgreSQL postmaster and its backends).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            if parent_pid(child).is_ok_and(|parent| parent == pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// The whole machine's CPU time since boot from /proc/stat: (busy, all), in clock ticks.
+pub fn machine_ticks() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let all: u64 = ticks.iter().take(8).sum();
+    // idle and iowait are the not-busy fields.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((all.saturating_sub(idle), all))
+}

@@ -74,6 +74,12 @@ impl CutProxy {
         format!("http://{}", self.addr)
     }
 
+    /// `http://localhost:PORT`: the proxy by host name, for what a hub hands agents, so they
+    /// resolve a name as in a real deployment (a static agent's getaddrinfo included).
+    pub fn named_base(&self) -> String {
+        format!("http://localhost:{}", self.addr.port())
+    }
+
     /// New connections go to `upstream`; open ones stay where they are.
     pub fn point_to(&self, upstream: SocketAddr) {
         *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(upstream);

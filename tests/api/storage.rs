@@ -63,8 +63,14 @@ impl S3Server {
 
     /// A store on `bucket`, which may not exist.
     fn store_for(&self, bucket: &str) -> S3Store {
+        self.store_with(bucket, None)
+    }
+
+    /// A store on `bucket` whose presigned URLs point at `public_endpoint`.
+    fn store_with(&self, bucket: &str, public_endpoint: Option<String>) -> S3Store {
         S3Store::new(S3Settings {
             endpoint: Some(self.endpoint.clone()),
+            public_endpoint,
             bucket: bucket.into(),
             region: "us-east-1".into(),
             path_style: true,
@@ -146,6 +152,82 @@ async fn s3_put_then_presigned_get_returns_exactly_the_bytes() {
     assert_eq!(headers["content-type"], "application/zip");
     assert_eq!(body.len(), bytes.len());
     assert!(body == bytes, "the downloaded bytes differ");
+}
+
+/// A TCP forwarder in front of a server (what a load balancer or a published port is to an
+/// agent outside the store's network); counts the connections it accepted.
+struct Forwarder {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Forwarder {
+    async fn start(target: &str) -> Forwarder {
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Forwarder { port, connections, task }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn s3_presigned_urls_point_at_the_public_endpoint() {
+    let server = S3Server::start().await;
+    let forwarder = Forwarder::start(&server.endpoint).await;
+    // Another host name than the internal endpoint's, as `minio:9000` vs `localhost:9000`.
+    let public = format!("http://localhost:{}", forwarder.port);
+    let store = server.store_with(&format!("t-{}", Uuid::new_v4().simple()), Some(public.clone()));
+    store.client().create_bucket().bucket(store.bucket()).send().await.expect("create bucket");
+    let store = Storage::S3(store);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, bytes) = random_file(dir.path(), 64 * 1024 + 1);
+    let key = snapshot_key();
+    store.put(&key, &file).await.unwrap();
+    assert!(store.exists(&key).await.unwrap());
+    store.check().await.unwrap();
+    assert_eq!(forwarder.connections(), 0, "the hub's own calls use the internal endpoint");
+
+    let url = store.presign_get(&key, Duration::from_secs(60)).await.unwrap();
+    assert!(url.url.starts_with(&format!("{public}/")), "{}", url.url);
+    let (status, headers, body) = fetch(&url.url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/zip");
+    assert!(body == bytes, "the downloaded bytes differ");
+    assert!(forwarder.connections() >= 1, "the GET went through the public endpoint");
+
+    // The signature covers the host: the same URL sent to the internal endpoint is refused,
+    // which is why the URL must be signed for the public one rather than rewritten.
+    let internal = url.url.replace(&public, &server.endpoint);
+    assert_eq!(fetch(&internal).await.0, StatusCode::FORBIDDEN, "URL rewritten to another host");
+    let expired = store
+        .presign_get_at(&key, SystemTime::now() - Duration::from_secs(3600), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(expired.url.starts_with(&format!("{public}/")), "{}", expired.url);
+    assert_eq!(fetch(&expired.url).await.0, StatusCode::FORBIDDEN, "expired URL through the public endpoint");
 }
 
 #[tokio::test]
@@ -234,6 +316,7 @@ async fn s3_check_and_exists_fail_without_the_bucket() {
     let unreachable = Storage::S3(
         S3Store::new(S3Settings {
             endpoint: Some("http://127.0.0.1:9".into()),
+            public_endpoint: None,
             bucket: "b".into(),
             region: "us-east-1".into(),
             path_style: true,
@@ -250,6 +333,7 @@ async fn s3_check_and_exists_fail_without_the_bucket() {
     let wrong_secret = Storage::S3(
         S3Store::new(S3Settings {
             endpoint: Some(server.endpoint.clone()),
+            public_endpoint: None,
             bucket: "b".into(),
             region: "us-east-1".into(),
             path_style: true,

@@ -17,6 +17,7 @@ pub mod browser_typing;
 pub mod fanout;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
+pub mod write_ceiling;
 pub mod write_event_latency;
 pub mod write_throughput;
 
@@ -38,6 +39,11 @@ pub const ALL: &[Scenario] = &[
         name: "write_throughput_2hubs",
         summary: "#1 with 2 hub processes on one database: writers on A, one subscriber on A and one on B",
         run: write_throughput::run_two_hubs,
+    },
+    Scenario {
+        name: "write_ceiling",
+        summary: "issue #14: writes/s and events/s of one PostgreSQL through 1, 2 and 4 hub processes (many projects, several writers per hub), with hub/PostgreSQL/machine CPU, WAL fsyncs and wait events to say where it saturates; baseline: pgbench, same clients and projects",
+        run: write_ceiling::run,
     },
     Scenario {
         name: "write_event_latency",

@@ -95,7 +95,7 @@ struct World {
 fn hub_config(database_url: &str, storage: &Path, proxy: &CutProxy) -> Config {
     let mut config = test_config(database_url.to_owned());
     config.storage_dir = Some(storage.to_owned());
-    config.public_url = Some(proxy.base());
+    config.public_url = Some(proxy.named_base());
     config.limits.write_rate = 100_000.0;
     config.limits.write_burst = 100_000.0;
     config
@@ -241,6 +241,14 @@ impl World {
 // ---------------------------------------------------------------------------------------
 // The agent binary.
 
+/// The `synchub-agent` under test: `SYNCHUB_AGENT_BIN` when set (e.g. the static build CI
+/// makes for preview images), else the one cargo built with this test.
+fn agent_bin() -> PathBuf {
+    std::env::var_os("SYNCHUB_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_synchub-agent")))
+}
+
 struct Agent {
     child: Child,
     health: SocketAddr,
@@ -251,7 +259,7 @@ struct Agent {
 impl Agent {
     async fn start(project_dir: &Path, log: &Path, session: &Value, command: &[&str]) -> Agent {
         let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_synchub-agent"));
+        let mut cmd = Command::new(agent_bin());
         cmd.arg("--project-dir").arg(project_dir).arg("--health-addr").arg(health.to_string());
         if !command.is_empty() {
             cmd.arg("--").args(command);

@@ -7,6 +7,9 @@ async fn hydrates_500_files_then_follows_100_mixed_edits() {
     let world = World::start().await;
     let project = seeded_project(&world, 500).await;
     let session = world.session(&project).await;
+    // The agent reaches the hub by host name (and so does its snapshot download).
+    let hub_url = session["env"]["SYNCHUB_URL"].as_str().unwrap();
+    assert!(hub_url.starts_with("http://localhost:"), "{hub_url}");
     let agent = world.start_agent(&session, &[]).await;
     agent.wait_ready().await;
     let want = world.files(&project).await;

@@ -42,6 +42,7 @@ impl Storage {
             let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
             let settings = S3Settings {
                 endpoint: config.s3_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
+                public_endpoint: config.s3_public_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
                 bucket: bucket.clone(),
                 region: config.s3_region.clone(),
                 path_style: config.s3_path_style,

@@ -34,6 +34,9 @@ const PART_CONCURRENCY: usize = 4;
 pub struct S3Settings {
     /// None for AWS itself.
     pub endpoint: Option<String>,
+    /// Where presigned URLs point, when clients reach the store elsewhere than the hub
+    /// does; None: `endpoint`.
+    pub public_endpoint: Option<String>,
     pub bucket: String,
     pub region: String,
     pub path_style: bool,
@@ -44,6 +47,9 @@ pub struct S3Settings {
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// Signs GET URLs for the public endpoint (the same client when there is none). The
+    /// signature covers the Host, so the URL must be made for the host clients will use.
+    presigner: aws_sdk_s3::Client,
     bucket: String,
     multipart_threshold: u64,
     part_size: u64,
@@ -78,8 +84,14 @@ impl S3Store {
         if settings.bucket.is_empty() {
             bail!("the S3 bucket name is empty");
         }
+        let config = builder.build();
+        let presigner = match settings.public_endpoint {
+            Some(public) => aws_sdk_s3::Client::from_conf(config.to_builder().endpoint_url(public).build()),
+            None => aws_sdk_s3::Client::from_conf(config.clone()),
+        };
         Ok(S3Store {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            client: aws_sdk_s3::Client::from_conf(config),
+            presigner,
             bucket: settings.bucket,
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
@@ -220,7 +232,7 @@ impl S3Store {
     ) -> anyhow::Result<PresignedUrl> {
         let config = PresigningConfig::builder().start_time(start).expires_in(ttl).build()?;
         let request = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
