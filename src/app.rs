@@ -22,8 +22,6 @@ use crate::realtime::{broker::Broker, wakeups::Wakeups};
 use crate::snapshots::{locks::BuildLocks, storage::Storage};
 use crate::tasks::Tasks;
 
-pub use crate::server::serve;
-
 pub struct App {
     pub config: Config,
     pub db: Db,

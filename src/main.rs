@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use synchub::auth::{tokens::HubKeys, users::UserVerifier};
 use synchub::config::Config;
 use synchub::dev::{self, DevKeys};
-use synchub::{App, app};
+use synchub::{App, app, server};
 
 #[derive(Parser)]
 #[command(name = "synchub", version, about = "Realtime file-sync hub for browser code editors and preview containers")]
@@ -114,7 +114,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.public_url.get_or_insert(format!("http://{}", listener.local_addr()?));
     let (state, router) = App::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "synchub serving");
-    app::serve(state, listener, router, app::shutdown_signal()).await
+    server::serve(state, listener, router, app::shutdown_signal()).await
 }
 
 async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
@@ -166,7 +166,7 @@ async fn run_dev(data_dir: PathBuf, mut config: Config) -> anyhow::Result<()> {
         data_dir.display(),
         data_dir.display(),
     );
-    let result = app::serve(state, listener, router, app::shutdown_signal()).await;
+    let result = server::serve(state, listener, router, app::shutdown_signal()).await;
     if let Some(server) = database {
         tokio::task::spawn_blocking(move || server.stop()).await?;
     }

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use synchub_protocol::Backoff;
@@ -15,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::outbox::{Out, Outbox};
+use super::outbox::{EventFrame, Out, Outbox};
 use super::protocol;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -27,16 +26,6 @@ const PAGE: i64 = 500;
 /// A feed with no wake-up re-reads the log this often anyway (the heads check normally
 /// wakes it much sooner).
 const FEED_FALLBACK_POLL: Duration = Duration::from_secs(5);
-
-/// One event, serialized once for every subscriber.
-#[derive(Debug)]
-pub struct EventFrame {
-    pub seq: i64,
-    pub event_type: String,
-    pub text: Utf8Bytes,
-    /// When the write was committed (microseconds since the epoch), for the lag metric.
-    pub committed_at_us: i64,
-}
 
 pub struct Broker {
     db: Db,

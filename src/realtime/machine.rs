@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::broker::EventFrame;
+use super::outbox::EventFrame;
 use super::outbox::Out;
 use super::protocol::{self, close};
 use crate::error::ApiError;

@@ -5,10 +5,19 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::broker::EventFrame;
+/// One event, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct EventFrame {
+    pub seq: i64,
+    pub event_type: String,
+    pub text: Utf8Bytes,
+    /// When the write was committed (microseconds since the epoch), for the lag metric.
+    pub committed_at_us: i64,
+}
 
 #[derive(Debug)]
 pub enum Out {

@@ -28,8 +28,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
 
 use super::Broker;
-use super::broker::{EventFrame, SocketSlot, Subscription};
+use super::broker::{SocketSlot, Subscription};
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
+use super::outbox::EventFrame;
 use super::outbox::{Drained, Out, Outbox};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;

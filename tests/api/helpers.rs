@@ -136,7 +136,7 @@ impl TestApp {
         let stop = shutdown.clone();
         let served = state.clone();
         let serving = tokio::spawn(async move {
-            let _ = synchub::app::serve(served, listener, router, async move { stop.cancelled().await }).await;
+            let _ = synchub::server::serve(served, listener, router, async move { stop.cancelled().await }).await;
         });
         TestApp {
             base: format!("http://{addr}"),

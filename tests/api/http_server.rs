@@ -392,7 +392,7 @@ async fn shutdown_closes_idle_connections_and_finishes_in_flight_requests() {
     let addr = listener.local_addr().unwrap();
     let (state, router) = synchub::App::build(config).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(synchub::app::serve(state, listener, router, async move {
+    let server = tokio::spawn(synchub::server::serve(state, listener, router, async move {
         let _ = stopped.await;
     }));
 

@@ -358,7 +358,7 @@ async fn shutdown_closes_sockets_with_1012() {
     let addr = listener.local_addr().unwrap();
     let (state, router) = synchub::App::build(config).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(synchub::app::serve(state, listener, router, async move {
+    let server = tokio::spawn(synchub::server::serve(state, listener, router, async move {
         let _ = stopped.await;
     }));
     let token = crate::helpers::user_token("alice");
