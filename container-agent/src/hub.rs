@@ -85,6 +85,11 @@ impl HubClient {
         url.to_string()
     }
 
+    /// The hub's `host:port`, for the cheap TCP probe made while backing off.
+    pub fn probe_target(&self) -> Option<(String, u16)> {
+        Some((self.base.host_str()?.to_owned(), self.base.port_or_known_default()?))
+    }
+
     fn endpoint(&self, path: &str) -> Url {
         let mut url = self.base.clone();
         let joined = format!("{}/{path}", url.path().trim_end_matches('/'));

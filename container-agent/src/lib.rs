@@ -10,7 +10,8 @@
 //! [`tree::ProjectTree::save_state`]. That driving task is [`session::Session`]; around it,
 //! [`hydrate`] (snapshot download, then verify and write in one pass), [`hub`] (HTTP: latest
 //! snapshot, token refresh), [`health`] (`--health-addr`) and [`command`] (the dev server).
-//! Reconnect delays come from [`synchub_protocol::Backoff`], shared with the hub.
+//! Reconnect delays come from [`synchub_protocol::Backoff`], shared with the hub, cut short
+//! by a cheap TCP probe ([`reconnect`]).
 
 pub mod applier;
 pub mod command;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod hub;
 pub mod hydrate;
 pub mod protocol;
+pub mod reconnect;
 pub mod session;
 pub mod tree;
 

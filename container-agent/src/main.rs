@@ -14,6 +14,7 @@ use container_agent::command::{DevServer, exit_code};
 use container_agent::health::{self, SharedStatus};
 use container_agent::hub::HubClient;
 use container_agent::protocol::Token;
+use container_agent::reconnect::{RECONNECT_FIRST, RECONNECT_MAX, Reconnect};
 use container_agent::session::{Exit, Session};
 use container_agent::tree::{ProjectTree, TreeOptions};
 use rustix::process::Signal;
@@ -53,6 +54,10 @@ struct Cli {
     /// The session's signed snapshot URL (else the latest snapshot is fetched).
     #[arg(long, env = "SNAPSHOT_URL", hide_env_values = true)]
     snapshot_url: Option<String>,
+    /// Test-only: the longest reconnect backoff step, in ms (also its first step, so that
+    /// a test sees a long step at once). Probes still end the wait when the hub heals.
+    #[arg(long, env = "SYNCHUB_RECONNECT_MAX_MS", hide = true)]
+    reconnect_max_ms: Option<u64>,
     /// The dev server to run once the tree is hydrated.
     #[arg(last = true)]
     command: Vec<String>,
@@ -109,7 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let (stop, stopped) = watch::channel(false);
     let (hydrated_tx, hydrated_rx) = oneshot::channel();
-    let session = Session::new(hub, tree, cli.snapshot_url.clone(), status);
+    let reconnect = match cli.reconnect_max_ms.map(Duration::from_millis) {
+        Some(max) => Reconnect::new(max, max),
+        None => Reconnect::new(RECONNECT_FIRST, RECONNECT_MAX),
+    };
+    let session = Session::new(hub, tree, cli.snapshot_url.clone(), status, reconnect);
     let mut session = tokio::spawn(session.run(Some(hydrated_tx), stopped).in_current_span());
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -19,8 +19,9 @@ use crate::health::SharedStatus;
 use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
 use crate::protocol::{ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
+use crate::reconnect::Reconnect;
 use crate::tree::ProjectTree;
-use synchub_protocol::{Backoff, close};
+use synchub_protocol::close;
 
 use crate::Applier;
 
@@ -30,9 +31,6 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// The agent pings this often, and gives up on a hub silent for [`SILENCE_LIMIT`].
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
-/// Reconnect delays: from 250 ms up to 5 s, with jitter (see [`Backoff`]).
-const RECONNECT_FIRST: Duration = Duration::from_millis(250);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the session loop ended.
@@ -67,7 +65,9 @@ pub struct Session {
     channel: String,
     /// The session's `SNAPSHOT_URL`, used for the first hydration only.
     snapshot_url: Option<String>,
-    backoff: Backoff,
+    reconnect: Reconnect,
+    /// The hub's `host:port`, probed while backing off.
+    probe_target: Option<(String, u16)>,
     /// News from the token refresher.
     refreshes: watch::Receiver<Refresh>,
 }
@@ -120,19 +120,18 @@ impl Drop for AbortOnDrop {
 }
 
 impl Session {
-    pub fn new(hub: HubClient, tree: ProjectTree, snapshot_url: Option<String>, status: SharedStatus) -> Self {
+    /// `reconnect` paces the attempts after a lost connection (see [`Reconnect`]).
+    pub fn new(
+        hub: HubClient,
+        tree: ProjectTree,
+        snapshot_url: Option<String>,
+        status: SharedStatus,
+        reconnect: Reconnect,
+    ) -> Self {
         let channel = channel_name(hub.project_id());
+        let probe_target = hub.probe_target();
         let (_, refreshes) = watch::channel(Refresh::Fresh(0));
-        Self {
-            hub,
-            tree,
-            applier: Applier::new(0),
-            status,
-            channel,
-            snapshot_url,
-            backoff: Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
-            refreshes,
-        }
+        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, reconnect, probe_target, refreshes }
     }
 
     /// Runs until revoked or stopped; `hydrated` fires after the first hydration.
@@ -208,13 +207,10 @@ impl Session {
         }
     }
 
-    /// Sleeps one backoff step; true when asked to stop meanwhile.
+    /// Waits one backoff step, cut short when a probe finds the hub alive; true when asked
+    /// to stop meanwhile.
     async fn pause(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let delay = self.backoff.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => false,
-            _ = shutdown.changed() => true,
-        }
+        self.reconnect.pause(self.probe_target.as_ref(), shutdown).await
     }
 
     fn refused(&self) -> bool {
@@ -339,7 +335,7 @@ impl Session {
         match frame {
             ServerFrame::Joined { cursor, .. } => {
                 tracing::info!(cursor, since = self.applier.since(), "joined");
-                self.backoff.reset();
+                self.reconnect.joined();
                 self.status.update(|s| {
                     s.connected = true;
                     s.cursor = s.cursor.max(cursor);

@@ -54,6 +54,42 @@ async fn a_ten_second_network_cut_heals() {
     caught_up(&world, &agent).await;
 }
 
+/// With every backoff step 15–30 s long (`SYNCHUB_RECONNECT_MAX_MS`), only the probe made
+/// while backing off can bring the agent back within seconds of the heal: without it the
+/// first attempt after the cut comes 15 s or more later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_network_is_noticed_by_probing_not_by_waiting_out_the_backoff() {
+    let world = World::start().await;
+    let project = seeded_project(&world, 10).await;
+    let mut session = world.session(&project).await;
+    session["env"]["SYNCHUB_RECONNECT_MAX_MS"] = json!("30000");
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+
+    world.proxy.cut();
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    while agent.get("/readyz").await.is_some_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "the agent never noticed the cut");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.hub_put_direct(&project, "cut/while-away.txt", "written while cut off").await;
+    // Long enough for probes to fail against the cut proxy (it accepts, then closes).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    world.proxy.restore();
+    let healed_at = Instant::now();
+    // Far inside the 15 s the shortest step would still have to run.
+    let within = healed_at + Duration::from_secs(5);
+    while agent.get("/readyz").await.is_none_or(|(code, _)| code != 200) {
+        assert!(
+            Instant::now() < within,
+            "not back 5 s after the heal: the backoff step was waited out\n{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    converge(&world, &project, &agent, &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_log_makes_the_agent_rehydrate() {
     let world = World::start().await;
