@@ -2,11 +2,14 @@
 //! `seq` order (duplicates ignored, a gap reported so the caller rehydrates), hands each
 //! change to a [`ChangeTarget`] (the [`ProjectTree`] in production), and says when an
 //! `applied` frame is due: at most every [`APPLIED_INTERVAL`], and soon after the last
-//! event of a burst (the caller sleeps until [`Applier::applied_deadline`]).
+//! event of a burst (the caller sleeps until [`Applier::applied_deadline`]). A replayed
+//! backlog can be applied as one batch ([`Applier::handle_batch`]) that writes each path
+//! once, in its last state ([`coalesce`]).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Change, EventFrame};
+use crate::protocol::{BulkApplyPayload, Change, DeletedFile, EventFrame, UpdatedFile};
 use crate::tree::{ApplyReport, ProjectTree, TreeError};
 
 /// Minimum time between two `applied` frames (CONTRACT section 6).
@@ -121,6 +124,25 @@ impl Applier {
         Ok(outcome)
     }
 
+    /// Applies the consecutive changes of seqs `first_seq..` as one: each path is written
+    /// (or deleted) once, in its last state, and `applied_seq` moves to the last seq. The
+    /// tree ends as if each had been applied in turn. Admission is that of `first_seq`.
+    pub fn handle_batch<T: ChangeTarget + ?Sized>(
+        &mut self,
+        target: &mut T,
+        first_seq: i64,
+        changes: &[Change],
+    ) -> Result<Outcome, TreeError> {
+        match self.admit(first_seq) {
+            Admission::Duplicate => return Ok(Outcome::Duplicate),
+            Admission::Gap { expected, got } => return Ok(Outcome::Gap { expected, got }),
+            Admission::Next => {}
+        }
+        let report = target.apply_change(&coalesce(changes))?;
+        self.applied_seq = first_seq + changes.len() as i64 - 1;
+        Ok(Outcome::Applied(report))
+    }
+
     /// [`Self::handle`] for an `event` frame; the payload of a duplicate is not even parsed.
     pub fn handle_event<T: ChangeTarget + ?Sized>(
         &mut self,
@@ -186,6 +208,51 @@ impl Applier {
             None => now,
         })
     }
+}
+
+/// One bulk with the same effect on a tree as `changes` applied in order: each path's last
+/// state only (a bulk writes its files before its deletes, so a path both written and
+/// deleted by one bulk ends deleted, as here). Events that change no file add nothing.
+pub fn coalesce(changes: &[Change]) -> Change {
+    enum Last<'a> {
+        Written(&'a UpdatedFile),
+        Deleted(&'a DeletedFile),
+    }
+    // In order of each path's last change; a path changed again drops its earlier slot.
+    let mut slots: Vec<Option<(&str, Last)>> = Vec::new();
+    let mut slot_of: HashMap<&str, usize> = HashMap::new();
+    for change in changes {
+        let (files, deletes): (&[UpdatedFile], &[DeletedFile]) = match change {
+            Change::Update(file) => (std::slice::from_ref(file), &[]),
+            Change::Delete(delete) => (&[], std::slice::from_ref(delete)),
+            Change::Bulk(bulk) => (&bulk.files, &bulk.deletes),
+            Change::ProjectDeleted(_) | Change::Other { .. } => (&[], &[]),
+        };
+        let touched = files
+            .iter()
+            .map(|f| (f.file_path.as_str(), Last::Written(f)))
+            .chain(deletes.iter().map(|d| (d.file_path.as_str(), Last::Deleted(d))));
+        for (path, last) in touched {
+            if let Some(old) = slot_of.insert(path, slots.len()) {
+                slots[old] = None;
+            }
+            slots.push(Some((path, last)));
+        }
+    }
+    let mut bulk = BulkApplyPayload {
+        files: Vec::new(),
+        deletes: Vec::new(),
+        timestamp: String::new(),
+        actor: String::new(),
+        op_id: None,
+    };
+    for (_, last) in slots.into_iter().flatten() {
+        match last {
+            Last::Written(file) => bulk.files.push(file.clone()),
+            Last::Deleted(delete) => bulk.deletes.push(delete.clone()),
+        }
+    }
+    Change::Bulk(bulk)
 }
 
 #[cfg(test)]
@@ -467,8 +534,69 @@ mod tests {
             out
         }
 
+        fn open_tree(dir: &Path) -> ProjectTree {
+            ProjectTree::open(dir, TreeOptions::default()).unwrap()
+        }
+
+        #[test]
+        fn a_hundred_edits_of_one_file_in_a_backlog_are_written_once() {
+            let tmp = tempfile::TempDir::new().unwrap();
+            let mut tree = open_tree(tmp.path());
+            let edits: Vec<Change> = (0..100)
+                .map(|i| {
+                    let content = format!("edit {i}");
+                    Change::Update(UpdatedFile {
+                        file_path: "src/app.ts".into(),
+                        file_type: String::new(),
+                        content_hash: sha256_hex(content.as_bytes()),
+                        content,
+                        version: i + 1,
+                    })
+                })
+                .collect();
+            let mut applier = Applier::new(10);
+            let Outcome::Applied(report) = applier.handle_batch(&mut tree, 11, &edits).unwrap() else {
+                panic!("not applied");
+            };
+            assert_eq!(report.written, vec!["src/app.ts".to_owned()]);
+            assert_eq!(report.unchanged, 0);
+            assert_eq!(applier.applied_seq(), 110);
+            assert_eq!(fs::read_to_string(tmp.path().join("src/app.ts")).unwrap(), "edit 99");
+            // The same run again is a duplicate; one that skips ahead is a gap.
+            assert!(matches!(applier.handle_batch(&mut tree, 11, &edits).unwrap(), Outcome::Duplicate));
+            assert!(matches!(applier.handle_batch(&mut tree, 112, &edits).unwrap(), Outcome::Gap { .. }));
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// A run of events applied as one coalesced batch leaves the tree (files and
+            /// ownership) exactly as applying them one by one does, from any starting tree.
+            #[test]
+            fn a_coalesced_batch_equals_applying_in_turn(
+                before in prop::collection::vec(op(), 0..12),
+                run in prop::collection::vec(op(), 1..30),
+            ) {
+                let tmp = tempfile::TempDir::new().unwrap();
+                let (one_by_one, batched) = (tmp.path().join("one"), tmp.path().join("batch"));
+                let (mut sequential, mut coalesced) = (open_tree(&one_by_one), open_tree(&batched));
+                let (mut by_one, mut by_batch) = (Applier::new(0), Applier::new(0));
+                for (i, op) in before.iter().enumerate() {
+                    by_one.handle(&mut sequential, i as i64 + 1, &change(op)).unwrap();
+                    by_batch.handle(&mut coalesced, i as i64 + 1, &change(op)).unwrap();
+                }
+                let first = before.len() as i64 + 1;
+                for (i, op) in run.iter().enumerate() {
+                    by_one.handle(&mut sequential, first + i as i64, &change(op)).unwrap();
+                }
+                let changes: Vec<Change> = run.iter().map(change).collect();
+                let outcome = by_batch.handle_batch(&mut coalesced, first, &changes).unwrap();
+                let Outcome::Applied(report) = outcome else { panic!("{outcome:?}") };
+                prop_assert!(report.refused.is_empty(), "{:?}", report.refused);
+                prop_assert_eq!(by_batch.applied_seq(), by_one.applied_seq());
+                prop_assert_eq!(files_on_disk(&batched), files_on_disk(&one_by_one));
+                prop_assert_eq!(coalesced.owned().collect::<Vec<_>>(), sequential.owned().collect::<Vec<_>>());
+            }
 
             #[test]
             fn applier_and_tree_match_a_model(steps in prop::collection::vec(step(), 0..40)) {
