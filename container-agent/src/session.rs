@@ -18,7 +18,7 @@ use crate::applier::{ApplyError, Outcome};
 use crate::health::SharedStatus;
 use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
-use crate::protocol::{ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
+use crate::protocol::{Change, ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
 use crate::reconnect::Reconnect;
 use crate::tree::ProjectTree;
 use synchub_protocol::close;
@@ -32,6 +32,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A replayed backlog is applied in batches of at most this many events or this much
+/// content, so that holding it stays bounded.
+const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why the session loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +74,25 @@ pub struct Session {
     probe_target: Option<(String, u16)>,
     /// News from the token refresher.
     refreshes: watch::Receiver<Refresh>,
+    /// The backlog this connection's join replays, while it is being received.
+    backlog: Option<Backlog>,
+}
+
+/// The events a join replays (`since` < the `joined` cursor), held so that a run of them
+/// is applied as one batch: a file edited 100 times while cut off is written once.
+struct Backlog {
+    /// The `joined` cursor: the last event of the backlog.
+    until: i64,
+    /// The seq of the first held event.
+    first_seq: i64,
+    held: Vec<Change>,
+    held_bytes: usize,
+}
+
+impl Backlog {
+    fn next_seq(&self) -> i64 {
+        self.first_seq + self.held.len() as i64
+    }
 }
 
 /// What the token refresher last did.
@@ -131,7 +154,18 @@ impl Session {
         let channel = channel_name(hub.project_id());
         let probe_target = hub.probe_target();
         let (_, refreshes) = watch::channel(Refresh::Fresh(0));
-        Self { hub, tree, applier: Applier::new(0), status, channel, snapshot_url, reconnect, probe_target, refreshes }
+        Self {
+            hub,
+            tree,
+            applier: Applier::new(0),
+            status,
+            channel,
+            snapshot_url,
+            reconnect,
+            probe_target,
+            refreshes,
+            backlog: None,
+        }
     }
 
     /// Runs until revoked or stopped; `hydrated` fires after the first hydration.
@@ -263,6 +297,8 @@ impl Session {
         }
         // The hub knows nothing of this connection's progress yet.
         self.applier.resend_applied();
+        // Events held by an earlier connection were not applied: the join replays them.
+        self.backlog = None;
 
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
@@ -336,6 +372,13 @@ impl Session {
             ServerFrame::Joined { cursor, .. } => {
                 tracing::info!(cursor, since = self.applier.since(), "joined");
                 self.reconnect.joined();
+                let since = self.applier.since();
+                self.backlog = (cursor > since).then(|| Backlog {
+                    until: cursor,
+                    first_seq: since + 1,
+                    held: Vec::new(),
+                    held_bytes: 0,
+                });
                 self.status.update(|s| {
                     s.connected = true;
                     s.cursor = s.cursor.max(cursor);
@@ -357,15 +400,69 @@ impl Session {
 
     fn on_event(&mut self, event: &EventFrame) -> Option<Ended> {
         self.status.update(|s| s.cursor = s.cursor.max(event.seq));
+        if self.backlog.as_ref().is_some_and(|backlog| event.seq <= backlog.until) {
+            return self.hold(event);
+        }
         let outcome = tokio::task::block_in_place(|| self.applier.handle_event(&mut self.tree, event));
+        self.settle(event, outcome)
+    }
+
+    /// Holds one backlog event; applies the held run when the backlog is complete or the
+    /// run reaches its bounds.
+    fn hold(&mut self, event: &EventFrame) -> Option<Ended> {
+        let backlog = self.backlog.as_mut()?;
+        let expected = backlog.next_seq();
+        if event.seq < expected {
+            return None; // a duplicate
+        }
+        if event.seq > expected {
+            tracing::warn!(expected, got = event.seq, "gap in the event sequence; rehydrating");
+            return Some(Ended::Resync);
+        }
+        let change = match Change::of(event) {
+            Ok(change) => change,
+            Err(source) => {
+                let error = ApplyError::Malformed { seq: event.seq, event: event.event.clone(), source };
+                tracing::warn!(%error, "rehydrating");
+                return Some(Ended::Resync);
+            }
+        };
+        backlog.held_bytes += match &change {
+            Change::Update(file) => file.content.len(),
+            Change::Bulk(bulk) => bulk.files.iter().map(|f| f.content.len()).sum(),
+            _ => 0,
+        };
+        if matches!(change, Change::ProjectDeleted(_)) {
+            tracing::warn!(seq = event.seq, "the project was deleted");
+        }
+        backlog.held.push(change);
+        let complete = event.seq == backlog.until;
+        if complete || backlog.held.len() >= MAX_BATCH_EVENTS || backlog.held_bytes >= MAX_BATCH_BYTES {
+            let first_seq = backlog.first_seq;
+            let held = std::mem::take(&mut backlog.held);
+            backlog.first_seq += held.len() as i64;
+            backlog.held_bytes = 0;
+            if complete {
+                self.backlog = None;
+            }
+            let outcome = tokio::task::block_in_place(|| self.applier.handle_batch(&mut self.tree, first_seq, &held));
+            tracing::debug!(first_seq, events = held.len(), "applied a backlog batch");
+            return self.settle(event, outcome.map_err(ApplyError::from));
+        }
+        None
+    }
+
+    /// Logs and reports what applying `event` (or a batch ending with it) did.
+    fn settle(&mut self, event: &EventFrame, outcome: Result<Outcome, ApplyError>) -> Option<Ended> {
         match outcome {
             Ok(Outcome::Applied(report)) => {
                 for refused in &report.refused {
                     tracing::warn!(seq = event.seq, event_type = %event.event, path = refused.path(), error = %refused, "path refused");
                 }
                 let lag = event.payload["timestamp"].as_str().and_then(lag_ms);
+                let applied = self.applier.applied_seq();
                 self.status.update(|s| {
-                    s.applied = event.seq;
+                    s.applied = applied;
                     if lag.is_some() {
                         s.last_lag_ms = lag;
                     }
