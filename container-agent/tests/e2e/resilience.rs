@@ -72,7 +72,11 @@ async fn a_healed_network_is_noticed_by_probing_not_by_waiting_out_the_backoff()
         assert!(Instant::now() < deadline, "the agent never noticed the cut");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    world.hub_put_direct(&project, "cut/while-away.txt", "written while cut off").await;
+    // One file edited again and again while cut off: the replayed backlog ends in its last
+    // content (applied coalesced, see the applier's tests).
+    for i in 0..30 {
+        world.hub_put_direct(&project, "cut/while-away.txt", &format!("edit {i}")).await;
+    }
     // Long enough for probes to fail against the cut proxy (it accepts, then closes).
     tokio::time::sleep(Duration::from_secs(2)).await;
     world.proxy.restore();
@@ -88,6 +92,8 @@ async fn a_healed_network_is_noticed_by_probing_not_by_waiting_out_the_backoff()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     converge(&world, &project, &agent, &[]).await;
+    let edited = std::fs::read_to_string(world.project_dir().join("cut/while-away.txt")).unwrap();
+    assert_eq!(edited, "edit 29");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
