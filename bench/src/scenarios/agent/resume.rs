@@ -22,8 +22,9 @@ pub(super) async fn resume(ctx: &Ctx) -> anyhow::Result<Report> {
         "#8",
         "An agent hydrated with `r/N.txt` reaches the hub through a TCP proxy inside the bench. The proxy drops every \
          connection and refuses new ones for the cut; meanwhile one PUT per file (`r/0.txt` … ) lands on the hub \
-         directly, spread evenly over the cut. Then the proxy heals; the agent reconnects on its own backoff \
-         schedule (250 ms doubling to 5 s, with jitter), joins with `since` = its last applied seq and applies the \
+         directly, spread evenly over the cut. Then the proxy heals; the agent reconnects on its own (backoff \
+         250 ms doubling to 5 s, cut short by a TCP probe every 100 ms that finds the hub again; `reconnected` \
+         is the first connection let through, i.e. that probe, the WebSocket follows at once), joins with `since` = its last applied seq and applies the \
          missed events. Converged = the last edited file renamed into place in the agent's tree (inotify), checked \
          against the agent's `/status` and the files' contents.",
     );
