@@ -242,9 +242,14 @@ impl Found {
 
 /// The postmaster: the parent of this connection's backend.
 async fn postmaster_pid(ctx: &Ctx) -> anyhow::Result<u32> {
-    let row = ctx.sql().await?.query_one("SELECT pg_backend_pid()", &[]).await?;
+    // The connection stays open until its backend's /proc entry is read: a temporary client
+    // would end the backend at once, and /proc/PID would race with its exit (ENOENT).
+    let client = ctx.sql().await?;
+    let row = client.query_one("SELECT pg_backend_pid()", &[]).await?;
     let backend: i32 = row.try_get(0)?;
-    procfs::parent_pid(u32::try_from(backend)?)
+    let postmaster = procfs::parent_pid(u32::try_from(backend)?).context("reading the backend's parent in /proc")?;
+    drop(client);
+    Ok(postmaster)
 }
 
 /// CPU time of the postmaster and its children now, by pid.
