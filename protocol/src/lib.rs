@@ -13,6 +13,8 @@
 
 pub mod backoff;
 mod client;
+#[cfg(feature = "delta")]
+pub mod delta;
 mod error;
 mod events;
 mod http;
