@@ -34,8 +34,8 @@ pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{
-    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
-    event_names,
+    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileDeltaPayload, FileUpdatePayload,
+    ProjectDeletedPayload, UpdatedFile, event_names,
 };
 pub use http::*;
 pub use safe_int::{OutOfRange, SafeU64};
