@@ -758,8 +758,8 @@ impl<L: Log> Writer<'_, L> {
                     self.report.frames_sent += 1;
                     None
                 }
-                Action::SendEvent { frame, .. } => {
-                    conn.text(frame.text.clone()).await?;
+                Action::SendEvent { frame, text, .. } => {
+                    conn.text(text).await?;
                     self.report.frames_sent += 1;
                     self.meters.events_delivered.inc();
                     let lag_us = now_micros() - frame.committed_at_us;
@@ -960,6 +960,7 @@ mod tests {
             event_type: "file:update".into(),
             text: protocol::event_frame(project, seq, "file:update", "{}").into(),
             committed_at_us: 0,
+            delta: None,
         })
     }
 

@@ -177,3 +177,88 @@ async fn a_socket_upsert_may_carry_a_delta() {
     ws.assert_quiet(Duration::from_millis(200)).await;
     assert_eq!(app.file(&p, "a.ts", &alice).await["version"], 2);
 }
+
+/// The next event's payload, with its seq.
+async fn next_update(ws: &mut Ws) -> (i64, Value) {
+    let frame = ws.events(1).await.remove(0);
+    assert_eq!(frame["event"], "file:update", "{frame}");
+    (frame["seq"].as_i64().unwrap(), frame["payload"].clone())
+}
+
+#[tokio::test]
+async fn subscribers_get_a_delta_only_when_they_saw_its_base_on_their_socket() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let p = app.create_project("alice", "p").await;
+    let mut early = app.ws(&alice).await;
+    early.join(&p, None).await;
+    let v1 = source(300);
+    app.write("alice", &p, "a.ts", &v1).await;
+    let (_, payload) = next_update(&mut early).await;
+    assert_eq!(payload["content"], v1.as_str(), "no base yet: the content");
+
+    let v2 = one_char_edit(&v1);
+    app.write("alice", &p, "a.ts", &v2).await;
+    let (_, payload) = next_update(&mut early).await;
+    assert!(payload.get("content").is_none(), "{payload}");
+    assert_eq!((&payload["version"], &payload["base_version"]), (&2.into(), &1.into()));
+    assert_eq!(payload["base_hash"], delta::content_hash(v1.as_bytes()));
+    assert!(payload["delta"].as_str().unwrap().len() < 200, "{payload}");
+    let applied =
+        delta::apply_verified(&v1, payload["delta"].as_str().unwrap(), payload["content_hash"].as_str().unwrap());
+    assert_eq!(applied.as_deref(), Some(v2.as_str()));
+
+    // A fresh joiner did not see version 2 on its socket: it gets the content of version 3,
+    // while the early socket gets a delta; one replaying from 0 saw every version.
+    let mut fresh = app.ws(&alice).await;
+    let cursor = fresh.join(&p, None).await;
+    let mut replaying = app.ws(&alice).await;
+    replaying.join(&p, Some(0)).await;
+    assert_eq!(replaying.events(2).await[1]["payload"]["content"], v2.as_str(), "a replay of the log carries contents");
+    let v3 = format!("// header\n{v2}");
+    app.write("alice", &p, "a.ts", &v3).await;
+    let (seq, payload) = next_update(&mut fresh).await;
+    assert_eq!((seq, payload["content"].as_str()), (cursor + 1, Some(v3.as_str())));
+    let (_, payload) = next_update(&mut early).await;
+    assert_eq!(payload["base_version"], 2, "{payload}");
+    let (_, payload) = next_update(&mut replaying).await;
+    assert_eq!(payload["base_version"], 2, "its base came in the replay: {payload}");
+
+    // A rewrite whose delta is not smaller than half the content: the content, to everyone.
+    let v4: String = (0..300).map(|i| format!("{i:08x} something else entirely {}\n", i * 7)).collect();
+    app.write("alice", &p, "a.ts", &v4).await;
+    for ws in [&mut early, &mut fresh, &mut replaying] {
+        let (_, payload) = next_update(ws).await;
+        assert_eq!(payload["content"], v4.as_str());
+    }
+    // The fresh joiner saw version 4: the next edit is a delta for it too.
+    app.write("alice", &p, "a.ts", &one_char_edit(&v4)).await;
+    for ws in [&mut early, &mut fresh, &mut replaying] {
+        let (_, payload) = next_update(ws).await;
+        assert_eq!(payload["base_version"], 4, "{payload}");
+    }
+}
+
+#[tokio::test]
+async fn a_one_character_edit_of_a_1_mib_file_moves_less_than_1_kib_each_way() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let p = app.create_project("alice", "p").await;
+    let mut ws = app.ws(&alice).await;
+    ws.join(&p, None).await;
+    let mut v1 = source(30_000);
+    v1.truncate(1 << 20);
+    app.write("alice", &p, "big.ts", &v1).await;
+    ws.events(1).await;
+    let v2 = one_char_edit(&v1);
+    let upstream = json!({"base_version": 1, "delta": delta::encode(&v1, &v2)}).to_string();
+    assert!(upstream.len() < 1024, "request body {} bytes", upstream.len());
+    let (status, body) = app.patch(&p, "big.ts", &alice, serde_json::from_str(&upstream).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let frame = ws.events(1).await.remove(0);
+    assert!(frame.to_string().len() < 1024, "event frame {} bytes", frame.to_string().len());
+    let payload = &frame["payload"];
+    let applied =
+        delta::apply_verified(&v1, payload["delta"].as_str().unwrap(), payload["content_hash"].as_str().unwrap());
+    assert_eq!(applied.as_deref(), Some(v2.as_str()));
+}
