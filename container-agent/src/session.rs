@@ -384,6 +384,9 @@ impl Session {
     /// the tree) the file is read over HTTP. When even that fails the connection ends, and
     /// the rejoin replays the log, whose events carry contents.
     async fn resolve_delta(&mut self, event: &mut EventFrame) -> Result<(), Ended> {
+        if event.payload.get("delta").is_none() {
+            return Ok(()); // the common case, without parsing the payload twice
+        }
         let Ok(Some(Event::FileDelta(update))) = Event::parse(&event.event, &event.payload) else {
             return Ok(()); // not a delta (or malformed: applying it says so)
         };

@@ -16,8 +16,12 @@ use uuid::Uuid;
 use super::outbox::{DeltaFrame, EventFrame};
 use super::protocol;
 
-/// Bytes of file contents a feed keeps to build deltas from (per project channel).
-pub const RECENT_FILES_BYTES: usize = 16 << 20;
+/// Bytes of file contents a feed keeps to build deltas from (per project channel with
+/// subscribers on this hub): room for the largest file (2 MiB by default) and its
+/// neighbours being edited.
+pub const RECENT_FILES_BYTES: usize = 4 << 20;
+/// Below this size a file's events always carry its content: the delta would save little.
+const MIN_DELTA_CONTENT: usize = 1024;
 
 struct Recent {
     version: i64,
@@ -107,6 +111,9 @@ impl RecentFiles {
     /// delta is smaller than half the content.
     fn delta_for(&mut self, project: Uuid, seq: i64, update: &FileUpdatePayload) -> Option<DeltaFrame> {
         let file = &update.file;
+        if file.content.len() < MIN_DELTA_CONTENT {
+            return None;
+        }
         let base = self.files.get(&file.file_path).filter(|base| base.version + 1 == file.version)?;
         let encoded = delta::encode(&base.content, &file.content);
         if !delta::worth_sending(encoded.len(), file.content.len()) {
