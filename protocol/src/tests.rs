@@ -233,6 +233,7 @@ fn event_frames_match_the_contract_examples() {
             content: "...".into(),
             content_hash: "<sha256 hex>".into(),
             version: 3,
+            blob: None,
         },
         timestamp: "2026-11-22T10:00:00.000Z".into(),
         actor: "user_123".into(),
