@@ -98,13 +98,18 @@ pub struct UpdatedFile {
 /// [`UpdatedFile`] as received: `content` or `blob` must be there (an update carrying
 /// neither, e.g. a delta of CONTRACT section 12, is not one this version can apply).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "UpdatedFile"))]
 struct UpdatedFileWire {
     file_path: String,
     #[serde(default)]
     file_type: String,
+    /// Text files.
     content: Option<String>,
+    /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
     content_hash: String,
     version: i64,
+    /// Binary files, instead of `content`.
     #[serde(default)]
     blob: Option<BlobRef>,
 }

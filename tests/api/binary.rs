@@ -341,3 +341,168 @@ async fn binary_bytes_count_toward_the_storage_quota() {
     let (_, project) = app.get(&format!("/v1/projects/{p}"), &app.user_token("alice")).await;
     assert_eq!(project["bytes"], 6000, "{project}");
 }
+
+fn storage(app: &TestApp) -> &synchub::snapshots::storage::Storage {
+    app.state.storage.as_deref().expect("storage configured")
+}
+
+async fn object_exists(app: &TestApp, sha: &str) -> bool {
+    storage(app).exists(&synchub::snapshots::storage::blob_key(sha)).await.unwrap()
+}
+
+async fn blob_row_exists(app: &TestApp, sha: &str) -> bool {
+    let (client, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT count(*) FROM synchub.blobs WHERE sha256 = $1", &[&sha]).await.unwrap().get::<_, i64>(0) == 1
+}
+
+/// A blob the hub holds that no version references: a straight write registers it, then
+/// fails its version check.
+async fn unreferenced_blob(app: &TestApp, project: &str, bytes: &[u8]) -> String {
+    assert_error(&app.put_bytes("alice", project, "lost.bin?expected_version=7", bytes).await, 409, "version_conflict");
+    let sha = sha256(bytes);
+    assert!(blob_row_exists(app, &sha).await && object_exists(app, &sha).await);
+    sha
+}
+
+async fn collect(app: &TestApp, grace: std::time::Duration) -> usize {
+    synchub::blobs::collect_garbage(&app.state.db, storage(app), grace).await.unwrap()
+}
+
+async fn gc_deletes_unreferenced_after_grace_only(kind: Kind) {
+    let (app, _backing) = hub(kind, |c| c.blob_gc_interval_secs = 0).await;
+    let p = app.create_project("alice", "gc").await;
+    let kept = binary_bytes(3000, 10);
+    let (status, _) = app.put_bytes("alice", &p, "kept.bin", &kept).await;
+    assert_eq!(status, StatusCode::OK);
+    // Deleting the file keeps its older version, which still references the blob.
+    let (status, _) = app.delete(&format!("/v1/projects/{p}/files/kept.bin"), &app.user_token("alice")).await;
+    assert_eq!(status, StatusCode::OK);
+    let lost = unreferenced_blob(&app, &p, &binary_bytes(2000, 11)).await;
+
+    assert_eq!(collect(&app, std::time::Duration::from_secs(3600)).await, 0, "within the grace period");
+    assert!(blob_row_exists(&app, &lost).await && object_exists(&app, &lost).await);
+
+    assert_eq!(collect(&app, std::time::Duration::ZERO).await, 1);
+    assert!(!blob_row_exists(&app, &lost).await && !object_exists(&app, &lost).await);
+    assert!(blob_row_exists(&app, &sha256(&kept)).await && object_exists(&app, &sha256(&kept)).await);
+    assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0);
+}
+
+#[tokio::test]
+async fn blob_gc_deletes_unreferenced_blobs_after_the_grace_period_local() {
+    gc_deletes_unreferenced_after_grace_only(Kind::Local).await;
+}
+
+#[tokio::test]
+async fn blob_gc_deletes_unreferenced_blobs_after_the_grace_period_s3() {
+    gc_deletes_unreferenced_after_grace_only(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn blob_gc_runs_in_the_background_of_every_hub() {
+    let (app, _backing) = hub(Kind::Local, |c| {
+        c.blob_gc_interval_secs = 1;
+        c.blob_gc_grace_secs = 0;
+    })
+    .await;
+    let p = app.create_project("alice", "bg").await;
+    let lost = sha256(&binary_bytes(100, 12));
+    assert_error(
+        &app.put_bytes("alice", &p, "lost.bin?expected_version=7", &binary_bytes(100, 12)).await,
+        409,
+        "version_conflict",
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if !blob_row_exists(&app, &lost).await {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the background collector deleted the unreferenced blob");
+    assert!(!object_exists(&app, &lost).await);
+}
+
+/// Waits (bounded) until some backend of the test's database waits for a lock.
+async fn until_a_backend_waits_for_a_lock(database_url: &str) {
+    let (client, conn) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..400 {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no backend ever waited for the lock");
+}
+
+#[tokio::test]
+async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_reference() {
+    let (app, _backing) = hub(Kind::Local, |c| c.blob_gc_interval_secs = 0).await;
+    let p = app.create_project("alice", "race").await;
+    let bytes = binary_bytes(4000, 13);
+
+    // 1. The collector claims the blob first; a write referencing it meanwhile waits for
+    //    the collector's commit and is then refused: no version points at deleted bytes.
+    let sha = unreferenced_blob(&app, &p, &bytes).await;
+    let gc = app.sql().await;
+    gc.batch_execute("BEGIN").await.unwrap();
+    let claimed: Vec<String> = gc
+        .query("SELECT synchub.blob_gc_claim('0 seconds', 100)", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(claimed, vec![sha.clone()]);
+    let write = {
+        let (http, url, token) = (app.http.clone(), format!("{}/v1/projects/{p}/files/late.bin", app.base), app.user_token("alice"));
+        let body = json!({"blob": {"sha256": sha, "size": bytes.len()}});
+        tokio::spawn(async move {
+            let response = http.put(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        })
+    };
+    until_a_backend_waits_for_a_lock(&app.database_url).await;
+    storage(&app).delete(&synchub::snapshots::storage::blob_key(&sha)).await.unwrap();
+    gc.query_one("SELECT synchub.blob_gc_forget($1)", &[&vec![sha.clone()]]).await.unwrap();
+    gc.batch_execute("COMMIT").await.unwrap();
+    let refused = write.await.unwrap();
+    assert_error(&refused, 400, "invalid_request");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("holds no blob"), "{}", refused.1);
+    assert_eq!(app.file_count_and_seq(&p).await, (0, 0));
+
+    // 2. A write holds the blob first (its transaction still open): the collector skips it,
+    //    and after the commit the blob is referenced and stays.
+    let sha = unreferenced_blob(&app, &p, &bytes).await;
+    let writer = app.sql().await;
+    writer.batch_execute("BEGIN").await.unwrap();
+    let project: Uuid = p.parse().unwrap();
+    let blob = json!({"sha256": sha, "size": bytes.len()});
+    writer
+        .query(
+            "SELECT * FROM synchub.upsert_binary_file($1, 'held.bin', $2, NULL, NULL, 'alice', NULL)",
+            &[&project, &blob],
+        )
+        .await
+        .unwrap();
+    assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0, "the referencing write holds the row");
+    assert!(object_exists(&app, &sha).await);
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0, "referenced now");
+    let (status, got) = app
+        .get_bytes(&format!("/v1/projects/{p}/files/held.bin"), &app.user_token("alice"), Some("application/octet-stream"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, bytes);
+}
