@@ -199,7 +199,11 @@ async fn blob_upload_flow(kind: Kind) {
         app.post(&format!("/v1/projects/{p}/blobs"), &alice, json!({"sha256": sha, "size": bytes.len()})).await;
     assert_eq!(again, json!({"exists": true}));
     let (status, copy) = app
-        .put(&format!("/v1/projects/{p}/files/copy.wasm"), &alice, json!({"blob": {"sha256": sha, "size": bytes.len()}}))
+        .put(
+            &format!("/v1/projects/{p}/files/copy.wasm"),
+            &alice,
+            json!({"blob": {"sha256": sha, "size": bytes.len()}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{copy}");
 }
@@ -239,7 +243,11 @@ async fn bad_blob_references(kind: Kind) {
     app.announce_and_upload("alice", &p, &sha, bytes.len(), &bytes).await;
     let size_differs = put_blob(sha.clone(), bytes.len() + 1).await;
     assert_error(&size_differs, 400, "invalid_request");
-    assert!(size_differs.1["error"]["message"].as_str().unwrap().contains("not what was announced"), "{}", size_differs.1);
+    assert!(
+        size_differs.1["error"]["message"].as_str().unwrap().contains("not what was announced"),
+        "{}",
+        size_differs.1
+    );
 
     // Other bytes than announced through the signed URL: refused, and the upload is gone
     // (referencing it again finds nothing).
@@ -249,7 +257,9 @@ async fn bad_blob_references(kind: Kind) {
     assert_error(&hash_differs, 400, "invalid_request");
     let message = hash_differs.1["error"]["message"].as_str().unwrap();
     assert!(message.contains(&sha256(&evil)) && message.contains("deleted"), "{message}");
-    assert!(put_blob(sha.clone(), bytes.len()).await.1["error"]["message"].as_str().unwrap().contains("upload it first"));
+    assert!(
+        put_blob(sha.clone(), bytes.len()).await.1["error"]["message"].as_str().unwrap().contains("upload it first")
+    );
 
     // Limits and shapes.
     assert_error(
@@ -306,9 +316,8 @@ async fn binary_events_carry_blob_refs_not_content() {
     let sha = sha256(&bytes);
     let (status, _) = app.put_bytes("alice", &p, "a.png", &bytes).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app
-        .post(&format!("/v1/projects/{p}/files:move"), &alice, json!({"from": "a.png", "to": "b/a.png"}))
-        .await;
+    let (status, _) =
+        app.post(&format!("/v1/projects/{p}/files:move"), &alice, json!({"from": "a.png", "to": "b/a.png"})).await;
     assert_eq!(status, StatusCode::OK);
     let events = ws.events(2).await;
     let update = &events[0]["payload"];
@@ -325,7 +334,8 @@ async fn binary_events_carry_blob_refs_not_content() {
     let (_, page) = app.get(&format!("/v1/projects/{p}/events?since=0"), &alice).await;
     assert_eq!(page["events"][0]["payload"]["blob"]["sha256"], sha, "{page}");
     // The moved file reads back byte-identical.
-    let (_, got) = app.get_bytes(&format!("/v1/projects/{p}/files/b/a.png"), &alice, Some("application/octet-stream")).await;
+    let (_, got) =
+        app.get_bytes(&format!("/v1/projects/{p}/files/b/a.png"), &alice, Some("application/octet-stream")).await;
     assert_eq!(got, bytes);
 }
 
@@ -353,7 +363,8 @@ async fn object_exists(app: &TestApp, sha: &str) -> bool {
 async fn blob_row_exists(app: &TestApp, sha: &str) -> bool {
     let (client, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    client.query_one("SELECT count(*) FROM synchub.blobs WHERE sha256 = $1", &[&sha]).await.unwrap().get::<_, i64>(0) == 1
+    client.query_one("SELECT count(*) FROM synchub.blobs WHERE sha256 = $1", &[&sha]).await.unwrap().get::<_, i64>(0)
+        == 1
 }
 
 /// A blob the hub holds that no version references: a straight write registers it, then
@@ -466,7 +477,8 @@ async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_referen
         .collect();
     assert_eq!(claimed, vec![sha.clone()]);
     let write = {
-        let (http, url, token) = (app.http.clone(), format!("{}/v1/projects/{p}/files/late.bin", app.base), app.user_token("alice"));
+        let (http, url, token) =
+            (app.http.clone(), format!("{}/v1/projects/{p}/files/late.bin", app.base), app.user_token("alice"));
         let body = json!({"blob": {"sha256": sha, "size": bytes.len()}});
         tokio::spawn(async move {
             let response = http.put(url).bearer_auth(token).json(&body).send().await.unwrap();
@@ -501,8 +513,87 @@ async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_referen
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0, "referenced now");
     let (status, got) = app
-        .get_bytes(&format!("/v1/projects/{p}/files/held.bin"), &app.user_token("alice"), Some("application/octet-stream"))
+        .get_bytes(
+            &format!("/v1/projects/{p}/files/held.bin"),
+            &app.user_token("alice"),
+            Some("application/octet-stream"),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, bytes);
+}
+
+async fn snapshot_holds_binary_bytes(kind: Kind) {
+    let (app, _backing) = hub(kind, |_| {}).await;
+    let p = app.create_project("alice", "snap").await;
+    app.write("alice", &p, "index.html", "<img src=logo.png>").await;
+    let small = binary_bytes(20_000, 14);
+    let (status, _) = app.put_bytes("alice", &p, "logo.png", &small).await;
+    assert_eq!(status, StatusCode::OK);
+    // Larger than a text file may be: the reader's binary cap applies.
+    let large = binary_bytes(3 * 1024 * 1024, 15);
+    app.announce_and_upload("alice", &p, &sha256(&large), large.len(), &large).await;
+    let (status, _) = app
+        .put(
+            &format!("/v1/projects/{p}/files/fonts/big.woff2"),
+            &app.user_token("alice"),
+            json!({"blob": {"sha256": sha256(&large), "size": large.len()}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let service = app.service_token();
+    let (status, session) = app.post(&format!("/v1/projects/{p}/sessions"), &service, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let zip = reqwest::get(session["snapshot"]["url"].as_str().unwrap()).await.unwrap().bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = snapshot_builder::extract(
+        std::io::Cursor::new(zip.to_vec()),
+        dir.path(),
+        &snapshot_builder::ReadLimits::default(),
+    )
+    .unwrap();
+    let entry = |path: &str| manifest.files.iter().find(|f| f.path == path).unwrap().clone();
+    assert!(entry("logo.png").binary && entry("fonts/big.woff2").binary && !entry("index.html").binary);
+    assert_eq!(entry("logo.png").sha256, sha256(&small));
+    assert_eq!(std::fs::read(dir.path().join("logo.png")).unwrap(), small);
+    assert!(std::fs::read(dir.path().join("fonts/big.woff2")).unwrap() == large);
+    assert_eq!(std::fs::read_to_string(dir.path().join("index.html")).unwrap(), "<img src=logo.png>");
+    // The manifest marks them in its JSON (written by the same serde as read back here).
+    let raw = serde_json::to_value(&manifest).unwrap();
+    let logo = raw["files"].as_array().unwrap().iter().find(|f| f["path"] == "logo.png").unwrap().clone();
+    assert_eq!(logo["binary"], true, "{logo}");
+    assert!(
+        raw["files"].as_array().unwrap().iter().find(|f| f["path"] == "index.html").unwrap().get("binary").is_none()
+    );
+
+    // The session's container token may read blobs of its project (read-only).
+    let token = session["token"].as_str().unwrap();
+    let (status, got) = app.get_bytes(&format!("/v1/projects/{p}/blobs/{}", sha256(&small)), token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, small);
+    let (status, got) =
+        app.get_bytes(&format!("/v1/projects/{p}/files/logo.png"), token, Some("application/octet-stream")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, small);
+    let (status, _) = app
+        .http
+        .post(format!("{}/v1/projects/{p}/blobs", app.base))
+        .bearer_auth(token)
+        .json(&json!({"sha256": sha256(&small), "size": small.len()}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_local() {
+    snapshot_holds_binary_bytes(Kind::Local).await;
+}
+
+#[tokio::test]
+async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_s3() {
+    snapshot_holds_binary_bytes(Kind::S3).await;
 }
