@@ -180,7 +180,10 @@ async fn two_hubs_migrating_an_empty_database_at_once_both_succeed() {
         .await
         .map(|row| (row.get(0), row.get(1)))
         .unwrap();
-    assert!(applied >= 1 && applied == distinct, "each migration is applied once ({applied} rows, {distinct} versions)");
+    assert!(
+        applied >= 1 && applied == distinct,
+        "each migration is applied once ({applied} rows, {distinct} versions)"
+    );
     assert_grants_follow_definitions(&db).await;
     let template = connect(&fresh_database().await).await;
     let mut migrated_once = functions_in(&template).await;
