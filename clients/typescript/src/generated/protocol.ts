@@ -39,13 +39,15 @@ since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string
 expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "delete", ref?: Ref | null, channel: string, path: string, expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "bulk", ref?: Ref | null, channel: string, upserts?: Array<BulkUpsert>, deletes?: Array<BulkDelete>, op_id?: string | null, };
 
 /**
- * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
+ * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`): text
+ * `content`, or a binary file's `blob` the hub holds (CONTRACT section 13; `content` is
+ * then empty here and left out on the wire).
  */
 export type BulkUpsert = { 
 /**
  * A file path (CONTRACT section 7).
  */
-path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, };
+path: string, content?: string, file_type?: string | null, expected_version?: SafeU64 | null, blob?: BlobRef, };
 
 /**
  * One delete of a `bulk` write.
