@@ -187,9 +187,10 @@ pub struct FileEntry {
 pub struct FileResponse {
     pub path: String,
     pub file_type: String,
-    /// Text files only.
+    /// Text files only. (TypeScript keeps `content: string` until the client handles
+    /// binary files.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(test, ts(optional))]
+    #[cfg_attr(test, ts(as = "String"))]
     pub content: Option<String>,
     pub content_hash: String,
     pub version: i64,
