@@ -187,10 +187,9 @@ pub struct FileEntry {
 pub struct FileResponse {
     pub path: String,
     pub file_type: String,
-    /// Text files only. (TypeScript keeps `content: string` until the client handles
-    /// binary files.)
+    /// Text files only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(test, ts(as = "String"))]
+    #[cfg_attr(test, ts(optional))]
     pub content: Option<String>,
     pub content_hash: String,
     pub version: i64,

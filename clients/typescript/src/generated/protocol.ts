@@ -316,8 +316,7 @@ blob?: BlobRef, };
  */
 export type FileResponse = { path: string, file_type: string, 
 /**
- * Text files only. (TypeScript keeps `content: string` until the client handles
- * binary files.)
+ * Text files only.
  */
 content?: string, content_hash: string, version: number, size: number, updated_at: string, 
 /**
