@@ -398,18 +398,21 @@ impl Session {
                 content,
                 content_hash: update.content_hash.clone(),
                 version: update.version,
+                blob: None,
             },
             None => {
                 tracing::info!(seq = event.seq, path = %update.file_path, "a delta's base is not in the tree; reading the file");
                 let read = self.hub.read_file(&update.file_path).await.map_err(|error| {
                     Ended::Lost(format!("reading {} after a delta did not apply: {error}", update.file_path))
                 })?;
+                // The file may have become binary since (then the read names its blob).
                 UpdatedFile {
                     file_path: update.file_path.clone(),
                     file_type: read.file_type,
-                    content: read.content,
+                    content: read.content.unwrap_or_default(),
                     content_hash: read.content_hash,
                     version: read.version,
+                    blob: read.blob,
                 }
             }
         };

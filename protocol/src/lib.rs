@@ -34,7 +34,7 @@ pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{
-    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileDeltaPayload, FileUpdatePayload,
+    BlobRef, BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileDeltaPayload, FileUpdatePayload,
     ProjectDeletedPayload, UpdatedFile, event_names,
 };
 pub use http::*;

@@ -22,12 +22,20 @@ pub struct ReadLimits {
     pub max_entries: usize,
     pub max_total_bytes: u64,
     pub max_file_bytes: u64,
+    /// The cap of entries the manifest marks `binary` (CONTRACT section 13).
+    pub max_binary_file_bytes: u64,
 }
 
 impl Default for ReadLimits {
-    /// The contract's project limits: 10,000 files of at most 2 MiB, 256 MiB in all.
+    /// The contract's project limits: 10,000 files of at most 2 MiB (binary files 50 MiB),
+    /// 256 MiB in all.
     fn default() -> Self {
-        ReadLimits { max_entries: 10_000, max_total_bytes: 256 * 1024 * 1024, max_file_bytes: 2 * 1024 * 1024 }
+        ReadLimits {
+            max_entries: 10_000,
+            max_total_bytes: 256 * 1024 * 1024,
+            max_file_bytes: 2 * 1024 * 1024,
+            max_binary_file_bytes: 50 * 1024 * 1024,
+        }
     }
 }
 
@@ -197,7 +205,8 @@ where
         let wanted = sink.begin(listed).map_err(SinkError::Sink)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
+        let max_file_bytes = if listed.binary { limits.max_binary_file_bytes } else { limits.max_file_bytes };
+        let mut limited = (&mut entry).take(max_file_bytes + 1);
         loop {
             let read = limited.read(&mut buffer).map_err(archive_io_error)?;
             if read == 0 {
@@ -205,8 +214,8 @@ where
             }
             size += read as u64;
             total += read as u64;
-            if size > limits.max_file_bytes {
-                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes }.into());
+            if size > max_file_bytes {
+                return Err(ReadError::FileTooLarge { path: name, limit: max_file_bytes }.into());
             }
             if total > limits.max_total_bytes {
                 return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes }.into());
