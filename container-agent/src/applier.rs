@@ -471,6 +471,7 @@ mod tests {
                 file_type: String::new(),
                 content: CONTENTS[c].into(),
                 content_hash: sha256_hex(CONTENTS[c].as_bytes()),
+                blob: None,
                 version: 1,
             }
         }
@@ -550,6 +551,7 @@ mod tests {
                         file_type: String::new(),
                         content_hash: sha256_hex(content.as_bytes()),
                         content,
+                        blob: None,
                         version: i + 1,
                     })
                 })

@@ -5,7 +5,7 @@
 //! older agent.
 
 pub use synchub_protocol::{
-    BulkApplyPayload, ClientFrame, DeletedFile, ErrorFrame, Event, EventFrame, ProjectDeletedPayload, Ref, SafeU64,
+    BlobRef, BulkApplyPayload, ClientFrame, DeletedFile, ErrorFrame, Event, EventFrame, ProjectDeletedPayload, Ref, SafeU64,
     ServerFrame, Token, UpdatedFile, channel_name,
 };
 

@@ -65,10 +65,35 @@ pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
+    /// The text of a text file; empty for a binary file (see `blob`).
+    #[serde(default)]
     pub content: String,
-    /// sha256 hex of `content`.
+    /// sha256 hex of `content` (of the bytes, for a binary file).
     pub content_hash: String,
     pub version: i64,
+    /// A binary file: its bytes are not in the event; receivers fetch them by sha256
+    /// (`GET /v1/projects/{id}/blobs/{sha256}`, CONTRACT section 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub blob: Option<BlobRef>,
+}
+
+/// A binary file's content, by address: `{sha256, size}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlobRef {
+    /// Lowercase hex sha256 of the bytes.
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl BlobRef {
+    /// Whether `sha256` is 64 lowercase hex digits: receivers use it as a file or URL
+    /// name, so anything else is refused before it is used.
+    pub fn is_well_formed(&self) -> bool {
+        self.sha256.len() == 64 && self.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
 }
 
 impl fmt::Debug for UpdatedFile {
@@ -79,6 +104,7 @@ impl fmt::Debug for UpdatedFile {
             .field("content_len", &self.content.len())
             .field("content_hash", &self.content_hash)
             .field("version", &self.version)
+            .field("blob", &self.blob)
             .finish()
     }
 }

@@ -32,7 +32,7 @@ pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{
-    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
+    BlobRef, BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
     event_names,
 };
 pub use http::*;

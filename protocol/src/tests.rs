@@ -232,6 +232,7 @@ fn event_frames_match_the_contract_examples() {
             file_type: "typescript".into(),
             content: "...".into(),
             content_hash: "<sha256 hex>".into(),
+            blob: None,
             version: 3,
         },
         timestamp: "2026-11-22T10:00:00.000Z".into(),

@@ -156,6 +156,7 @@ async fn list_metadata(tx: &Transaction<'_>, project: Uuid) -> Result<Vec<Manife
                 version: i64::from(row.try_get::<_, i32>(2)?),
                 size: u64::try_from(row.try_get::<_, i32>(3)?).unwrap_or_default(),
                 sha256: row.try_get(4)?,
+                binary: false,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()

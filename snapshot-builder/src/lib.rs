@@ -44,6 +44,10 @@ pub struct ManifestFile {
     pub sha256: String,
     pub version: i64,
     pub file_type: String,
+    /// A binary file (CONTRACT section 13): its bytes are checked like any other entry's,
+    /// with the larger binary size cap. Absent (false) for text files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +79,7 @@ pub struct FileContent {
 impl ManifestFile {
     /// The manifest entry of `content` at `path`: its size and sha256.
     pub fn describe(path: String, content: &[u8], version: i64, file_type: String) -> ManifestFile {
-        ManifestFile { path, size: content.len() as u64, sha256: sha256_hex(content), version, file_type }
+        ManifestFile { path, size: content.len() as u64, sha256: sha256_hex(content), version, file_type, binary: false }
     }
 }
 
