@@ -20,7 +20,7 @@ use synchub_protocol::Backoff;
 
 use crate::hub::{HubClient, HubError};
 use crate::protocol::{BlobRef, Change};
-use crate::tree::{BLOB_DIR, STATE_DIR};
+use crate::tree::{BLOB_DIR, STATE_DIR, is_sha256_hex};
 
 /// The largest binary file (CONTRACT section 13).
 pub const MAX_BLOB_BYTES: u64 = 50 * 1024 * 1024;
@@ -55,7 +55,9 @@ impl BlobError {
             BlobError::Hub { source, .. } => match source {
                 HubError::Unauthorized | HubError::BadUrl { .. } | HubError::TooLarge => false,
                 HubError::Status { status, .. } => {
-                    status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS || *status == StatusCode::REQUEST_TIMEOUT
+                    status.is_server_error()
+                        || *status == StatusCode::TOO_MANY_REQUESTS
+                        || *status == StatusCode::REQUEST_TIMEOUT
                 }
                 HubError::Http { .. } | HubError::Io(_) => true,
             },
@@ -117,8 +119,8 @@ impl BlobFetcher {
     /// Makes `blob` present and verified in the cache, trying up to [`ATTEMPTS`] times with
     /// backoff while the failure is transient.
     pub async fn ensure(&self, blob: &BlobRef) -> Result<(), BlobError> {
-        if !blob.is_well_formed() || blob.size > MAX_BLOB_BYTES {
-            return Err(BlobError::Refused { sha256: blob.sha256.clone(), size: blob.size });
+        if !is_sha256_hex(&blob.sha256) || blob.size.get() > MAX_BLOB_BYTES {
+            return Err(BlobError::Refused { sha256: blob.sha256.clone(), size: blob.size.get() });
         }
         if std::fs::symlink_metadata(self.dir.join(&blob.sha256)).is_ok_and(|meta| meta.is_file()) {
             return Ok(());
@@ -144,7 +146,8 @@ impl BlobFetcher {
     async fn fetch_once(&self, blob: &BlobRef) -> Result<(), BlobError> {
         let hub_error = |source| BlobError::Hub { sha256: blob.sha256.clone(), source };
         let mut response = self.hub.blob(&blob.sha256).await.map_err(hub_error)?;
-        if response.content_length().is_some_and(|len| len != blob.size) {
+        let size = blob.size.get();
+        if response.content_length().is_some_and(|len| len != size) {
             let got = format!("{} bytes announced", response.content_length().unwrap_or_default());
             return Err(BlobError::Mismatch { sha256: blob.sha256.clone(), got });
         }
@@ -156,15 +159,15 @@ impl BlobFetcher {
             response.chunk().await.map_err(|source| hub_error(HubError::Http { what: "blob body", source }))?
         {
             received += chunk.len() as u64;
-            if received > blob.size {
-                let got = format!("more than {} bytes", blob.size);
+            if received > size {
+                let got = format!("more than {size} bytes");
                 return Err(BlobError::Mismatch { sha256: blob.sha256.clone(), got });
             }
             hasher.update(&chunk);
             temp.write_all(&chunk)?;
         }
         let actual = hex::encode(hasher.finalize());
-        if received != blob.size || actual != blob.sha256 {
+        if received != size || actual != blob.sha256 {
             // Dropping `temp` removes the bytes: nothing unverified stays on disk.
             let got = format!("{received} bytes with sha256 {actual}");
             return Err(BlobError::Mismatch { sha256: blob.sha256.clone(), got });

@@ -144,7 +144,9 @@ impl HubClient {
     /// own signature, and storage must never see the container token).
     pub async fn download(&self, url: &str, file: &mut std::fs::File) -> Result<u64, HubError> {
         let what = "snapshot download";
-        let mut response = self.storage_get(what, url.parse().map_err(|_| HubError::BadUrl { what })?, Duration::from_secs(600)).await?;
+        let mut response = self
+            .storage_get(what, url.parse().map_err(|_| HubError::BadUrl { what })?, Duration::from_secs(600))
+            .await?;
         if !response.status().is_success() {
             return Err(HubError::Status { what, status: response.status() });
         }
@@ -190,7 +192,12 @@ impl HubClient {
 
     /// A GET without the bearer token (signed URLs carry their own signature), following
     /// at most [`MAX_REDIRECTS`] redirects.
-    async fn storage_get(&self, what: &'static str, mut url: Url, timeout: Duration) -> Result<reqwest::Response, HubError> {
+    async fn storage_get(
+        &self,
+        what: &'static str,
+        mut url: Url,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, HubError> {
         for _ in 0..=MAX_REDIRECTS {
             let response = self
                 .http

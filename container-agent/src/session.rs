@@ -21,7 +21,7 @@ use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
 use crate::protocol::{Change, ClientFrame, EventFrame, ServerFrame, UpdatedFile, channel_name, wire_seq};
 use crate::reconnect::Reconnect;
-use crate::tree::ProjectTree;
+use crate::tree::{ProjectTree, is_sha256_hex};
 use synchub_protocol::close;
 
 use crate::Applier;
@@ -443,7 +443,7 @@ impl Session {
                 .into_iter()
                 // A malformed address is the tree's to refuse, like a bad path.
                 .filter(|(path, blob)| {
-                    blob.is_well_formed() && !self.tree.has_content(path, blob.size, &blob.sha256)
+                    is_sha256_hex(&blob.sha256) && !self.tree.has_content(path, blob.size.get(), &blob.sha256)
                 })
                 .map(|(_, blob)| blob.clone())
                 .collect()
@@ -486,7 +486,7 @@ impl Session {
             }
         };
         // Binary files count by their size: their blobs are fetched into the cache for the batch.
-        let file_bytes = |f: &UpdatedFile| f.content.len() + f.blob.as_ref().map_or(0, |b| b.size as usize);
+        let file_bytes = |f: &UpdatedFile| f.content.len() + f.blob.as_ref().map_or(0, |b| b.size.get() as usize);
         backlog.held_bytes += match &change {
             Change::Update(file) => file_bytes(file),
             Change::Bulk(bulk) => bulk.files.iter().map(file_bytes).sum(),

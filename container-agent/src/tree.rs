@@ -40,6 +40,12 @@ pub use ownership::{AgentState, STATE_DIR, STATE_PATH};
 /// before it is renamed in; emptied after every applied change.
 pub const BLOB_DIR: &str = ".synchub/blobs";
 
+/// Whether `text` is a sha256 in lowercase hex: blob addresses become file and URL names,
+/// so anything else is refused before it is used.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// sha256 of `bytes`, lowercase hex (the hub's `content_hash`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::SafeU64;
+
 /// The event names.
 pub mod event_names {
     pub const FILE_UPDATE: &str = "file:update";
@@ -57,7 +59,22 @@ impl Event {
     }
 }
 
+/// The bytes of a binary file (CONTRACT section 13): content-addressed, held by the hub's
+/// storage, fetched with `GET /v1/projects/{id}/blobs/{sha256}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlobRef {
+    /// Lowercase hex SHA-256 of the bytes.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^[0-9a-f]{64}$")))]
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: SafeU64,
+}
+
 /// A file's new current version: each entry of a bulk's `files`, and the body of `file:update`.
+/// A text file carries `content`; a binary file carries `blob` instead (and no `content`:
+/// it reads as empty here, so check `blob` first).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -65,35 +82,15 @@ pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
-    /// The text of a text file; empty for a binary file (see `blob`).
     #[serde(default)]
     pub content: String,
-    /// sha256 hex of `content` (of the bytes, for a binary file).
+    /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
     pub content_hash: String,
     pub version: i64,
-    /// A binary file: its bytes are not in the event; receivers fetch them by sha256
-    /// (`GET /v1/projects/{id}/blobs/{sha256}`, CONTRACT section 13).
+    /// Binary files only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub blob: Option<BlobRef>,
-}
-
-/// A binary file's content, by address: `{sha256, size}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct BlobRef {
-    /// Lowercase hex sha256 of the bytes.
-    pub sha256: String,
-    pub size: u64,
-}
-
-impl BlobRef {
-    /// Whether `sha256` is 64 lowercase hex digits: receivers use it as a file or URL
-    /// name, so anything else is refused before it is used.
-    pub fn is_well_formed(&self) -> bool {
-        self.sha256.len() == 64 && self.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    }
 }
 
 impl fmt::Debug for UpdatedFile {

@@ -79,7 +79,14 @@ pub struct FileContent {
 impl ManifestFile {
     /// The manifest entry of `content` at `path`: its size and sha256.
     pub fn describe(path: String, content: &[u8], version: i64, file_type: String) -> ManifestFile {
-        ManifestFile { path, size: content.len() as u64, sha256: sha256_hex(content), version, file_type, binary: false }
+        ManifestFile {
+            path,
+            size: content.len() as u64,
+            sha256: sha256_hex(content),
+            version,
+            file_type,
+            binary: false,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::protocol::{BulkApplyPayload, DeletedFile, Token, UpdatedFile};
+use crate::protocol::{BulkApplyPayload, DeletedFile, SafeU64, Token, UpdatedFile};
 use crate::tree::{ProjectTree, TreeError, TreeOptions, sha256_hex};
 
 /// One request as the server saw it.
@@ -90,7 +90,7 @@ fn image(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn blob_of(bytes: &[u8]) -> BlobRef {
-    BlobRef { sha256: sha256_hex(bytes), size: bytes.len() as u64 }
+    BlobRef { sha256: sha256_hex(bytes), size: SafeU64::try_from(bytes.len() as u64).unwrap() }
 }
 
 fn update(path: &str, blob: &BlobRef) -> Change {
@@ -146,7 +146,7 @@ async fn a_fetched_blob_is_written_byte_identical_with_the_token() {
     assert_eq!(seen[0].path, format!("/v1/projects/p/blobs/{}", blob.sha256));
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer t"));
     // Once there, the same bytes need no fetch and are not rewritten.
-    assert!(f.tree.has_content("public/logo.png", blob.size, &blob.sha256));
+    assert!(f.tree.has_content("public/logo.png", blob.size.get(), &blob.sha256));
     assert_eq!(f.tree.apply(&update("public/logo.png", &blob)).unwrap().unchanged, 1);
 }
 
@@ -245,7 +245,8 @@ async fn a_redirect_to_storage_is_followed_without_the_token() {
 
 #[tokio::test]
 async fn a_missing_blob_is_not_retried() {
-    let server = Server::start(|_, _| (404, vec![], br#"{"error":{"code":"not_found","message":"no"}}"#.to_vec())).await;
+    let server =
+        Server::start(|_, _| (404, vec![], br#"{"error":{"code":"not_found","message":"no"}}"#.to_vec())).await;
     let f = fixture(&server);
     let error = f.fetcher.ensure(&blob_of(b"gone")).await.unwrap_err();
     assert!(!error.is_transient(), "{error}");
@@ -260,9 +261,9 @@ async fn a_missing_blob_is_not_retried() {
 async fn a_malformed_or_oversized_address_is_never_requested() {
     let server = Server::start(|_, _| (200, vec![], Vec::new())).await;
     let mut f = fixture(&server);
-    let traversal = BlobRef { sha256: "../../../etc/passwd".into(), size: 1 };
-    let upper = BlobRef { sha256: "A".repeat(64), size: 1 };
-    let huge = BlobRef { sha256: "a".repeat(64), size: MAX_BLOB_BYTES + 1 };
+    let traversal = BlobRef { sha256: "../../../etc/passwd".into(), size: SafeU64::from(1u32) };
+    let upper = BlobRef { sha256: "A".repeat(64), size: SafeU64::from(1u32) };
+    let huge = BlobRef { sha256: "a".repeat(64), size: SafeU64::try_from(MAX_BLOB_BYTES + 1).unwrap() };
     for blob in [&traversal, &upper, &huge] {
         assert!(matches!(f.fetcher.ensure(blob).await, Err(BlobError::Refused { .. })));
     }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use snapshot_builder::ManifestFile;
 
 use super::confine::{open_dir_path, open_regular, resolve_parent, same_content};
-use super::{BLOB_DIR, ProjectTree, TreeError, io_error};
+use super::{BLOB_DIR, ProjectTree, TreeError, io_error, is_sha256_hex};
 use crate::protocol::BlobRef;
 
 /// Temp files are `.synchub-tmp-<pid>-<n>`, next to their target.
@@ -64,17 +64,17 @@ impl ProjectTree {
     /// staged (the caller fetches again).
     pub(super) fn stage_blob(&self, path: &str, blob: &BlobRef) -> Result<Option<Staged>, TreeError> {
         let missing = || TreeError::BlobMissing { path: path.to_owned(), sha256: blob.sha256.clone() };
-        if !blob.is_well_formed() {
+        if !is_sha256_hex(&blob.sha256) {
             return Err(TreeError::InvalidBlob { path: path.to_owned(), sha256: blob.sha256.clone() });
         }
         let (dir, name) = self.target_dir(path)?;
-        if same_content(&dir, name, blob.size, &blob.sha256) {
+        if same_content(&dir, name, blob.size.get(), &blob.sha256) {
             return Ok(None);
         }
         let cache = open_dir_path(&self.root, BLOB_DIR, path, false)?.ok_or_else(missing)?;
         let mut source = open_regular(&cache, &blob.sha256).map_err(|_| missing())?;
         let (mut file, staged) = Staged::create(&self.root, &dir, path)?;
-        match copy_checked(&mut source, &mut file, &blob.sha256, blob.size) {
+        match copy_checked(&mut source, &mut file, &blob.sha256, blob.size.get()) {
             Ok(()) => self.finish_temp(file, staged),
             Err(CopyError::Target(e)) => Err(io_error(path, e)),
             Err(CopyError::Source(_) | CopyError::Mismatch(_)) => {
