@@ -78,6 +78,8 @@ pub async fn list(
             size: row.column::<i32>("size")?.into(),
             updated_at: row.column("updated_at")?,
             content: if query.include_content { row.column("content")? } else { None },
+            // Binary files come with the binary-hub branch; until then every file is text.
+            blob: None,
         });
     }
     Ok(Json(FileListResponse { cursor, files }))
