@@ -9,6 +9,7 @@ pub mod access;
 pub mod api_doc;
 pub mod app;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod demo;

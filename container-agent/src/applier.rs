@@ -473,6 +473,7 @@ mod tests {
                 content_hash: sha256_hex(CONTENTS[c].as_bytes()),
                 blob: None,
                 version: 1,
+                blob: None,
             }
         }
 
@@ -553,6 +554,7 @@ mod tests {
                         content,
                         blob: None,
                         version: i + 1,
+                        blob: None,
                     })
                 })
                 .collect();

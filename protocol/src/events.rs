@@ -78,11 +78,13 @@ pub struct BlobRef {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(try_from = "UpdatedFileWire")]
 pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,
     /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
     pub content_hash: String,
@@ -91,6 +93,46 @@ pub struct UpdatedFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub blob: Option<BlobRef>,
+}
+
+/// [`UpdatedFile`] as received: `content` or `blob` must be there (an update carrying
+/// neither, e.g. a delta of CONTRACT section 12, is not one this version can apply).
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "UpdatedFile"))]
+struct UpdatedFileWire {
+    file_path: String,
+    #[serde(default)]
+    file_type: String,
+    /// Text files.
+    content: Option<String>,
+    /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
+    content_hash: String,
+    version: i64,
+    /// Binary files, instead of `content`.
+    #[serde(default)]
+    blob: Option<BlobRef>,
+}
+
+impl TryFrom<UpdatedFileWire> for UpdatedFile {
+    type Error = &'static str;
+
+    fn try_from(wire: UpdatedFileWire) -> Result<Self, Self::Error> {
+        let content = match (wire.content, &wire.blob) {
+            (Some(content), None) => content,
+            (None, Some(_)) => String::new(),
+            (Some(_), Some(_)) => return Err("an updated file has content or a blob, not both"),
+            (None, None) => return Err("an updated file needs content or a blob"),
+        };
+        Ok(UpdatedFile {
+            file_path: wire.file_path,
+            file_type: wire.file_type,
+            content,
+            content_hash: wire.content_hash,
+            version: wire.version,
+            blob: wire.blob,
+        })
+    }
 }
 
 impl fmt::Debug for UpdatedFile {

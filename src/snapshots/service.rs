@@ -27,7 +27,7 @@ pub fn storage_key(project: Uuid, snapshot: Uuid) -> String {
     format!("project-snapshots/{project}/{snapshot}.zip")
 }
 
-fn storage(state: &AppState) -> Result<&crate::snapshots::storage::Storage, ApiError> {
+pub(crate) fn storage(state: &AppState) -> Result<&crate::snapshots::storage::Storage, ApiError> {
     state.storage.as_deref().ok_or_else(|| ApiError::Unavailable("snapshot storage is not configured".into()))
 }
 

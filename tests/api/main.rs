@@ -5,6 +5,7 @@ mod helpers;
 mod hub_process;
 
 mod auth;
+mod binary;
 mod browser;
 mod concurrency;
 mod db_tls;

@@ -34,6 +34,7 @@ fn update(path: &str, content: &str) -> UpdatedFile {
         content_hash: sha256_hex(content.as_bytes()),
         blob: None,
         version: 1,
+        blob: None,
     }
 }
 
