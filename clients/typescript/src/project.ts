@@ -1187,6 +1187,6 @@ export class Project {
 }
 
 /** The known state an updated file of an event carries: its text, or its blob address. */
-function known(file: { version: number; content: string; blob?: BlobRef }): Known {
+function known(file: { version: number; content?: string; blob?: BlobRef }): Known {
   return file.blob ? { version: file.version, blob: file.blob } : { version: file.version, content: file.content };
 }
