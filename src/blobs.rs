@@ -198,8 +198,7 @@ pub async fn collect_garbage(db: &Db, storage: &Storage, grace: Duration) -> any
     let mut client = db.pool().get().await?;
     let tx = client.transaction().await?;
     let grace = format!("{} seconds", grace.as_secs());
-    let rows =
-        tx.query("SELECT synchub.blob_gc_claim($1::text::interval, $2)", &[&grace, &GC_BATCH]).await?;
+    let rows = tx.query("SELECT synchub.blob_gc_claim($1::text::interval, $2)", &[&grace, &GC_BATCH]).await?;
     let shas = rows.iter().map(|row| row.column::<String>(0)).collect::<Result<Vec<_>, _>>()?;
     if shas.is_empty() {
         return Ok(0);

@@ -95,7 +95,13 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(Post, "/v1/projects/{id}/files:move", Write, "Move a file in one change", files::move_file)
         .body::<MoveFileRequest>()
         .answers_json::<MoveFileResponse>()
-        .route(Get, "/v1/projects/{id}/files/{*path}", Read, "Read a file (binary: its blob and a signed URL)", files::get)
+        .route(
+            Get,
+            "/v1/projects/{id}/files/{*path}",
+            Read,
+            "Read a file (binary: its blob and a signed URL)",
+            files::get,
+        )
         .no_store()
         .answers(JsonOrBytes(crate::api_doc::schema_of::<FileResponse>))
         .route(
@@ -109,7 +115,13 @@ pub fn api() -> (Router<AppState>, Value) {
         .body::<PutFileBody>()
         .or_bytes_body()
         .answers_json::<PutFileResponse>()
-        .route(Post, "/v1/projects/{id}/blobs", Write, "Announce a binary file's bytes: held, or a signed upload URL", blobs::announce)
+        .route(
+            Post,
+            "/v1/projects/{id}/blobs",
+            Write,
+            "Announce a binary file's bytes: held, or a signed upload URL",
+            blobs::announce,
+        )
         .no_store()
         .body::<BlobUploadRequest>()
         .answers_json::<BlobUploadResponse>()

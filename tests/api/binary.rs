@@ -199,7 +199,11 @@ async fn blob_upload_flow(kind: Kind) {
         app.post(&format!("/v1/projects/{p}/blobs"), &alice, json!({"sha256": sha, "size": bytes.len()})).await;
     assert_eq!(again, json!({"exists": true}));
     let (status, copy) = app
-        .put(&format!("/v1/projects/{p}/files/copy.wasm"), &alice, json!({"blob": {"sha256": sha, "size": bytes.len()}}))
+        .put(
+            &format!("/v1/projects/{p}/files/copy.wasm"),
+            &alice,
+            json!({"blob": {"sha256": sha, "size": bytes.len()}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{copy}");
 }
@@ -239,7 +243,11 @@ async fn bad_blob_references(kind: Kind) {
     app.announce_and_upload("alice", &p, &sha, bytes.len(), &bytes).await;
     let size_differs = put_blob(sha.clone(), bytes.len() + 1).await;
     assert_error(&size_differs, 400, "invalid_request");
-    assert!(size_differs.1["error"]["message"].as_str().unwrap().contains("not what was announced"), "{}", size_differs.1);
+    assert!(
+        size_differs.1["error"]["message"].as_str().unwrap().contains("not what was announced"),
+        "{}",
+        size_differs.1
+    );
 
     // Other bytes than announced through the signed URL: refused, and the upload is gone
     // (referencing it again finds nothing).
@@ -249,7 +257,9 @@ async fn bad_blob_references(kind: Kind) {
     assert_error(&hash_differs, 400, "invalid_request");
     let message = hash_differs.1["error"]["message"].as_str().unwrap();
     assert!(message.contains(&sha256(&evil)) && message.contains("deleted"), "{message}");
-    assert!(put_blob(sha.clone(), bytes.len()).await.1["error"]["message"].as_str().unwrap().contains("upload it first"));
+    assert!(
+        put_blob(sha.clone(), bytes.len()).await.1["error"]["message"].as_str().unwrap().contains("upload it first")
+    );
 
     // Limits and shapes.
     assert_error(
@@ -306,9 +316,8 @@ async fn binary_events_carry_blob_refs_not_content() {
     let sha = sha256(&bytes);
     let (status, _) = app.put_bytes("alice", &p, "a.png", &bytes).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app
-        .post(&format!("/v1/projects/{p}/files:move"), &alice, json!({"from": "a.png", "to": "b/a.png"}))
-        .await;
+    let (status, _) =
+        app.post(&format!("/v1/projects/{p}/files:move"), &alice, json!({"from": "a.png", "to": "b/a.png"})).await;
     assert_eq!(status, StatusCode::OK);
     let events = ws.events(2).await;
     let update = &events[0]["payload"];
@@ -325,7 +334,8 @@ async fn binary_events_carry_blob_refs_not_content() {
     let (_, page) = app.get(&format!("/v1/projects/{p}/events?since=0"), &alice).await;
     assert_eq!(page["events"][0]["payload"]["blob"]["sha256"], sha, "{page}");
     // The moved file reads back byte-identical.
-    let (_, got) = app.get_bytes(&format!("/v1/projects/{p}/files/b/a.png"), &alice, Some("application/octet-stream")).await;
+    let (_, got) =
+        app.get_bytes(&format!("/v1/projects/{p}/files/b/a.png"), &alice, Some("application/octet-stream")).await;
     assert_eq!(got, bytes);
 }
 
@@ -353,7 +363,8 @@ async fn object_exists(app: &TestApp, sha: &str) -> bool {
 async fn blob_row_exists(app: &TestApp, sha: &str) -> bool {
     let (client, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    client.query_one("SELECT count(*) FROM synchub.blobs WHERE sha256 = $1", &[&sha]).await.unwrap().get::<_, i64>(0) == 1
+    client.query_one("SELECT count(*) FROM synchub.blobs WHERE sha256 = $1", &[&sha]).await.unwrap().get::<_, i64>(0)
+        == 1
 }
 
 /// A blob the hub holds that no version references: a straight write registers it, then
@@ -466,7 +477,8 @@ async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_referen
         .collect();
     assert_eq!(claimed, vec![sha.clone()]);
     let write = {
-        let (http, url, token) = (app.http.clone(), format!("{}/v1/projects/{p}/files/late.bin", app.base), app.user_token("alice"));
+        let (http, url, token) =
+            (app.http.clone(), format!("{}/v1/projects/{p}/files/late.bin", app.base), app.user_token("alice"));
         let body = json!({"blob": {"sha256": sha, "size": bytes.len()}});
         tokio::spawn(async move {
             let response = http.put(url).bearer_auth(token).json(&body).send().await.unwrap();
@@ -501,7 +513,11 @@ async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_referen
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0, "referenced now");
     let (status, got) = app
-        .get_bytes(&format!("/v1/projects/{p}/files/held.bin"), &app.user_token("alice"), Some("application/octet-stream"))
+        .get_bytes(
+            &format!("/v1/projects/{p}/files/held.bin"),
+            &app.user_token("alice"),
+            Some("application/octet-stream"),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, bytes);

@@ -187,12 +187,20 @@ async fn binary_files_hydrate_and_follow_live_edits_byte_identical() {
 async fn binary_edits_made_while_cut_off_are_replayed_once_healed() {
     let world = World::start().await;
     let project = world.create_project().await;
-    let first = image(50_000, 1);
-    world.put_binary(&project, "img/a.png", &first).await;
+    // Every binary file arrives by events here (the snapshot holds text only).
+    world.put(&project, "index.html", "<img src=img/a.png>").await;
     let session = world.session(&project).await;
     let agent = world.start_agent(&session, &[]).await;
     agent.wait_ready().await;
-    let mut want = BTreeMap::from([("img/a.png".to_owned(), first)]);
+    let first = image(50_000, 1);
+    world.put_binary(&project, "img/a.png", &first).await;
+    let big = image(3 * 1024 * 1024, 2);
+    world.put_blob(&project, "img/big.png", &big).await;
+    let mut want = BTreeMap::from([
+        ("index.html".to_owned(), b"<img src=img/a.png>".to_vec()),
+        ("img/a.png".to_owned(), first),
+        ("img/big.png".to_owned(), big),
+    ]);
     converge_bytes(&world, &agent, &want).await;
 
     world.proxy.cut();

@@ -73,8 +73,7 @@ impl LocalStore {
     }
 
     fn path_or_err(&self, key: &str) -> anyhow::Result<PathBuf> {
-        self.path_of(key)
-            .ok_or_else(|| anyhow!("local storage only holds snapshots and blobs, not {key:?}"))
+        self.path_of(key).ok_or_else(|| anyhow!("local storage only holds snapshots and blobs, not {key:?}"))
     }
 
     pub(super) async fn put(&self, key: &str, file: &Path) -> anyhow::Result<u64> {

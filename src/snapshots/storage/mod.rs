@@ -109,12 +109,7 @@ impl Storage {
 
     /// Copies the object at `key` into `dest` while hashing it. Stops past `max` bytes, so
     /// memory and disk stay bounded whatever was uploaded.
-    pub async fn download_hashing(
-        &self,
-        key: &str,
-        dest: &mut tokio::fs::File,
-        max: u64,
-    ) -> anyhow::Result<Fetched> {
+    pub async fn download_hashing(&self, key: &str, dest: &mut tokio::fs::File, max: u64) -> anyhow::Result<Fetched> {
         match self {
             Storage::S3(store) => store.download_hashing(key, dest, max).await,
             Storage::Local(store) => store.download_hashing(key, dest, max).await,
@@ -157,7 +152,10 @@ pub enum Fetched {
     Missing,
     /// More bytes than the caller's maximum (the copy stopped there).
     TooLarge,
-    Bytes { size: u64, sha256: String },
+    Bytes {
+        size: u64,
+        sha256: String,
+    },
 }
 
 /// Adds `chunk` to `hasher` and `dest`; None (nothing written) past `max` bytes in all,
