@@ -190,6 +190,24 @@ pub async fn redirect_to_blob(state: &AppState, sha256: &str) -> Result<Response
     Ok((StatusCode::TEMPORARY_REDIRECT, Redirect::temporary(&url.url)).into_response())
 }
 
+/// Reads a held blob's bytes for the snapshot builder (at most the blob size limit).
+pub fn fetcher(state: &AppState) -> Result<snapshot_builder::db::BlobFetch, ApiError> {
+    let storage = state.storage.clone().ok_or_else(|| ApiError::Unavailable("storage is not configured".into()))?;
+    let max = state.config.limits.max_blob_bytes;
+    Ok(std::sync::Arc::new(move |sha256: String| {
+        let storage = storage.clone();
+        Box::pin(async move {
+            let temp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+            let mut dest = tokio::fs::File::create(temp.path()).await.map_err(|e| e.to_string())?;
+            match storage.download_hashing(&blob_key(&sha256), &mut dest, max).await.map_err(|e| format!("{e:#}"))? {
+                Fetched::Bytes { .. } => tokio::fs::read(temp.path()).await.map_err(|e| e.to_string()),
+                Fetched::Missing => Err(format!("blob {sha256} is missing from storage")),
+                Fetched::TooLarge => Err(format!("blob {sha256} is larger than {max} bytes")),
+            }
+        })
+    }))
+}
+
 /// One garbage-collection pass: in one transaction, claims (locks) up to a batch of blobs
 /// no version references that are older than `grace`, deletes their objects, then their
 /// rows, and commits. Returns how many were deleted. Safe with several hubs (rows another

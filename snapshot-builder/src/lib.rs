@@ -44,8 +44,8 @@ pub struct ManifestFile {
     pub sha256: String,
     pub version: i64,
     pub file_type: String,
-    /// A binary file (CONTRACT section 13): its bytes are checked like any other entry's,
-    /// with the larger binary size cap. Absent (false) for text files.
+    /// A binary file (CONTRACT section 13): its bytes need not be UTF-8 text; size and
+    /// sha256 are checked the same way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binary: bool,
 }

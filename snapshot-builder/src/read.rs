@@ -22,12 +22,12 @@ pub struct ReadLimits {
     pub max_entries: usize,
     pub max_total_bytes: u64,
     pub max_file_bytes: u64,
-    /// The cap of an entry the manifest marks `binary` (CONTRACT section 13: 50 MiB).
+    /// The cap of entries the manifest marks `binary` (CONTRACT section 13).
     pub max_binary_file_bytes: u64,
 }
 
 impl Default for ReadLimits {
-    /// The contract's project limits: 10,000 files of at most 2 MiB (binaries 50 MiB),
+    /// The contract's project limits: 10,000 files of at most 2 MiB (binary files 50 MiB),
     /// 256 MiB in all.
     fn default() -> Self {
         ReadLimits {
@@ -36,13 +36,6 @@ impl Default for ReadLimits {
             max_file_bytes: 2 * 1024 * 1024,
             max_binary_file_bytes: 50 * 1024 * 1024,
         }
-    }
-}
-
-impl ReadLimits {
-    /// The size cap of one listed entry.
-    pub fn file_cap(&self, file: &ManifestFile) -> u64 {
-        if file.binary { self.max_binary_file_bytes.max(self.max_file_bytes) } else { self.max_file_bytes }
     }
 }
 
@@ -212,8 +205,8 @@ where
         let wanted = sink.begin(listed).map_err(SinkError::Sink)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let cap = limits.file_cap(listed);
-        let mut limited = (&mut entry).take(cap + 1);
+        let max_file_bytes = if listed.binary { limits.max_binary_file_bytes } else { limits.max_file_bytes };
+        let mut limited = (&mut entry).take(max_file_bytes + 1);
         loop {
             let read = limited.read(&mut buffer).map_err(archive_io_error)?;
             if read == 0 {
@@ -221,8 +214,8 @@ where
             }
             size += read as u64;
             total += read as u64;
-            if size > cap {
-                return Err(ReadError::FileTooLarge { path: name, limit: cap }.into());
+            if size > max_file_bytes {
+                return Err(ReadError::FileTooLarge { path: name, limit: max_file_bytes }.into());
             }
             if total > limits.max_total_bytes {
                 return Err(ReadError::TotalTooLarge { limit: limits.max_total_bytes }.into());

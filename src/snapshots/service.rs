@@ -119,12 +119,13 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     let snapshot_id = snapshot_builder::db::snapshot_id(project, cursor);
     let archive = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let writer = archive.reopen().map_err(ApiError::internal)?;
-    let (manifest, _stats) = read.build(meta, writer).await.map_err(|err| match err {
-        DbBuildError::Db(err) => ApiError::from(err),
-        DbBuildError::Rows(err) => ApiError::Unavailable(format!("reading files: {err}")),
-        DbBuildError::Build(err) => ApiError::internal(format!("building snapshot: {err}")),
-        DbBuildError::Builder(err) => ApiError::internal(err),
-    })?;
+    let (manifest, _stats) =
+        read.build_with_blobs(meta, writer, Some(crate::blobs::fetcher(state)?)).await.map_err(|err| match err {
+            DbBuildError::Db(err) => ApiError::from(err),
+            DbBuildError::Rows(err) => ApiError::Unavailable(format!("reading files: {err}")),
+            DbBuildError::Build(err) => ApiError::internal(format!("building snapshot: {err}")),
+            DbBuildError::Builder(err) => ApiError::internal(err),
+        })?;
 
     let path = archive.path().to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || file_sha256(&path))

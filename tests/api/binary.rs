@@ -522,3 +522,78 @@ async fn blob_gc_and_a_write_referencing_the_blob_never_leave_a_dangling_referen
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, bytes);
 }
+
+async fn snapshot_holds_binary_bytes(kind: Kind) {
+    let (app, _backing) = hub(kind, |_| {}).await;
+    let p = app.create_project("alice", "snap").await;
+    app.write("alice", &p, "index.html", "<img src=logo.png>").await;
+    let small = binary_bytes(20_000, 14);
+    let (status, _) = app.put_bytes("alice", &p, "logo.png", &small).await;
+    assert_eq!(status, StatusCode::OK);
+    // Larger than a text file may be: the reader's binary cap applies.
+    let large = binary_bytes(3 * 1024 * 1024, 15);
+    app.announce_and_upload("alice", &p, &sha256(&large), large.len(), &large).await;
+    let (status, _) = app
+        .put(
+            &format!("/v1/projects/{p}/files/fonts/big.woff2"),
+            &app.user_token("alice"),
+            json!({"blob": {"sha256": sha256(&large), "size": large.len()}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let service = app.service_token();
+    let (status, session) = app.post(&format!("/v1/projects/{p}/sessions"), &service, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let zip = reqwest::get(session["snapshot"]["url"].as_str().unwrap()).await.unwrap().bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = snapshot_builder::extract(
+        std::io::Cursor::new(zip.to_vec()),
+        dir.path(),
+        &snapshot_builder::ReadLimits::default(),
+    )
+    .unwrap();
+    let entry = |path: &str| manifest.files.iter().find(|f| f.path == path).unwrap().clone();
+    assert!(entry("logo.png").binary && entry("fonts/big.woff2").binary && !entry("index.html").binary);
+    assert_eq!(entry("logo.png").sha256, sha256(&small));
+    assert_eq!(std::fs::read(dir.path().join("logo.png")).unwrap(), small);
+    assert!(std::fs::read(dir.path().join("fonts/big.woff2")).unwrap() == large);
+    assert_eq!(std::fs::read_to_string(dir.path().join("index.html")).unwrap(), "<img src=logo.png>");
+    // The manifest marks them in its JSON (written by the same serde as read back here).
+    let raw = serde_json::to_value(&manifest).unwrap();
+    let logo = raw["files"].as_array().unwrap().iter().find(|f| f["path"] == "logo.png").unwrap().clone();
+    assert_eq!(logo["binary"], true, "{logo}");
+    assert!(
+        raw["files"].as_array().unwrap().iter().find(|f| f["path"] == "index.html").unwrap().get("binary").is_none()
+    );
+
+    // The session's container token may read blobs of its project (read-only).
+    let token = session["token"].as_str().unwrap();
+    let (status, got) = app.get_bytes(&format!("/v1/projects/{p}/blobs/{}", sha256(&small)), token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, small);
+    let (status, got) =
+        app.get_bytes(&format!("/v1/projects/{p}/files/logo.png"), token, Some("application/octet-stream")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, small);
+    let (status, _) = app
+        .http
+        .post(format!("{}/v1/projects/{p}/blobs", app.base))
+        .bearer_auth(token)
+        .json(&json!({"sha256": sha256(&small), "size": small.len()}))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_local() {
+    snapshot_holds_binary_bytes(Kind::Local).await;
+}
+
+#[tokio::test]
+async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_s3() {
+    snapshot_holds_binary_bytes(Kind::S3).await;
+}
