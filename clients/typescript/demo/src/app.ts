@@ -171,7 +171,16 @@ editor.addEventListener("input", () => {
 
 /** The binary file shown (its sha256), so a re-render does not fetch it again. */
 let previewed: string | undefined;
-let previewUrl: string | undefined;
+
+/** A data: URL (the page's CSP allows `img-src 'self' data:`, not blob: URLs). */
+function dataUrl(blob: Blob): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
 
 /** A binary file: its size, and the image itself when it is one (fetched and checked). */
 function renderPreview(path: string | undefined): void {
@@ -190,13 +199,11 @@ function renderPreview(path: string | undefined): void {
   previewEl.replaceChildren(caption);
   if (!/\.(png|jpe?g|gif|webp|avif|svg|ico)$/i.test(path)) return;
   const p = project!;
-  void p.readBinary(path).then(
-    (blob) => {
+  void p.readBinary(path).then(dataUrl).then(
+    (url) => {
       if (previewed !== key) return;
-      if (previewUrl) URL.revokeObjectURL(previewUrl);
-      previewUrl = URL.createObjectURL(blob);
       const img = document.createElement("img");
-      img.src = previewUrl;
+      img.src = url;
       img.alt = path;
       previewEl.append(img);
     },

@@ -9,6 +9,8 @@ import { createHash } from "node:crypto";
 import { buildHub, Hub, launchBrowser, openProject, startPageServer, until } from "./harness.mjs";
 
 let hub, pages, browser;
+/** The PNG the first test made in the browser (the demo test uploads it again). */
+let madePng;
 
 before(async () => {
   buildHub();
@@ -51,6 +53,7 @@ test("a PNG uploaded from one page is seen, byte-identical, by another page and 
     return { png: [...new Uint8Array(await png.arrayBuffer())], written, large, bigSha: large.sha256 };
   });
   const png = Uint8Array.from(uploaded.png);
+  madePng = png;
   assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], "a PNG signature");
   assert.equal(uploaded.written.sha256, hex(png));
   assert.equal(uploaded.written.version, 1);
@@ -104,4 +107,38 @@ test("a PNG uploaded from one page is seen, byte-identical, by another page and 
   await until("listed after reload", () => b.evaluate(() => window.project.binary("public/logo.png")?.sha256));
   await writer.close();
   await reader.close();
+});
+
+test("the demo editor uploads a PNG and another window shows it as an image", async () => {
+  assert.ok(madePng, "the first test made a PNG");
+  const token = hub.token("demo-binary");
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  try {
+    const a = await ctxA.newPage();
+    a.on("pageerror", (err) => console.error("demo page error:", err));
+    await a.goto(`${hub.url}/#token=${token}`);
+    await until("the first project is opened", async () => (await a.locator("#project option").count()) === 1);
+    await until("synced", async () => (await a.textContent("#status")) === "Synced");
+    const projectId = await a.locator("#project").inputValue();
+    const b = await ctxB.newPage();
+    b.on("pageerror", (err) => console.error("demo page error:", err));
+    await b.goto(`${hub.url}/#token=${token}&project=${projectId}`);
+    await until("B synced", async () => (await b.textContent("#status")) === "Synced");
+
+    a.once("dialog", (d) => d.accept("img/logo.png"));
+    await a.setInputFiles("#upload", { name: "logo.png", mimeType: "image/png", buffer: Buffer.from(madePng) });
+    await until("A shows its upload", async () => (await a.locator("#preview img").count()) === 1);
+    await until("B lists it as binary", async () => (await b.locator("#tree li").allTextContents()).join() === "logo.png ◆");
+    await until("B logs the live change", async () => (await b.textContent("#log")).includes(`updated img/logo.png (binary, ${madePng.length} bytes)`));
+    await b.click("#tree li");
+    await until("B previews the image", async () => (await b.locator("#preview img").evaluate((img) => img.complete && img.naturalWidth)) === 64);
+    assert.match(await b.textContent("#preview p"), new RegExp(`img/logo.png: binary, ${madePng.length} bytes`));
+    assert.equal(await b.locator("#editor").isHidden(), true, "no textarea for bytes");
+    const meta = await hub.api("GET", `/v1/projects/${projectId}/files/img/logo.png`, undefined, token);
+    assert.deepEqual(meta.blob, { sha256: hex(madePng), size: madePng.length });
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+  }
 });
