@@ -321,7 +321,7 @@ function showStatus(state: string, text: string): void {
 /** Remote changes of one event (same seq) are logged as one line: a move reads as a move. */
 const bySeq = new Map<number, ChangeEvent[]>();
 function logChange(e: ChangeEvent): void {
-  if (e.seq === undefined) return log(`${e.deleted ? "deleted" : "updated"} ${e.path}${e.binary ? ` (binary, ${e.binary.size} bytes)` : ""}`);
+  if (e.seq === undefined) return log(describe(e));
   const seq = e.seq;
   const group = bySeq.get(seq);
   if (group) return void group.push(e);
@@ -332,8 +332,12 @@ function logChange(e: ChangeEvent): void {
     const gone = all.filter((c) => c.deleted);
     const here = all.filter((c) => !c.deleted);
     if (gone.length === 1 && here.length === 1) return log(`moved ${gone[0]!.path} → ${here[0]!.path}`);
-    for (const c of all) log(`${c.deleted ? "deleted" : "updated"} ${c.path}`);
+    for (const c of all) log(describe(c));
   }, 100);
+}
+
+function describe(e: ChangeEvent): string {
+  return `${e.deleted ? "deleted" : "updated"} ${e.path}${e.binary ? ` (binary, ${e.binary.size} bytes)` : ""}`;
 }
 
 function log(text: string): void {
