@@ -471,7 +471,6 @@ mod tests {
                 file_type: String::new(),
                 content: CONTENTS[c].into(),
                 content_hash: sha256_hex(CONTENTS[c].as_bytes()),
-                blob: None,
                 version: 1,
                 blob: None,
             }
@@ -552,7 +551,6 @@ mod tests {
                         file_type: String::new(),
                         content_hash: sha256_hex(content.as_bytes()),
                         content,
-                        blob: None,
                         version: i + 1,
                         blob: None,
                     })

@@ -32,7 +32,6 @@ fn update(path: &str, content: &str) -> UpdatedFile {
         file_type: String::new(),
         content: content.into(),
         content_hash: sha256_hex(content.as_bytes()),
-        blob: None,
         version: 1,
         blob: None,
     }
