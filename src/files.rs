@@ -319,7 +319,9 @@ fn check_bulk(bulk: &BulkRequest, state: &AppState) -> Result<(), ApiError> {
     }
     for upsert in &bulk.upserts {
         checked_path(&upsert.path)?;
-        check_content(&upsert.content, limits.max_file_bytes)?;
+        if upsert.blob.is_none() {
+            check_content(&upsert.content, limits.max_file_bytes)?;
+        }
         check_file_type(upsert.file_type.as_deref())?;
     }
     for delete in &bulk.deletes {
@@ -334,6 +336,10 @@ pub async fn bulk_write(state: &AppState, actor: &Actor, body: BulkRequest) -> R
     let id = actor.project()?;
     check_bulk(&body, state)?;
     state.limiter.check(&actor.rate_key(), 1.0)?;
+    // Binary entries: their blobs must be held (uploads are checked here, once each).
+    for blob in body.upserts.iter().filter_map(|upsert| upsert.blob.as_ref()) {
+        crate::blobs::ensure_held(state, actor, blob).await?;
+    }
     let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
     let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
     let rows = state

@@ -83,6 +83,8 @@ pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
+    /// Text files; absent on the wire when `blob` is set (the TypeScript client reads it as
+    /// optional and handles binary files).
     #[serde(default)]
     #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,

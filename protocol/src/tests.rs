@@ -104,6 +104,7 @@ fn client_frames_match_the_contract_examples() {
                 content: "b".into(),
                 file_type: None,
                 expected_version: Some(SafeU64::ZERO),
+                blob: None,
             }],
             deletes: vec![BulkDelete { path: "a.ts".into(), expected_version: None }],
             op_id: None,
@@ -320,7 +321,13 @@ fn debug_output_hides_tokens_and_contents() {
         Box::new(ClientFrame::Bulk {
             reference: None,
             channel: CHANNEL.into(),
-            upserts: vec![BulkUpsert { path: "a.ts".into(), content: secret.into(), file_type: None, expected_version: None }],
+            upserts: vec![BulkUpsert {
+                path: "a.ts".into(),
+                content: secret.into(),
+                file_type: None,
+                expected_version: None,
+                blob: None,
+            }],
             deletes: vec![],
             op_id: None,
         }),

@@ -66,6 +66,7 @@ struct LimitArgs {
     max_total_bytes: u64,
     #[arg(long, default_value_t = ReadLimits::default().max_file_bytes)]
     max_file_bytes: u64,
+    /// The cap of entries the manifest marks binary.
     #[arg(long, default_value_t = ReadLimits::default().max_binary_file_bytes)]
     max_binary_file_bytes: u64,
 }

@@ -398,6 +398,16 @@ async fn gc_deletes_unreferenced_after_grace_only(kind: Kind) {
     assert!(!blob_row_exists(&app, &lost).await && !object_exists(&app, &lost).await);
     assert!(blob_row_exists(&app, &sha256(&kept)).await && object_exists(&app, &sha256(&kept)).await);
     assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0);
+
+    // An upload no write ever referenced goes too, after the same grace period.
+    let orphan = binary_bytes(700, 17);
+    app.announce_and_upload("alice", &p, &sha256(&orphan), orphan.len(), &orphan).await;
+    let key = synchub::snapshots::storage::upload_key(p.parse().unwrap(), &sha256(&orphan));
+    assert!(storage(&app).exists(&key).await.unwrap());
+    assert_eq!(storage(&app).sweep_uploads(std::time::Duration::from_secs(3600)).await.unwrap(), 0);
+    assert!(storage(&app).exists(&key).await.unwrap());
+    assert_eq!(storage(&app).sweep_uploads(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert!(!storage(&app).exists(&key).await.unwrap());
 }
 
 #[tokio::test]
@@ -596,4 +606,48 @@ async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_local() {
 #[tokio::test]
 async fn binary_snapshot_holds_the_bytes_with_manifest_binary_true_s3() {
     snapshot_holds_binary_bytes(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn binary_bulk_writes_carry_blob_references() {
+    let (app, _backing) = hub(Kind::Local, |_| {}).await;
+    let p = app.create_project("alice", "bulk").await;
+    let alice = app.user_token("alice");
+    let bytes = binary_bytes(9000, 16);
+    let sha = sha256(&bytes);
+    app.announce_and_upload("alice", &p, &sha, bytes.len(), &bytes).await;
+    let (status, answer) = app
+        .post(
+            &format!("/v1/projects/{p}/files:bulk"),
+            &alice,
+            json!({"upserts": [
+                {"path": "a.txt", "content": "text"},
+                {"path": "img/a.png", "blob": {"sha256": sha, "size": bytes.len()}},
+                {"path": "img/b.png", "blob": {"sha256": sha, "size": bytes.len()}, "expected_version": 0}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["files"][1]["content_hash"], sha, "{answer}");
+    let (_, page) = app.get(&format!("/v1/projects/{p}/events?since=0"), &alice).await;
+    let files = &page["events"][0]["payload"]["files"];
+    assert_eq!(files[0]["content"], "text", "{page}");
+    assert_eq!(files[1]["blob"]["sha256"], sha, "{page}");
+    assert!(files[1].get("content").is_none(), "{page}");
+    let (_, got) =
+        app.get_bytes(&format!("/v1/projects/{p}/files/img/b.png"), &alice, Some("application/octet-stream")).await;
+    assert_eq!(got, bytes);
+
+    // Content and blob together, or a blob not held: refused, nothing written.
+    for upsert in [
+        json!({"path": "c.png", "content": "x", "blob": {"sha256": sha, "size": bytes.len()}}),
+        json!({"path": "c.png", "blob": {"sha256": sha256(b"never"), "size": 5}}),
+    ] {
+        assert_error(
+            &app.post(&format!("/v1/projects/{p}/files:bulk"), &alice, json!({"upserts": [upsert]})).await,
+            400,
+            "invalid_request",
+        );
+    }
+    assert_eq!(app.file_count_and_seq(&p).await, (3, 1));
 }

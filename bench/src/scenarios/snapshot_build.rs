@@ -123,7 +123,7 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
             let on_disk = tree.join(&path);
             std::fs::create_dir_all(on_disk.parent().context("no parent")?)?;
             std::fs::write(&on_disk, &text)?;
-            upserts.push(BulkUpsert { path, content: text, file_type: None, expected_version: None });
+            upserts.push(BulkUpsert { path, content: text, file_type: None, expected_version: None, blob: None });
         }
         let response = ctx
             .http

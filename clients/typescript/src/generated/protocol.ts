@@ -39,13 +39,15 @@ since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string
 expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "delete", ref?: Ref | null, channel: string, path: string, expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "bulk", ref?: Ref | null, channel: string, upserts?: Array<BulkUpsert>, deletes?: Array<BulkDelete>, op_id?: string | null, };
 
 /**
- * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
+ * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`): text
+ * `content`, or a binary file's `blob` the hub holds (CONTRACT section 13; `content` is
+ * then empty here and left out on the wire).
  */
 export type BulkUpsert = { 
 /**
  * A file path (CONTRACT section 7).
  */
-path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, };
+path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, blob?: BlobRef, };
 
 /**
  * One delete of a `bulk` write.
@@ -156,7 +158,12 @@ export type Event = { "event": "file:update", "payload": FileUpdatePayload } | {
  * A text file carries `content`; a binary file carries `blob` instead (and no `content`:
  * it reads as empty here, so check `blob` first).
  */
-export type UpdatedFile = { file_path: string, file_type: string, content?: string, 
+export type UpdatedFile = { file_path: string, file_type: string, 
+/**
+ * Text files; absent on the wire when `blob` is set (the TypeScript client reads it as
+ * optional and handles binary files).
+ */
+content?: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
@@ -196,7 +203,12 @@ timestamp: string,
 /**
  * The user (or `service`) that wrote it.
  */
-actor: string, op_id: string | null, file_path: string, file_type: string, content?: string, 
+actor: string, op_id: string | null, file_path: string, file_type: string, 
+/**
+ * Text files; absent on the wire when `blob` is set (the TypeScript client reads it as
+ * optional and handles binary files).
+ */
+content?: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
