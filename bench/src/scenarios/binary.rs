@@ -90,7 +90,10 @@ async fn binary_upload_hydrate(ctx: &Ctx) -> anyhow::Result<Report> {
          {blob}`), 8 files in flight. Hydrate: `POST …/sessions` (snapshot already built, holding the bytes) → \
          `synchub-agent` ready on `/readyz` (every file checked against its sha256 and renamed into place).",
     );
-    report.param("files", format!("{} × {} KiB = {} MiB", size.files, size.file_bytes / 1024, total / (1024 * 1024)));
+    report.param(
+        "files",
+        format!("{} × {} KiB = {:.1} MiB", size.files, size.file_bytes / 1024, total as f64 / (1024.0 * 1024.0)),
+    );
     report.param("repetitions (median; hub and direct alternate which goes first)", reps);
     report.param("storage", "the hub's local-disk storage (signed `/v1/objects/…` URLs served by the hub)");
     if Command::new("curl").arg("--version").stdout(Stdio::null()).status().await.is_err() {
@@ -157,7 +160,7 @@ async fn measure(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Re
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let label = format!("{} files / {} MiB", size.files, total / (1024 * 1024));
+    let label = format!("{} files / {:.1} MiB", size.files, total as f64 / (1024.0 * 1024.0));
     report.rows.push(Row::compared(
         format!("{label}: upload (hub blob flow vs direct curl PUT), median"),
         V::ms(median(&direct_up) * 1000.0),
@@ -303,8 +306,10 @@ async fn curl(config: &str, config_path: &Path) -> anyhow::Result<f64> {
     std::fs::write(config_path, config)?;
     let started = Instant::now();
     let status = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--parallel", "--parallel-max", &PARALLEL.to_string(), "--config"])
+        .args(["--no-progress-meter", "--show-error", "--fail", "--parallel", "--parallel-max", &PARALLEL.to_string()])
+        .arg("--config")
         .arg(config_path)
+        .stdout(Stdio::null())
         .status()
         .await?;
     let secs = started.elapsed().as_secs_f64();
