@@ -173,8 +173,8 @@ async fn measure(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Re
     ));
     let ms = |v: &[f64]| v.iter().map(|s| (s * 1000.0).round()).collect::<Vec<_>>();
     report.notes.push(format!(
-        "{label}: upload hub {:?} ms ({:.0} MiB/s median), direct {:?} ms ({:.0} MiB/s); hydrate agent {:?} ms \
-         ({:.0} MiB/s), direct {:?} ms ({:.0} MiB/s); snapshot {} bytes",
+        "{label}: upload hub {:?} ms ({:.1} MiB/s median), direct {:?} ms ({:.1} MiB/s); hydrate agent {:?} ms \
+         ({:.1} MiB/s), direct {:?} ms ({:.1} MiB/s); snapshot {} bytes",
         ms(&hub_up),
         rate(total, median(&hub_up)),
         ms(&direct_up),
