@@ -17,6 +17,9 @@ use synchub_protocol::FileResponse;
 /// 256 MiB; a deflated archive is smaller than that).
 pub const MAX_DOWNLOAD_BYTES: u64 = 320 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// One blob read (at most 50 MiB), headers and body.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -33,6 +36,8 @@ pub enum HubError {
     },
     #[error("snapshot download is larger than {MAX_DOWNLOAD_BYTES} bytes")]
     TooLarge,
+    #[error("{what}: not a usable URL")]
+    BadUrl { what: &'static str },
     #[error("writing the download: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -64,6 +69,9 @@ impl HubClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Redirects are followed by hand (`storage_get`), so the bearer token only ever
+            // goes to the hub, never to the storage a blob read redirects to.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| HubError::Http { what: "building the HTTP client", source })?;
         Ok(Self { http, base, project_id, token: Arc::new(RwLock::new(token)) })
@@ -157,12 +165,8 @@ impl HubClient {
     pub async fn download(&self, url: &str, file: &mut std::fs::File) -> Result<u64, HubError> {
         let what = "snapshot download";
         let mut response = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(600))
-            .send()
-            .await
-            .map_err(|source| HubError::Http { what, source })?;
+            .storage_get(what, url.parse().map_err(|_| HubError::BadUrl { what })?, Duration::from_secs(600))
+            .await?;
         if !response.status().is_success() {
             return Err(HubError::Status { what, status: response.status() });
         }
@@ -183,6 +187,61 @@ impl HubClient {
         file.rewind()?;
         Ok(written)
     }
+}
+
+impl HubClient {
+    /// `GET /v1/projects/{id}/blobs/{sha256}` (CONTRACT section 13): the answer whose body is
+    /// the bytes, from the hub itself or from the storage it redirects to. `sha256` must be
+    /// well-formed (it is a URL segment).
+    pub async fn blob(&self, sha256: &str) -> Result<reqwest::Response, HubError> {
+        let what = "blob";
+        let url = self.endpoint(&format!("v1/projects/{}/blobs/{sha256}", self.project_id));
+        let response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token().0)
+            .timeout(BLOB_TIMEOUT)
+            .send()
+            .await
+            .map_err(|source| HubError::Http { what, source })?;
+        match redirect_target(&url, &response) {
+            Some(next) => checked(what, self.storage_get(what, next, BLOB_TIMEOUT).await?),
+            None => checked(what, response),
+        }
+    }
+
+    /// A GET without the bearer token (signed URLs carry their own signature), following
+    /// at most [`MAX_REDIRECTS`] redirects.
+    async fn storage_get(
+        &self,
+        what: &'static str,
+        mut url: Url,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, HubError> {
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self
+                .http
+                .get(url.clone())
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| HubError::Http { what, source })?;
+            match redirect_target(&url, &response) {
+                Some(next) => url = next,
+                None => return Ok(response),
+            }
+        }
+        Err(HubError::Status { what, status: StatusCode::LOOP_DETECTED })
+    }
+}
+
+/// Where a redirect answer points (relative locations resolved against `url`).
+fn redirect_target(url: &Url, response: &reqwest::Response) -> Option<Url> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    url.join(location).ok()
 }
 
 fn checked(what: &'static str, response: reqwest::Response) -> Result<reqwest::Response, HubError> {

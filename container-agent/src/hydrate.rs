@@ -104,8 +104,9 @@ fn work_dir(root: &Path) -> Result<PathBuf, HydrateError> {
     Ok(work)
 }
 
-/// Removes staging directories and downloads a killed agent left behind.
+/// Removes staging directories, downloads and fetched blobs a killed agent left behind.
 pub fn sweep_leftovers(root: &Path) {
+    crate::blobs::clear_cache(&root.join(crate::tree::BLOB_DIR));
     let Ok(entries) = std::fs::read_dir(root.join(STATE_DIR)) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();

@@ -9,11 +9,13 @@
 //! frame whenever [`applier::Applier::applied_frame_due`] says so, after
 //! [`tree::ProjectTree::save_state`]. That driving task is [`session::Session`]; around it,
 //! [`hydrate`] (snapshot download, then verify and write in one pass), [`hub`] (HTTP: latest
-//! snapshot, token refresh), [`health`] (`--health-addr`) and [`command`] (the dev server).
+//! snapshot, token refresh, blob reads), [`blobs`] (binary files' bytes, fetched and
+//! verified before the change that names them is applied), [`health`] (`--health-addr`) and [`command`] (the dev server).
 //! Reconnect delays come from [`synchub_protocol::Backoff`], shared with the hub, cut short
 //! by a cheap TCP probe ([`reconnect`]).
 
 pub mod applier;
+pub mod blobs;
 pub mod command;
 pub mod health;
 pub mod hub;

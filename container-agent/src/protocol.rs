@@ -5,8 +5,8 @@
 //! older agent.
 
 pub use synchub_protocol::{
-    BulkApplyPayload, ClientFrame, DeletedFile, ErrorFrame, Event, EventFrame, ProjectDeletedPayload, Ref, SafeU64,
-    ServerFrame, Token, UpdatedFile, channel_name,
+    BlobRef, BulkApplyPayload, ClientFrame, DeletedFile, ErrorFrame, Event, EventFrame, ProjectDeletedPayload, Ref,
+    SafeU64, ServerFrame, Token, UpdatedFile, channel_name,
 };
 
 /// What one event changes in the project.

@@ -14,14 +14,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
-use crate::applier::{ApplyError, Outcome};
+use crate::applier::{Admission, ApplyError, Outcome};
+use crate::blobs::{self, BlobFetcher};
 use crate::health::SharedStatus;
 use crate::hub::{HubClient, HubError, refresh_delay, token_expiry};
 use crate::hydrate::{HydrateError, hydrate};
-use crate::protocol::{Change, ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
+use crate::protocol::{Change, ClientFrame, EventFrame, ServerFrame, UpdatedFile, channel_name, wire_seq};
 use crate::reconnect::Reconnect;
-use crate::tree::ProjectTree;
-use synchub_protocol::{Event, FileDeltaPayload, FileUpdatePayload, UpdatedFile, close, delta};
+use crate::tree::{ProjectTree, is_sha256_hex};
+use synchub_protocol::{Event, FileDeltaPayload, FileUpdatePayload, close, delta};
 
 use crate::Applier;
 
@@ -76,6 +77,8 @@ pub struct Session {
     refreshes: watch::Receiver<Refresh>,
     /// The backlog this connection's join replays, while it is being received.
     backlog: Option<Backlog>,
+    /// Binary files' bytes, fetched before the change that needs them is applied.
+    blobs: BlobFetcher,
 }
 
 /// The events a join replays (`since` < the `joined` cursor), held so that a run of them
@@ -154,7 +157,9 @@ impl Session {
         let channel = channel_name(hub.project_id());
         let probe_target = hub.probe_target();
         let (_, refreshes) = watch::channel(Refresh::Fresh(0));
+        let blobs = BlobFetcher::new(hub.clone(), tree.root_path());
         Self {
+            blobs,
             hub,
             tree,
             applier: Applier::new(0),
@@ -375,7 +380,7 @@ impl Session {
         {
             return Some(ended);
         }
-        self.on_frame(frame)
+        self.on_frame(frame).await
     }
 
     /// Turns a delta event (CONTRACT section 12) into the full `file:update` it stands for:
@@ -421,7 +426,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: ServerFrame) -> Option<Ended> {
+    async fn on_frame(&mut self, frame: ServerFrame) -> Option<Ended> {
         match frame {
             ServerFrame::Joined { cursor, .. } => {
                 tracing::info!(cursor, since = self.applier.since(), "joined");
@@ -439,7 +444,7 @@ impl Session {
                 });
                 None
             }
-            ServerFrame::Event(event) if event.channel == self.channel => self.on_event(&event),
+            ServerFrame::Event(event) if event.channel == self.channel => self.on_event(&event).await,
             ServerFrame::ResyncRequired { oldest_seq, .. } => {
                 tracing::warn!(oldest_seq, since = self.applier.since(), "history trimmed; rehydrating");
                 Some(Ended::Resync)
@@ -452,18 +457,71 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, event: &EventFrame) -> Option<Ended> {
+    async fn on_event(&mut self, event: &EventFrame) -> Option<Ended> {
         self.status.update(|s| s.cursor = s.cursor.max(event.seq));
         if self.backlog.as_ref().is_some_and(|backlog| event.seq <= backlog.until) {
-            return self.hold(event);
+            return self.hold(event).await;
         }
-        let outcome = tokio::task::block_in_place(|| self.applier.handle_event(&mut self.tree, event));
-        self.settle(event, outcome)
+        if self.applier.admit(event.seq) != Admission::Next {
+            // A duplicate or a gap: nothing to fetch, the applier says which.
+            let outcome = self.applier.handle_event(&mut self.tree, event);
+            return self.settle(event, outcome);
+        }
+        let change = match Change::of(event) {
+            Ok(change) => change,
+            Err(source) => {
+                let error = ApplyError::Malformed { seq: event.seq, event: event.event.clone(), source };
+                return self.settle(event, Err(error));
+            }
+        };
+        let fetched = match self.fetch_blobs(std::slice::from_ref(&change)).await {
+            Ok(fetched) => fetched,
+            Err(ended) => return Some(ended),
+        };
+        let outcome = tokio::task::block_in_place(|| self.applier.handle(&mut self.tree, event.seq, &change));
+        if fetched {
+            self.blobs.clear();
+        }
+        self.settle(event, outcome.map_err(ApplyError::from))
+    }
+
+    /// Fetches the blobs `changes` need that the tree does not already hold (CONTRACT
+    /// section 13), before they are applied: `applied_seq` only moves once the bytes are
+    /// written. `Ok(true)` when something was fetched (the caller empties the cache after
+    /// applying). A transient failure (retried in [`BlobFetcher::ensure`] first) ends the
+    /// connection, so the join replays the change later; a blob that cannot be had at all
+    /// means rehydrating from a snapshot, which carries binary files' bytes.
+    async fn fetch_blobs(&mut self, changes: &[Change]) -> Result<bool, Ended> {
+        let wanted: Vec<_> = tokio::task::block_in_place(|| {
+            blobs::needed(changes)
+                .into_iter()
+                // A malformed address is the tree's to refuse, like a bad path.
+                .filter(|(path, blob)| {
+                    is_sha256_hex(&blob.sha256) && !self.tree.has_content(path, blob.size.get(), &blob.sha256)
+                })
+                .map(|(_, blob)| blob.clone())
+                .collect()
+        });
+        for blob in &wanted {
+            if let Err(error) = self.blobs.ensure(blob).await {
+                self.blobs.clear();
+                if error.is_unauthorized() {
+                    return Err(Ended::Unauthorized);
+                }
+                if error.is_transient() {
+                    tracing::warn!(%error, "a binary file could not be fetched; reconnecting");
+                    return Err(Ended::Lost(error.to_string()));
+                }
+                tracing::error!(%error, "a binary file cannot be fetched; rehydrating");
+                return Err(Ended::Resync);
+            }
+        }
+        Ok(!wanted.is_empty())
     }
 
     /// Holds one backlog event; applies the held run when the backlog is complete or the
     /// run reaches its bounds.
-    fn hold(&mut self, event: &EventFrame) -> Option<Ended> {
+    async fn hold(&mut self, event: &EventFrame) -> Option<Ended> {
         let backlog = self.backlog.as_mut()?;
         let expected = backlog.next_seq();
         if event.seq < expected {
@@ -481,9 +539,11 @@ impl Session {
                 return Some(Ended::Resync);
             }
         };
+        // Binary files count by their size: their blobs are fetched into the cache for the batch.
+        let file_bytes = |f: &UpdatedFile| f.content.len() + f.blob.as_ref().map_or(0, |b| b.size.get() as usize);
         backlog.held_bytes += match &change {
-            Change::Update(file) => file.content.len(),
-            Change::Bulk(bulk) => bulk.files.iter().map(|f| f.content.len()).sum(),
+            Change::Update(file) => file_bytes(file),
+            Change::Bulk(bulk) => bulk.files.iter().map(file_bytes).sum(),
             _ => 0,
         };
         if matches!(change, Change::ProjectDeleted(_)) {
@@ -499,7 +559,14 @@ impl Session {
             if complete {
                 self.backlog = None;
             }
+            let fetched = match self.fetch_blobs(&held).await {
+                Ok(fetched) => fetched,
+                Err(ended) => return Some(ended),
+            };
             let outcome = tokio::task::block_in_place(|| self.applier.handle_batch(&mut self.tree, first_seq, &held));
+            if fetched {
+                self.blobs.clear();
+            }
             tracing::debug!(first_seq, events = held.len(), "applied a backlog batch");
             return self.settle(event, outcome.map_err(ApplyError::from));
         }

@@ -36,6 +36,16 @@ use staging::Staged;
 
 pub use ownership::{AgentState, STATE_DIR, STATE_PATH};
 
+/// The blob cache: binary files' bytes fetched by sha256 (`<sha256>` files), each verified
+/// before it is renamed in; emptied after every applied change.
+pub const BLOB_DIR: &str = ".synchub/blobs";
+
+/// Whether `text` is a sha256 in lowercase hex: blob addresses become file and URL names,
+/// so anything else is refused before it is used.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// sha256 of `bytes`, lowercase hex (the hub's `content_hash`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -54,6 +64,12 @@ pub enum TreeError {
     Conflict { path: String },
     #[error("refused {path:?}: content does not match its sha256 {expected}")]
     HashMismatch { path: String, expected: String },
+    /// A binary file's bytes are not in the blob cache (or no longer match): fetch them
+    /// first. Not a refusal: the change must not count as applied without them.
+    #[error("the bytes of {path:?} (blob {sha256}) are not fetched")]
+    BlobMissing { path: String, sha256: String },
+    #[error("refused {path:?}: blob address {sha256:?} is not a sha256")]
+    InvalidBlob { path: String, sha256: String },
     #[error("staged snapshot file {path:?} is unusable: {reason}")]
     Staging { path: String, reason: String },
     #[error("i/o error on {path:?}: {source}")]
@@ -71,7 +87,7 @@ impl TreeError {
     /// are refusals, so that one bad path cannot wedge the agent in a rehydration loop.
     pub fn is_refusal(&self) -> bool {
         match self {
-            TreeError::Staging { .. } => false,
+            TreeError::Staging { .. } | TreeError::BlobMissing { .. } => false,
             TreeError::Io { source, .. } => !is_tree_wide(source),
             _ => true,
         }
@@ -84,6 +100,8 @@ impl TreeError {
             | TreeError::Symlink { path }
             | TreeError::Conflict { path }
             | TreeError::HashMismatch { path, .. }
+            | TreeError::BlobMissing { path, .. }
+            | TreeError::InvalidBlob { path, .. }
             | TreeError::Staging { path, .. }
             | TreeError::Io { path, .. } => path,
         }
@@ -252,6 +270,13 @@ impl ProjectTree {
         (content.len() as u64 <= max_bytes).then_some(content)
     }
 
+    /// Whether `path` is a regular file of `size` bytes with this sha256 (a binary file
+    /// already there needs no fetch).
+    pub fn has_content(&self, path: &str, size: u64, sha256: &str) -> bool {
+        let Ok(path) = checked(path) else { return false };
+        matches!(resolve_parent(&self.root, path, false), Ok(Some((dir, name))) if confine::same_content(&dir, name, size, sha256))
+    }
+
     /// Deletes an owned file (or a symlink that took its place: the link, never its
     /// target). Files the agent does not own are left alone.
     pub fn delete_file(&mut self, path: &str) -> Result<DeleteOutcome, TreeError> {
@@ -405,6 +430,9 @@ impl ProjectTree {
 
     fn stage_update(&self, file: &UpdatedFile) -> Result<Option<Staged>, TreeError> {
         let path = checked(&file.file_path)?;
+        if let Some(blob) = &file.blob {
+            return self.stage_blob(path, blob);
+        }
         let sha = sha256_hex(file.content.as_bytes());
         if !sha.eq_ignore_ascii_case(&file.content_hash) {
             return Err(TreeError::HashMismatch { path: path.to_owned(), expected: file.content_hash.clone() });

@@ -13,6 +13,7 @@ use crate::harness::Ctx;
 use crate::report::Report;
 
 pub mod agent;
+pub mod binary;
 pub mod browser_typing;
 pub mod delta_payloads;
 pub mod fanout;
@@ -95,6 +96,11 @@ pub const ALL: &[Scenario] = &[
         name: "agent_resume",
         summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits land: reconnect → converged",
         run: agent::run_resume,
+    },
+    Scenario {
+        name: "binary_upload_hydrate",
+        summary: "issue 17: 1,000 random-byte images / 200 MiB (quick: 40 × 20 KiB) uploaded through the blob flow and hydrated by the agent; baseline: curl --parallel PUT/GET of the same amount to/from signed storage URLs, alternated",
+        run: binary::run,
     },
     Scenario {
         name: "browser_typing",

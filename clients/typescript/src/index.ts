@@ -14,6 +14,9 @@ import { Project, type ProjectContext, type ProjectOptions, type Timing } from "
 export { Project, IndexedDbStore, MemoryStore };
 export type { Store, ProjectOptions, Timing };
 export type { ChangeEvent, Conflict, ConflictPolicy, Status } from "./project.js";
+export { SynchubError, sha256Hex, STRAIGHT_MAX_BYTES, MAX_BINARY_BYTES } from "./binary.js";
+export type { BinaryInfo, BinaryWriteOptions, BinaryWriteResult } from "./binary.js";
+export { NetworkError } from "./http.js";
 export type * as Wire from "./wire.js";
 
 export type TokenSource = string | (() => string | Promise<string>);

@@ -15,8 +15,10 @@
  */
 import { applyVerified, deltaWorthSending } from "./delta.js";
 import { backoffMs, encodePath, type HttpResult, NetworkError, request, uuid } from "./http.js";
+import { type BinaryInfo, type BinaryIo, type BinaryWriteOptions, type BinaryWriteResult, readBinary, writeBinary } from "./binary.js";
 import type { Store } from "./storage.js";
 import type {
+  BlobRef,
   DeleteFileResponse,
   EditorStateResponse,
   ErrorDetail,
@@ -36,6 +38,8 @@ export type ConflictPolicy = "server" | "client";
 export interface ChangeEvent {
   path: string;
   content?: string;
+  /** A binary file's new bytes, by address: fetch them with `readBinary(path)`. */
+  binary?: BinaryInfo;
   deleted?: boolean;
   origin: "local" | "remote";
   seq?: number;
@@ -57,6 +61,8 @@ export interface Conflict {
 
 interface Known {
   content?: string;
+  /** A binary file (no `content`): its bytes' address. */
+  blob?: BlobRef;
   version: number;
   deleted?: boolean;
 }
@@ -214,14 +220,41 @@ export class Project {
     for (const d of this.drafts.values()) if (d.pending || d.inflight) n++;
     return n;
   }
-  /** Paths currently present locally (server files plus local drafts, minus local deletes). */
+  /** Paths currently present locally (server files plus local drafts, minus local deletes), binary files included. */
   paths(): string[] {
     const all = new Set([...this.known.keys(), ...this.drafts.keys()]);
-    return [...all].filter((p) => this.read(p) !== undefined).sort();
+    return [...all].filter((p) => !this.view(p).deleted).sort();
   }
+  /** A text file's content; undefined when absent or binary (see {@link binary}). */
   read(path: string): string | undefined {
     const view = this.view(path);
-    return view.deleted ? undefined : view.content;
+    return view.deleted || view.blob ? undefined : view.content;
+  }
+  /** A binary file's address and version, as last known; undefined for text or absent files. */
+  binary(path: string): (BinaryInfo & { version: number }) | undefined {
+    const view = this.view(path);
+    return !view.deleted && view.blob ? { sha256: view.blob.sha256, size: view.blob.size, version: view.version } : undefined;
+  }
+  /**
+   * Writes a binary file (CONTRACT section 13; `data` up to 50 MiB). Online-only: not queued
+   * as a draft; resolves once the hub has it, rejects with a {@link SynchubError} when the hub
+   * refuses (e.g. `version_conflict`: the file changed since this client last saw it) or with
+   * a NetworkError after a few retries (the same `op_id`, so applied at most once). Unsent
+   * text of the same path is refused: flush() first.
+   */
+  async writeBinary(path: string, data: Blob | ArrayBuffer | Uint8Array, options: BinaryWriteOptions = {}): Promise<BinaryWriteResult> {
+    if (this.closed) throw new Error("project is closed");
+    const d = this.drafts.get(path);
+    if (d?.pending || d?.inflight) throw new Error(`synchub: ${path} has unsent text; flush() before writing it as binary`);
+    const blob = data instanceof Blob ? data : new Blob([data as BlobPart]);
+    const expected = options.expectedVersion === undefined ? this.knownVersion(path) : options.expectedVersion;
+    const written = await writeBinary(this.binaryIo(), path, blob, expected, options);
+    await this.setKnown(path, { version: written.version, blob: { sha256: written.sha256, size: written.size } }, false, undefined, "local");
+    return written;
+  }
+  /** A file's bytes (a binary file's checked against its sha256; a text file's as UTF-8). Online-only. */
+  readBinary(path: string): Promise<Blob> {
+    return readBinary(this.binaryIo(), path);
   }
   conflicts(): Conflict[] {
     return [...this.conflictList];
@@ -237,18 +270,20 @@ export class Project {
     this.localChange(path, { content });
   }
   delete(path: string): void {
-    if (this.read(path) === undefined) return;
+    if (this.view(path).deleted) return;
     this.localChange(path, { deleted: true });
   }
   /**
    * Renames a file: local at once, then sent as one atomic `files:move` (one `bulk:apply` for
    * everyone else). Unsent text of `from` is carried over to `to` and written after the move.
-   * Throws when `to` exists. A file the hub has never had is just written at `to` instead.
+   * Throws when `to` exists, or when `from` is binary. A file the hub has never had is just
+   * written at `to` instead.
    */
   move(from: string, to: string): void {
+    if (this.binary(from)) throw new Error(`synchub: ${from} is binary: move it with readBinary, writeBinary and delete`);
     const content = this.read(from);
     if (content === undefined || from === to) return;
-    if (this.read(to) !== undefined) throw new Error(`synchub: cannot move ${from}: ${to} exists`);
+    if (!this.view(to).deleted) throw new Error(`synchub: cannot move ${from}: ${to} exists`);
     const d = this.drafts.get(from);
     // Whether `from` exists on the hub by the time the move is sent (after what is in flight).
     const fromOnHub = d?.inflight ? !d.inflight.deleted : this.knownVersion(from) > 0 || d?.pending?.afterMove !== undefined;
@@ -682,9 +717,12 @@ export class Project {
     this.checkFlush();
   }
 
-  private emitView(path: string): void {
-    const content = this.read(path);
-    this.emit("change", content === undefined ? { path, deleted: true, origin: "remote" } : { path, content, origin: "remote" });
+  private emitView(path: string, origin: "local" | "remote" = "remote", seq?: number): void {
+    const view = this.view(path);
+    const at = seq === undefined ? {} : { seq };
+    if (view.deleted) this.emit("change", { path, deleted: true, origin, ...at });
+    else if (view.blob) this.emit("change", { path, binary: { sha256: view.blob.sha256, size: view.blob.size }, origin, ...at });
+    else this.emit("change", { path, content: view.content, origin, ...at });
   }
 
   private nextBackoff(): number {
@@ -709,16 +747,26 @@ export class Project {
   private async conflict(path: string, w: Inflight, error: ErrorDetail): Promise<void> {
     const current = error.current_version ?? 0;
     let server: { content: string | null; version: number } = { content: null, version: current };
+    // A binary server copy has no text (`content` stays null): it is kept as known by address.
+    let serverBlob: BlobRef | undefined;
     try {
       const got = await this.http<FileResponse>("GET", `/files/${encodePath(path)}`);
-      if (got.ok) server = { content: got.body.content ?? null, version: got.body.version }; // binary files: no text
+      if (got.ok) {
+        server = { content: got.body.content ?? null, version: got.body.version };
+        serverBlob = got.body.blob;
+      }
     } catch {
       // Offline again: the event stream brings the server copy later.
     }
     const latest = this.drafts.get(path)?.pending ?? w;
     const local = latest.deleted ? null : (latest.content ?? null);
     if (server.version >= current) {
-      await this.setKnown(path, server.content === null ? { version: server.version, deleted: true } : { version: server.version, content: server.content });
+      const next: Known = serverBlob
+        ? { version: server.version, blob: serverBlob }
+        : server.content === null
+          ? { version: server.version, deleted: true }
+          : { version: server.version, content: server.content };
+      await this.setKnown(path, next);
     }
     await this.addConflict({ path, local, server, winner: this.ctx.policy });
     if (this.ctx.policy === "server") {
@@ -760,8 +808,8 @@ export class Project {
   // ---- known server state --------------------------------------------------------------
 
   /** Records a server copy unless a newer one is known already (versions only grow). */
-  private async setKnown(path: string, next: Known, force = false, seq?: number): Promise<boolean> {
-    const before = this.read(path);
+  private async setKnown(path: string, next: Known, force = false, seq?: number, origin: "local" | "remote" = "remote"): Promise<boolean> {
+    const before = this.fingerprint(path);
     let changed = false;
     const stored = await this.ctx.store.update<Known>(`f/${path}`, (k) => {
       if (!force && k && k.version > next.version) return k;
@@ -772,9 +820,15 @@ export class Project {
     if (stored) this.known.set(path, stored);
     if (!changed) return false;
     this.post({ t: "known", path });
-    const after = this.read(path);
-    if (after !== before) this.emit("change", { path, content: after, deleted: after === undefined || undefined, origin: "remote", seq });
+    if (this.fingerprint(path) !== before) this.emitView(path, origin, seq);
     return true;
+  }
+
+  /** What a reader sees at `path`, as one comparable value (text, binary address, or absent). */
+  private fingerprint(path: string): string | undefined {
+    const view = this.view(path);
+    if (view.deleted) return undefined;
+    return view.blob ? `\u0000blob:${view.blob.sha256}` : `\u0001${view.content ?? ""}`;
   }
 
   private async setCursor(seq: number): Promise<void> {
@@ -797,7 +851,7 @@ export class Project {
     const present = new Set<string>();
     for (const f of list.body.files) {
       present.add(f.path);
-      await this.setKnown(f.path, { version: f.version, content: f.content ?? "" }, true);
+      await this.setKnown(f.path, f.blob ? { version: f.version, blob: f.blob } : { version: f.version, content: f.content ?? "" }, true);
     }
     for (const [path, k] of this.known) {
       if (!present.has(path) && !k.deleted) await this.setKnown(path, { version: k.version, deleted: true }, true);
@@ -969,7 +1023,7 @@ export class Project {
         case "file:update": {
           const p = frame.payload;
           if (!("delta" in p)) {
-            await this.setKnown(p.file_path, { version: p.version, content: p.content }, false, frame.seq);
+            await this.setKnown(p.file_path, known(p), false, frame.seq);
             break;
           }
           const content = await this.fromDelta(p);
@@ -988,7 +1042,7 @@ export class Project {
         }
         case "bulk:apply": {
           const p = frame.payload;
-          for (const f of p.files) await this.setKnown(f.file_path, { version: f.version, content: f.content }, false, frame.seq);
+          for (const f of p.files) await this.setKnown(f.file_path, known(f), false, frame.seq);
           for (const d of p.deletes) await this.setKnown(d.file_path, { version: d.version, deleted: true }, false, frame.seq);
           break;
         }
@@ -1103,6 +1157,18 @@ export class Project {
 
   // ---- plumbing ------------------------------------------------------------------------
 
+  private binaryIo(): BinaryIo {
+    const t = this.ctx.timing;
+    return {
+      http: (method, suffix, body) => this.http(method, suffix, body),
+      fetch: this.ctx.fetch,
+      baseUrl: this.ctx.baseUrl,
+      random: this.ctx.random,
+      backoffBaseMs: t.backoffBaseMs,
+      backoffMaxMs: t.backoffMaxMs,
+    };
+  }
+
   /** One HTTP call under /v1/projects/{id}; a 401 gets one retry with a freshly fetched token. */
   private async http<T>(method: string, suffix: string, body?: unknown): Promise<HttpResult<T>> {
     const url = `${this.ctx.baseUrl}/v1/projects/${this.id}${suffix}`;
@@ -1175,11 +1241,10 @@ export class Project {
         this.kick(this.ctx.timing.debounceMs);
       }
     } else if (m.t === "known") {
-      const before = this.read(m.path);
+      const before = this.fingerprint(m.path);
       const k = await store.get<Known>(`f/${m.path}`);
       if (k) this.known.set(m.path, k);
-      const after = this.read(m.path);
-      if (after !== before) this.emit("change", { path: m.path, content: after, deleted: after === undefined || undefined, origin: "remote" });
+      if (this.fingerprint(m.path) !== before) this.emitView(m.path);
     } else if (m.t === "conflict") {
       this.conflictList = (await store.entries<Conflict>("c/")).map(([, c]) => c).sort((a, b) => a.at.localeCompare(b.at));
     } else if (m.t === "flush" && this.leader) {
@@ -1187,4 +1252,9 @@ export class Project {
       this.kick(0);
     }
   }
+}
+
+/** The known state an updated file of an event carries: its text, or its blob address. */
+function known(file: { version: number; content?: string; blob?: BlobRef }): Known {
+  return file.blob ? { version: file.version, blob: file.blob } : { version: file.version, content: file.content };
 }

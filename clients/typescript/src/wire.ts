@@ -46,6 +46,13 @@ export type PutFileRequest = P.PutFileRequest;
 /** `PATCH /v1/projects/{id}/files/{path}`: the text as a Fossil delta (CONTRACT section 12). */
 export type PatchFileRequest = P.PatchFileRequest;
 export type PutFileResponse = P.PutFileResponse;
+/** A binary file's bytes by address: `{sha256, size}` (CONTRACT section 13). */
+export type BlobRef = P.BlobRef;
+/** `PUT /v1/projects/{id}/files/{path}` `{blob}`: a binary file whose bytes the hub holds. */
+export type PutBlobFileRequest = P.PutBlobFileRequest;
+/** `POST /v1/projects/{id}/blobs` */
+export type BlobUploadRequest = P.BlobUploadRequest;
+export type BlobUploadResponse = P.BlobUploadResponse;
 /** `DELETE /v1/projects/{id}/files/{path}?expected_version=N&op_id=U` */
 export type DeleteFileResponse = P.DeleteFileResponse;
 /** `POST /v1/projects/{id}/files:bulk` */

@@ -10,8 +10,9 @@ use cap_std::fs::{Dir, File, OpenOptions};
 use sha2::{Digest, Sha256};
 use snapshot_builder::ManifestFile;
 
-use super::confine::{open_regular, resolve_parent, same_content};
-use super::{ProjectTree, TreeError, io_error};
+use super::confine::{open_dir_path, open_regular, resolve_parent, same_content};
+use super::{BLOB_DIR, ProjectTree, TreeError, io_error, is_sha256_hex};
+use crate::protocol::BlobRef;
 
 /// Temp files are `.synchub-tmp-<pid>-<n>`, next to their target.
 pub(super) const TEMP_PREFIX: &str = ".synchub-tmp-";
@@ -48,23 +49,39 @@ impl ProjectTree {
             return Ok(None);
         }
         let (mut file, staged) = Staged::create(&self.root, &dir, path)?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; COPY_BUFFER];
-        loop {
-            let n = match source.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(staging_error(e.to_string())),
-            };
-            hasher.update(&buffer[..n]);
-            file.write_all(&buffer[..n]).map_err(|e| io_error(path, e))?;
-        }
-        let actual = hex::encode(hasher.finalize());
-        if !actual.eq_ignore_ascii_case(&entry.sha256) {
-            return Err(staging_error(format!("sha256 {actual} does not match the manifest")));
+        match copy_checked(&mut source, &mut file, &entry.sha256, len) {
+            Ok(()) => {}
+            Err(CopyError::Source(e)) => return Err(staging_error(e.to_string())),
+            Err(CopyError::Target(e)) => return Err(io_error(path, e)),
+            Err(CopyError::Mismatch(reason)) => return Err(staging_error(format!("{reason}; not the manifest's"))),
         }
         self.finish_temp(file, staged)
+    }
+
+    /// Stages a binary file from the verified blob cache (`.synchub/blobs/<sha256>`, filled
+    /// by [`crate::blobs`]), or `None` when the file already holds those bytes. The bytes are
+    /// hashed again on the way: a cache file that does not match is removed and nothing is
+    /// staged (the caller fetches again).
+    pub(super) fn stage_blob(&self, path: &str, blob: &BlobRef) -> Result<Option<Staged>, TreeError> {
+        let missing = || TreeError::BlobMissing { path: path.to_owned(), sha256: blob.sha256.clone() };
+        if !is_sha256_hex(&blob.sha256) {
+            return Err(TreeError::InvalidBlob { path: path.to_owned(), sha256: blob.sha256.clone() });
+        }
+        let (dir, name) = self.target_dir(path)?;
+        if same_content(&dir, name, blob.size.get(), &blob.sha256) {
+            return Ok(None);
+        }
+        let cache = open_dir_path(&self.root, BLOB_DIR, path, false)?.ok_or_else(missing)?;
+        let mut source = open_regular(&cache, &blob.sha256).map_err(|_| missing())?;
+        let (mut file, staged) = Staged::create(&self.root, &dir, path)?;
+        match copy_checked(&mut source, &mut file, &blob.sha256, blob.size.get()) {
+            Ok(()) => self.finish_temp(file, staged),
+            Err(CopyError::Target(e)) => Err(io_error(path, e)),
+            Err(CopyError::Source(_) | CopyError::Mismatch(_)) => {
+                let _ = cache.remove_file(&blob.sha256);
+                Err(missing())
+            }
+        }
     }
 
     pub(super) fn finish_temp(&self, file: File, staged: Staged) -> Result<Option<Staged>, TreeError> {
@@ -94,6 +111,41 @@ impl ProjectTree {
         self.own(&staged.path);
         Ok(())
     }
+}
+
+enum CopyError {
+    Source(io::Error),
+    Target(io::Error),
+    /// The bytes read are not `len` bytes with the expected sha256.
+    Mismatch(String),
+}
+
+/// Copies `source` into `target`, checking on the way that it is exactly `len` bytes with
+/// sha256 `sha` (reading at most one byte more than `len`).
+fn copy_checked(source: &mut File, target: &mut File, sha: &str, len: u64) -> Result<(), CopyError> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    let mut copied = 0u64;
+    let mut limited = Read::by_ref(source).take(len.saturating_add(1));
+    loop {
+        let n = match limited.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Source(e)),
+        };
+        copied += n as u64;
+        if copied > len {
+            return Err(CopyError::Mismatch(format!("more than {len} bytes")));
+        }
+        hasher.update(&buffer[..n]);
+        target.write_all(&buffer[..n]).map_err(CopyError::Target)?;
+    }
+    let actual = hex::encode(hasher.finalize());
+    if copied != len || !actual.eq_ignore_ascii_case(sha) {
+        return Err(CopyError::Mismatch(format!("{copied} bytes with sha256 {actual}")));
+    }
+    Ok(())
 }
 
 /// `.synchub-tmp-<digits>-<digits>`: the names this agent gives its temp files.

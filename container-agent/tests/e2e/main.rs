@@ -6,8 +6,9 @@
 //! This file is the harness (a killable hub, the world around it, the agent process); the
 //! tests live in `sync` (hydration, live edits, confinement), `resilience` (hub restarts,
 //! network cuts, gaps in the log) and `lifecycle` (revocation, the dev command, token
-//! refresh).
+//! refresh) and `binary` (binary files hydrated and followed byte for byte).
 
+mod binary;
 mod lifecycle;
 mod resilience;
 mod sync;

@@ -14,6 +14,8 @@ const pendingEl = $<HTMLSpanElement>("pending");
 const conflictsEl = $<HTMLDivElement>("conflicts");
 const logEl = $<HTMLDivElement>("log");
 const tabsEl = $<HTMLDivElement>("tabs");
+const previewEl = $<HTMLDivElement>("preview");
+const uploadInput = $<HTMLInputElement>("upload");
 
 const hub = location.origin;
 let client: Client | undefined;
@@ -72,6 +74,23 @@ $("new-file").addEventListener("click", () => {
   if (project.read(path) === undefined) project.write(path, "");
   select(path);
 });
+// Any file from the disk, stored as a binary file (CONTRACT section 13) under its name.
+$("upload-file").addEventListener("click", () => uploadInput.click());
+uploadInput.addEventListener("change", async () => {
+  const file = uploadInput.files?.[0];
+  uploadInput.value = "";
+  const path = file && prompt("Store as:", file.name)?.trim();
+  if (!project || !file || !path) return;
+  try {
+    showStatus("saving", `Uploading ${file.size} bytes`);
+    await project.writeBinary(path, file);
+    renderStatus();
+    select(path);
+  } catch (err) {
+    showStatus("error", "Upload failed");
+    alert(err instanceof Error ? err.message : String(err));
+  }
+});
 $("rename-file").addEventListener("click", () => {
   const from = active;
   const to = from && prompt(`Rename ${from} to:`, from)?.trim();
@@ -121,7 +140,8 @@ async function openProject(id: string): Promise<void> {
 
 function restoreEditorState(state: unknown): void {
   const s = state as { open?: string[]; active?: string } | null;
-  open = s?.open?.filter((p) => project?.read(p) !== undefined) ?? [];
+  const present = new Set(project?.paths() ?? []);
+  open = s?.open?.filter((p) => present.has(p)) ?? [];
   active = s?.active && open.includes(s.active) ? s.active : open[0];
   renderTabs();
   renderEditor();
@@ -149,10 +169,55 @@ editor.addEventListener("input", () => {
   if (project && active) project.write(active, editor.value);
 });
 
+/** The binary file shown (its sha256), so a re-render does not fetch it again. */
+let previewed: string | undefined;
+
+/** A data: URL (the page's CSP allows `img-src 'self' data:`, not blob: URLs). */
+function dataUrl(blob: Blob): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+/** A binary file: its size, and the image itself when it is one (fetched and checked). */
+function renderPreview(path: string | undefined): void {
+  const info = path ? project?.binary(path) : undefined;
+  previewEl.hidden = info === undefined;
+  editor.hidden = info !== undefined;
+  if (!info || !path) {
+    previewed = undefined;
+    return;
+  }
+  const key = `${path}\u0000${info.sha256}`;
+  if (previewed === key) return;
+  previewed = key;
+  const caption = document.createElement("p");
+  caption.textContent = `${path}: binary, ${info.size.toLocaleString()} bytes (sha256 ${info.sha256.slice(0, 12)}…)`;
+  previewEl.replaceChildren(caption);
+  if (!/\.(png|jpe?g|gif|webp|avif|svg|ico)$/i.test(path)) return;
+  const p = project!;
+  void p.readBinary(path).then(dataUrl).then(
+    (url) => {
+      if (previewed !== key) return;
+      const img = document.createElement("img");
+      img.src = url;
+      img.alt = path;
+      previewEl.append(img);
+    },
+    (err) => caption.append(` — preview failed: ${err instanceof Error ? err.message : String(err)}`),
+  );
+}
+
 function renderEditor(): void {
+  renderPreview(active);
   const content = active ? project?.read(active) : undefined;
+  const binary = active ? project?.binary(active) !== undefined : false;
   editor.disabled = content === undefined;
-  for (const id of ["rename-file", "delete-file"]) $<HTMLButtonElement>(id).disabled = content === undefined;
+  $<HTMLButtonElement>("rename-file").disabled = content === undefined;
+  $<HTMLButtonElement>("delete-file").disabled = content === undefined && !binary;
   if (content === undefined) editor.value = "";
   else if (editor.value !== content) {
     const { selectionStart, selectionEnd } = editor;
@@ -192,7 +257,7 @@ function renderTree(flash?: string): void {
       rows.push(row);
     }
     const li = document.createElement("li");
-    li.textContent = parts.at(-1)!;
+    li.textContent = parts.at(-1)! + (project?.binary(path) ? " ◆" : "");
     li.title = path;
     li.dataset.path = path;
     li.style.paddingLeft = `${parts.length - 1 + 0.4}rem`;
@@ -256,7 +321,7 @@ function showStatus(state: string, text: string): void {
 /** Remote changes of one event (same seq) are logged as one line: a move reads as a move. */
 const bySeq = new Map<number, ChangeEvent[]>();
 function logChange(e: ChangeEvent): void {
-  if (e.seq === undefined) return log(`${e.deleted ? "deleted" : "updated"} ${e.path}`);
+  if (e.seq === undefined) return log(describe(e));
   const seq = e.seq;
   const group = bySeq.get(seq);
   if (group) return void group.push(e);
@@ -267,8 +332,12 @@ function logChange(e: ChangeEvent): void {
     const gone = all.filter((c) => c.deleted);
     const here = all.filter((c) => !c.deleted);
     if (gone.length === 1 && here.length === 1) return log(`moved ${gone[0]!.path} → ${here[0]!.path}`);
-    for (const c of all) log(`${c.deleted ? "deleted" : "updated"} ${c.path}`);
+    for (const c of all) log(describe(c));
   }, 100);
+}
+
+function describe(e: ChangeEvent): string {
+  return `${e.deleted ? "deleted" : "updated"} ${e.path}${e.binary ? ` (binary, ${e.binary.size} bytes)` : ""}`;
 }
 
 function log(text: string): void {

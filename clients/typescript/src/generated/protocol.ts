@@ -158,7 +158,12 @@ export type Event = { "event": "file:update", "payload": FileUpdatePayload } | {
  * A text file carries `content`; a binary file carries `blob` instead (and no `content`:
  * it reads as empty here, so check `blob` first).
  */
-export type UpdatedFile = { file_path: string, file_type: string, content: string, 
+export type UpdatedFile = { file_path: string, file_type: string, 
+/**
+ * Text files; absent on the wire when `blob` is set (the TypeScript client reads it as
+ * optional and handles binary files).
+ */
+content?: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
@@ -198,7 +203,12 @@ timestamp: string,
 /**
  * The user (or `service`) that wrote it.
  */
-actor: string, op_id: string | null, file_path: string, file_type: string, content: string, 
+actor: string, op_id: string | null, file_path: string, file_type: string, 
+/**
+ * Text files; absent on the wire when `blob` is set (the TypeScript client reads it as
+ * optional and handles binary files).
+ */
+content?: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */

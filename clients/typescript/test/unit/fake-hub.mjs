@@ -3,11 +3,14 @@
 // op_id idempotency, events with gapless seqs, join with since, resync_required, 409/429/401.
 // Knobs let a test cut the network, lose answers and inject errors. With `deltas` on, a
 // `file:update` goes as a Fossil delta to a socket that saw its base (CONTRACT 12);
-// `corruptDeltas` makes those deltas wrong. `PATCH …/files/{path}` applies a delta.
+// `corruptDeltas` makes those deltas wrong. `PATCH …/files/{path}` applies a delta. Binary
+// files (CONTRACT section 13): straight octet-stream PUTs, the blob flow through a fake
+// signed-URL storage at http://storage.test, reads through signed URLs (`corrupt` makes
+// storage serve wrong bytes).
 import { createHash } from "node:crypto";
 import { applyDelta, createDelta } from "fossil-delta";
 
-const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
 export class FakeHub {
   constructor() {
@@ -20,6 +23,8 @@ export class FakeHub {
     this.retention = 0; // events with seq <= retention are trimmed
     this.deltas = false;
     this.corruptDeltas = false;
+    this.blobs = new Map(); // sha256 → bytes held by the storage
+    this.corrupt = false; // storage serves altered bytes
     this.fetch = this.fetch.bind(this);
     const hub = this;
     this.WebSocket = class extends FakeSocket {
@@ -36,6 +41,13 @@ export class FakeHub {
       this.projects.set(id, p);
     }
     return p;
+  }
+
+  /** A binary write by someone else. */
+  remoteBinary(id, path, bytes) {
+    const blob = { sha256: sha256(bytes), size: bytes.length };
+    this.blobs.set(blob.sha256, bytes);
+    return this.apply(id, { kind: "put", path, blob }, "other-user");
   }
 
   /** A write by someone else, published like any other. */
@@ -60,10 +72,13 @@ export class FakeHub {
     const timestamp = new Date().toISOString();
     let event;
     let delta;
-    if (op.kind === "put") {
+    if (op.kind === "put" && op.blob) {
+      p.files.set(op.path, { blob: op.blob, version, seq });
+      event = { event: "file:update", payload: { file_path: op.path, file_type: "binary", content_hash: op.blob.sha256, version, blob: op.blob, timestamp, actor, op_id: op.op_id ?? null } };
+    } else if (op.kind === "put") {
       p.files.set(op.path, { content: op.content, version, seq });
       event = { event: "file:update", payload: { file_path: op.path, file_type: "text", content: op.content, content_hash: sha256(op.content), version, timestamp, actor, op_id: op.op_id ?? null } };
-      if (this.deltas && cur && !cur.deleted && cur.version === version - 1) {
+      if (this.deltas && cur && !cur.deleted && cur.content !== undefined && cur.version === version - 1) {
         let bytes = Buffer.from(createDelta(Buffer.from(cur.content), Buffer.from(op.content)));
         if (this.corruptDeltas) bytes = Buffer.from(createDelta(Buffer.from(cur.content), Buffer.from(op.content + "corrupted")));
         const payload = { ...event.payload, content: undefined, base_version: cur.version, base_hash: sha256(cur.content), delta: bytes.toString("base64") };
@@ -78,7 +93,7 @@ export class FakeHub {
     }
     const frame = { type: "event", channel: `realtime:project:${id}`, seq, ...event };
     p.events.push(frame);
-    const result = { status: 200, body: { path: op.path, version, content_hash: op.kind === "put" ? sha256(op.content) : "h", seq } };
+    const result = { status: 200, body: { path: op.path, version, content_hash: op.blob ? op.blob.sha256 : op.kind === "put" ? sha256(op.content) : "h", seq } };
     if (op.op_id) p.ops.set(op.op_id, result);
     for (const s of this.sockets) s.publish(id, frame, delta);
     return result;
@@ -133,7 +148,9 @@ export class FakeHub {
     await new Promise((r) => setTimeout(r, 1));
     if (this.offline) throw new TypeError("Failed to fetch");
     const u = new URL(url);
-    const req = { method: init.method ?? "GET", path: u.pathname, query: u.searchParams, body: init.body ? JSON.parse(init.body) : undefined, token: init.headers?.authorization?.slice(7) };
+    const bytes = init.body instanceof Blob ? new Uint8Array(await init.body.arrayBuffer()) : undefined;
+    const body = init.body && !bytes ? JSON.parse(init.body) : undefined;
+    const req = { method: init.method ?? "GET", host: u.host, path: u.pathname, query: u.searchParams, body, bytes, contentType: init.headers?.["content-type"], token: init.headers?.authorization?.slice(7) };
     this.requests.push(req);
     const hang = this.inject.findIndex((i) => i.hang && i.match(req));
     if (hang >= 0) {
@@ -141,8 +158,28 @@ export class FakeHub {
       this.inject.splice(hang, 1);
       return new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
     }
-    const res = this.route(req);
+    const res = req.host === "storage.test" ? this.storage(req) : this.route(req);
+    if (res.raw) return new Response(res.raw, { status: res.status });
     return new Response(JSON.stringify(res.body), { status: res.status, headers: res.headers ?? {} });
+  }
+
+  /** The signed-URL storage: PUT /up/<sha256>, GET /get/<sha256>; never sees a token. */
+  storage(req) {
+    const injected = this.inject.findIndex((i) => i.match(req));
+    if (injected >= 0) return this.inject.splice(injected, 1)[0];
+    const [, kind, sha] = req.path.split("/");
+    if (req.method === "PUT" && kind === "up") {
+      if (sha256(req.bytes) !== sha) return { status: 400, raw: "bad digest" };
+      this.blobs.set(sha, req.bytes);
+      return { status: 200, raw: "" };
+    }
+    const held = this.blobs.get(sha);
+    if (req.method === "GET" && kind === "get" && held) {
+      const served = Uint8Array.from(held);
+      if (this.corrupt && served.length > 0) served[0] ^= 0xff;
+      return { status: 200, raw: served };
+    }
+    return { status: 404, raw: "no such object" };
   }
 
   route(req) {
@@ -160,7 +197,13 @@ export class FakeHub {
     const [, id, rest = ""] = m;
     const p = this.project(id);
     if (rest === "/files" && req.method === "GET") {
-      const files = [...p.files].filter(([, f]) => !f.deleted).map(([path, f]) => ({ path, file_type: "text", content_hash: "h", version: f.version, size: f.content.length, updated_at: "", content: f.content }));
+      const files = [...p.files]
+        .filter(([, f]) => !f.deleted)
+        .map(([path, f]) =>
+          f.blob
+            ? { path, file_type: "binary", content_hash: f.blob.sha256, version: f.version, size: f.blob.size, updated_at: "", blob: f.blob }
+            : { path, file_type: "text", content_hash: "h", version: f.version, size: f.content.length, updated_at: "", content: f.content },
+        );
       return { status: 200, body: { cursor: p.events.length, files } };
     }
     if (rest === "/editor-state") {
@@ -170,12 +213,20 @@ export class FakeHub {
       return { status: 200, body: { revision: p.editorState.revision, updated_at: p.editorState.updated_at } };
     }
     if (rest === "/files:move" && req.method === "POST") return this.move(id, req.body);
+    if (rest === "/blobs" && req.method === "POST") {
+      if (this.blobs.has(req.body.sha256)) return { status: 200, body: { exists: true } };
+      return { status: 200, body: { exists: false, upload_url: `http://storage.test/up/${req.body.sha256}`, expires_at: new Date(Date.now() + 600_000).toISOString() } };
+    }
     const f = rest.match(/^\/files\/(.+)$/);
     if (f) {
       const path = f[1].split("/").map(decodeURIComponent).join("/");
       if (req.method === "GET") {
         const file = p.files.get(path);
         if (!file || file.deleted) return { status: 404, body: { error: { code: "not_found", message: "no" } } };
+        if (file.blob) {
+          const url = `http://storage.test/get/${file.blob.sha256}`;
+          return { status: 200, body: { path, file_type: "binary", binary: true, blob: file.blob, url, content_hash: file.blob.sha256, version: file.version, size: file.blob.size, updated_at: "" } };
+        }
         return { status: 200, body: { path, file_type: "text", content: file.content, content_hash: sha256(file.content), version: file.version, size: 0, updated_at: "" } };
       }
       if (req.method === "PATCH") {
@@ -191,6 +242,19 @@ export class FakeHub {
           return { status: 400, body: { error: { code: "invalid_request", message: "delta does not apply" } } };
         }
         return this.apply(id, { kind: "put", path, content, expected_version: req.body.base_version, op_id: req.body.op_id });
+      }
+      if (req.method === "PUT" && req.bytes) {
+        if (req.contentType !== "application/octet-stream") return { status: 415, body: { error: { code: "unsupported_content", message: "octet-stream only" } } };
+        if (req.bytes.length > 2 * 1024 * 1024) return { status: 413, body: { error: { code: "payload_too_large", message: "too large" } } };
+        const blob = { sha256: sha256(req.bytes), size: req.bytes.length };
+        this.blobs.set(blob.sha256, req.bytes);
+        const ev = req.query.get("expected_version");
+        return this.apply(id, { kind: "put", path, blob, expected_version: ev === null ? undefined : Number(ev), op_id: req.query.get("op_id") ?? undefined });
+      }
+      if (req.method === "PUT" && req.body.blob) {
+        const held = this.blobs.get(req.body.blob.sha256);
+        if (!held || held.length !== req.body.blob.size) return { status: 400, body: { error: { code: "invalid_request", message: "blob not held" } } };
+        return this.apply(id, { kind: "put", path, blob: req.body.blob, expected_version: req.body.expected_version, op_id: req.body.op_id });
       }
       if (req.method === "PUT") return this.apply(id, { kind: "put", path, content: req.body.content, expected_version: req.body.expected_version, op_id: req.body.op_id });
       if (req.method === "DELETE") {
