@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub_protocol::{
     BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
-    FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
+    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
     SetBaseRequest, SetBaseResponse,
 };
 
@@ -17,11 +17,12 @@ use crate::app::AppState;
 use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
+use crate::history;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn checked_path(path: &str) -> Result<&str, ApiError> {
+pub fn checked_path(path: &str) -> Result<&str, ApiError> {
     validate_path(path).map_err(|err| ApiError::InvalidPath { message: err.to_string(), path: Some(path.to_string()) })
 }
 
@@ -83,14 +84,27 @@ pub async fn list(
     Ok(Json(FileListResponse { cursor, files }))
 }
 
+/// `GET …/files/{path}`: the current file, or with `?version=N` that version; and
+/// `GET …/files/{path}/versions`, the file's history (the router's `{*path}` takes both: a
+/// path ending in the segment `versions` after another segment is the history listing).
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,
     PathArgs((_, path)): PathArgs<(String, String)>,
-) -> ApiResult<FileResponse> {
+    QueryArgs(query): QueryArgs<FileReadQuery>,
+) -> Result<Json<Value>, ApiError> {
     let id = actor.project()?;
-    let path = checked_path(&path)?;
-    Ok(Json(state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?))
+    let answer = if let Some(file) = path.strip_suffix("/versions") {
+        serde_json::to_value(history::versions(&state, &actor, checked_path(file)?, &query).await?)
+    } else if let Some(version) = query.version {
+        serde_json::to_value(history::read_version(&state, &actor, checked_path(&path)?, version).await?)
+    } else {
+        let path = checked_path(&path)?;
+        let file: FileResponse =
+            state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?;
+        serde_json::to_value(file)
+    };
+    Ok(Json(answer.map_err(ApiError::internal)?))
 }
 
 /// Creates or replaces one file as `actor` (decided for writing); answers

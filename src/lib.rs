@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod files;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod ops;

@@ -1,13 +1,15 @@
 -- The event log as readers see it: payloads, replay after a seq, retention.
 
 -- An event's payload as the contract spells it, built from the file rows it produced.
+-- A version the history task compacted has no content of its own: version_text rebuilds
+-- it (history.sql), so a client resuming from an old seq still gets the full text.
 CREATE OR REPLACE FUNCTION synchub.event_payload(e synchub.events)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT CASE e.event_type
         WHEN 'project:deleted' THEN jsonb_build_object('timestamp', synchub.ts(e.created_at))
         WHEN 'file:update' THEN (
             SELECT jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
-                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'content', coalesce(f.content, synchub.version_text(f.project_id, f.id)), 'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
             FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
         WHEN 'file:delete' THEN (
@@ -17,7 +19,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         ELSE (
             SELECT jsonb_build_object(
                 'files', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
-                    'file_type', f.file_type, 'content', f.content, 'content_hash', f.content_hash,
+                    'file_type', f.file_type, 'content', coalesce(f.content, synchub.version_text(f.project_id, f.id)), 'content_hash', f.content_hash,
                     'version', f.version) ORDER BY f.file_path) FILTER (WHERE NOT f.is_deleted), '[]'),
                 'deletes', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
                     'version', f.version) ORDER BY f.file_path) FILTER (WHERE f.is_deleted), '[]'),
@@ -42,7 +44,7 @@ BEGIN
     SELECT e.seq, e.event_type,
         CASE e.event_type
             WHEN 'file:update' THEN jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
-                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'content', coalesce(f.content, synchub.version_text(f.project_id, f.id)), 'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
             WHEN 'file:delete' THEN jsonb_build_object('file_path', f.file_path, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
