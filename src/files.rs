@@ -9,16 +9,16 @@ use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub_protocol::{
     BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
-    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
-    SetBaseRequest, SetBaseResponse,
+    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse,
+    SafeU64, SetBaseRequest, SetBaseResponse,
 };
 
 use crate::app::AppState;
 use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::history;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type};
+use crate::history;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 

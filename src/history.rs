@@ -296,7 +296,8 @@ pub async fn maintain_file(
 ) -> anyhow::Result<Option<Outcome>> {
     let mut client = db.pool().get().await?;
     let tx = client.transaction().await?;
-    let locked: bool = tx.query_one("SELECT synchub.history_lock_file($1, $2)", &[&project, &path]).await?.try_get(0)?;
+    let locked: bool =
+        tx.query_one("SELECT synchub.history_lock_file($1, $2)", &[&project, &path]).await?.try_get(0)?;
     if !locked {
         return Ok(None);
     }
@@ -550,7 +551,12 @@ mod tests {
         let fulls = rows.iter().filter(|r| r.content.is_some()).count();
         assert_eq!(fulls, 23usize.div_ceil(k as usize), "one full text per run of {k}");
         for index in 0..rows.len() {
-            assert!(hops(&rows, index) < k as usize, "version {} is {} deltas away", rows[index].version, hops(&rows, index));
+            assert!(
+                hops(&rows, index) < k as usize,
+                "version {} is {} deltas away",
+                rows[index].version,
+                hops(&rows, index)
+            );
         }
     }
 
@@ -574,7 +580,9 @@ mod tests {
             }
         }
         let young = rows.iter().filter(|r| now - r.created_at < chrono::Duration::days(1)).count();
-        assert!(rows.iter().filter(|r| now - r.created_at < chrono::Duration::days(1)).all(|r| !plan.trim.contains(&r.id)));
+        assert!(
+            rows.iter().filter(|r| now - r.created_at < chrono::Duration::days(1)).all(|r| !plan.trim.contains(&r.id))
+        );
         assert_eq!(kept.len(), young + 29 * 24 + 10, "a day of everything, 29 days hourly, 10 days daily");
         assert!(!plan.trim.contains(&rows[0].id), "never the current version");
     }

@@ -90,7 +90,13 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(Post, "/v1/projects/{id}/files:restore", Write, "Restore an earlier version of a file", history::restore)
         .body::<RestoreFileRequest>()
         .answers_json::<PutFileResponse>()
-        .route(Get, "/v1/projects/{id}/files/{*path}", Read, "Read a file (or, with ?version=N, a version of it)", files::get)
+        .route(
+            Get,
+            "/v1/projects/{id}/files/{*path}",
+            Read,
+            "Read a file (or, with ?version=N, a version of it)",
+            files::get,
+        )
         .query::<FileReadQuery>()
         .answers_json::<FileResponse>()
         .documents(

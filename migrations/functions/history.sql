@@ -62,11 +62,11 @@ BEGIN
             IF v_offset + v_count > length(p_base) THEN
                 RAISE EXCEPTION 'Fossil delta copies past the end of its base';
             END IF;
-            v_parts := v_parts || substring(p_base FROM v_offset + 1 FOR v_count);
+            v_parts := v_parts || substring(p_base FROM (v_offset + 1)::integer FOR v_count::integer);
             v_pos := v_pos + 1;
         ELSIF v_op = 58 THEN -- ':': v_count literal bytes
-            v_parts := v_parts || substring(p_delta FROM v_pos + 1 FOR v_count);
-            v_pos := v_pos + v_count;
+            v_parts := v_parts || substring(p_delta FROM v_pos + 1 FOR v_count::integer);
+            v_pos := v_pos + v_count::integer;
         ELSIF v_op = 59 THEN -- ';': the checksum ends the delta
             EXIT;
         ELSE
