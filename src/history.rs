@@ -104,9 +104,9 @@ pub async fn read_version(
 }
 
 /// Applies `deltas` (each against the result of the one before) to `base`.
-fn rebuild<'a>(base: Vec<u8>, deltas: impl Iterator<Item = &'a Vec<u8>>) -> Result<Vec<u8>, String> {
-    deltas.fold(Ok(base), |text, delta| {
-        fossil_delta::apply(text?, delta).map_err(|err| format!("a stored history delta does not apply: {err:?}"))
+fn rebuild<'a>(base: Vec<u8>, mut deltas: impl Iterator<Item = &'a Vec<u8>>) -> Result<Vec<u8>, String> {
+    deltas.try_fold(base, |text, delta| {
+        fossil_delta::apply(text, delta).map_err(|err| format!("a stored history delta does not apply: {err:?}"))
     })
 }
 

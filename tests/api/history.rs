@@ -434,7 +434,7 @@ async fn saving_often_cannot_grow_storage_past_the_quota_until_compaction_frees_
     }
     let refused = refused.expect("the quota stops the saves");
     assert_error(&refused, 403, "quota_exceeded");
-    assert!(saved >= 4 && saved < 6, "{saved} saves of 20 KB fit in 100 KB");
+    assert!((4..6).contains(&saved), "{saved} saves of 20 KB fit in 100 KB");
     let db = admin(&app).await;
     assert!(usage(&db, "alice").await <= 100_000);
     settle(&app, &app.state.config.history.clone()).await;
