@@ -15,6 +15,7 @@ use crate::report::Report;
 pub mod agent;
 pub mod browser_typing;
 pub mod fanout;
+pub mod history;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
 pub mod write_ceiling;
@@ -94,6 +95,11 @@ pub const ALL: &[Scenario] = &[
         name: "agent_resume",
         summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits land: reconnect → converged",
         run: agent::run_resume,
+    },
+    Scenario {
+        name: "history",
+        summary: "issue 18: database bytes added by 1,000 one-character autosaves of a 100 KB file and by 1,000 unrelated rewrites, reads of old versions, write latency; baseline: compaction off (quick: 120 × 20 KB)",
+        run: history::run,
     },
     Scenario {
         name: "browser_typing",
