@@ -47,6 +47,17 @@ ALTER TABLE synchub.project_files
         CHECK (delta IS NULL OR (content IS NULL AND delta_base_id IS NOT NULL)),
     ADD CONSTRAINT project_files_trimmed_has_no_text
         CHECK (trimmed_at IS NULL OR (content IS NULL AND delta IS NULL));
+-- And a version that is not a deletion still holds something: its text, a delta, a trimmed
+-- marker, or (V2) a blob reference.
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE synchub.project_files ADD CONSTRAINT project_files_version_has_data CHECK ('
+        'is_deleted OR content IS NOT NULL OR delta IS NOT NULL OR trimmed_at IS NOT NULL%s)',
+        CASE WHEN EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_schema = 'synchub' AND table_name = 'project_files'
+                            AND column_name = 'blob_sha256')
+             THEN ' OR blob_sha256 IS NOT NULL' ELSE '' END);
+END $$;
 
 UPDATE synchub.project_files SET stored_bytes = coalesce(octet_length(content), 0) WHERE content IS NOT NULL;
 
