@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub_protocol::{
     BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
-    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse,
-    SafeU64, SetBaseRequest, SetBaseResponse,
+    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PatchFileRequest, PutFileRequest,
+    PutFileResponse, SafeU64, SetBaseRequest, SetBaseResponse, delta,
 };
 
 use crate::app::AppState;
@@ -146,6 +146,52 @@ pub async fn put(
     JsonBody(body): JsonBody<PutFileRequest>,
 ) -> ApiResult<PutFileResponse> {
     Ok(Json(upsert_file(&state, &actor, &path, body).await?))
+}
+
+/// Replaces one file with the result of a Fossil delta against `base_version` (CONTRACT
+/// section 12), as `actor` (decided for writing); answers like [`upsert_file`], which does
+/// the write with `expected_version = base_version`. A delta that does not apply to the
+/// current content, or whose result is not valid content, is 400 and nothing is written.
+pub async fn patch_file(
+    state: &AppState,
+    actor: &Actor,
+    path: &str,
+    body: PatchFileRequest,
+) -> Result<PutFileResponse, ApiError> {
+    let id = actor.project()?;
+    let path = checked_path(path)?;
+    let current: FileResponse =
+        state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?;
+    let content = if current.version == i64::from(body.base_version) {
+        let content = delta::decode_apply(&current.content, &body.delta)
+            .map_err(|err| ApiError::InvalidRequest(format!("delta: {err}")))?;
+        if content.as_bytes().contains(&0) {
+            return Err(ApiError::InvalidRequest("delta: the result contains NUL bytes".into()));
+        }
+        content
+    } else {
+        // A stale base: the write below is refused with the write path's own 409 (its
+        // details name the current version). A retry of a PATCH that was applied, with its
+        // op_id, is the exception: the current content is then what it wrote, and the write
+        // path answers its first result.
+        current.content
+    };
+    let body = PutFileRequest {
+        content,
+        file_type: Some(current.file_type),
+        expected_version: Some(body.base_version),
+        op_id: body.op_id,
+    };
+    upsert_file(state, actor, path, body).await
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    actor: Actor,
+    PathArgs((_, path)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody<PatchFileRequest>,
+) -> ApiResult<PutFileResponse> {
+    Ok(Json(patch_file(&state, &actor, &path, body).await?))
 }
 
 /// Deletes one file as `actor` (decided for writing); answers `{path, version, seq}`.

@@ -11,6 +11,7 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use crate::protocol::Token;
+use synchub_protocol::FileResponse;
 
 /// A snapshot download larger than this is refused (the reader caps inflated bytes at
 /// 256 MiB; a deflated archive is smaller than that).
@@ -112,6 +113,25 @@ impl HubClient {
             .map_err(|source| HubError::Http { what, source })?;
         let response = checked(what, response)?;
         response.json().await.map_err(|source| HubError::Http { what, source })
+    }
+
+    /// `GET /v1/projects/{id}/files/{path}`: a file's current content, read when a delta
+    /// event cannot be applied to the tree (CONTRACT section 12).
+    pub async fn read_file(&self, path: &str) -> Result<FileResponse, HubError> {
+        let what = "files/{path}";
+        let mut url = self.endpoint(&format!("v1/projects/{}/files", self.project_id));
+        url.path_segments_mut()
+            .map_err(|()| HubError::Status { what, status: StatusCode::BAD_REQUEST })?
+            .extend(path.split('/'));
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token().0)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|source| HubError::Http { what, source })?;
+        checked(what, response)?.json().await.map_err(|source| HubError::Http { what, source })
     }
 
     /// `POST /v1/tokens/refresh`; the new token replaces the shared one, and is returned

@@ -27,6 +27,11 @@ impl Change {
     pub fn parse(event: &str, payload: &serde_json::Value) -> Result<Self, serde_json::Error> {
         Ok(match Event::parse(event, payload)? {
             Some(Event::FileUpdate(update)) => Change::Update(update.file),
+            // The session turns deltas into full updates before they get here (it has the
+            // tree and the hub); one that slips through cannot be applied blind.
+            Some(Event::FileDelta(_)) => {
+                return Err(serde::de::Error::custom("a delta update must be resolved against the tree first"));
+            }
             Some(Event::FileDelete(delete)) => Change::Delete(delete.file),
             Some(Event::BulkApply(bulk)) => Change::Bulk(bulk),
             Some(Event::ProjectDeleted(deleted)) => Change::ProjectDeleted(deleted),

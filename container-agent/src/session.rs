@@ -21,7 +21,7 @@ use crate::hydrate::{HydrateError, hydrate};
 use crate::protocol::{Change, ClientFrame, EventFrame, ServerFrame, channel_name, wire_seq};
 use crate::reconnect::Reconnect;
 use crate::tree::ProjectTree;
-use synchub_protocol::close;
+use synchub_protocol::{Event, FileDeltaPayload, FileUpdatePayload, UpdatedFile, close, delta};
 
 use crate::Applier;
 
@@ -313,7 +313,7 @@ impl Session {
                     match message {
                         None => Some(Ended::Lost("connection closed".into())),
                         Some(Err(error)) => Some(Ended::Lost(error.to_string())),
-                        Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()),
+                        Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
                         Some(Ok(Message::Close(frame))) => Some(closed(frame.map(|f| f.code))),
                         Some(Ok(_)) => None, // ping/pong (tungstenite answers pings itself)
                     }
@@ -359,15 +359,66 @@ impl Session {
         }
     }
 
-    /// Handles one text frame from the hub; `Some` ends the connection.
-    fn on_frame(&mut self, text: &str) -> Option<Ended> {
-        let frame = match ServerFrame::parse(text) {
+    /// Handles one text frame from the hub; `Some` ends the connection. A `file:update`
+    /// carrying a delta becomes a full update first (see [`Self::resolve_delta`]).
+    async fn on_text(&mut self, text: &str) -> Option<Ended> {
+        let mut frame = match ServerFrame::parse(text) {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::warn!(%error, "ignoring an unreadable frame");
                 return None;
             }
         };
+        if let ServerFrame::Event(event) = &mut frame
+            && event.channel == self.channel
+            && let Err(ended) = self.resolve_delta(event).await
+        {
+            return Some(ended);
+        }
+        self.on_frame(frame)
+    }
+
+    /// Turns a delta event (CONTRACT section 12) into the full `file:update` it stands for:
+    /// the delta applied to the file in the tree, checked against `base_hash` and
+    /// `content_hash`; when that fails (the file changed locally, or its base never reached
+    /// the tree) the file is read over HTTP. When even that fails the connection ends, and
+    /// the rejoin replays the log, whose events carry contents.
+    async fn resolve_delta(&mut self, event: &mut EventFrame) -> Result<(), Ended> {
+        if event.payload.get("delta").is_none() {
+            return Ok(()); // the common case, without parsing the payload twice
+        }
+        let Ok(Some(Event::FileDelta(update))) = Event::parse(&event.event, &event.payload) else {
+            return Ok(()); // not a delta (or malformed: applying it says so)
+        };
+        let applied = tokio::task::block_in_place(|| apply_to_tree(&self.tree, &update));
+        let file = match applied {
+            Some(content) => UpdatedFile {
+                file_path: update.file_path.clone(),
+                file_type: update.file_type.clone(),
+                content,
+                content_hash: update.content_hash.clone(),
+                version: update.version,
+            },
+            None => {
+                tracing::info!(seq = event.seq, path = %update.file_path, "a delta's base is not in the tree; reading the file");
+                let read = self.hub.read_file(&update.file_path).await.map_err(|error| {
+                    Ended::Lost(format!("reading {} after a delta did not apply: {error}", update.file_path))
+                })?;
+                UpdatedFile {
+                    file_path: update.file_path.clone(),
+                    file_type: read.file_type,
+                    content: read.content,
+                    content_hash: read.content_hash,
+                    version: read.version,
+                }
+            }
+        };
+        let full = FileUpdatePayload { file, timestamp: update.timestamp, actor: update.actor, op_id: update.op_id };
+        event.payload = serde_json::to_value(full).map_err(|error| Ended::Lost(error.to_string()))?;
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: ServerFrame) -> Option<Ended> {
         match frame {
             ServerFrame::Joined { cursor, .. } => {
                 tracing::info!(cursor, since = self.applier.since(), "joined");
@@ -492,6 +543,16 @@ impl Session {
     }
 }
 
+/// The content a delta event gives when applied to the owned file in the tree, if that
+/// file is the event's base and the result has the event's hash.
+fn apply_to_tree(tree: &ProjectTree, update: &FileDeltaPayload) -> Option<String> {
+    let base = String::from_utf8(tree.read_owned(&update.file_path, MAX_FRAME_BYTES as u64)?).ok()?;
+    if delta::content_hash(base.as_bytes()) != update.base_hash {
+        return None;
+    }
+    delta::apply_verified(&base, &update.delta, &update.content_hash)
+}
+
 fn closed(code: Option<CloseCode>) -> Ended {
     match code.map(u16::from) {
         Some(close::SESSION_REVOKED) => Ended::Revoked,
@@ -544,6 +605,39 @@ fn parse_utc_millis(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_applies_to_the_tree_only_to_its_base_and_only_when_it_checks_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = ProjectTree::open(dir.path(), crate::tree::TreeOptions::default()).unwrap();
+        let base: String = (0..200).map(|i| format!("line {i}\n")).collect();
+        let target = base.replacen("line 100", "line one hundred", 1);
+        tree.write_file("a.txt", base.as_bytes()).unwrap();
+        let update = FileDeltaPayload {
+            file_path: "a.txt".into(),
+            file_type: "text".into(),
+            version: 2,
+            content_hash: delta::content_hash(target.as_bytes()),
+            base_version: 1,
+            base_hash: delta::content_hash(base.as_bytes()),
+            delta: delta::encode(&base, &target),
+            timestamp: String::new(),
+            actor: String::new(),
+            op_id: None,
+        };
+        assert_eq!(apply_to_tree(&tree, &update), Some(target.clone()));
+        // A corrupted delta, a wrong result hash, a file that is not there or not the base.
+        let corrupted = FileDeltaPayload {
+            delta: delta::encode(&base, "something else entirely").replace('A', "B"),
+            ..update.clone()
+        };
+        assert_eq!(apply_to_tree(&tree, &corrupted), None);
+        let wrong_hash = FileDeltaPayload { content_hash: delta::content_hash(b"x"), ..update.clone() };
+        assert_eq!(apply_to_tree(&tree, &wrong_hash), None);
+        assert_eq!(apply_to_tree(&tree, &FileDeltaPayload { file_path: "b.txt".into(), ..update.clone() }), None);
+        tree.write_file("a.txt", b"changed").unwrap();
+        assert_eq!(apply_to_tree(&tree, &update), None);
+    }
 
     #[test]
     fn parses_hub_timestamps() {

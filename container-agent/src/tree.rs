@@ -237,6 +237,21 @@ impl ProjectTree {
         }
     }
 
+    /// The content of an owned file (the base a delta event applies to), read without
+    /// following a symlink; `None` when it is not there, not owned or not readable.
+    pub fn read_owned(&self, path: &str, max_bytes: u64) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        let path = checked(path).ok()?;
+        if !self.owned.contains(path) {
+            return None;
+        }
+        let (dir, name) = confine::resolve_parent(&self.root, path, false).ok()??;
+        let file = confine::open_regular(&dir, name).ok()?;
+        let mut content = Vec::new();
+        file.take(max_bytes + 1).read_to_end(&mut content).ok()?;
+        (content.len() as u64 <= max_bytes).then_some(content)
+    }
+
     /// Deletes an owned file (or a symlink that took its place: the link, never its
     /// target). Files the agent does not own are left alone.
     pub fn delete_file(&mut self, path: &str) -> Result<DeleteOutcome, TreeError> {

@@ -40,14 +40,24 @@ pub enum ClientFrame {
     },
     /// Agents: the highest seq now applied to the container's tree.
     Applied { channel: String, seq: SafeU64 },
-    /// Creates or replaces one file; answered by an `ack`.
+    /// Creates or replaces one file; answered by an `ack`. Either `content`, or
+    /// `base_version` + `delta` (a Fossil delta against that version, base64; refused with
+    /// 409 when `base_version` is not current, as `PATCH …/files/{path}`).
     Upsert {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(test, ts(optional = nullable))]
         reference: Option<Ref>,
         channel: String,
         path: String,
-        content: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        content: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        base_version: Option<SafeU64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        delta: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(test, ts(optional = nullable))]
         file_type: Option<String>,
@@ -154,12 +164,24 @@ impl fmt::Debug for ClientFrame {
             ClientFrame::Applied { channel, seq } => {
                 f.debug_struct("Applied").field("channel", channel).field("seq", seq).finish()
             }
-            ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => f
+            ClientFrame::Upsert {
+                reference,
+                channel,
+                path,
+                content,
+                base_version,
+                delta,
+                file_type,
+                expected_version,
+                op_id,
+            } => f
                 .debug_struct("Upsert")
                 .field("ref", reference)
                 .field("channel", channel)
                 .field("path", path)
-                .field("content_len", &content.len())
+                .field("content_len", &content.as_ref().map(String::len))
+                .field("base_version", base_version)
+                .field("delta_len", &delta.as_ref().map(String::len))
                 .field("file_type", file_type)
                 .field("expected_version", expected_version)
                 .field("op_id", op_id)

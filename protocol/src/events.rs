@@ -25,6 +25,11 @@ pub mod event_names {
 pub enum Event {
     #[serde(rename = "file:update")]
     FileUpdate(FileUpdatePayload),
+    /// A `file:update` carrying a delta instead of `content` (CONTRACT section 12). Only
+    /// sockets receive it, so typed deserialization (`GET …/events`) never expects it;
+    /// [`Event::parse`] tells the two apart by the `delta` field.
+    #[serde(rename = "file:update", skip_deserializing)]
+    FileDelta(FileDeltaPayload),
     #[serde(rename = "file:delete")]
     FileDelete(FileDeletePayload),
     #[serde(rename = "bulk:apply")]
@@ -39,6 +44,7 @@ impl Event {
     pub fn parse(name: &str, payload: &serde_json::Value) -> Result<Option<Self>, serde_json::Error> {
         use event_names::*;
         Ok(Some(match name {
+            FILE_UPDATE if payload.get("delta").is_some() => Event::FileDelta(FileDeltaPayload::deserialize(payload)?),
             FILE_UPDATE => Event::FileUpdate(FileUpdatePayload::deserialize(payload)?),
             FILE_DELETE => Event::FileDelete(FileDeletePayload::deserialize(payload)?),
             BULK_APPLY => Event::BulkApply(BulkApplyPayload::deserialize(payload)?),
@@ -49,7 +55,7 @@ impl Event {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Event::FileUpdate(_) => event_names::FILE_UPDATE,
+            Event::FileUpdate(_) | Event::FileDelta(_) => event_names::FILE_UPDATE,
             Event::FileDelete(_) => event_names::FILE_DELETE,
             Event::BulkApply(_) => event_names::BULK_APPLY,
             Event::ProjectDeleted(_) => event_names::PROJECT_DELETED,
@@ -107,6 +113,48 @@ pub struct FileUpdatePayload {
     pub actor: String,
     #[serde(default)]
     pub op_id: Option<String>,
+}
+
+/// `file:update` as a delta against `base_version` (CONTRACT section 12): sent only to a
+/// socket that has seen `base_version` on this channel, and only when the delta is smaller
+/// than half the content. The receiver applies `delta` to its copy of `base_version`
+/// (whose sha256 is `base_hash`) and checks the result against `content_hash`; on any
+/// mismatch it reads the file over HTTP.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileDeltaPayload {
+    pub file_path: String,
+    #[serde(default)]
+    pub file_type: String,
+    pub version: i64,
+    /// sha256 hex of the new content (after applying the delta).
+    pub content_hash: String,
+    pub base_version: i64,
+    pub base_hash: String,
+    /// A Fossil delta from `base_version`'s content to this version's, base64.
+    pub delta: String,
+    #[serde(default)]
+    pub timestamp: String,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub op_id: Option<String>,
+}
+
+/// Written by hand: the delta's literals are file content (lengths only).
+impl fmt::Debug for FileDeltaPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileDeltaPayload")
+            .field("file_path", &self.file_path)
+            .field("version", &self.version)
+            .field("content_hash", &self.content_hash)
+            .field("base_version", &self.base_version)
+            .field("base_hash", &self.base_hash)
+            .field("delta_len", &self.delta.len())
+            .field("actor", &self.actor)
+            .finish()
+    }
 }
 
 /// `file:delete`.

@@ -209,6 +209,33 @@ pub struct PutFileRequest {
     pub op_id: Option<Uuid>,
 }
 
+/// `PATCH /v1/projects/{id}/files/{path}` (CONTRACT section 12): the new content as a
+/// Fossil delta (base64) against `base_version`, which must be the current version (else
+/// 409 `version_conflict`); a delta that does not apply, or whose result is not valid
+/// content, is 400 and nothing is written. Answered like `PUT`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PatchFileRequest {
+    pub base_version: SafeU64,
+    /// A Fossil delta from `base_version`'s content to the new content, base64.
+    pub delta: String,
+    /// Makes the write idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub op_id: Option<Uuid>,
+}
+
+impl std::fmt::Debug for PatchFileRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchFileRequest")
+            .field("base_version", &self.base_version)
+            .field("delta_len", &self.delta.len())
+            .field("op_id", &self.op_id)
+            .finish()
+    }
+}
+
 /// `DELETE /v1/projects/{id}/files/{path}?expected_version=N&op_id=U`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

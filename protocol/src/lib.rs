@@ -13,6 +13,8 @@
 
 pub mod backoff;
 mod client;
+#[cfg(feature = "delta")]
+pub mod delta;
 mod error;
 mod events;
 mod http;
@@ -32,8 +34,8 @@ pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{
-    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
-    event_names,
+    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileDeltaPayload, FileUpdatePayload,
+    ProjectDeletedPayload, UpdatedFile, event_names,
 };
 pub use http::*;
 pub use safe_int::{OutOfRange, SafeU64};

@@ -64,7 +64,9 @@ fn client_frames_match_the_contract_examples() {
             reference: Some("7".into()),
             channel: CHANNEL.into(),
             path: "src/a.ts".into(),
-            content: "x".into(),
+            content: Some("x".into()),
+            base_version: None,
+            delta: None,
             file_type: Some("typescript".into()),
             expected_version: Some(safe(3)),
             op_id: Some(op_id),
@@ -76,7 +78,25 @@ fn client_frames_match_the_contract_examples() {
             reference: Some("7".into()),
             channel: CHANNEL.into(),
             path: "a.ts".into(),
-            content: String::new(),
+            content: Some(String::new()),
+            base_version: None,
+            delta: None,
+            file_type: None,
+            expected_version: None,
+            op_id: None,
+        },
+    );
+    client_round_trip(
+        &format!(
+            r#"{{"type":"upsert","ref":"9","channel":"{CHANNEL}","path":"a.ts","base_version":4,"delta":"MQo="}}"#
+        ),
+        ClientFrame::Upsert {
+            reference: Some("9".into()),
+            channel: CHANNEL.into(),
+            path: "a.ts".into(),
+            content: None,
+            base_version: Some(safe(4)),
+            delta: Some("MQo=".into()),
             file_type: None,
             expected_version: None,
             op_id: None,
@@ -295,9 +315,16 @@ fn receivers_tolerate_unknown_frames_events_and_fields() {
     };
     assert_eq!((frame.seq, frame.event().unwrap()), (8, None));
 
-    // A delta-carrying file:update (CONTRACT section 12) is not an update this version can apply.
-    let delta = json!({"file_path":"a","version":2,"content_hash":"h","base_version":1,"delta":"x"});
-    assert!(Event::parse("file:update", &delta).is_err());
+    // A delta-carrying file:update (CONTRACT section 12) parses as such, and serializes back
+    // as the same `file:update`.
+    let delta = json!({"file_path":"a","file_type":"text","version":2,"content_hash":"h","base_version":1,
+                       "base_hash":"g","delta":"x","timestamp":"t","actor":"u","op_id":null});
+    let Some(Event::FileDelta(parsed)) = Event::parse("file:update", &delta).unwrap() else { panic!("not a delta") };
+    assert_eq!((parsed.base_version, parsed.delta.as_str()), (1, "x"));
+    let typed = serde_json::to_value(Event::FileDelta(parsed)).unwrap();
+    assert_eq!(typed, json!({"event": "file:update", "payload": delta}));
+    let incomplete = json!({"file_path":"a","version":2,"content_hash":"h","base_version":1,"delta":"x"});
+    assert!(Event::parse("file:update", &incomplete).is_err(), "base_hash is required");
     assert!(ServerFrame::parse(r#"{"type":"event","seq":"x"}"#).is_err());
     assert!(ServerFrame::parse("not json").is_err());
 }
@@ -311,7 +338,9 @@ fn debug_output_hides_tokens_and_contents() {
             reference: None,
             channel: CHANNEL.into(),
             path: "a.ts".into(),
-            content: secret.into(),
+            content: Some(secret.into()),
+            base_version: None,
+            delta: Some(secret.into()),
             file_type: None,
             expected_version: None,
             op_id: None,
@@ -330,6 +359,14 @@ fn debug_output_hides_tokens_and_contents() {
             )
             .unwrap(),
         ),
+        Box::new(
+            Event::parse(
+                "file:update",
+                &json!({"file_path":"a","version":2,"content_hash":"h","base_version":1,"base_hash":"g","delta":secret}),
+            )
+            .unwrap(),
+        ),
+        Box::new(PatchFileRequest { base_version: SafeU64::MAX, delta: secret.into(), op_id: None }),
         Box::new(EventFrame { channel: "c".into(), seq: 1, event: "file:update".into(), payload: json!({"content": secret}) }),
     ];
     for frame in frames {

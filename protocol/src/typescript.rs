@@ -83,6 +83,7 @@ pub fn generate() -> String {
     declaration::<UpdatedFile>(&cfg, &mut out);
     declaration::<DeletedFile>(&cfg, &mut out);
     declaration::<FileUpdatePayload>(&cfg, &mut out);
+    declaration::<FileDeltaPayload>(&cfg, &mut out);
     declaration::<FileDeletePayload>(&cfg, &mut out);
     declaration::<BulkApplyPayload>(&cfg, &mut out);
     declaration::<ProjectDeletedPayload>(&cfg, &mut out);
@@ -99,6 +100,7 @@ pub fn generate() -> String {
     declaration::<FileEntry>(&cfg, &mut out);
     declaration::<FileResponse>(&cfg, &mut out);
     declaration::<PutFileRequest>(&cfg, &mut out);
+    declaration::<PatchFileRequest>(&cfg, &mut out);
     declaration::<BulkRequest>(&cfg, &mut out);
     declaration::<MoveFileRequest>(&cfg, &mut out);
     declaration::<MoveFileResponse>(&cfg, &mut out);

@@ -39,7 +39,8 @@ pub enum Need {
     Membership,
     /// Read the project's files, events and changes, and join its channel.
     Read,
-    /// Write the project's files: users only (editor role, checked in SQL).
+    /// Write the project's files (PUT, PATCH with a delta, DELETE, bulk, move, socket writes):
+    /// users only (editor role, checked in SQL).
     Write,
     /// Record the project's repository base: users (owner, checked in SQL) or the orchestrator.
     SetBase,

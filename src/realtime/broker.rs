@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::deltas::{RECENT_FILES_BYTES, RecentFiles};
 use super::outbox::{EventFrame, Out, Outbox};
 use super::protocol;
 use crate::db::Db;
@@ -281,6 +282,7 @@ impl Broker {
                     text: protocol::event_frame(project, seq, &event_type, &payload).into(),
                     event_type,
                     committed_at_us: row.try_get(3)?,
+                    delta: None,
                 }))
             })
             .collect()
@@ -298,6 +300,8 @@ impl Broker {
 async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     // Retries after 50–100 ms, doubling up to 1–2 s.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    // Only this task reads and writes it: deltas are built outside the feed's lock.
+    let mut recent = RecentFiles::new(RECENT_FILES_BYTES);
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}
@@ -317,6 +321,13 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 Ok(frames) => {
                     backoff.reset();
                     let full_page = frames.len() as i64 == PAGE;
+                    // Frames read once, continuing what this feed delivered: each gets its
+                    // delta (if any) here, once for every subscriber.
+                    let frames: Vec<_> = frames
+                        .into_iter()
+                        .filter(|frame| frame.seq > after)
+                        .map(|frame| recent.on_event(feed.project, frame))
+                        .collect();
                     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
                     for frame in frames {
                         // Another pass may have delivered it already.

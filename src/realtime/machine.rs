@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -79,8 +80,9 @@ impl From<Out> for Input {
 pub enum Action {
     /// Write a text frame.
     Send(String),
-    /// Write an event frame of `project` (counted as delivered).
-    SendEvent { project: Uuid, frame: Arc<EventFrame> },
+    /// Write an event frame of `project` (counted as delivered): `text` is the frame's own
+    /// text, or its delta frame's when this socket saw the delta's base.
+    SendEvent { project: Uuid, frame: Arc<EventFrame>, text: Utf8Bytes },
     /// Write a WebSocket ping.
     Ping,
     /// Register for `project`'s live events (replacing an earlier registration).
@@ -110,9 +112,19 @@ pub struct Fill {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogUnavailable;
 
+/// Where a joined channel stands on this socket.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The next seq the client is owed.
+    next: i64,
+    /// The first seq sent (or owed) since the join: the client has every event from here
+    /// on, which is all a delta needs to know about its base (CONTRACT section 12).
+    from: i64,
+}
+
 pub struct Machine {
-    /// Joined channels and the next seq each client is owed.
-    channels: HashMap<Uuid, i64>,
+    /// Joined channels and where each stands.
+    channels: HashMap<Uuid, Position>,
     next_ping: Instant,
     closed: bool,
 }
@@ -140,7 +152,7 @@ impl Machine {
         let mut actions = Vec::new();
         match input {
             Input::Live { project, frame } => {
-                let Some(&next) = self.channels.get(&project) else { return actions };
+                let Some(next) = self.channels.get(&project).map(|position| position.next) else { return actions };
                 if frame.seq > next {
                     let fill = Fill { project, after: next - 1, until: Some(frame.seq - 1), then: Some(frame) };
                     actions.push(Action::Fill(fill));
@@ -157,7 +169,7 @@ impl Machine {
                 }
                 // Subscribe first, then read the log: nothing committed in between is
                 // missed, and what arrives twice is skipped by seq.
-                self.channels.insert(project, next_seq);
+                self.channels.insert(project, Position { next: next_seq, from: next_seq });
                 actions.push(Action::Subscribe { project, head, reader });
                 actions.push(Action::Send(reply));
                 actions.push(Action::Fill(Fill { project, after: next_seq - 1, until: None, then: None }));
@@ -201,7 +213,7 @@ impl Machine {
     /// A page of the log arrived: send what continues the channel, ask for the next page,
     /// or find out why the log does not continue it.
     fn filled(&mut self, actions: &mut Vec<Action>, fill: Fill, frames: Vec<Arc<EventFrame>>) {
-        let Some(&next) = self.channels.get(&fill.project) else { return };
+        let Some(next) = self.channels.get(&fill.project).map(|position| position.next) else { return };
         if fill.until.is_some_and(|until| next > until) {
             return self.then(actions, fill);
         }
@@ -221,7 +233,7 @@ impl Machine {
             self.send_event(actions, fill.project, frame);
         }
         match self.channels.get(&fill.project) {
-            Some(&next) if full_page => actions.push(Action::Fill(Fill { after: next - 1, ..fill })),
+            Some(position) if full_page => actions.push(Action::Fill(Fill { after: position.next - 1, ..fill })),
             _ => self.then(actions, fill),
         }
     }
@@ -235,13 +247,19 @@ impl Machine {
 
     /// Sends `frame` if it is the channel's next seq (anything else is a duplicate or out of
     /// order, and is dropped).
+    /// A delta goes out instead of the content when the base came on this socket since the
+    /// join.
     fn send_event(&mut self, actions: &mut Vec<Action>, project: Uuid, frame: Arc<EventFrame>) {
-        let Some(next) = self.channels.get_mut(&project) else { return };
-        if frame.seq != *next {
+        let Some(position) = self.channels.get_mut(&project) else { return };
+        if frame.seq != position.next {
             return;
         }
-        *next = frame.seq + 1;
-        actions.push(Action::SendEvent { project, frame });
+        position.next = frame.seq + 1;
+        let text = match &frame.delta {
+            Some(delta) if delta.base_seq >= position.from => delta.text.clone(),
+            _ => frame.text.clone(),
+        };
+        actions.push(Action::SendEvent { project, frame, text });
     }
 
     fn close(&mut self, actions: &mut Vec<Action>, code: u16, reason: &'static str) {
@@ -260,6 +278,7 @@ mod tests {
             event_type: "file:update".into(),
             text: format!("event {seq}").into(),
             committed_at_us: 0,
+            delta: None,
         })
     }
 
@@ -311,6 +330,44 @@ mod tests {
         assert_eq!(sent(&machine.on(live(project, 4))), [4]);
         assert_eq!(sent(&machine.on(live(project, 4))), Vec::<i64>::new(), "a duplicate");
         assert_eq!(sent(&machine.on(live(project, 5))), [5]);
+    }
+
+    /// The texts of the events among `actions`.
+    fn texts(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::SendEvent { text, .. } => Some(text.as_str().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_delta(seq: i64, base_seq: i64) -> Arc<EventFrame> {
+        let delta = Some(super::super::outbox::DeltaFrame { base_seq, text: format!("delta {seq}").into() });
+        Arc::new(EventFrame {
+            seq,
+            event_type: "file:update".into(),
+            text: format!("event {seq}").into(),
+            committed_at_us: 0,
+            delta,
+        })
+    }
+
+    #[test]
+    fn a_delta_goes_only_to_a_socket_that_was_sent_its_base_since_the_join() {
+        let mut machine = Machine::new(Instant::now());
+        let project = Uuid::new_v4();
+        joined(&mut machine, project, 3);
+        // The base (seq 2) came before this socket's join: the full content.
+        assert_eq!(texts(&machine.on(Input::Live { project, frame: with_delta(3, 2) })), ["event 3"]);
+        // Seq 3 was sent here: a delta against it goes out as the delta.
+        assert_eq!(texts(&machine.on(Input::Live { project, frame: with_delta(4, 3) })), ["delta 4"]);
+        // After a leave and a rejoin the socket starts again: content until it sees a base.
+        machine.on(Input::Leave { project, notice: None });
+        joined(&mut machine, project, 5);
+        assert_eq!(texts(&machine.on(Input::Live { project, frame: with_delta(5, 4) })), ["event 5"]);
+        assert_eq!(texts(&machine.on(Input::Live { project, frame: with_delta(6, 5) })), ["delta 6"]);
     }
 
     #[test]
@@ -498,7 +555,7 @@ mod tests {
                 let mut pending: VecDeque<Action> = machine.on(input).into();
                 while let Some(action) = pending.pop_front() {
                     let answer = match action {
-                        Action::SendEvent { project, frame } => {
+                        Action::SendEvent { project, frame, .. } => {
                             let expected = client[&project];
                             prop_assert_eq!(Some(frame.seq), expected, "channel {} not contiguous", project);
                             client.insert(project, Some(frame.seq + 1));

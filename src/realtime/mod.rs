@@ -12,8 +12,11 @@
 //! - [`machine`]: that sending side as a transport-free state machine (`on(input) ->
 //!   actions`): positions, de-duplication, gap fills, retention holes, channel limits,
 //!   pings, idle peers and close codes.
+//! - [`deltas`]: the recent file contents a feed keeps to send `file:update` as a Fossil
+//!   delta to sockets that saw its base (CONTRACT section 12).
 
 pub mod broker;
+pub mod deltas;
 pub mod machine;
 pub mod outbox;
 pub mod protocol;

@@ -17,6 +17,16 @@ pub struct EventFrame {
     pub text: Utf8Bytes,
     /// When the write was committed (microseconds since the epoch), for the lag metric.
     pub committed_at_us: i64,
+    /// The same `file:update` as a delta (CONTRACT section 12), built once by the feed for
+    /// every socket that saw its base.
+    pub delta: Option<DeltaFrame>,
+}
+
+/// An event frame carrying a delta against the version delivered at `base_seq`.
+#[derive(Debug)]
+pub struct DeltaFrame {
+    pub base_seq: i64,
+    pub text: Utf8Bytes,
 }
 
 #[derive(Debug)]
@@ -125,6 +135,7 @@ mod tests {
                 event_type: "file:update".into(),
                 text: "x".repeat(len).into(),
                 committed_at_us: 0,
+                delta: None,
             }),
         }
     }

@@ -34,7 +34,7 @@ impl Refused {
 }
 
 /// The integer fields of client frames (each a [`SafeU64`]).
-const INTEGER_FIELDS: [&str; 3] = ["since", "seq", "expected_version"];
+const INTEGER_FIELDS: [&str; 4] = ["since", "seq", "expected_version", "base_version"];
 
 /// Parses a client frame. When that fails, the frame is read again loosely to answer it
 /// under its own `ref` (and as an `ack` when it was a write), naming a bad integer field.

@@ -40,7 +40,7 @@ use crate::error::ApiError;
 use crate::files;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use synchub_protocol::{DeleteFileQuery, PutFileRequest};
+use synchub_protocol::{DeleteFileQuery, PatchFileRequest, PutFileRequest};
 
 /// A text frame that makes the reader panic once a test called
 /// [`super::Broker::inject_reader_faults`] (never otherwise).
@@ -423,11 +423,36 @@ impl Session {
                 }
             }
             ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
-            ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => {
-                let body = PutFileRequest { content, file_type, expected_version, op_id };
-                let result = match self.writer(&channel) {
-                    Ok(actor) => files::upsert_file(&self.state, &actor, &path, body).await,
-                    Err(err) => Err(err),
+            ClientFrame::Upsert {
+                reference,
+                channel,
+                path,
+                content,
+                base_version,
+                delta,
+                file_type,
+                expected_version,
+                op_id,
+            } => {
+                let result = match (self.writer(&channel), content, base_version, delta) {
+                    (Err(err), ..) => Err(err),
+                    (Ok(actor), Some(content), None, None) => {
+                        let body = PutFileRequest { content, file_type, expected_version, op_id };
+                        files::upsert_file(&self.state, &actor, &path, body).await
+                    }
+                    // A delta against base_version (CONTRACT 12): base_version is the
+                    // expected version, and the file keeps its type.
+                    (Ok(actor), None, Some(base_version), Some(delta))
+                        if expected_version.is_none() && file_type.is_none() =>
+                    {
+                        let body = PatchFileRequest { base_version, delta, op_id };
+                        files::patch_file(&self.state, &actor, &path, body).await
+                    }
+                    _ => Err(ApiError::InvalidRequest(
+                        "an upsert carries either content, or base_version and delta (without expected_version \
+                         or file_type)"
+                            .into(),
+                    )),
                 };
                 self.ack(reference, result.map(WriteResult::Put));
             }
@@ -733,8 +758,8 @@ impl<L: Log> Writer<'_, L> {
                     self.report.frames_sent += 1;
                     None
                 }
-                Action::SendEvent { frame, .. } => {
-                    conn.text(frame.text.clone()).await?;
+                Action::SendEvent { frame, text, .. } => {
+                    conn.text(text).await?;
                     self.report.frames_sent += 1;
                     self.meters.events_delivered.inc();
                     let lag_us = now_micros() - frame.committed_at_us;
@@ -935,6 +960,7 @@ mod tests {
             event_type: "file:update".into(),
             text: protocol::event_frame(project, seq, "file:update", "{}").into(),
             committed_at_us: 0,
+            delta: None,
         })
     }
 

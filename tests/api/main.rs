@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod concurrency;
 mod db_tls;
+mod deltas;
 mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;

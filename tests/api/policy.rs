@@ -113,6 +113,7 @@ async fn the_documents_security_is_what_the_policy_admits() {
         (Method::GET, "/v1/projects/{id}/files", &all),
         (Method::GET, "/v1/projects/{id}/events", &all),
         (Method::PUT, "/v1/projects/{id}/files/{path}", &["userToken"]),
+        (Method::PATCH, "/v1/projects/{id}/files/{path}", &["userToken"]),
         (Method::PUT, "/v1/projects/{id}/base", &["serviceToken", "userToken"]),
         (Method::POST, "/v1/projects/{id}/sessions", &["serviceToken"]),
         (Method::GET, "/v1/projects/{id}/snapshots/latest", &["containerToken", "serviceToken"]),

@@ -220,20 +220,30 @@ fn describe(frame: &ClientFrame) -> Value {
         ClientFrame::Applied { channel, seq } => {
             self::frame("applied", vec![("channel", Some(json!(channel))), ("seq", Some(json!(seq)))])
         }
-        ClientFrame::Upsert { reference: r, channel, path, content, file_type, expected_version, op_id } => {
-            self::frame(
-                "upsert",
-                vec![
-                    ("ref", reference(r)),
-                    ("channel", Some(json!(channel))),
-                    ("path", Some(json!(path))),
-                    ("content", Some(json!(content))),
-                    ("file_type", file_type.clone().map(Value::from)),
-                    ("expected_version", opt(*expected_version)),
-                    ("op_id", uuid(op_id)),
-                ],
-            )
-        }
+        ClientFrame::Upsert {
+            reference: r,
+            channel,
+            path,
+            content,
+            base_version,
+            delta,
+            file_type,
+            expected_version,
+            op_id,
+        } => self::frame(
+            "upsert",
+            vec![
+                ("ref", reference(r)),
+                ("channel", Some(json!(channel))),
+                ("path", Some(json!(path))),
+                ("content", content.clone().map(Value::from)),
+                ("base_version", opt(*base_version)),
+                ("delta", delta.clone().map(Value::from)),
+                ("file_type", file_type.clone().map(Value::from)),
+                ("expected_version", opt(*expected_version)),
+                ("op_id", uuid(op_id)),
+            ],
+        ),
         ClientFrame::Delete { reference: r, channel, path, expected_version, op_id } => self::frame(
             "delete",
             vec![

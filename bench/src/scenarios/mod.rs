@@ -14,6 +14,7 @@ use crate::report::Report;
 
 pub mod agent;
 pub mod browser_typing;
+pub mod delta_payloads;
 pub mod fanout;
 pub mod history;
 pub mod idle_socket_rss;
@@ -105,5 +106,10 @@ pub const ALL: &[Scenario] = &[
         name: "browser_typing",
         summary: "#12 keystroke in Chromium → other tab's change via the hub (default debounce and none), bytes/min of typing, bundle size; baseline: a Rust client with the same coalescing, interleaved (quick: 1 short pair; skipped without chromium/node)",
         run: browser_typing::run,
+    },
+    Scenario {
+        name: "delta_payloads",
+        summary: "#15 a 1-character edit of a 1 MiB file: PATCH with a Fossil delta vs a full PUT (alternated blocks): request and event bytes, write → event latency",
+        run: delta_payloads::run,
     },
 ];

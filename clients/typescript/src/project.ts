@@ -13,6 +13,7 @@
  *   dropped (same text as moved) or sent as a write over the version the move created.
  * - `m/cursor` the last event seq applied; `c/<id>` conflicts; `e/state` the editor state.
  */
+import { applyVerified, deltaWorthSending } from "./delta.js";
 import { backoffMs, encodePath, type HttpResult, NetworkError, request, uuid } from "./http.js";
 import type { Store } from "./storage.js";
 import type {
@@ -21,6 +22,7 @@ import type {
   ErrorDetail,
   EventFrame,
   FileListResponse,
+  FileDeltaPayload,
   FileResponse,
   FileVersionsResponse,
   MoveFileResponse,
@@ -75,6 +77,9 @@ interface Change {
 }
 interface Inflight extends Change {
   op_id: string;
+  /** The text as a Fossil delta against the known copy at `base` (CONTRACT 12), fixed when
+   * the write is first sent so a retry with the same op_id sends the same PATCH. */
+  delta?: string;
   /** For a move: the server text the hub moves (the known copy at `base`). */
   moved?: string;
 }
@@ -138,6 +143,10 @@ export class Project {
   readonly editorState: { get(): unknown; set(state: unknown): void };
 
   private known = new Map<string, Known>();
+  /** Paths whose delta writes the hub refused (400): they are sent in full. */
+  private noDelta = new Set<string>();
+  /** Delta events that could not be applied to the known copy and were read over HTTP. */
+  deltaFallbacks = 0;
   private drafts = new Map<string, Draft>();
   private conflictList: Conflict[] = [];
   private cursor: number | null = null;
@@ -517,7 +526,15 @@ export class Project {
     const draft = await this.ctx.store.update<Draft>(key, (d) => {
       if (!d?.pending || d.inflight) return d;
       const moved = d.pending.moveTo !== undefined ? this.known.get(path) : undefined;
-      return { inflight: { ...d.pending, op_id: uuid(), ...(moved && !moved.deleted && moved.version === d.pending.base ? { moved: moved.content } : {}) } };
+      const delta = this.deltaFor(path, d.pending);
+      return {
+        inflight: {
+          ...d.pending,
+          op_id: uuid(),
+          ...(moved && !moved.deleted && moved.version === d.pending.base ? { moved: moved.content } : {}),
+          ...(delta !== undefined ? { delta } : {}),
+        },
+      };
     });
     this.firstTypedAt.delete(path);
     if (!draft?.inflight) {
@@ -530,9 +547,13 @@ export class Project {
     let result: HttpResult<PutFileResponse | DeleteFileResponse>;
     try {
       result = await this.http<PutFileResponse | DeleteFileResponse>(
-        w.deleted ? "DELETE" : "PUT",
+        w.deleted ? "DELETE" : w.delta !== undefined ? "PATCH" : "PUT",
         `/files/${encodePath(path)}` + (w.deleted ? `?expected_version=${w.base}&op_id=${w.op_id}` : ""),
-        w.deleted ? undefined : { content: w.content, expected_version: w.base, op_id: w.op_id },
+        w.deleted
+          ? undefined
+          : w.delta !== undefined
+            ? { base_version: w.base, delta: w.delta, op_id: w.op_id }
+            : { content: w.content, expected_version: w.base, op_id: w.op_id },
       );
     } catch (err) {
       if (!(err instanceof NetworkError)) throw err;
@@ -552,11 +573,28 @@ export class Project {
       await this.conflict(path, w, error);
       return undefined;
     }
+    if (w.delta !== undefined && result.status === 400) {
+      // The delta did not apply (nothing was written, so the op_id is unspent): send the
+      // text in full, now and for this path's next writes.
+      this.noDelta.add(path);
+      await this.ctx.store.update<Draft>(key, (d) => (d?.inflight?.op_id === w.op_id ? { ...d, inflight: { ...d.inflight, delta: undefined } } : d));
+      this.drafts.set(path, (await this.ctx.store.get<Draft>(key)) ?? {});
+      return 0;
+    }
     const retryIn = this.retryDelay(result);
     if (retryIn !== undefined) return retryIn;
     await this.refused(path, w.deleted ? null : (w.content ?? null), error);
     await this.settle(path, w.op_id, undefined, true);
     return undefined;
+  }
+
+  /** A text write as a delta against the known server copy it is based on, when that is
+   * smaller than half the text (CONTRACT 12); undefined: send the content. */
+  private deltaFor(path: string, change: Change): string | undefined {
+    if (change.deleted || change.content === undefined || change.base === 0 || this.noDelta.has(path)) return undefined;
+    const known = this.known.get(path);
+    if (!known || known.deleted || known.version !== change.base || known.content === undefined) return undefined;
+    return deltaWorthSending(known.content, change.content);
   }
 
   /** How long to wait before resending after a failure worth retrying (same op_id); undefined = final. */
@@ -957,7 +995,17 @@ export class Project {
       switch (frame.event) {
         case "file:update": {
           const p = frame.payload;
-          await this.setKnown(p.file_path, { version: p.version, content: p.content }, false, frame.seq);
+          if (!("delta" in p)) {
+            await this.setKnown(p.file_path, { version: p.version, content: p.content }, false, frame.seq);
+            break;
+          }
+          const content = await this.fromDelta(p);
+          if (content === null) {
+            // Not even a read worked: rejoin from the last applied seq (the replay carries contents).
+            this.drop(ws);
+            return;
+          }
+          if (content !== undefined) await this.setKnown(p.file_path, { version: p.version, content }, false, frame.seq);
           break;
         }
         case "file:delete": {
@@ -978,6 +1026,26 @@ export class Project {
       await this.setCursor(frame.seq);
     });
     return this.applyChain;
+  }
+
+  /** The content a delta event stands for (CONTRACT 12): applied to the known copy when it
+   * is the event's base and the result has the event's hash, else read over HTTP.
+   * undefined: nothing to record (known already, or the file is gone); null: unreachable. */
+  private async fromDelta(p: FileDeltaPayload): Promise<string | null | undefined> {
+    const known = this.known.get(p.file_path);
+    if (known && known.version >= p.version) return undefined; // e.g. the echo of our own write
+    if (known && !known.deleted && known.version === p.base_version && known.content !== undefined) {
+      const content = await applyVerified(known.content, p.delta, p.content_hash);
+      if (content !== undefined) return content;
+    }
+    this.deltaFallbacks++;
+    try {
+      const got = await this.http<FileResponse>("GET", `/files/${encodePath(p.file_path)}`);
+      if (got.ok) return got.body.content;
+      return got.status === 404 ? undefined : null;
+    } catch {
+      return null;
+    }
   }
 
   private scheduleRefresh(ws: WebSocket, expiresAt: number): void {

@@ -43,6 +43,8 @@ export type FileEntry = P.FileEntry;
 export type FileResponse = P.FileResponse;
 /** `PUT /v1/projects/{id}/files/{path}` */
 export type PutFileRequest = P.PutFileRequest;
+/** `PATCH /v1/projects/{id}/files/{path}`: the text as a Fossil delta (CONTRACT section 12). */
+export type PatchFileRequest = P.PatchFileRequest;
 export type PutFileResponse = P.PutFileResponse;
 /** `DELETE /v1/projects/{id}/files/{path}?expected_version=N&op_id=U` */
 export type DeleteFileResponse = P.DeleteFileResponse;
@@ -73,6 +75,8 @@ export type ServerFrame = P.ServerFrame;
 /** An event of a channel's log, at `seq` (the `event` variant of {@link ServerFrame}). */
 export type EventFrame = P.EventFrame;
 export type FileUpdatePayload = P.FileUpdatePayload;
+/** `file:update` as a Fossil delta against `base_version` (CONTRACT section 12). */
+export type FileDeltaPayload = P.FileDeltaPayload;
 export type FileDeletePayload = P.FileDeletePayload;
 export type BulkApplyPayload = P.BulkApplyPayload;
 

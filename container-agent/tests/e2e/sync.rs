@@ -66,3 +66,38 @@ async fn a_symlink_planted_in_the_tree_cannot_redirect_writes() {
     let log = agent.log_without_secrets(&session, &["pwned", "still applying"]);
     assert!(log.contains("path refused") && log.contains("evil/pwn.txt"), "{log}");
 }
+
+/// CONTRACT section 12: edits of a large file reach the agent as deltas it applies to its
+/// own copy; when its copy is not the delta's base (here: the dev server changed the file)
+/// it reads the file over HTTP instead, and the tree still ends equal to the project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_delta_events_and_reads_the_file_when_its_copy_is_not_the_base() {
+    let world = World::start().await;
+    let project = world.create_project().await;
+    world.put(&project, "seed.txt", "seed").await;
+    let session = world.session(&project).await;
+    let agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+
+    // Written after the agent joined: its socket sees every version, so edits 2.. are deltas.
+    let mut content: String = (0..4000).map(|i| format!("export const line{i:05} = {i};\n")).collect();
+    world.put(&project, "src/big.ts", &content).await;
+    for i in 0..20 {
+        let at = 1000 + i * 3001;
+        content.replace_range(at..at + 1, "#");
+        world.put(&project, "src/big.ts", &content).await;
+    }
+    let want = converge(&world, &project, &agent, &[]).await;
+    assert_eq!(want["src/big.ts"], content);
+    let log = agent.log_without_secrets(&session, &[]);
+    assert!(!log.contains("reading the file"), "every delta applied: {log}");
+
+    // The dev server rewrites the file locally: the next delta's base is not in the tree.
+    std::fs::write(world.project_dir().join("src/big.ts"), "changed by the dev server\n").unwrap();
+    content.replace_range(0..1, "/");
+    world.put(&project, "src/big.ts", &content).await;
+    let want = converge(&world, &project, &agent, &[]).await;
+    assert_eq!(want["src/big.ts"], content);
+    caught_up(&world, &agent).await;
+    assert!(agent.log_tail().contains("reading the file"), "{}", agent.log_tail());
+}

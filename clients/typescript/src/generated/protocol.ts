@@ -32,7 +32,7 @@ export type ClientFrame = { "type": "auth", token: Token, } | { "type": "join", 
 /**
  * `null` (or absent): live events only.
  */
-since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string, } | { "type": "ping", ref?: Ref | null, } | { "type": "applied", channel: string, seq: SafeU64, } | { "type": "upsert", ref?: Ref | null, channel: string, path: string, content: string, file_type?: string | null, 
+since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string, } | { "type": "ping", ref?: Ref | null, } | { "type": "applied", channel: string, seq: SafeU64, } | { "type": "upsert", ref?: Ref | null, channel: string, path: string, content?: string | null, base_version?: SafeU64 | null, delta?: string | null, file_type?: string | null, 
 /**
  * Absent: unconditional; 0: must not exist yet; N: the current version must be N.
  */
@@ -144,12 +144,12 @@ export type ErrorResponse = { error: ErrorBody, };
 /**
  * `{"type":"event",...}` without its `type`: an event of a channel's log, at `seq`.
  */
-export type EventFrame = { channel: string, seq: number, } & ({ "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload });
+export type EventFrame = { channel: string, seq: number, } & ({ "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:update", "payload": FileDeltaPayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload });
 
 /**
  * An event with its payload, as `{"event": <name>, "payload": {...}}`.
  */
-export type Event = { "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload };
+export type Event = { "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:update", "payload": FileDeltaPayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload };
 
 /**
  * A file's new current version: each entry of a bulk's `files`, and the body of `file:update`.
@@ -181,6 +181,23 @@ actor: string, op_id: string | null, file_path: string, file_type: string, conte
  * sha256 hex of `content`.
  */
 content_hash: string, version: number, };
+
+/**
+ * `file:update` as a delta against `base_version` (CONTRACT section 12): sent only to a
+ * socket that has seen `base_version` on this channel, and only when the delta is smaller
+ * than half the content. The receiver applies `delta` to its copy of `base_version`
+ * (whose sha256 is `base_hash`) and checks the result against `content_hash`; on any
+ * mismatch it reads the file over HTTP.
+ */
+export type FileDeltaPayload = { file_path: string, file_type: string, version: number, 
+/**
+ * sha256 hex of the new content (after applying the delta).
+ */
+content_hash: string, base_version: number, base_hash: string, 
+/**
+ * A Fossil delta from `base_version`'s content to this version's, base64.
+ */
+delta: string, timestamp: string, actor: string, op_id: string | null, };
 
 /**
  * `file:delete`.
@@ -297,6 +314,22 @@ export type PutFileRequest = { content: string, file_type?: string | null, expec
 op_id?: string | null, };
 
 /**
+ * `PATCH /v1/projects/{id}/files/{path}` (CONTRACT section 12): the new content as a
+ * Fossil delta (base64) against `base_version`, which must be the current version (else
+ * 409 `version_conflict`); a delta that does not apply, or whose result is not valid
+ * content, is 400 and nothing is written. Answered like `PUT`.
+ */
+export type PatchFileRequest = { base_version: SafeU64, 
+/**
+ * A Fossil delta from `base_version`'s content to the new content, base64.
+ */
+delta: string, 
+/**
+ * Makes the write idempotent.
+ */
+op_id?: string | null, };
+
+/**
  * `POST /v1/projects/{id}/files:bulk`: all or nothing.
  */
 export type BulkRequest = { upserts?: Array<BulkUpsert>, deletes?: Array<BulkDelete>, op_id?: string | null, };
@@ -364,7 +397,7 @@ oldest_seq: number | null, };
 /**
  * An entry of `GET …/events`: the event frame with its `type`.
  */
-export type LoggedEvent = { type: "event", channel: string, seq: number, } & ({ "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload });
+export type LoggedEvent = { type: "event", channel: string, seq: number, } & ({ "event": "file:update", "payload": FileUpdatePayload } | { "event": "file:update", "payload": FileDeltaPayload } | { "event": "file:delete", "payload": FileDeletePayload } | { "event": "bulk:apply", "payload": BulkApplyPayload } | { "event": "project:deleted", "payload": ProjectDeletedPayload });
 
 /**
  * `PUT /v1/projects/{id}/base` (GitHub-linked projects).

@@ -456,6 +456,68 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
   }
 });
 
+test("typing into a large file moves deltas both ways (PATCH up, delta events down)", async () => {
+  const id = await newProject("deltas");
+  const big = Array.from({ length: 12_000 }, (_, i) => `export const value${i} = ${i}; // generated line\n`).join("");
+  await hub.api("PUT", `/v1/projects/${id}/files/src/big.ts`, { content: big });
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  // What each page sends (writes) and receives (event frames), recorded from the start.
+  const traffic = (page) => {
+    const seen = { writes: [], events: [] };
+    page.on("request", (r) => r.url().includes("/files/src/big.ts") && r.method() !== "GET" && seen.writes.push({ method: r.method(), bytes: (r.postData() ?? "").length }));
+    page.on("websocket", (ws) => ws.on("framereceived", (f) => {
+      const text = typeof f.payload === "string" ? f.payload : f.payload.toString();
+      if (text.includes('"file:update"')) seen.events.push({ delta: text.includes('"delta"'), bytes: text.length });
+    }));
+    return seen;
+  };
+  const open = async (ctx) => {
+    const page = await ctx.newPage();
+    const seen = traffic(page);
+    await page.exposeFunction("nextToken", async () => hub.token());
+    await page.goto(pages.origin + "/");
+    await attach(page, hub, id, { storage: "memory" });
+    return { page, seen };
+  };
+  try {
+    const a = await open(ctxA);
+    const b = await open(ctxB);
+    await until("both online with the file", async () => (await read(a.page, "src/big.ts")) === big && (await read(b.page, "src/big.ts")) === big);
+    // Version 2 reaches B in full (its socket joined after version 1); from then on both
+    // sockets have seen the base of every edit.
+    let text = big.replace("value100 ", "value100x");
+    await write(a.page, "src/big.ts", text);
+    await flush(a.page);
+    await until("B has version 2", async () => (await read(b.page, "src/big.ts")) === text);
+    // A types: each save is a small PATCH; B gets delta events.
+    for (let i = 0; i < 5; i++) {
+      text = text.replace(`value${2000 + i} `, `value${2000 + i}y`);
+      await write(a.page, "src/big.ts", text);
+      await flush(a.page);
+    }
+    await until("B sees A's typing", async () => (await read(b.page, "src/big.ts")) === text);
+    // B types back.
+    for (let i = 0; i < 5; i++) {
+      text = text.replace(`value${5000 + i} `, `value${5000 + i}z`);
+      await write(b.page, "src/big.ts", text);
+      await flush(b.page);
+    }
+    await until("A sees B's typing", async () => (await read(a.page, "src/big.ts")) === text);
+    assert.equal((await hubFile(hub, id, "src/big.ts")).content, text);
+
+    for (const [name, side] of [["A", a], ["B", b]]) {
+      const patches = side.seen.writes.filter((w) => w.method === "PATCH");
+      assert.ok(patches.length >= 5, `${name} sent its saves as PATCH: ${JSON.stringify(side.seen.writes)}`);
+      assert.ok(patches.every((w) => w.bytes < 1024), `${name}'s PATCH bodies are small: ${JSON.stringify(patches)}`);
+      const deltas = side.seen.events.filter((e) => e.delta);
+      assert.ok(deltas.length >= 5, `${name} received delta events: ${JSON.stringify(side.seen.events)}`);
+      assert.ok(deltas.every((e) => e.bytes < 1024), `${name}'s delta frames are small`);
+      assert.equal(await side.page.evaluate(() => window.project.deltaFallbacks), 0, `${name} applied every delta`);
+    }
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
 test("file history in the demo editor: the timeline lists a file's versions and Restore brings one back", async () => {
   const token = hub.token("history-user");
   const ctx = await browser.newContext();

@@ -1,7 +1,13 @@
 // An in-memory stand-in for the hub's HTTP API and socket (one user, any number of projects),
 // with the contract's semantics for the parts the client uses: versions and expected_version,
 // op_id idempotency, events with gapless seqs, join with since, resync_required, 409/429/401.
-// Knobs let a test cut the network, lose answers and inject errors.
+// Knobs let a test cut the network, lose answers and inject errors. With `deltas` on, a
+// `file:update` goes as a Fossil delta to a socket that saw its base (CONTRACT 12);
+// `corruptDeltas` makes those deltas wrong. `PATCH …/files/{path}` applies a delta.
+import { createHash } from "node:crypto";
+import { applyDelta, createDelta } from "fossil-delta";
+
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 
 export class FakeHub {
   constructor() {
@@ -12,6 +18,8 @@ export class FakeHub {
     this.inject = []; // [{match(req) => bool, status, body, headers, once, applyFirst}]
     this.validTokens = new Set(["t1"]);
     this.retention = 0; // events with seq <= retention are trimmed
+    this.deltas = false;
+    this.corruptDeltas = false;
     this.fetch = this.fetch.bind(this);
     const hub = this;
     this.WebSocket = class extends FakeSocket {
@@ -51,9 +59,19 @@ export class FakeHub {
     const seq = p.events.length + 1;
     const timestamp = new Date().toISOString();
     let event;
+    let delta;
     if (op.kind === "put") {
-      p.files.set(op.path, { content: op.content, version });
-      event = { event: "file:update", payload: { file_path: op.path, file_type: "text", content: op.content, content_hash: "h", version, timestamp, actor, op_id: op.op_id ?? null } };
+      p.files.set(op.path, { content: op.content, version, seq });
+      event = { event: "file:update", payload: { file_path: op.path, file_type: "text", content: op.content, content_hash: sha256(op.content), version, timestamp, actor, op_id: op.op_id ?? null } };
+      if (this.deltas && cur && !cur.deleted && cur.version === version - 1) {
+        let bytes = Buffer.from(createDelta(Buffer.from(cur.content), Buffer.from(op.content)));
+        if (this.corruptDeltas) bytes = Buffer.from(createDelta(Buffer.from(cur.content), Buffer.from(op.content + "corrupted")));
+        const payload = { ...event.payload, content: undefined, base_version: cur.version, base_hash: sha256(cur.content), delta: bytes.toString("base64") };
+        delete payload.content;
+        if (payload.delta.length * 2 < Buffer.byteLength(op.content)) {
+          delta = { frame: { type: "event", channel: `realtime:project:${id}`, seq, event: "file:update", payload }, baseSeq: cur.seq };
+        }
+      }
     } else {
       p.files.set(op.path, { deleted: true, version });
       event = { event: "file:delete", payload: { file_path: op.path, version, timestamp, actor, op_id: op.op_id ?? null } };
@@ -63,9 +81,9 @@ export class FakeHub {
     // File history (CONTRACT 14): every version, oldest first.
     if (!p.history.has(op.path)) p.history.set(op.path, []);
     p.history.get(op.path).push({ version, content: op.content, deleted: op.kind !== "put", actor, created_at: timestamp });
-    const result = { status: 200, body: { path: op.path, version, content_hash: "h", seq } };
+    const result = { status: 200, body: { path: op.path, version, content_hash: op.kind === "put" ? sha256(op.content) : "h", seq } };
     if (op.op_id) p.ops.set(op.op_id, result);
-    for (const s of this.sockets) s.publish(id, frame);
+    for (const s of this.sockets) s.publish(id, frame, delta);
     return result;
   }
 
@@ -183,7 +201,21 @@ export class FakeHub {
           return { status: 200, body: { path, file_type: "text", content: old.content, content_hash: "h", version: old.version, size: 0, updated_at: "" } };
         }
         if (!file || file.deleted) return { status: 404, body: { error: { code: "not_found", message: "no" } } };
-        return { status: 200, body: { path, file_type: "text", content: file.content, content_hash: "h", version: file.version, size: 0, updated_at: "" } };
+        return { status: 200, body: { path, file_type: "text", content: file.content, content_hash: sha256(file.content), version: file.version, size: 0, updated_at: "" } };
+      }
+      if (req.method === "PATCH") {
+        const p = this.project(id);
+        if (req.body.op_id && p.ops.has(req.body.op_id)) return p.ops.get(req.body.op_id);
+        const file = p.files.get(path);
+        if (!file || file.deleted) return { status: 404, body: { error: { code: "not_found", message: "no" } } };
+        if (file.version !== req.body.base_version) return this.apply(id, { kind: "put", path, content: file.content, expected_version: req.body.base_version });
+        let content;
+        try {
+          content = new TextDecoder("utf-8", { fatal: true }).decode(applyDelta(Buffer.from(file.content), Buffer.from(req.body.delta, "base64")));
+        } catch {
+          return { status: 400, body: { error: { code: "invalid_request", message: "delta does not apply" } } };
+        }
+        return this.apply(id, { kind: "put", path, content, expected_version: req.body.base_version, op_id: req.body.op_id });
       }
       if (req.method === "PUT") return this.apply(id, { kind: "put", path, content: req.body.content, expected_version: req.body.expected_version, op_id: req.body.op_id });
       if (req.method === "DELETE") {
@@ -201,6 +233,7 @@ class FakeSocket {
     this.url = url;
     this.readyState = 0;
     this.joined = new Set();
+    this.from = new Map(); // project → the first seq sent since the join
     this.authed = false;
     this.sent = [];
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
@@ -214,8 +247,10 @@ class FakeSocket {
   deliver(frame) {
     setTimeout(() => this.readyState === 1 && this.onmessage?.({ data: JSON.stringify(frame) }), 0);
   }
-  publish(id, frame) {
-    if (this.joined.has(id)) this.deliver(frame);
+  /** A live event; its delta form when this socket was sent the base since its join. */
+  publish(id, frame, delta) {
+    if (!this.joined.has(id)) return;
+    this.deliver(delta && delta.baseSeq >= this.from.get(id) ? delta.frame : frame);
   }
   send(text) {
     if (this.readyState !== 1) throw new Error("not open");
@@ -233,6 +268,7 @@ class FakeSocket {
         return;
       }
       this.joined.add(id);
+      this.from.set(id, f.since === null ? p.events.length + 1 : f.since + 1);
       this.deliver({ type: "joined", ref: f.ref, channel: f.channel, cursor: p.events.length });
       for (const e of p.events) if (f.since !== null && e.seq > f.since) this.deliver(e);
     } else if (f.type === "ping") {
