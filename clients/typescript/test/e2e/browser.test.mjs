@@ -518,6 +518,9 @@ test("typing into a large file moves deltas both ways (PATCH up, delta events do
   } finally {
     await ctxA.close();
     await ctxB.close();
+  }
+});
+
 test("file history in the demo editor: the timeline lists a file's versions and Restore brings one back", async () => {
   const token = hub.token("history-user");
   const ctx = await browser.newContext();
