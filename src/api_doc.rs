@@ -240,6 +240,28 @@ impl ApiRouter {
         self
     }
 
+    /// Documents a route another registration serves (a path the `{*path}` wildcard of an
+    /// earlier route also matches, told apart by its handler).
+    pub fn documents(
+        mut self,
+        method: Method,
+        path: &'static str,
+        access: impl Into<Access>,
+        summary: &'static str,
+    ) -> Self {
+        self.docs.push(RouteDoc {
+            method,
+            path,
+            summary,
+            access: access.into(),
+            answer: Answer::default(),
+            body: None,
+            query: None,
+            bytes_body: false,
+        });
+        self
+    }
+
     fn last(&mut self) -> &mut RouteDoc {
         self.docs.last_mut().expect("documented after a route is added")
     }

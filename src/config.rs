@@ -88,6 +88,43 @@ pub struct Config {
     pub limits: Limits,
     #[command(flatten)]
     pub http: HttpLimits,
+    #[command(flatten)]
+    pub history: HistoryConfig,
+}
+
+/// File history (CONTRACT section 14): retention and compact storage of older versions,
+/// done by a background task of every hub (src/history.rs).
+#[derive(Debug, Clone, Args)]
+pub struct HistoryConfig {
+    /// Every version is kept this long (seconds); then at most one per hour until
+    /// `history_hourly_secs`, then one per day. `0` keeps every version forever.
+    #[arg(long, env = "SYNCHUB_HISTORY_KEEP_ALL_SECS", default_value_t = 86_400)]
+    pub keep_all_secs: u64,
+    /// Age (seconds) until which one version per hour is kept; older: one per day.
+    #[arg(long, env = "SYNCHUB_HISTORY_HOURLY_SECS", default_value_t = 30 * 86_400)]
+    pub hourly_secs: u64,
+    /// Store superseded versions as Fossil deltas against the next kept version.
+    #[arg(long, env = "SYNCHUB_HISTORY_COMPACTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compaction: bool,
+    /// A full copy every this many versions of a file (at most this many - 1 deltas are
+    /// applied to read any version).
+    #[arg(long, env = "SYNCHUB_HISTORY_CHECKPOINT_EVERY", default_value_t = 50)]
+    pub checkpoint_every: u32,
+    /// How often the history task looks for work (milliseconds).
+    #[arg(long, env = "SYNCHUB_HISTORY_INTERVAL_MS", default_value_t = 10_000)]
+    pub interval_ms: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep_all_secs: 86_400,
+            hourly_secs: 30 * 86_400,
+            compaction: true,
+            checkpoint_every: 50,
+            interval_ms: 10_000,
+        }
+    }
 }
 
 /// CONTRACT section 7 defaults; all configurable.
@@ -218,6 +255,7 @@ impl Config {
             event_retention_secs: 7 * 86_400,
             limits: Limits::default(),
             http: HttpLimits::default(),
+            history: HistoryConfig::default(),
         }
     }
 }

@@ -37,6 +37,10 @@ pub enum ApiError {
     OpIdReused(String),
     #[error("history before seq {oldest_seq} was trimmed")]
     HistoryTrimmed { oldest_seq: i64 },
+    /// A file version removed by history retention (CONTRACT 14): the same code, with the
+    /// file's details (`path`, `version`, `oldest_version`).
+    #[error("{message}")]
+    VersionTrimmed { message: String, details: Map<String, Value> },
     #[error("{message}")]
     PayloadTooLarge { message: String, details: Map<String, Value> },
     #[error("the URI is too long")]
@@ -78,7 +82,7 @@ impl ApiError {
             | ApiError::RevisionConflict { .. }
             | ApiError::AlreadyExists(_)
             | ApiError::OpIdReused(_) => StatusCode::CONFLICT,
-            ApiError::HistoryTrimmed { .. } => StatusCode::GONE,
+            ApiError::HistoryTrimmed { .. } | ApiError::VersionTrimmed { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedContent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -104,7 +108,7 @@ impl ApiError {
             ApiError::RevisionConflict { .. } => "revision_conflict",
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::OpIdReused(_) => "op_id_reused",
-            ApiError::HistoryTrimmed { .. } => "history_trimmed",
+            ApiError::HistoryTrimmed { .. } | ApiError::VersionTrimmed { .. } => "history_trimmed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UriTooLong => "uri_too_long",
             ApiError::UnsupportedContent(_) => "unsupported_content",
@@ -127,7 +131,8 @@ impl ApiError {
             ApiError::QuotaExceeded { details, .. }
             | ApiError::VersionConflict { details, .. }
             | ApiError::RevisionConflict { details, .. }
-            | ApiError::PayloadTooLarge { details, .. } => {
+            | ApiError::PayloadTooLarge { details, .. }
+            | ApiError::VersionTrimmed { details, .. } => {
                 for (key, value) in details {
                     error.entry(key.clone()).or_insert_with(|| value.clone());
                 }
@@ -178,6 +183,7 @@ impl ApiError {
             "SH410" => ApiError::HistoryTrimmed {
                 oldest_seq: details().get("oldest_seq").and_then(Value::as_i64).unwrap_or(0),
             },
+            "SHT10" => ApiError::VersionTrimmed { message, details: details() },
             "SH413" => ApiError::PayloadTooLarge { message, details: details() },
             "SHQ03" => ApiError::QuotaExceeded { message, details: details() },
             "SH415" => ApiError::UnsupportedContent(message),

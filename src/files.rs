@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub_protocol::{
     BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
-    FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PatchFileRequest, PutBinaryQuery,
+    FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PatchFileRequest, PutBinaryQuery,
     PutBlobFileRequest, PutFileRequest, PutFileResponse, SafeU64, SetBaseRequest, SetBaseResponse, delta,
 };
 
@@ -20,10 +20,11 @@ use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, json_body_bytes, parse_json};
+use crate::history;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn checked_path(path: &str) -> Result<&str, ApiError> {
+pub fn checked_path(path: &str) -> Result<&str, ApiError> {
     validate_path(path).map_err(|err| ApiError::InvalidPath { message: err.to_string(), path: Some(path.to_string()) })
 }
 
@@ -103,16 +104,25 @@ fn wants_bytes(headers: &HeaderMap) -> bool {
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
-/// A file as JSON; a binary file with a signed URL of its bytes. With `Accept:
-/// application/octet-stream` the bytes themselves (a text file's content, or a redirect
-/// to a binary file's blob).
+/// `GET …/files/{path}`: the current file as JSON (a binary file with a signed URL of its
+/// bytes; with `Accept: application/octet-stream` the bytes themselves: a text file's
+/// content, or a redirect to a binary file's blob); with `?version=N` that version; and
+/// `GET …/files/{path}/versions`, the file's history (the router's `{*path}` takes both: a
+/// path ending in the segment `versions` after another segment is the history listing).
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     PathArgs((_, path)): PathArgs<(String, String)>,
+    QueryArgs(query): QueryArgs<FileReadQuery>,
 ) -> Result<Response, ApiError> {
     let id = actor.project()?;
+    if let Some(file) = path.strip_suffix("/versions") {
+        return Ok(Json(history::versions(&state, &actor, checked_path(file)?, &query).await?).into_response());
+    }
+    if let Some(version) = query.version {
+        return Ok(Json(history::read_version(&state, &actor, checked_path(&path)?, version).await?).into_response());
+    }
     let path = checked_path(&path)?;
     let mut file: FileResponse =
         state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?;

@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod files;
+pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod ops;

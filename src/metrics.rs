@@ -51,6 +51,18 @@ pub struct Metrics {
     pub snapshot_reused: Counter,
     /// The wake-up listener lost its LISTEN connection and reconnects.
     pub listen_reconnects: Counter,
+    pub history: HistoryMetrics,
+}
+
+/// What the file-history task did (src/history.rs).
+#[derive(Clone, Debug, Default)]
+pub struct HistoryMetrics {
+    /// Versions retention removed (their rows stay, without bytes).
+    pub versions_removed: Counter,
+    /// Versions stored as deltas.
+    pub versions_compacted: Counter,
+    /// Stored bytes given back by compaction and retention.
+    pub bytes_freed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +87,22 @@ impl Default for Metrics {
         let snapshot_files = Counter::default();
         let snapshot_reused = Counter::default();
         let listen_reconnects = Counter::default();
+        let history = HistoryMetrics::default();
+        registry.register(
+            "history_versions_removed",
+            "File versions removed by history retention",
+            history.versions_removed.clone(),
+        );
+        registry.register(
+            "history_versions_compacted",
+            "File versions stored as deltas by the history task",
+            history.versions_compacted.clone(),
+        );
+        registry.register(
+            "history_bytes_freed",
+            "Stored bytes of file history freed by compaction and retention",
+            history.bytes_freed.clone(),
+        );
         registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_latency.clone());
         registry.register(
@@ -132,6 +160,7 @@ impl Default for Metrics {
             snapshot_files,
             snapshot_reused,
             listen_reconnects,
+            history,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::access::X_REQUEST_ID;
 use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::auth::policy::Need;
-use crate::{blobs, editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
+use crate::{blobs, editor_state, events, files, history, metrics, ops, projects, realtime, sessions, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -95,15 +95,27 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(Post, "/v1/projects/{id}/files:move", Write, "Move a file in one change", files::move_file)
         .body::<MoveFileRequest>()
         .answers_json::<MoveFileResponse>()
+        .route(Post, "/v1/projects/{id}/files:restore", Write, "Restore an earlier version of a file", history::restore)
+        .body::<RestoreFileRequest>()
+        .answers_json::<PutFileResponse>()
         .route(
             Get,
             "/v1/projects/{id}/files/{*path}",
             Read,
-            "Read a file (binary: its blob and a signed URL)",
+            "Read a file (binary: its blob and a signed URL; ?version=N: a version of it)",
             files::get,
         )
         .no_store()
+        .query::<FileReadQuery>()
         .answers(JsonOrBytes(crate::api_doc::schema_of::<FileResponse>))
+        .documents(
+            Get,
+            "/v1/projects/{id}/files/{*path}/versions",
+            Read,
+            "A file's versions, newest first (served by the route above)",
+        )
+        .query::<FileReadQuery>()
+        .answers_json::<FileVersionsResponse>()
         .route(
             Put,
             "/v1/projects/{id}/files/{*path}",

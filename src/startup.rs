@@ -72,6 +72,13 @@ impl App {
                 tasks.stop_token(),
             ));
         }
+        // File history: compaction and retention, on every hub (one file at a time each).
+        tasks.spawn(crate::history::run(
+            db.clone(),
+            config.history.clone(),
+            metrics.history.clone(),
+            tasks.stop_token(),
+        ));
         let state = AppState(Arc::new(App {
             config,
             db,

@@ -16,6 +16,7 @@
 --   SH404 not_found         SH409 version_conflict  SHR09 revision_conflict
 --   SHA09 already_exists    SH410 history_trimmed   SH413 payload_too_large
 --   SHQ03 quota_exceeded    SH415 unsupported_content SHO09 op_id_reused
+--   SHT10 history_trimmed (a file version removed by history retention)
 
 -- Raises one of the codes listed above; DETAIL is the JSON details object (or empty).
 CREATE OR REPLACE FUNCTION synchub.fail(p_code text, p_message text,

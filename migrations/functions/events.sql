@@ -1,6 +1,8 @@
 -- The event log as readers see it: payloads, replay after a seq, retention.
 
 -- An event's payload as the contract spells it, built from the file rows it produced.
+-- A version the history task compacted has no content of its own: version_text rebuilds
+-- it (history.sql), so a client resuming from an old seq still gets the full text.
 CREATE OR REPLACE FUNCTION synchub.event_payload(e synchub.events)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT CASE e.event_type
@@ -10,7 +12,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                 'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
                 -- binary files carry blob {sha256, size} instead of content (blobs.sql)
-                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', coalesce(f.content, synchub.version_text(f.project_id, f.id)))
                         ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
             FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
         WHEN 'file:delete' THEN (
@@ -22,7 +24,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                 'files', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
                     'file_type', f.file_type, 'content_hash', f.content_hash, 'version', f.version)
                     -- binary files carry blob {sha256, size} instead of content (blobs.sql)
-                    || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                    || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', coalesce(f.content, synchub.version_text(f.project_id, f.id)))
                             ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
                     ORDER BY f.file_path) FILTER (WHERE NOT f.is_deleted), '[]'),
                 'deletes', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
@@ -51,7 +53,7 @@ BEGIN
                 'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
                 -- binary files carry blob {sha256, size} instead of content (blobs.sql)
-                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', coalesce(f.content, synchub.version_text(f.project_id, f.id)))
                         ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
             WHEN 'file:delete' THEN jsonb_build_object('file_path', f.file_path, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)

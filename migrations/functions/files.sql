@@ -136,6 +136,9 @@ DECLARE
     v_hash text;
     v_type text;
     v_delta_bytes bigint := 0;
+    -- Bytes the new version rows store (history counts in the quota, CONTRACT 14);
+    -- v_delta_bytes is the change in current content (projects.bytes).
+    v_stored_bytes bigint := 0;
     v_delta_files integer := 0;
     v_changed boolean := false;
     v_result jsonb;
@@ -245,15 +248,17 @@ BEGIN
             WHERE project_id = p_project AND id = v_cur.id;
         END IF;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
-            size, version, parent_version_id, is_current_version, seq, created_by, last_modified_by,
-            blob_sha256)
-        VALUES (p_project, v_path, v_type, v_content, v_hash, v_size,
+            size, stored_bytes, version, parent_version_id, is_current_version, seq, created_by,
+            last_modified_by, blob_sha256)
+        VALUES (p_project, v_path, v_type, v_content, v_hash, v_size, v_size,
             coalesce(v_cur.version, 0) + 1, v_cur.id, true, v_seq,
             CASE WHEN v_cur.id IS NULL OR v_cur.is_deleted THEN p_actor ELSE v_cur.created_by END, p_actor,
             v_blob)
         RETURNING id INTO v_new_id;
         v_ids := v_ids || v_new_id;
         v_changed := true;
+        -- History counts (V3): this row's bytes stay stored after later writes supersede it.
+        v_stored_bytes := v_stored_bytes + v_size;
         v_delta_bytes := v_delta_bytes + v_size
             - CASE WHEN v_cur.is_deleted IS DISTINCT FROM false THEN 0 ELSE v_cur.size END;
         IF v_cur.id IS NULL OR v_cur.is_deleted THEN
@@ -312,11 +317,13 @@ BEGIN
             PERFORM synchub.fail('SHQ03', 'file limit of the project reached',
                 jsonb_build_object('limit', v_limits.max_files_per_project));
         END IF;
-        IF v_delta_bytes <> 0 THEN
+        -- Older versions stay stored (until the history task compacts or trims them and
+        -- gives their bytes back): the quota grows by what this change stores.
+        IF v_stored_bytes <> 0 THEN
             INSERT INTO synchub.user_usage (user_id) VALUES (v_project.owner_id) ON CONFLICT DO NOTHING;
-            UPDATE synchub.user_usage SET stored_bytes = stored_bytes + v_delta_bytes
+            UPDATE synchub.user_usage SET stored_bytes = stored_bytes + v_stored_bytes
             WHERE user_id = v_project.owner_id RETURNING stored_bytes INTO v_usage;
-            IF v_delta_bytes > 0 AND v_usage > v_limits.max_bytes_per_user THEN
+            IF v_usage > v_limits.max_bytes_per_user THEN
                 PERFORM synchub.fail('SHQ03', 'storage limit of the project owner reached',
                     jsonb_build_object('limit', v_limits.max_bytes_per_user));
             END IF;

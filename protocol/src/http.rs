@@ -628,3 +628,64 @@ pub struct SessionStatus {
     pub last_seen_at: Option<String>,
     pub expires_at: String,
 }
+
+/// `GET /v1/projects/{id}/files/{path}` query: `version` reads that version of the file
+/// (CONTRACT section 14); `before` and `limit` page `…/files/{path}/versions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileReadQuery {
+    /// Read this version instead of the current one (410 `history_trimmed` when retention
+    /// removed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<SafeU64>,
+    /// Versions listing: only versions below this one (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<SafeU64>,
+    /// Versions listing: at most this many (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<SafeU64>,
+}
+
+/// One version of a file in `GET …/files/{path}/versions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileVersion {
+    pub version: i64,
+    /// Null for a deletion.
+    pub content_hash: Option<String>,
+    pub size: i64,
+    pub binary: bool,
+    /// This version is the file's deletion.
+    pub deleted: bool,
+    /// Who wrote it.
+    pub actor: String,
+    pub created_at: String,
+}
+
+/// `GET /v1/projects/{id}/files/{path}/versions[?before=VERSION&limit=N]`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileVersionsResponse {
+    pub versions: Vec<FileVersion>,
+    /// The `before` of the next page; null when this page is the last.
+    pub next: Option<i64>,
+}
+
+/// `POST /v1/projects/{id}/files:restore`: a new current version with the content of
+/// `version` (one `file:update`). `expected_version` and `op_id` as for a write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RestoreFileRequest {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub path: String,
+    pub version: SafeU64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub expected_version: Option<SafeU64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub op_id: Option<Uuid>,
+}

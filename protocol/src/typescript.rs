@@ -109,6 +109,10 @@ pub fn generate() -> String {
     declaration::<BulkRequest>(&cfg, &mut out);
     declaration::<MoveFileRequest>(&cfg, &mut out);
     declaration::<MoveFileResponse>(&cfg, &mut out);
+    // File history (CONTRACT section 14).
+    declaration::<FileVersion>(&cfg, &mut out);
+    declaration::<FileVersionsResponse>(&cfg, &mut out);
+    declaration::<RestoreFileRequest>(&cfg, &mut out);
     declaration::<EventsPage>(&cfg, &mut out);
     declaration::<LoggedEventShape>(&cfg, &mut out);
     declaration::<SetBaseRequest>(&cfg, &mut out);

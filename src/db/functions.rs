@@ -23,6 +23,8 @@ pub const FILES: &[(&str, &str)] = &[
     ("blobs.sql", include_str!("../../migrations/functions/blobs.sql")),
     ("files.sql", include_str!("../../migrations/functions/files.sql")),
     ("github.sql", include_str!("../../migrations/functions/github.sql")),
+    // Before events.sql: event_payload (SQL-language, checked when created) calls version_text.
+    ("history.sql", include_str!("../../migrations/functions/history.sql")),
     ("events.sql", include_str!("../../migrations/functions/events.sql")),
     ("realtime.sql", include_str!("../../migrations/functions/realtime.sql")),
     ("sessions.sql", include_str!("../../migrations/functions/sessions.sql")),

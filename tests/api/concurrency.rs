@@ -56,7 +56,7 @@ async fn parallel_uploads_cannot_overshoot_the_byte_quota() {
     let answers = futures_util::future::join_all(uploads).await;
     let ok = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
     assert_eq!(ok, 10, "{answers:?}");
-    assert!(answers.iter().all(|a| a.0 == StatusCode::OK || a.1["error"]["code"] == "quota_exceeded"));
+    assert!(answers.iter().all(|a| a.0 == StatusCode::OK || a.1["error"]["code"] == "quota_exceeded"), "{answers:?}");
     let (_, a) = app.get(&format!("/v1/projects/{p1}"), &token).await;
     let (_, b) = app.get(&format!("/v1/projects/{p2}"), &token).await;
     assert_eq!(a["bytes"].as_i64().unwrap() + b["bytes"].as_i64().unwrap(), 1000);

@@ -14,6 +14,7 @@ mod dev_cli;
 mod embedded_pg;
 mod hardening_sql;
 mod headers;
+mod history;
 mod http_api;
 mod http_server;
 mod observability;

@@ -263,6 +263,7 @@ const NOT_PROJECT_FIRST: &[(&str, &str)] = &[
     ("list_projects", "a user's projects, across all projects"),
     ("project_heads", "the heads check: last_seq of many projects in one query"),
     ("prune_events", "retention: old events of every project"),
+    ("history_due", "the history task: files of every project with compaction or retention work"),
     ("get_session", "GET /v1/sessions/{id} names the session alone"),
     ("revoke_session", "DELETE /v1/sessions/{id} names the session alone"),
     ("inactive_sessions", "the periodic check of the sessions with open sockets, across projects"),

@@ -255,9 +255,10 @@ async fn quotas_are_refused_whole() {
     let q = project(&db, "alice").await;
     upsert(&db, p, "big", &"x".repeat(60), None, "alice", None).await.unwrap();
     assert_eq!(upsert(&db, q, "big", &"x".repeat(60), None, "alice", None).await.unwrap_err(), "SHQ03");
-    // Shrinking is always allowed, and frees room.
+    // History counts (CONTRACT 14): a smaller version fits, but the 60 bytes of the one it
+    // replaced stay stored until the history task compacts or trims them.
     upsert(&db, p, "big", "small", None, "alice", None).await.unwrap();
-    upsert(&db, q, "big", &"x".repeat(60), None, "alice", None).await.unwrap();
+    assert_eq!(upsert(&db, q, "big", &"x".repeat(60), None, "alice", None).await.unwrap_err(), "SHQ03");
     // Projects per user.
     let err = db
         .query_one("SELECT synchub.create_project(gen_random_uuid(), 'third', 'alice', '{}')", &[])

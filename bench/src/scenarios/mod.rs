@@ -17,6 +17,7 @@ pub mod binary;
 pub mod browser_typing;
 pub mod delta_payloads;
 pub mod fanout;
+pub mod history;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
 pub mod write_ceiling;
@@ -101,6 +102,11 @@ pub const ALL: &[Scenario] = &[
         name: "binary_upload_hydrate",
         summary: "issue 17: 1,000 random-byte images / 200 MiB (quick: 40 × 20 KiB) uploaded through the blob flow and hydrated by the agent; baseline: curl --parallel PUT/GET of the same amount to/from signed storage URLs, alternated",
         run: binary::run,
+    },
+    Scenario {
+        name: "history",
+        summary: "issue 18: database bytes added by 1,000 one-character autosaves of a 100 KB file and by 1,000 unrelated rewrites, reads of old versions, write latency; baseline: compaction off (quick: 120 × 20 KB)",
+        run: history::run,
     },
     Scenario {
         name: "browser_typing",

@@ -26,6 +26,7 @@ import type {
   FileListResponse,
   FileDeltaPayload,
   FileResponse,
+  FileVersionsResponse,
   MoveFileResponse,
   PutEditorStateResponse,
   PutFileResponse,
@@ -308,6 +309,32 @@ export class Project {
       this.kick(0);
     } else this.post({ t: "flush" });
     return done;
+  }
+  /**
+   * The file's versions on the hub, newest first (CONTRACT 14): `{versions, next}`; pass
+   * `next` as `before` for the following page. Throws the hub's error (`code`, `message`)
+   * when it refuses, or a NetworkError when it cannot be reached.
+   */
+  async history(path: string, page: { before?: number; limit?: number } = {}): Promise<FileVersionsResponse> {
+    const query = new URLSearchParams();
+    if (page.before !== undefined) query.set("before", String(page.before));
+    if (page.limit !== undefined) query.set("limit", String(page.limit));
+    const search = query.toString();
+    const suffix = `/files/${encodePath(path)}/versions${search === "" ? "" : `?${search}`}`;
+    return this.answer(await this.http<FileVersionsResponse>("GET", suffix));
+  }
+  /** One earlier version of a file, with its content (410 `history_trimmed` once retention removed it). */
+  async readVersion(path: string, version: number): Promise<FileResponse> {
+    return this.answer(await this.http<FileResponse>("GET", `/files/${encodePath(path)}?version=${version}`));
+  }
+  /**
+   * Makes an earlier version the file's current one on the hub (a deleted file comes back
+   * the same way): one normal `file:update`, which reaches this and every other tab as a
+   * remote change. Resolves with the new version; throws as {@link history} does.
+   */
+  async restore(path: string, version: number): Promise<number> {
+    const body = { path, version, op_id: uuid() };
+    return this.answer(await this.http<PutFileResponse>("POST", "/files:restore", body)).version;
   }
   /** Forget a conflict the user has dealt with. */
   async dismissConflict(id: string): Promise<void> {
@@ -1167,6 +1194,12 @@ export class Project {
       backoffBaseMs: t.backoffBaseMs,
       backoffMaxMs: t.backoffMaxMs,
     };
+  }
+
+  /** The body of a successful answer; a refusal becomes an Error carrying the hub's `code`. */
+  private answer<T>(result: HttpResult<T>): T {
+    if (result.ok) return result.body;
+    throw Object.assign(new Error(`synchub: ${result.error.code}: ${result.error.message}`), result.error);
   }
 
   /** One HTTP call under /v1/projects/{id}; a 401 gets one retry with a freshly fetched token. */

@@ -61,6 +61,11 @@ export type BulkWriteResponse = P.BulkWriteResponse;
 /** `POST /v1/projects/{id}/files:move` */
 export type MoveFileRequest = P.MoveFileRequest;
 export type MoveFileResponse = P.MoveFileResponse;
+
+/** File history (CONTRACT 14): `GET …/files/{path}/versions` and `POST …/files:restore`. */
+export type FileVersion = P.FileVersion;
+export type FileVersionsResponse = P.FileVersionsResponse;
+export type RestoreFileRequest = P.RestoreFileRequest;
 /** `GET /v1/projects/{id}/events?since=SEQ` */
 export type EventsPage = P.EventsPage;
 

@@ -16,6 +16,7 @@ const logEl = $<HTMLDivElement>("log");
 const tabsEl = $<HTMLDivElement>("tabs");
 const previewEl = $<HTMLDivElement>("preview");
 const uploadInput = $<HTMLInputElement>("upload");
+const historyEl = $<HTMLDivElement>("history");
 
 const hub = location.origin;
 let client: Client | undefined;
@@ -111,6 +112,55 @@ $("delete-file").addEventListener("click", () => {
   closeTab(path);
 });
 
+$("history-file").addEventListener("click", () => void renderHistory(active));
+
+/** The timeline of a file (`project.history`): its versions, newest first, each restorable. */
+let historyPath: string | undefined;
+async function renderHistory(path: string | undefined): Promise<void> {
+  historyPath = path;
+  const p = project;
+  if (!p || !path) {
+    historyEl.innerHTML = '<p class="placeholder">Open a file and press History.</p>';
+    return;
+  }
+  let page;
+  try {
+    page = await p.history(path, { limit: 50 });
+  } catch (err) {
+    historyEl.textContent = `History of ${path}: ${err instanceof Error ? err.message : String(err)}`;
+    return;
+  }
+  if (historyPath !== path) return;
+  const title = document.createElement("p");
+  title.className = "placeholder";
+  title.textContent = `${path}${page.next !== null ? " (latest 50)" : ""}`;
+  const list = document.createElement("ol");
+  page.versions.forEach((v, i) => {
+    const item = document.createElement("li");
+    item.className = v.deleted ? "deleted" : "";
+    item.dataset.version = String(v.version);
+    const label = document.createElement("span");
+    label.textContent = `v${v.version} · ${v.actor} · ${new Date(v.created_at).toLocaleString()}${v.deleted ? " · deleted" : ""}`;
+    item.append(label);
+    if (!v.deleted && i > 0) {
+      const restore = document.createElement("button");
+      restore.textContent = "Restore";
+      restore.onclick = async () => {
+        try {
+          await p.restore(path, v.version);
+        } catch (err) {
+          alert(err instanceof Error ? err.message : String(err));
+        }
+        if (!open.includes(path)) select(path);
+        void renderHistory(path);
+      };
+      item.append(restore);
+    }
+    list.append(item);
+  });
+  historyEl.replaceChildren(title, list);
+}
+
 async function openProject(id: string): Promise<void> {
   client?.close();
   client = createClient({ url: hub, token });
@@ -125,6 +175,7 @@ async function openProject(id: string): Promise<void> {
     // The first file list is not news; after that, every remote change is.
     if (e.origin === "remote" && seenOnline) logChange(e);
     renderTree(e.origin === "remote" ? e.path : undefined);
+    if (e.path === historyPath && e.origin === "remote") void renderHistory(historyPath);
     if (e.path === active && e.origin === "remote") {
       if (e.deleted) closeTab(e.path);
       else renderEditor();
@@ -218,6 +269,7 @@ function renderEditor(): void {
   editor.disabled = content === undefined;
   $<HTMLButtonElement>("rename-file").disabled = content === undefined;
   $<HTMLButtonElement>("delete-file").disabled = content === undefined && !binary;
+  $<HTMLButtonElement>("history-file").disabled = content === undefined;
   if (content === undefined) editor.value = "";
   else if (editor.value !== content) {
     const { selectionStart, selectionEnd } = editor;

@@ -432,6 +432,38 @@ export type MoveFileResponse = { from: string, to: string, seq: number | null,
 version: number | null, };
 
 /**
+ * One version of a file in `GET …/files/{path}/versions`.
+ */
+export type FileVersion = { version: number, 
+/**
+ * Null for a deletion.
+ */
+content_hash: string | null, size: number, binary: boolean, 
+/**
+ * This version is the file's deletion.
+ */
+deleted: boolean, 
+/**
+ * Who wrote it.
+ */
+actor: string, created_at: string, };
+
+/**
+ * `GET /v1/projects/{id}/files/{path}/versions[?before=VERSION&limit=N]`: newest first.
+ */
+export type FileVersionsResponse = { versions: Array<FileVersion>, 
+/**
+ * The `before` of the next page; null when this page is the last.
+ */
+next: number | null, };
+
+/**
+ * `POST /v1/projects/{id}/files:restore`: a new current version with the content of
+ * `version` (one `file:update`). `expected_version` and `op_id` as for a write.
+ */
+export type RestoreFileRequest = { path: string, version: SafeU64, expected_version?: SafeU64 | null, op_id?: string | null, };
+
+/**
  * `GET /v1/projects/{id}/events`: the socket's event frames, oldest first.
  */
 export type EventsPage = { events: Array<LoggedEvent>, 

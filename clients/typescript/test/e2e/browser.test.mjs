@@ -520,3 +520,36 @@ test("typing into a large file moves deltas both ways (PATCH up, delta events do
     await ctxB.close();
   }
 });
+
+test("file history in the demo editor: the timeline lists a file's versions and Restore brings one back", async () => {
+  const token = hub.token("history-user");
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    page.on("pageerror", (err) => console.error("demo page error:", err));
+    await page.goto(`${hub.url}/#token=${token}`);
+    await until("the first project is opened", async () => (await page.locator("#project option").count()) === 1);
+    await until("synced", async () => (await page.textContent("#status")) === "Synced");
+    page.once("dialog", (d) => d.accept("notes.md"));
+    await page.click("#new-file");
+    for (const text of ["first draft", "second draft"]) {
+      await page.locator("#editor").fill(text);
+      await until(`"${text}" synced`, async () => (await page.textContent("#status")) === "Synced");
+    }
+    const projectId = await page.locator("#project").inputValue();
+    await until("the hub has version 2", async () => (await hubFile(hub, projectId, "notes.md", token))?.version === 2);
+    await page.click("#history-file");
+    await until("the timeline lists both versions", async () => (await page.locator("#history li").count()) === 2);
+    assert.deepEqual(await page.locator("#history li").evaluateAll((items) => items.map((li) => li.dataset.version)), ["2", "1"]);
+    await page.click('#history li[data-version="1"] button');
+    await until("the editor shows the restored text", async () => (await page.locator("#editor").inputValue()) === "first draft");
+    const file = await hubFile(hub, projectId, "notes.md", token);
+    assert.equal(file.content, "first draft");
+    assert.equal(file.version, 3);
+    await until("the timeline shows the restore", async () => (await page.locator("#history li").count()) === 3);
+    const events = (await hubEvents(hub, projectId, token)).filter((e) => e.payload.file_path === "notes.md");
+    assert.equal(events.at(-1).event, "file:update");
+  } finally {
+    await ctx.close();
+  }
+});

@@ -531,3 +531,30 @@ test("editor state: set is local at once, saved debounced with base_revision; a 
   await until("server wins", () => JSON.stringify(project.editorState.get()) === '{"open":["server"]}');
   client.close();
 });
+
+test("history lists a file's versions newest first and restore brings one back as a remote change", async () => {
+  const hub = new FakeHub();
+  const { client, project } = await open(hub);
+  await until("online", () => project.status === "online");
+  for (const text of ["one", "two", "three"]) {
+    project.write("a.txt", text);
+    await project.flush();
+  }
+  const history = await project.history("a.txt");
+  assert.deepEqual(history.versions.map((v) => v.version), [3, 2, 1]);
+  assert.equal(history.next, null);
+  const page = await project.history("a.txt", { limit: 2 });
+  assert.equal(page.next, 2);
+  assert.deepEqual((await project.history("a.txt", { before: 2 })).versions.map((v) => v.version), [1]);
+  assert.equal((await project.readVersion("a.txt", 1)).content, "one");
+  const changes = [];
+  project.on("change", (e) => changes.push(e));
+  assert.equal(await project.restore("a.txt", 1), 4);
+  await until("the restored text", () => project.read("a.txt") === "one");
+  assert.ok(changes.some((c) => c.origin === "remote" && c.content === "one"));
+  const restores = hub.requests.filter((r) => r.path.endsWith("/files:restore"));
+  assert.equal(restores.length, 1);
+  assert.match(restores[0].body.op_id, /^[0-9a-f-]{36}$/);
+  await assert.rejects(project.restore("a.txt", 99), (err) => err.code === "not_found");
+  client.close();
+});

@@ -37,7 +37,7 @@ export class FakeHub {
   project(id) {
     let p = this.projects.get(id);
     if (!p) {
-      p = { files: new Map(), events: [], ops: new Map(), editorState: { state: null, revision: 0, updated_at: null } };
+      p = { files: new Map(), history: new Map(), events: [], ops: new Map(), editorState: { state: null, revision: 0, updated_at: null } };
       this.projects.set(id, p);
     }
     return p;
@@ -93,6 +93,9 @@ export class FakeHub {
     }
     const frame = { type: "event", channel: `realtime:project:${id}`, seq, ...event };
     p.events.push(frame);
+    // File history (CONTRACT 14): every version, oldest first.
+    if (!p.history.has(op.path)) p.history.set(op.path, []);
+    p.history.get(op.path).push({ version, content: op.content, blob: op.blob, deleted: op.kind !== "put", actor, created_at: timestamp });
     const result = { status: 200, body: { path: op.path, version, content_hash: op.blob ? op.blob.sha256 : op.kind === "put" ? sha256(op.content) : "h", seq } };
     if (op.op_id) p.ops.set(op.op_id, result);
     for (const s of this.sockets) s.publish(id, frame, delta);
@@ -217,11 +220,33 @@ export class FakeHub {
       if (this.blobs.has(req.body.sha256)) return { status: 200, body: { exists: true } };
       return { status: 200, body: { exists: false, upload_url: `http://storage.test/up/${req.body.sha256}`, expires_at: new Date(Date.now() + 600_000).toISOString() } };
     }
+    if (rest === "/files:restore" && req.method === "POST") {
+      if (req.body.op_id && p.ops.has(req.body.op_id)) return p.ops.get(req.body.op_id);
+      const old = (p.history.get(req.body.path) ?? []).find((v) => v.version === req.body.version);
+      if (!old || old.deleted) return { status: 404, body: { error: { code: "not_found", message: "no such version" } } };
+      const { path, expected_version, op_id } = req.body;
+      return this.apply(id, { kind: "put", path, content: old.content, expected_version, op_id });
+    }
+    const v = rest.match(/^\/files\/(.+)\/versions$/);
+    if (v && req.method === "GET") {
+      const path = v[1].split("/").map(decodeURIComponent).join("/");
+      const before = Number(req.query.get("before") ?? Infinity);
+      const limit = Number(req.query.get("limit") ?? 100);
+      const all = [...(p.history.get(path) ?? [])].reverse().filter((x) => x.version < before);
+      const page = all.slice(0, limit).map((x) => ({ version: x.version, content_hash: x.deleted ? null : "h", size: x.content?.length ?? 0, binary: false, deleted: x.deleted, actor: x.actor, created_at: x.created_at }));
+      return { status: 200, body: { versions: page, next: all.length > limit ? page[page.length - 1].version : null } };
+    }
     const f = rest.match(/^\/files\/(.+)$/);
     if (f) {
       const path = f[1].split("/").map(decodeURIComponent).join("/");
       if (req.method === "GET") {
         const file = p.files.get(path);
+        const wanted = req.query.get("version");
+        if (wanted !== null) {
+          const old = (p.history.get(path) ?? []).find((x) => x.version === Number(wanted));
+          if (!old || old.deleted) return { status: 404, body: { error: { code: "not_found", message: "no such version" } } };
+          return { status: 200, body: { path, file_type: "text", content: old.content, content_hash: "h", version: old.version, size: 0, updated_at: "" } };
+        }
         if (!file || file.deleted) return { status: 404, body: { error: { code: "not_found", message: "no" } } };
         if (file.blob) {
           const url = `http://storage.test/get/${file.blob.sha256}`;
