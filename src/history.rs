@@ -358,11 +358,10 @@ pub async fn maintain_file(
     for row in &text_rows[..last_change] {
         let text = match (&row.content, &row.delta, &above) {
             (Some(content), _, _) => std::sync::Arc::new(content.clone().into_bytes()),
-            (None, Some(delta), Some((base_id, base))) if row.delta_base_id == Some(*base_id) => {
-                std::sync::Arc::new(synchub_protocol::delta::apply(base.as_slice(), delta).map_err(|e| {
-                    anyhow::anyhow!("version {} of {path}: its delta does not apply: {e}", row.version)
-                })?)
-            }
+            (None, Some(delta), Some((base_id, base))) if row.delta_base_id == Some(*base_id) => std::sync::Arc::new(
+                synchub_protocol::delta::apply(base.as_slice(), delta)
+                    .map_err(|e| anyhow::anyhow!("version {} of {path}: its delta does not apply: {e}", row.version))?,
+            ),
             _ => anyhow::bail!("version {} of {path}: its delta base is not the version above it", row.version),
         };
         if plan.trim.contains(&row.id) {

@@ -26,6 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use uuid::Uuid;
 
 use crate::procfs;
+use crate::report::{Row, Unit};
+use crate::stats::Latencies;
 
 pub const USER: &str = "bench-user";
 const DB_NAME: &str = "synchub_bench";
@@ -236,6 +238,49 @@ impl Ctx {
             .context(format!("hub did not become ready; see {}", log.display())))
     }
 
+    /// Starts a fresh hub and creates one project on it (what most scenarios begin with).
+    pub async fn hub_with_project(&self, label: &str) -> anyhow::Result<(Hub, Uuid)> {
+        let hub = self.start_hub(label).await?;
+        match self.create_project(&hub, &format!("bench {label}")).await {
+            Ok(project) => Ok((hub, project)),
+            Err(err) => {
+                hub.stop().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Pairs of blocks an interleaved measurement runs: at least 5 for the record; 2 in
+    /// quick mode (a smoke check of the code path, not of the numbers).
+    pub fn pairs(&self) -> usize {
+        if self.quick { 2 } else { 5 }
+    }
+
+    /// Probes the machine now (load, the disk's fsync latency where PostgreSQL's data is).
+    pub async fn machine_state(&self) -> MachineState {
+        let dir = self.work.clone();
+        tokio::task::spawn_blocking(move || MachineState::probe(&dir)).await.unwrap_or_default()
+    }
+
+    /// Runs `block` for the subject and the baseline in alternating short blocks (A B A B …,
+    /// `pairs` pairs), probing the machine before each pair, so that a machine changing speed
+    /// during the run hits both sides alike and shows up as pairs that disagree. `block`
+    /// gets the side and the pair's index and returns that block's figures.
+    pub async fn interleave<M>(
+        &self,
+        pairs: usize,
+        mut block: impl AsyncFnMut(Side, usize) -> anyhow::Result<M>,
+    ) -> anyhow::Result<Interleaved<M>> {
+        let mut done = Vec::with_capacity(pairs);
+        for pair in 0..pairs {
+            let state = self.machine_state().await;
+            let subject = block(Side::Subject, pair).await.with_context(|| format!("pair {pair}, subject block"))?;
+            let baseline = block(Side::Baseline, pair).await.with_context(|| format!("pair {pair}, baseline block"))?;
+            done.push(Pair { subject, baseline, state });
+        }
+        Ok(Interleaved { pairs: done })
+    }
+
     /// `POST /v1/projects` → the new project's id.
     pub async fn create_project(&self, hub: &Hub, name: &str) -> anyhow::Result<Uuid> {
         let response = self
@@ -338,6 +383,104 @@ impl Ctx {
 impl Drop for Ctx {
     fn drop(&mut self) {
         self.pg.stop();
+    }
+}
+
+/// Which side of an interleaved measurement a block measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Subject,
+    Baseline,
+}
+
+/// One pair of blocks and the machine's state just before it.
+pub struct Pair<M> {
+    pub subject: M,
+    pub baseline: M,
+    pub state: MachineState,
+}
+
+/// What [`Ctx::interleave`] measured.
+pub struct Interleaved<M> {
+    pub pairs: Vec<Pair<M>>,
+}
+
+impl<M> Interleaved<M> {
+    /// (baseline, subject) of `figure` per pair.
+    pub fn figures(&self, figure: impl Fn(&M) -> f64) -> Vec<(f64, f64)> {
+        self.pairs.iter().map(|p| (figure(&p.baseline), figure(&p.subject))).collect()
+    }
+
+    /// A table row of `figure`, judged on the median of its per-pair ratios.
+    pub fn row(&self, metric: impl Into<String>, unit: Unit, figure: impl Fn(&M) -> f64) -> Row {
+        Row::paired(metric, unit, &self.figures(figure))
+    }
+
+    /// A note listing `figure`'s per-pair ratios and the machine's state before each pair.
+    pub fn note(&self, what: &str, figure: impl Fn(&M) -> f64) -> String {
+        let pairs: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|p| {
+                let (b, s) = (figure(&p.baseline), figure(&p.subject));
+                let ratio = if b > 0.0 { format!("×{:.2}", s / b) } else { "—".into() };
+                format!("{ratio} ({s:.3} / {b:.3}; {})", p.state)
+            })
+            .collect();
+        format!("{what}, per pair (subject / baseline; machine before the pair): {}", pairs.join("; "))
+    }
+
+    /// Every pair's latencies of one side, merged.
+    pub fn merged(&self, side: Side, latencies: impl Fn(&M) -> &Latencies) -> Latencies {
+        let mut all = Latencies::default();
+        for pair in &self.pairs {
+            all.merge(latencies(if side == Side::Subject { &pair.subject } else { &pair.baseline }));
+        }
+        all
+    }
+}
+
+/// The machine's state beside a measurement: the 1-minute load average and how long the disk
+/// under PostgreSQL takes to make a small write durable (what every commit waits for).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineState {
+    pub load1: f64,
+    /// Median and maximum of a few 4 KiB write + fdatasync rounds, ms.
+    pub fsync_p50_ms: f64,
+    pub fsync_max_ms: f64,
+}
+
+impl MachineState {
+    const ROUNDS: usize = 7;
+
+    /// Blocking: a few fdatasyncs in `dir` (tens of ms on a slow disk).
+    pub fn probe(dir: &Path) -> MachineState {
+        use std::io::Write as _;
+        let load1 = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let path = dir.join("fsync-probe");
+        let mut times = Vec::with_capacity(Self::ROUNDS);
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path) {
+            let block = [0x5au8; 4096];
+            for _ in 0..Self::ROUNDS {
+                let started = Instant::now();
+                if file.write_all(&block).and_then(|()| file.sync_data()).is_err() {
+                    break;
+                }
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        let (_, max) = crate::stats::range(&times);
+        MachineState { load1, fsync_p50_ms: crate::stats::median(&times), fsync_max_ms: max }
+    }
+}
+
+impl std::fmt::Display for MachineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "load {:.2}, fsync p50 {:.2} ms max {:.2} ms", self.load1, self.fsync_p50_ms, self.fsync_max_ms)
     }
 }
 

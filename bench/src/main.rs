@@ -14,6 +14,7 @@ mod procfs;
 mod report;
 mod scenarios;
 mod stats;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ use clap::Parser;
 use synchub::embedded_pg::Durability;
 
 use crate::report::{Outcome, RunInfo};
-use crate::scenarios::{ALL, Scenario};
+use crate::scenarios::{ALL, ON_REQUEST, Scenario};
 
 #[derive(Parser)]
 #[command(name = "synchub-bench", about = "Benchmarks of the synchub hub against same-run baselines")]
@@ -66,6 +67,15 @@ struct Cli {
     /// A note for the report (repeatable), e.g. what else was running on the machine.
     #[arg(long)]
     note: Vec<String>,
+    /// Internal (sockets_100k): run as a client process holding sockets joined on this hub.
+    #[arg(long, hide = true)]
+    client_worker: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true, requires = "client_worker")]
+    worker_project: Option<uuid::Uuid>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    worker_sockets: usize,
+    #[arg(long, hide = true, default_value_t = 1)]
+    worker_net: u8,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +84,31 @@ fn main() -> ExitCode {
         for scenario in ALL {
             println!("{:<22} {}", scenario.name, scenario.summary);
         }
+        for scenario in ON_REQUEST {
+            println!("{:<22} (only with --only) {}", scenario.name, scenario.summary);
+        }
         return ExitCode::SUCCESS;
+    }
+    if let (Some(hub), Some(project)) = (cli.client_worker, cli.worker_project) {
+        let args = worker::Args {
+            hub,
+            project,
+            sockets: cli.worker_sockets,
+            net: cli.worker_net,
+            token: std::env::var("SYNCHUB_BENCH_WORKER_TOKEN").unwrap_or_default(),
+        };
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(worker::run(args)));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                println!("error {err:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -115,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let mut ctx = harness::Ctx::start(cli.quick, hub_bin.clone(), durability, cli.pg_stat_statements).await?;
     ctx.idle_sockets = cli.idle_sockets.clone();
     ctx.agent_bin = cli.agent_bin.clone().unwrap_or_else(|| exe_dir.join("synchub-agent"));
+    let state_start = ctx.machine_state().await;
 
     let mut outcomes = Vec::new();
     for scenario in &selected {
@@ -139,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Durability::Throwaway => "fsync off, synchronous_commit off (--throwaway-pg)",
         }
     ) + if ctx.statements { "; pg_stat_statements loaded (--pg-stat-statements)" } else { "" };
+    let state_end = ctx.machine_state().await;
     drop(ctx);
 
     print!("{}", report::table(&outcomes));
@@ -159,6 +195,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             machine: procfs::machine(),
             load_start,
             load_end: procfs::load_average(),
+            state_start: state_start.to_string(),
+            state_end: state_end.to_string(),
             commit: git_commit(),
             command: command_line(),
             mode: if cli.quick { "quick (smoke check: small samples, not for the record)" } else { "full" },
@@ -203,8 +241,8 @@ fn select(only: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
     }
     let mut selected = Vec::new();
     for name in only.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-        let Some(scenario) = ALL.iter().find(|s| s.name == name) else {
-            let names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        let Some(scenario) = ALL.iter().chain(ON_REQUEST).find(|s| s.name == name) else {
+            let names: Vec<&str> = ALL.iter().chain(ON_REQUEST).map(|s| s.name).collect();
             bail!("unknown scenario {name:?}; known: {}", names.join(", "));
         };
         selected.push(scenario);

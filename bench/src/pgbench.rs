@@ -10,15 +10,22 @@ use crate::harness::{Ctx, USER, pg_bin};
 use crate::stats::Latencies;
 
 pub struct Run {
-    /// Per-transaction latency from pgbench's log, minus its schedule lag (with `-R`,
-    /// pgbench measures from the scheduled start; the hub side measures from the actual send).
+    /// Per-transaction latency from pgbench's log: with `-R`, from the transaction's scheduled
+    /// start, so a transaction that waited behind a slow one counts its wait (its schedule
+    /// lag), as the hub side's latencies do (coordinated omission corrected on both sides).
     pub latencies: Latencies,
+    /// The same minus the schedule lag (the commit alone).
+    pub service: Latencies,
     /// pgbench's own `-r` per-statement average for the SELECT, ms.
     pub statement_avg_ms: Option<f64>,
     pub command: String,
 }
 
-/// `transactions` single-client commits of `synchub.upsert_project_file` at `rate`/s.
+/// Clients of the paced baseline ([`upsert`]).
+const CLIENTS: u64 = 4;
+
+/// `transactions` commits of `synchub.upsert_project_file` at `rate`/s in total, from
+/// [`CLIENTS`] connections (rounded up to a multiple of it).
 pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag: &str) -> anyhow::Result<Run> {
     let dir = fresh_dir(ctx, tag)?;
     let script = dir.join("upsert.sql");
@@ -38,14 +45,17 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
         "-U".into(),
         "postgres".into(),
         "-n".into(),
+        // Several clients: a transaction that starts while another is still committing does
+        // not wait for it on the client side, like the hub's PUTs (sent without waiting for
+        // the previous answer); the rate is the total. -t is per client.
         "-c".into(),
-        "1".into(),
+        CLIENTS.to_string(),
         "-j".into(),
         "1".into(),
         "-M".into(),
         "prepared".into(),
         "-t".into(),
-        transactions.to_string(),
+        transactions.div_ceil(CLIENTS).to_string(),
         "-R".into(),
         format!("{rate}"),
         "-r".into(),
@@ -69,6 +79,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
         bail!("pgbench failed ({}): {}\n{}", output.status, stdout, String::from_utf8_lossy(&output.stderr));
     }
     let mut latencies = Latencies::default();
+    let mut service = Latencies::default();
     let mut failed = 0u64;
     for log in log_files(&dir)? {
         for line in std::fs::read_to_string(&log)?.lines() {
@@ -80,7 +91,8 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
                 continue;
             };
             let lag_us: u64 = fields.get(6).and_then(|l| l.parse().ok()).unwrap_or(0);
-            latencies.record_us(time_us.saturating_sub(lag_us));
+            latencies.record_us(time_us);
+            service.record_us(time_us.saturating_sub(lag_us));
         }
     }
     if failed > 0 || latencies.count() < transactions {
@@ -95,7 +107,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     let command = format!("{} {}", pgbench.display(), args.join(" "));
-    Ok(Run { latencies, statement_avg_ms, command })
+    Ok(Run { latencies, service, statement_avg_ms, command })
 }
 
 /// `pgbench-<tag>` in the work dir, emptied: the logs read afterwards are this run's only.

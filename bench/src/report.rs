@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::stats;
+
 /// What a number measures, for formatting and for how a ratio reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unit {
@@ -80,6 +82,16 @@ impl Goal {
         }
     }
 
+    /// Judged on the medians of the per-pair ratios and differences.
+    fn met_paired(&self, pairs: &Pairs, result: Value) -> bool {
+        match *self {
+            Goal::RatioAtLeast(x) => pairs.median_ratio() >= x,
+            Goal::RatioAtMost(x) => pairs.median_ratio() <= x,
+            Goal::PlusAtMost(x) => pairs.median_difference() <= x,
+            Goal::AtMost(x) => result.value <= x,
+        }
+    }
+
     /// None when the row lacks what the goal compares with.
     fn met(&self, baseline: Option<Value>, result: Value) -> Option<bool> {
         match *self {
@@ -88,6 +100,37 @@ impl Goal {
             Goal::PlusAtMost(x) => baseline.map(|b| result.value <= b.value + x),
             Goal::AtMost(x) => Some(result.value <= x),
         }
+    }
+}
+
+/// Per-pair figures of an interleaved (ABAB) measurement: the ratio and the difference of
+/// each pair's subject block to its baseline block. Goals are judged on their medians.
+#[derive(Clone, Debug, Default)]
+pub struct Pairs {
+    pub ratios: Vec<f64>,
+    pub differences: Vec<f64>,
+}
+
+/// Pairs whose ratios spread wider than this (max / min) mark the row "noisy": the machine
+/// changed speed between blocks more than the difference being measured.
+pub const NOISY_SPREAD: f64 = 1.5;
+
+impl Pairs {
+    pub fn median_ratio(&self) -> f64 {
+        stats::median(&self.ratios)
+    }
+
+    pub fn median_difference(&self) -> f64 {
+        stats::median(&self.differences)
+    }
+
+    pub fn spread(&self) -> f64 {
+        let (min, max) = stats::range(&self.ratios);
+        if min > 0.0 { max / min } else { f64::INFINITY }
+    }
+
+    pub fn noisy(&self) -> bool {
+        self.spread() > NOISY_SPREAD
     }
 }
 
@@ -102,15 +145,38 @@ pub struct Row {
     pub no_baseline: &'static str,
     /// The issue's goal for this figure, if it has one.
     pub goal: Option<Goal>,
+    /// Set for interleaved measurements: the ratio column and the goal use the per-pair
+    /// figures' medians instead of `result / baseline`.
+    pub pairs: Option<Pairs>,
 }
 
 impl Row {
     pub fn compared(metric: impl Into<String>, baseline: Value, result: Value) -> Self {
-        Row { metric: metric.into(), baseline: Some(baseline), result, no_baseline: "", goal: None }
+        Row { metric: metric.into(), baseline: Some(baseline), result, no_baseline: "", goal: None, pairs: None }
+    }
+
+    /// An interleaved measurement: one (baseline, subject) figure per pair of blocks. The
+    /// row shows the medians of both sides and the median of the per-pair ratios, with
+    /// their range; a spread above [`NOISY_SPREAD`] marks it noisy.
+    pub fn paired(metric: impl Into<String>, unit: Unit, figures: &[(f64, f64)]) -> Self {
+        let baselines: Vec<f64> = figures.iter().map(|f| f.0).collect();
+        let subjects: Vec<f64> = figures.iter().map(|f| f.1).collect();
+        let pairs = Pairs {
+            ratios: figures.iter().filter(|f| f.0 > 0.0).map(|f| f.1 / f.0).collect(),
+            differences: figures.iter().map(|f| f.1 - f.0).collect(),
+        };
+        Row {
+            metric: metric.into(),
+            baseline: Some(Value { value: stats::median(&baselines), unit }),
+            result: Value { value: stats::median(&subjects), unit },
+            no_baseline: "",
+            goal: None,
+            pairs: Some(pairs),
+        }
     }
 
     pub fn alone(metric: impl Into<String>, result: Value, why: &'static str) -> Self {
-        Row { metric: metric.into(), baseline: None, result, no_baseline: why, goal: None }
+        Row { metric: metric.into(), baseline: None, result, no_baseline: why, goal: None, pairs: None }
     }
 
     pub fn goal(mut self, goal: Goal) -> Self {
@@ -123,11 +189,18 @@ impl Row {
     }
 
     fn met_text(&self) -> &'static str {
-        match self.goal.map(|g| g.met(self.baseline, self.result)) {
-            None => "",
-            Some(Some(true)) => "yes",
-            Some(Some(false)) => "**no**",
-            Some(None) => "?",
+        let verdict = self.goal.map(|g| match &self.pairs {
+            Some(pairs) => Some(g.met_paired(pairs, self.result)),
+            None => g.met(self.baseline, self.result),
+        });
+        let noisy = self.pairs.as_ref().is_some_and(Pairs::noisy);
+        match (verdict, noisy) {
+            (None, _) => "",
+            (Some(Some(true)), false) => "yes",
+            (Some(Some(true)), true) => "yes (noisy)",
+            (Some(Some(false)), false) => "**no**",
+            (Some(Some(false)), true) => "**no** (noisy)",
+            (Some(None), _) => "?",
         }
     }
 
@@ -137,6 +210,19 @@ impl Row {
 
     /// "×2.41 (+1.234 ms)" for times; "×2.41" otherwise.
     fn ratio_text(&self) -> String {
+        if let Some(pairs) = &self.pairs {
+            let (min, max) = stats::range(&pairs.ratios);
+            let n = pairs.ratios.len();
+            let noisy = if pairs.noisy() { ", noisy" } else { "" };
+            return match self.result.unit {
+                Unit::Ms => format!(
+                    "×{:.2} ({:+.3} ms; pairs ×{min:.2}–×{max:.2}, n = {n}{noisy})",
+                    pairs.median_ratio(),
+                    pairs.median_difference()
+                ),
+                _ => format!("×{:.2} (pairs ×{min:.2}–×{max:.2}, n = {n}{noisy})", pairs.median_ratio()),
+            };
+        }
         let Some(baseline) = self.baseline else { return "—".into() };
         if baseline.value == 0.0 {
             return "—".into();
@@ -195,6 +281,9 @@ pub struct RunInfo {
     pub machine: String,
     pub load_start: String,
     pub load_end: String,
+    /// [`crate::harness::MachineState`] at the start and the end of the run.
+    pub state_start: String,
+    pub state_end: String,
     pub commit: String,
     pub command: String,
     pub mode: &'static str,
@@ -288,8 +377,11 @@ pub fn markdown(info: &RunInfo, outcomes: &[Outcome], analysis: Option<&str>) ->
          (only the analysis section between its markers is hand-written, and kept on rerun). Every number is \
          compared with a baseline measured in the same run on the same machine, because the machine is shared and \
          noisy: read the ratios, not the absolute times. Latencies are HDR histograms (µs resolution, 3 significant \
-         digits). The goals are issue #6's; \"met?\" checks them against this run's numbers and is not a CI \
-         assertion.\n"
+         digits). The goals are issue #6's and #16's; \"met?\" checks them against this run's numbers and is not a \
+         CI assertion. Interleaved rows (ratio column \"pairs ×min–×max, n = …\") ran subject and baseline in \
+         alternating short blocks (A B A B …) and are judged on the median of the per-pair ratios (or \
+         differences); \"noisy\" marks rows whose pairs disagree by more than ×{}.\n",
+        NOISY_SPREAD
     );
     let _ = writeln!(
         md,
@@ -303,6 +395,11 @@ pub fn markdown(info: &RunInfo, outcomes: &[Outcome], analysis: Option<&str>) ->
     let _ = writeln!(md, "| mode | {} |", info.mode);
     let _ = writeln!(md, "| machine | {} |", cell(&info.machine));
     let _ = writeln!(md, "| load average (1/5/15 min) | start {}, end {} |", info.load_start, info.load_end);
+    let _ = writeln!(
+        md,
+        "| machine state (load, 4 KiB write + fdatasync next to PostgreSQL's data) | start {}, end {} |",
+        info.state_start, info.state_end
+    );
     let _ = writeln!(md, "| commit | {} |", cell(&info.commit));
     let _ = writeln!(md, "| command | `{}` |", cell(&info.command));
     let _ = writeln!(md, "| PostgreSQL | {} |", cell(&info.postgres));

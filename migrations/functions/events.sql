@@ -41,10 +41,18 @@ $$;
 -- inlined and was planned again, with event_payload's subqueries for every row, on every
 -- call (about 1 ms for one event); PL/pgSQL keeps the plan for the session. Single-file
 -- events (nearly all of them) join their file row instead of calling event_payload.
+-- plan_cache_mode = force_generic_plan (issue 16): under the default (auto) PL/pgSQL kept
+-- building a custom plan for every call, because the generic plan's estimate for
+-- `seq > $2` never looked cheaper: ~0.35 ms of planning per call, more than the query. The
+-- generic plan is the same index scan on events (project_id, seq) with the file row by its
+-- primary key. It does not outlive the statistics it was made with: ANALYZE (and
+-- autovacuum's) invalidates cached plans of the tables it touches, so the plan made against
+-- a fresh, empty log is re-made once the log grows (checked on PostgreSQL 15; see
+-- docs/BENCHMARKS.md, "perf").
 CREATE OR REPLACE FUNCTION synchub.read_events(p_project uuid, p_since bigint, p_limit integer)
 RETURNS TABLE (seq bigint, event text, payload jsonb, created_at timestamptz)
 LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY
     SELECT e.seq, e.event_type,

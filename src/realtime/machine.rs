@@ -146,18 +146,25 @@ impl Machine {
     }
 
     pub fn on(&mut self, input: Input) -> Vec<Action> {
-        if self.closed {
-            return Vec::new();
-        }
         let mut actions = Vec::new();
+        self.on_into(input, &mut actions);
+        actions
+    }
+
+    /// [`Machine::on`], appending to `actions`: the driver reuses one buffer, so a delivered
+    /// event costs no allocation.
+    pub fn on_into(&mut self, input: Input, actions: &mut Vec<Action>) {
+        if self.closed {
+            return;
+        }
         match input {
             Input::Live { project, frame } => {
-                let Some(next) = self.channels.get(&project).map(|position| position.next) else { return actions };
+                let Some(next) = self.channels.get(&project).map(|position| position.next) else { return };
                 if frame.seq > next {
                     let fill = Fill { project, after: next - 1, until: Some(frame.seq - 1), then: Some(frame) };
                     actions.push(Action::Fill(fill));
                 } else {
-                    self.send_event(&mut actions, project, frame);
+                    self.send_event(actions, project, frame);
                 }
             }
             Input::Text(text) => actions.push(Action::Send(text)),
@@ -165,7 +172,7 @@ impl Machine {
                 if !self.channels.contains_key(&project) && self.channels.len() >= MAX_CHANNELS {
                     let err = ApiError::InvalidRequest(format!("at most {MAX_CHANNELS} channels per socket"));
                     actions.push(Action::Send(protocol::error(&None, Some(&protocol::channel_name(project)), &err)));
-                    return actions;
+                    return;
                 }
                 // Subscribe first, then read the log: nothing committed in between is
                 // missed, and what arrives twice is skipped by seq.
@@ -180,11 +187,11 @@ impl Machine {
                 }
                 actions.extend(notice.map(Action::Send));
             }
-            Input::Filled { fill, frames: Ok(frames) } => self.filled(&mut actions, fill, frames),
+            Input::Filled { fill, frames: Ok(frames) } => self.filled(actions, fill, frames),
             Input::Filled { frames: Err(LogUnavailable), .. } => {
                 // The socket cannot stay contiguous; the client resumes with since after
                 // reconnecting.
-                self.close(&mut actions, close::GOING_AWAY, "temporarily unavailable: reconnect with since");
+                self.close(actions, close::GOING_AWAY, "temporarily unavailable: reconnect with since");
             }
             Input::Oldest { fill, oldest } => {
                 let next = fill.after + 1;
@@ -193,21 +200,20 @@ impl Machine {
                     actions.push(Action::Send(protocol::resync_required(fill.project, oldest)));
                 }
                 // Otherwise it is not in the log yet; the next wake-up delivers it.
-                self.then(&mut actions, fill);
+                self.then(actions, fill);
             }
             Input::Tick { now, heard } => {
                 if now >= heard + IDLE_LIMIT {
-                    self.close(&mut actions, close::GOING_AWAY, "idle");
+                    self.close(actions, close::GOING_AWAY, "idle");
                 } else if now >= self.next_ping {
                     self.next_ping = now + PING_EVERY;
                     actions.push(Action::Ping);
                 }
             }
-            Input::Shutdown => self.close(&mut actions, close::RESTART, "hub restarting: reconnect with since"),
-            Input::Overflowed => self.close(&mut actions, close::SLOW_CONSUMER, SLOW_CONSUMER_REASON),
-            Input::Close(code, reason) => self.close(&mut actions, code, reason),
+            Input::Shutdown => self.close(actions, close::RESTART, "hub restarting: reconnect with since"),
+            Input::Overflowed => self.close(actions, close::SLOW_CONSUMER, SLOW_CONSUMER_REASON),
+            Input::Close(code, reason) => self.close(actions, code, reason),
         }
-        actions
     }
 
     /// A page of the log arrived: send what continues the channel, ask for the next page,

@@ -70,11 +70,9 @@ struct State {
     overflowed: bool,
 }
 
-/// What the writer gets: a batch of items, or the overflow verdict.
-pub enum Drained {
-    Items(Vec<Out>),
-    Overflowed,
-}
+/// The outbox overflowed: the socket is to be closed with 4008.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflowed;
 
 impl Outbox {
     pub fn new(cap_bytes: usize) -> Arc<Self> {
@@ -99,23 +97,30 @@ impl Outbox {
             return false;
         }
         state.bytes += cost;
+        let was_empty = state.queue.is_empty();
         state.queue.push_back(item);
         drop(state);
-        self.notify.notify_one();
+        // Only the first item of a batch wakes the writer: it takes the whole queue when it
+        // runs, so later pushes before that need no wake-up of their own.
+        if was_empty {
+            self.notify.notify_one();
+        }
         true
     }
 
-    /// Waits for items and takes all of them.
-    pub async fn drain(&self) -> Drained {
+    /// Waits for items and moves all of them into `batch` (the writer's reused buffer: no
+    /// allocation per batch once it has grown to the usual batch size).
+    pub async fn drain_into(&self, batch: &mut Vec<Out>) -> Result<(), Overflowed> {
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if state.overflowed {
-                    return Drained::Overflowed;
+                    return Err(Overflowed);
                 }
                 if !state.queue.is_empty() {
                     state.bytes = 0;
-                    return Drained::Items(state.queue.drain(..).collect());
+                    batch.extend(state.queue.drain(..));
+                    return Ok(());
                 }
             }
             self.notify.notified().await;
@@ -146,18 +151,34 @@ mod tests {
         assert!(outbox.push(event(60)));
         assert!(!outbox.push(event(60)));
         assert!(!outbox.push(Out::Text("late".into())));
-        assert!(matches!(outbox.drain().await, Drained::Overflowed));
+        assert_eq!(outbox.drain_into(&mut Vec::new()).await, Err(Overflowed));
     }
 
     #[tokio::test]
     async fn a_single_large_event_fits_an_empty_outbox() {
         let outbox = Outbox::new(10);
         assert!(outbox.push(event(50)));
-        match outbox.drain().await {
-            Drained::Items(items) => assert_eq!(items.len(), 1),
-            Drained::Overflowed => panic!("overflowed"),
-        }
+        let mut batch = Vec::new();
+        assert_eq!(outbox.drain_into(&mut batch).await, Ok(()));
+        assert_eq!(batch.len(), 1);
         // Draining frees the budget.
         assert!(outbox.push(event(5)));
+    }
+
+    #[tokio::test]
+    async fn one_wake_up_takes_every_item_queued_before_it() {
+        let outbox = Outbox::new(1_000);
+        for _ in 0..3 {
+            assert!(outbox.push(event(10)));
+        }
+        let mut batch = Vec::new();
+        assert_eq!(outbox.drain_into(&mut batch).await, Ok(()));
+        assert_eq!(batch.len(), 3);
+        // Pushed after a drain: the writer is woken again.
+        assert!(outbox.push(event(10)));
+        batch.clear();
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(5), outbox.drain_into(&mut batch)).await;
+        assert_eq!(drained.ok(), Some(Ok(())));
+        assert_eq!(batch.len(), 1);
     }
 }

@@ -31,7 +31,7 @@ use super::Broker;
 use super::broker::{SocketSlot, Subscription};
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
-use super::outbox::{Drained, Out, Outbox};
+use super::outbox::{Out, Outbox, Overflowed};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -50,6 +50,11 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outbound bytes buffered before a write to the TCP socket (a batch is flushed at its end
 /// anyway). The buffer only grows while frames are queued, so idle sockets do not pay it.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// tungstenite's read buffer, allocated (and zero-filled) per socket for its whole life: most
+/// client frames (joins, pings, acks) are far smaller; a larger frame is read in several
+/// reads of this size into a buffer grown for it (issue 16: memory per idle socket; 4 KiB
+/// before).
+const READ_BUFFER: usize = 2 * 1024;
 /// Joins one socket may make per second (CONTRACT section 4).
 const JOINS_PER_SECOND: u32 = 20;
 /// After the reader ended, the writer may take this long to send what is queued and the
@@ -85,7 +90,7 @@ pub async fn upgrade(
     let max_message = state.config.limits.max_bulk_bytes + 64 * 1024;
     // Frames are queued with `feed` and flushed once per outbox batch (see write_loop):
     // frames are written to the TCP socket when this much is buffered, or at the flush.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
@@ -109,7 +114,7 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
     report.principal = "unauthenticated";
     let ((principal, expires_at), by_frame) = match pre_auth {
         Some(verified) => (verified, false),
-        None => match first_frame_auth(&state, &mut stream).await {
+        None => match Box::pin(first_frame_auth(&state, &mut stream)).await {
             Ok(verified) => (verified, true),
             Err((code, reason)) => {
                 report.ending = Ending::Hub(code);
@@ -139,7 +144,7 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
     let (progress, _session_socket) = match &principal {
         Principal::Container { session_id, project_id } => {
             let registered = state.broker.register_session_socket(*session_id, outbox.clone());
-            seen(&state, *project_id, *session_id, None, 1).await;
+            Box::pin(seen(&state, *project_id, *session_id, None, 1)).await;
             let progress =
                 Progress { project: *project_id, session: *session_id, pending: None, flushed_at: Instant::now() };
             (Some(progress), Some(registered))
@@ -170,7 +175,7 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
     report.frames_received = session.frames_received;
     drop(open);
     if let Some(progress) = &session.progress {
-        seen(&state, progress.project, progress.session, progress.pending, -1).await;
+        Box::pin(seen(&state, progress.project, progress.session, progress.pending, -1)).await;
     }
 }
 
@@ -357,7 +362,7 @@ impl Session {
         loop {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
-                _ = progress_tick.tick(), if self.progress.is_some() => self.flush_progress(false).await,
+                _ = progress_tick.tick(), if self.progress.is_some() => Box::pin(self.flush_progress(false)).await,
                 message = stream.next() => match message {
                     None | Some(Err(_)) => {
                         self.peer_ended = Some(Ending::Peer(None));
@@ -373,7 +378,9 @@ impl Session {
                         if self.state.broker.reader_faults_injected() && text.as_str() == READER_FAULT_FRAME {
                             panic!("reader failure injected by a test");
                         }
-                        if !self.handle(text.as_str()).await {
+                        // Boxed: a write's future (a few KiB) would otherwise be part of every
+                        // socket's task, idle or not (issue 16: memory per idle socket).
+                        if !Box::pin(self.handle(text.as_str())).await {
                             return;
                         }
                         // Handling may take long (a bulk write): silence counts from here.
@@ -693,6 +700,8 @@ async fn write_loop<S, L>(
         channels: HashMap::new(),
         meters,
         report,
+        actions: Vec::new(),
+        pending: VecDeque::new(),
     };
     match writer.run(&mut conn).await {
         Ok(()) | Err(WriteError::Gone) => {}
@@ -716,27 +725,44 @@ struct Writer<'r, L: Log> {
     channels: HashMap<Uuid, (L::Subscription, Counted)>,
     meters: Meters,
     report: &'r mut Report,
+    /// Reused buffers for the machine's actions (see [`Writer::step`]).
+    actions: Vec<Action>,
+    pending: VecDeque<Action>,
 }
 
 impl<L: Log> Writer<'_, L> {
     /// Ok when a close frame was sent (or could not be).
     async fn run<S: futures_util::Sink<Message> + Unpin>(&mut self, conn: &mut Conn<S>) -> Result<(), WriteError> {
+        // One timer for the socket's life, moved only when its deadline changes (a new one
+        // per wake-up cost a timer-wheel insert and removal for every delivered event).
+        let timer = tokio::time::sleep_until(self.machine.deadline(self.heard.last()));
+        let mut timer = std::pin::pin!(timer);
+        // Reused across wake-ups: a delivered event allocates nothing here.
+        let mut batch: Vec<Out> = Vec::new();
         loop {
             let deadline = self.machine.deadline(self.heard.last());
-            let inputs: Vec<Input> = tokio::select! {
-                drained = self.outbox.drain() => match drained {
-                    Drained::Overflowed => vec![Input::Overflowed],
-                    Drained::Items(items) => items.into_iter().map(Input::from).collect(),
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            batch.clear();
+            let ticked = tokio::select! {
+                drained = self.outbox.drain_into(&mut batch) => match drained {
+                    Ok(()) => None,
+                    Err(Overflowed) => Some(Input::Overflowed),
                 },
-                () = tokio::time::sleep_until(deadline) => {
-                    vec![Input::Tick { now: tokio::time::Instant::now(), heard: self.heard.last() }]
-                }
+                () = &mut timer => Some(Input::Tick { now: tokio::time::Instant::now(), heard: self.heard.last() }),
             };
             // Everything in one batch is fed (buffered) and written with one flush: one
             // write(2) for a burst instead of one per frame.
-            for input in inputs {
+            if let Some(input) = ticked {
                 if self.step(conn, input).await? {
                     return Ok(());
+                }
+            } else {
+                for item in batch.drain(..) {
+                    if self.step(conn, Input::from(item)).await? {
+                        return Ok(());
+                    }
                 }
             }
             conn.flush().await?;
@@ -750,7 +776,24 @@ impl<L: Log> Writer<'_, L> {
         conn: &mut Conn<S>,
         input: Input,
     ) -> Result<bool, WriteError> {
-        let mut pending: VecDeque<Action> = self.machine.on(input).into();
+        // `pending` is the writer's reused queue: empty between steps.
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut actions = std::mem::take(&mut self.actions);
+        self.machine.on_into(input, &mut actions);
+        pending.extend(actions.drain(..));
+        self.actions = actions;
+        let result = self.carry_out(conn, &mut pending).await;
+        pending.clear();
+        self.pending = pending;
+        result
+    }
+
+    /// Carries out `pending` in order; an answer's actions go before the rest.
+    async fn carry_out<S: futures_util::Sink<Message> + Unpin>(
+        &mut self,
+        conn: &mut Conn<S>,
+        pending: &mut VecDeque<Action>,
+    ) -> Result<bool, WriteError> {
         while let Some(action) = pending.pop_front() {
             let answer = match action {
                 Action::Send(text) => {
@@ -784,14 +827,15 @@ impl<L: Log> Writer<'_, L> {
                 Action::Fill(fill) => {
                     // What is already queued goes out before waiting for the database.
                     conn.flush().await?;
-                    let frames = self.log.read(fill.project, fill.after).await.map_err(|err| {
+                    // Boxed, like the other database calls: kept out of the socket's task.
+                    let frames = Box::pin(self.log.read(fill.project, fill.after)).await.map_err(|err| {
                         tracing::warn!(project_id = %fill.project, error = %err, "filling a gap failed");
                         LogUnavailable
                     });
                     Some(Input::Filled { fill, frames })
                 }
                 Action::FindOldest(fill) => {
-                    let oldest = self.log.oldest_seq(fill.project).await.unwrap_or(fill.after + 1);
+                    let oldest = Box::pin(self.log.oldest_seq(fill.project)).await.unwrap_or(fill.after + 1);
                     Some(Input::Oldest { fill, oldest })
                 }
                 Action::Close { code, reason } => {

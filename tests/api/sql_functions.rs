@@ -290,3 +290,36 @@ async fn definer_functions_pin_search_path_and_are_not_public() {
         assert!(!public, "{name} is executable by PUBLIC");
     }
 }
+
+#[tokio::test]
+async fn read_events_keeps_one_plan_and_follows_the_statistics() {
+    // Issue 16: read_events is on every event's path; it plans once per connection
+    // (the default re-planned it on every call). A plan made against an empty log must not
+    // outlive the log's growth: after ANALYZE the same connection still reads the events.
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let config: Vec<String> = db
+        .query_one(
+            "SELECT coalesce(proconfig, '{}') FROM pg_proc
+             WHERE oid = 'synchub.read_events(uuid, bigint, integer)'::regprocedure",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(config.iter().any(|c| c == "plan_cache_mode=force_generic_plan"), "{config:?}");
+    let p = project(&db, "alice").await;
+    let read = "SELECT count(*) FROM synchub.read_events($1, 0, 1000)";
+    assert_eq!(db.query_one(read, &[&p]).await.unwrap().get::<_, i64>(0), 0);
+    for i in 0..300 {
+        upsert(&db, p, &format!("f/{i}.txt"), "x", None, "alice", None).await.unwrap();
+    }
+    // ANALYZE as the tables' owner (the session user), then back to the runtime role.
+    db.batch_execute("RESET ROLE; ANALYZE synchub.events; ANALYZE synchub.project_files; SET ROLE synchub_runtime")
+        .await
+        .unwrap();
+    assert_eq!(db.query_one(read, &[&p]).await.unwrap().get::<_, i64>(0), 300);
+    let payload: serde_json::Value =
+        db.query_one("SELECT payload FROM synchub.read_events($1, 299, 1)", &[&p]).await.unwrap().get(0);
+    assert_eq!(payload["file_path"], "f/299.txt");
+}

@@ -24,11 +24,11 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::Pending;
-use crate::harness::{self, Ctx, Hub, clock};
+use crate::harness::{self, Ctx, Hub, Side, clock};
 use crate::node_ws::{self, NodeServer};
 use crate::procfs;
-use crate::report::{Goal, Report, Row, Value as V};
-use crate::stats::Latencies;
+use crate::report::{Goal, Report, Row, Unit, Value as V};
+use crate::stats::{self, Latencies};
 
 /// File content per write; the frame adds ~300 bytes of envelope and metadata.
 const CONTENT_BYTES: usize = 1024;
@@ -72,6 +72,8 @@ struct Numbers {
     paced_window: f64,
     burst_per_sec: f64,
     burst_secs: f64,
+    /// Server CPU over the burst (until every socket had every burst frame) per 1,000 frames.
+    burst_cpu_per_1000_ms: f64,
     cpu: procfs::Cpu,
     cpu_per_1000_ms: f64,
     own_cpu: procfs::Cpu,
@@ -177,17 +179,6 @@ const FIGURES: [&str; 6] = [
 ];
 
 impl Figures {
-    fn of(x: &Numbers) -> Self {
-        Figures {
-            burst_per_sec: x.burst_per_sec,
-            created_to_last_p50: x.created_to_last.ms(0.5),
-            created_to_last_p99: x.created_to_last.ms(0.99),
-            write_to_last_p50: x.write_to_last.ms(0.5),
-            paced_per_sec: x.paced_per_sec,
-            cpu_per_1000_ms: x.cpu_per_1000_ms,
-        }
-    }
-
     fn values(&self) -> [f64; 6] {
         [
             self.burst_per_sec,
@@ -218,20 +209,28 @@ impl Figures {
     }
 }
 
+/// One block's figures (either side).
+struct BlockFigures {
+    numbers: Numbers,
+}
+
 async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> anyhow::Result<Report> {
+    let pairs = ctx.pairs();
+    let big = sockets >= 5_000;
     let plan = Plan {
         sockets,
         // 20 events/s at 1,000 sockets (20,000 frames/s); fewer at 10,000 (40,000 frames/s).
-        rate: if sockets >= 5_000 { 4.0 } else { 20.0 },
-        events: match (ctx.quick, sockets >= 5_000) {
-            (true, _) => 30,
-            (false, false) => 400,
-            (false, true) => 100,
+        rate: if big { 4.0 } else { 20.0 },
+        // Per block (pairs × this per side).
+        events: match (ctx.quick, big) {
+            (true, _) => 15,
+            (false, false) => 80,
+            (false, true) => 20,
         },
-        burst: match (ctx.quick, sockets >= 5_000) {
-            (true, _) => 30,
-            (false, false) => 300,
-            (false, true) => 60,
+        burst: match (ctx.quick, big) {
+            (true, _) => 15,
+            (false, false) => 60,
+            (false, true) => 12,
         },
     };
     let mut report = Report::new(
@@ -241,31 +240,37 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
             "One project with many joined WebSockets; one client writes 1 KiB files (the hub: HTTP PUT of a few \
              paths with new content each time; Node: POST /broadcast) at a steady pace, then back to back (burst); \
              every socket receives every `file:update` frame. The burst uses 4 concurrent closed-loop writers (the \
-             hub: one file each). The same client code and sockets measure the hub and the Node `ws` baseline, one \
-             after the other."
+             hub: one file each). The same client code measures the hub and the Node `ws` baseline in alternating \
+             blocks (hub, Node, hub, Node, …), each block a paced phase and a burst."
         } else {
             "fanout_1000 with two hub processes on the same database: the writes go to hub A, half the sockets are \
-             joined on A and half on B (B learns of each write through PostgreSQL). Baselines: the Node `ws` figures \
-             fanout_1000 measured earlier in this run (and its one-hub figures, for the change)."
+             joined on A and half on B (B learns of each write through PostgreSQL); the Node `ws` baseline in \
+             alternating blocks as in fanout_1000 (and fanout_1000's one-hub figures, for the change)."
         },
     );
     report.param("sockets", plan.sockets);
     report
         .param("hubs", if hubs == 1 { "1".to_string() } else { format!("{hubs} (writes on A; sockets split evenly)") });
-    report.param("paced events", plan.events);
+    report.param("pairs of blocks (hub, Node)", pairs);
+    report.param("paced events per block", plan.events);
     report.param("pace", format!("{} writes/s", plan.rate));
-    report.param("burst events", plan.burst);
-    report.param("warm-up events (not counted)", WARMUP);
+    report.param("burst events per block", plan.burst);
+    report.param("warm-up events per side (not counted)", WARMUP);
     report.param("content", format!("{CONTENT_BYTES} bytes"));
     report.param("client source addresses", format!("127.0.0.2–127.0.0.{}", 1 + harness::SOURCE_ADDRESSES));
+    let limit = procfs::nofile_limit();
     let needed = plan.sockets as u64 + 512;
-    if let Some(limit) = procfs::nofile_limit()
+    if let Some(limit) = limit
         && limit < needed
     {
         bail!("RLIMIT_NOFILE is {limit}, {needed} needed: run through scripts/bench (it raises it)");
     }
+    // Both sides' sockets stay open across blocks when the bench's descriptors allow it;
+    // otherwise each block opens its side's sockets afresh (and warms them up).
+    let persistent = limit.is_none_or(|l| l >= 2 * plan.sockets as u64 + 1_024);
+    report.param("sockets kept open across blocks", persistent);
 
-    // The hub(s).
+    // The hub(s) and the Node server, both up for the whole interleaved run.
     let mut started = Vec::new();
     for k in 0..hubs {
         let label = if k == 0 { name.to_string() } else { format!("{name}-{k}") };
@@ -279,9 +284,35 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
             }
         }
     }
+    let node_project = Uuid::new_v4();
+    let node = node_ws::start(ctx, node_project).await.context("starting the Node ws baseline");
     let result = async {
+        let node = node.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let project = ctx.create_project(&started[0], &format!("bench {name}")).await?;
-        fan_out(ctx, &Target::Hub { hubs: &started, project }, &plan).await
+        let hub_target = Target::Hub { hubs: &started, project };
+        let node_target = Target::Node { node, project: node_project };
+        let capacity = (WARMUP * (pairs as u64 + 1) + (plan.events + plan.burst) * pairs as u64) as usize + 64;
+        let mut fleets: [Option<Fleet>; 2] = [None, None];
+        let mut written = [0u64; 2];
+        ctx.interleave(pairs, async |side, _pair| {
+            let (k, target) = match side {
+                Side::Subject => (0, &hub_target),
+                Side::Baseline => (1, &node_target),
+            };
+            if fleets[k].is_none() {
+                let fleet = Fleet::open(ctx, target, plan.sockets, capacity).await?;
+                written[k] = fleet.warm(ctx, target, written[k], plan.rate).await?;
+                fleets[k] = Some(fleet);
+            }
+            let fleet = fleets[k].as_ref().context("fleet")?;
+            let numbers = fleet.block(ctx, target, written[k], &plan).await?;
+            written[k] += plan.events + plan.burst;
+            if !persistent {
+                fleets[k] = None;
+            }
+            Ok(BlockFigures { numbers })
+        })
+        .await
     }
     .await;
     let mut log = Vec::new();
@@ -289,92 +320,74 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
         log.extend(hub.log_lines());
         hub.stop().await;
     }
-    let hub_numbers = result.context("hub phase")?;
+    let node_version = match node {
+        Ok(node) => {
+            let version = node.version.clone();
+            node.stop().await;
+            version
+        }
+        Err(_) => String::new(),
+    };
+    let measured = result?;
     if !log.is_empty() {
         report.notes.push(format!("the hubs logged {} warning/error lines, first: `{}`", log.len(), log[0]));
     }
-    let h = Figures::of(&hub_numbers);
+    report.baseline = format!(
+        "a minimal Node.js {node_version} broadcast server on `ws` {} (installed with `npm i ws` at run time; \
+         source in bench/src/node_ws.rs): answers `join` with `joined`, and on `POST /broadcast` builds one \
+         frame of the hub's shape (same envelope and payload fields, sha256 of the content) and `send`s it to \
+         every joined socket. No database, no auth, no per-socket ordering or gap filling. Same client code, \
+         sockets, sizes and pace, in blocks alternating with the hub's.",
+        node_ws::ws_version(ctx)
+    );
 
-    // The Node baseline: measured here, or (two hubs) taken from fanout_1000 of this run.
-    let published_node = if hubs > 1 { Figures::published(ctx, "fanout_1000/node") } else { None };
-    let node_numbers = match published_node {
-        Some(_) => None,
-        None => {
-            let project = Uuid::new_v4();
-            let node = node_ws::start(ctx, project).await.context("starting the Node ws baseline")?;
-            let result = fan_out(ctx, &Target::Node { node: &node, project }, &plan).await;
-            let version = node.version.clone();
-            node.stop().await;
-            Some((result.context("Node baseline phase")?, version))
-        }
+    let fig = |f: fn(&Numbers) -> f64| move |b: &BlockFigures| f(&b.numbers);
+    report.rows.push(
+        measured.row("burst: delivered events/s", Unit::PerSec, fig(|x| x.burst_per_sec)).goal(Goal::RatioAtLeast(2.0)),
+    );
+    report.rows.push(measured.row("paced: commit → last socket p50", Unit::Ms, fig(|x| x.created_to_last.ms(0.5))));
+    let p99 = measured.row("paced: commit → last socket p99", Unit::Ms, fig(|x| x.created_to_last.ms(0.99)));
+    report.rows.push(if name.starts_with("fanout_1000") { p99.goal(Goal::AtMost(50.0)) } else { p99 });
+    report.rows.push(measured.row("paced: write → last socket p50", Unit::Ms, fig(|x| x.write_to_last.ms(0.5))));
+    report.rows.push(measured.row("paced: delivered events/s", Unit::PerSec, fig(|x| x.paced_per_sec)));
+    let cpu_metric =
+        format!("paced: server CPU ms per 1,000 delivered events{}", if hubs > 1 { " (both hubs)" } else { "" });
+    report.rows.push(measured.row(cpu_metric, Unit::Count, fig(|x| x.cpu_per_1000_ms)).goal(Goal::RatioAtMost(0.5)));
+    report.rows.push(measured.row(
+        "burst: server CPU ms per 1,000 delivered events",
+        Unit::Count,
+        fig(|x| x.burst_cpu_per_1000_ms),
+    ));
+
+    let median = |f: fn(&Numbers) -> f64| {
+        stats::median(&measured.pairs.iter().map(|p| f(&p.subject.numbers)).collect::<Vec<_>>())
     };
-    let n = match (&published_node, &node_numbers) {
-        (Some(figures), _) => *figures,
-        (None, Some((numbers, _))) => Figures::of(numbers),
-        (None, None) => unreachable!("the Node baseline is either published or measured"),
-    };
-    report.baseline = match &node_numbers {
-        Some((_, node_version)) => format!(
-            "a minimal Node.js {node_version} broadcast server on `ws` {} (installed with `npm i ws` at run time; \
-             source in bench/src/node_ws.rs): answers `join` with `joined`, and on `POST /broadcast` builds one \
-             frame of the hub's shape (same envelope and payload fields, sha256 of the content) and `send`s it to \
-             every joined socket. No database, no auth, no per-socket ordering or gap filling. Same client code, \
-             sockets, sizes and pace; measured right after the hub.",
-            node_ws::ws_version(ctx)
-        ),
-        None => "the Node `ws` broadcast server as measured by fanout_1000 earlier in this run (same client code, \
-                 socket count, sizes and pace)"
-            .into(),
+    let h = Figures {
+        burst_per_sec: median(|x| x.burst_per_sec),
+        created_to_last_p50: median(|x| x.created_to_last.ms(0.5)),
+        created_to_last_p99: median(|x| x.created_to_last.ms(0.99)),
+        write_to_last_p50: median(|x| x.write_to_last.ms(0.5)),
+        paced_per_sec: median(|x| x.paced_per_sec),
+        cpu_per_1000_ms: median(|x| x.cpu_per_1000_ms),
     };
     if hubs == 1 && name == "fanout_1000" {
         h.publish(ctx, &format!("{name}/hub"));
-        n.publish(ctx, &format!("{name}/node"));
     }
-
-    report.rows.push(
-        Row::compared("burst: delivered events/s", V::per_sec(n.burst_per_sec), V::per_sec(h.burst_per_sec))
-            .goal(Goal::RatioAtLeast(2.0)),
-    );
-    for (label, nv, hv) in
-        [("p50", n.created_to_last_p50, h.created_to_last_p50), ("p99", n.created_to_last_p99, h.created_to_last_p99)]
-    {
-        let row = Row::compared(format!("paced: commit → last socket {label}"), V::ms(nv), V::ms(hv));
-        report.rows.push(if label == "p99" && name.starts_with("fanout_1000") {
-            row.goal(Goal::AtMost(50.0))
-        } else {
-            row
-        });
-    }
-    report.rows.push(Row::compared(
-        "paced: write → last socket p50",
-        V::ms(n.write_to_last_p50),
-        V::ms(h.write_to_last_p50),
-    ));
-    report.rows.push(Row::compared(
-        "paced: delivered events/s",
-        V::per_sec(n.paced_per_sec),
-        V::per_sec(h.paced_per_sec),
-    ));
-    report.rows.push(Row::compared(
-        format!("paced: server CPU ms per 1,000 delivered events{}", if hubs > 1 { " (both hubs)" } else { "" }),
-        V::count((n.cpu_per_1000_ms * 100.0).round() / 100.0),
-        V::count((h.cpu_per_1000_ms * 100.0).round() / 100.0),
-    ));
     if hubs > 1 {
         match Figures::published(ctx, "fanout_1000/hub") {
             Some(one) => {
                 report.rows.push(Row::compared(
-                    "burst: delivered events/s, 2 hubs vs 1 hub (fanout_1000)",
+                    "burst: delivered events/s, 2 hubs vs 1 hub (fanout_1000 medians)",
                     V::per_sec(one.burst_per_sec),
                     V::per_sec(h.burst_per_sec),
                 ));
                 report.rows.push(Row::compared(
-                    "paced: commit → last socket p99, 2 hubs vs 1 hub (fanout_1000)",
+                    "paced: commit → last socket p99, 2 hubs vs 1 hub (fanout_1000 medians)",
                     V::ms(one.created_to_last_p99),
                     V::ms(h.created_to_last_p99),
                 ));
                 report.rows.push(Row::compared(
-                    "paced: CPU ms per 1,000 delivered events, 2 hubs vs 1 hub (fanout_1000)",
+                    "paced: CPU ms per 1,000 delivered events, 2 hubs vs 1 hub (fanout_1000 medians)",
                     V::count((one.cpu_per_1000_ms * 100.0).round() / 100.0),
                     V::count((h.cpu_per_1000_ms * 100.0).round() / 100.0),
                 ));
@@ -382,38 +395,40 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
             None => report.notes.push("fanout_1000 did not run before this: no one-hub comparison".into()),
         }
     }
-    let mut described = vec![("hub", &hub_numbers)];
-    if let Some((numbers, _)) = &node_numbers {
-        described.push(("Node", numbers));
-    }
-    for (who, x) in described {
+    report.notes.push(measured.note("paced: server CPU ms per 1,000 delivered events", fig(|x| x.cpu_per_1000_ms)));
+    report.notes.push(measured.note("burst: delivered events/s", fig(|x| x.burst_per_sec)));
+    for (who, side) in [("hub", Side::Subject), ("Node", Side::Baseline)] {
+        let merged = |f: fn(&Numbers) -> &Latencies| measured.merged(side, |b| f(&b.numbers));
         report.notes.push(format!(
-            "{who}: commit → last socket {}; write → first socket {}; write → last socket {}; first → last socket, \
-             same event: {}",
-            x.created_to_last.summary(),
-            x.write_to_first.summary(),
-            x.write_to_last.summary(),
-            x.spread.summary()
+            "{who}, all blocks: commit → last socket {}; write → first socket {}; write → last socket {}; first → \
+             last socket, same event: {}",
+            merged(|x| &x.created_to_last).summary(),
+            merged(|x| &x.write_to_first).summary(),
+            merged(|x| &x.write_to_last).summary(),
+            merged(|x| &x.spread).summary()
         ));
-        report.notes.push(format!(
-            "{who}: paced {} frames in {:.1} s (offered {:.0}/s); burst of {} events × {} sockets delivered in {:.2} s; \
-             server CPU while paced {:.2} s = {:.0}% of one core (user {:.2} s, system {:.2} s; on loopback the \
-             sender's system time includes the receiver's TCP work); bench client CPU {:.2} s; {} sockets opened \
-             and joined in {:.1} s",
-            x.delivered,
-            x.paced_window,
-            plan.sockets as f64 * plan.rate,
-            plan.burst,
-            plan.sockets,
-            x.burst_secs,
-            x.cpu.total().as_secs_f64(),
-            x.cpu.total().as_secs_f64() / x.paced_window * 100.0,
-            x.cpu.user.as_secs_f64(),
-            x.cpu.system.as_secs_f64(),
-            x.own_cpu.total().as_secs_f64(),
-            plan.sockets,
-            x.connect_secs,
-        ));
+        let last = measured.pairs.last().map(|p| if side == Side::Subject { &p.subject } else { &p.baseline });
+        if let Some(x) = last.map(|b| &b.numbers) {
+            report.notes.push(format!(
+                "{who}, last block: paced {} frames in {:.1} s (offered {:.0}/s); burst of {} events × {} sockets \
+                 delivered in {:.2} s; server CPU while paced {:.2} s = {:.0}% of one core (user {:.2} s, system \
+                 {:.2} s; on loopback the sender's system time includes the receiver's TCP work); bench client CPU \
+                 {:.2} s; {} sockets opened and joined in {:.1} s",
+                x.delivered,
+                x.paced_window,
+                plan.sockets as f64 * plan.rate,
+                plan.burst,
+                plan.sockets,
+                x.burst_secs,
+                x.cpu.total().as_secs_f64(),
+                x.cpu.total().as_secs_f64() / x.paced_window * 100.0,
+                x.cpu.user.as_secs_f64(),
+                x.cpu.system.as_secs_f64(),
+                x.own_cpu.total().as_secs_f64(),
+                plan.sockets,
+                x.connect_secs,
+            ));
+        }
     }
     report.notes.push(
         "commit → last socket: for the hub from `synchub.events.created_at` (`clock_timestamp()` at the event insert, \
@@ -423,60 +438,83 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
     Ok(report)
 }
 
-async fn fan_out(ctx: &Ctx, target: &Target<'_>, plan: &Plan) -> anyhow::Result<Numbers> {
-    let connect_started = Instant::now();
-    let addrs = target.addrs();
-    let mut sockets_open = Vec::with_capacity(plan.sockets);
-    for (k, addr) in addrs.iter().enumerate() {
-        let n = plan.sockets / addrs.len() + usize::from(k < plan.sockets % addrs.len());
-        sockets_open.extend(ctx.open_joined_at(*addr, target.project(), n, 32).await?);
-    }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-    let sockets = plan.sockets;
+/// One side's joined sockets and what they received, by seq.
+struct Fleet {
+    arrivals: Arc<Vec<Arrivals>>,
+    frames: Arc<AtomicU64>,
+    readers: tokio::task::JoinSet<()>,
+    sockets: usize,
+    capacity: usize,
+    connect_secs: f64,
+}
 
-    // A fresh project (or Node server): seqs are 1, 2, 3, … (slack for anything else).
-    let capacity = (WARMUP + plan.events + plan.burst) as usize + 64;
-    let arrivals: Arc<Vec<Arrivals>> = Arc::new(
-        (0..capacity)
-            .map(|_| Arrivals { count: AtomicU32::new(0), first: AtomicU64::new(u64::MAX), last: AtomicU64::new(0) })
-            .collect(),
-    );
-    let frames = Arc::new(AtomicU64::new(0));
-    let mut readers = tokio::task::JoinSet::new();
-    for mut ws in sockets_open {
-        let (arrivals, frames) = (arrivals.clone(), frames.clone());
-        readers.spawn(async move {
-            while let Some(Ok(message)) = ws.next().await {
-                let Message::Text(text) = message else { continue };
-                let now = clock().now_ns();
-                let Some(seq) = event_seq(text.as_str()) else { continue };
-                frames.fetch_add(1, Ordering::Relaxed);
-                if let Some(slot) = arrivals.get(seq) {
-                    slot.count.fetch_add(1, Ordering::Relaxed);
-                    slot.first.fetch_min(now, Ordering::Relaxed);
-                    slot.last.fetch_max(now, Ordering::Relaxed);
+impl Fleet {
+    async fn open(ctx: &Ctx, target: &Target<'_>, sockets: usize, capacity: usize) -> anyhow::Result<Fleet> {
+        let connect_started = Instant::now();
+        let addrs = target.addrs();
+        let mut sockets_open = Vec::with_capacity(sockets);
+        for (k, addr) in addrs.iter().enumerate() {
+            let n = sockets / addrs.len() + usize::from(k < sockets % addrs.len());
+            sockets_open.extend(ctx.open_joined_at(*addr, target.project(), n, 32).await?);
+        }
+        let connect_secs = connect_started.elapsed().as_secs_f64();
+        let arrivals: Arc<Vec<Arrivals>> = Arc::new(
+            (0..capacity)
+                .map(|_| Arrivals {
+                    count: AtomicU32::new(0),
+                    first: AtomicU64::new(u64::MAX),
+                    last: AtomicU64::new(0),
+                })
+                .collect(),
+        );
+        let frames = Arc::new(AtomicU64::new(0));
+        let mut readers = tokio::task::JoinSet::new();
+        for mut ws in sockets_open {
+            let (arrivals, frames) = (arrivals.clone(), frames.clone());
+            readers.spawn(async move {
+                while let Some(Ok(message)) = ws.next().await {
+                    let Message::Text(text) = message else { continue };
+                    let now = clock().now_ns();
+                    let Some(seq) = event_seq(text.as_str()) else { continue };
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    if let Some(slot) = arrivals.get(seq) {
+                        slot.count.fetch_add(1, Ordering::Relaxed);
+                        slot.first.fetch_min(now, Ordering::Relaxed);
+                        slot.last.fetch_max(now, Ordering::Relaxed);
+                    }
                 }
-            }
-        });
+            });
+        }
+        Ok(Fleet { arrivals, frames, readers, sockets, capacity, connect_secs })
     }
-    let all_arrived =
-        |seqs: &[usize]| seqs.iter().all(|&s| arrivals[s].count.load(Ordering::Relaxed) as usize >= sockets);
-    let result = async {
-        // Warm-up: everything delivered everywhere before counting starts.
-        let warm = write_paced(ctx, target, 0, WARMUP, plan.rate).await?;
-        let warm_seqs = seqs_of(&warm, capacity)?;
-        wait_for(|| all_arrived(&warm_seqs), Duration::from_secs(30)).await?;
 
+    fn all_arrived(&self, seqs: &[usize]) -> bool {
+        seqs.iter().all(|&s| self.arrivals[s].count.load(Ordering::Relaxed) as usize >= self.sockets)
+    }
+
+    /// Warm-up writes from index `from`: everything delivered everywhere before counting
+    /// starts. Returns the next write index.
+    async fn warm(&self, ctx: &Ctx, target: &Target<'_>, from: u64, rate: f64) -> anyhow::Result<u64> {
+        let warm = write_paced(ctx, target, from, WARMUP, rate).await?;
+        let warm_seqs = seqs_of(&warm, self.capacity)?;
+        wait_for(|| self.all_arrived(&warm_seqs), Duration::from_secs(30)).await?;
+        Ok(from + WARMUP)
+    }
+
+    /// One block: `plan.events` paced writes, then `plan.burst` back to back, from write
+    /// index `from`.
+    async fn block(&self, ctx: &Ctx, target: &Target<'_>, from: u64, plan: &Plan) -> anyhow::Result<Numbers> {
+        let sockets = self.sockets;
         // Paced.
         let cpu_before = target.cpu()?;
         let own_cpu_before = procfs::self_cpu_time()?;
-        let frames_before = frames.load(Ordering::Relaxed);
-        let written = write_paced(ctx, target, WARMUP, plan.events, plan.rate).await?;
-        let seqs = seqs_of(&written, capacity)?;
-        wait_for(|| all_arrived(&seqs), Duration::from_secs(60)).await?;
+        let frames_before = self.frames.load(Ordering::Relaxed);
+        let written = write_paced(ctx, target, from, plan.events, plan.rate).await?;
+        let seqs = seqs_of(&written, self.capacity)?;
+        wait_for(|| self.all_arrived(&seqs), Duration::from_secs(60)).await?;
         let cpu = target.cpu()?.since(cpu_before);
         let own_cpu = procfs::self_cpu_time()?.since(own_cpu_before);
-        let delivered = frames.load(Ordering::Relaxed) - frames_before;
+        let delivered = self.frames.load(Ordering::Relaxed) - frames_before;
 
         let created: std::collections::HashMap<i64, i64> = match target {
             Target::Hub { project, .. } => {
@@ -494,16 +532,17 @@ async fn fan_out(ctx: &Ctx, target: &Target<'_>, plan: &Plan) -> anyhow::Result<
             paced_window: 0.0,
             burst_per_sec: 0.0,
             burst_secs: 0.0,
+            burst_cpu_per_1000_ms: 0.0,
             cpu,
             cpu_per_1000_ms: 0.0,
             own_cpu,
             delivered,
-            connect_secs,
+            connect_secs: self.connect_secs,
         };
         let first_sent = written.iter().map(|w| w.0).min().unwrap_or(0);
         let mut last_arrival = 0;
         for (sent, seq, _) in &written {
-            let slot = &arrivals[*seq as usize];
+            let slot = &self.arrivals[*seq as usize];
             let (first, last) = (slot.first.load(Ordering::Relaxed), slot.last.load(Ordering::Relaxed));
             last_arrival = last_arrival.max(last);
             numbers.write_to_last.record_ns(last.saturating_sub(*sent));
@@ -520,11 +559,13 @@ async fn fan_out(ctx: &Ctx, target: &Target<'_>, plan: &Plan) -> anyhow::Result<
 
         // Burst: BURST_WRITERS closed-loop writers (each its own file), as fast as the
         // server answers, so one writer's commit latency does not cap the event rate.
-        let from = WARMUP + plan.events;
+        let burst_from = from + plan.events;
         let mut requests: Vec<Vec<(u64, reqwest::Request)>> = (0..BURST_WRITERS).map(|_| Vec::new()).collect();
-        for i in from..from + plan.burst {
+        for i in burst_from..burst_from + plan.burst {
             requests[(i % BURST_WRITERS) as usize].push((i, target.request(ctx, i)?));
         }
+        let burst_cpu_before = target.cpu()?;
+        let burst_frames_before = self.frames.load(Ordering::Relaxed);
         let mut writers = tokio::task::JoinSet::new();
         for queue in requests {
             let client = ctx.http.clone();
@@ -540,17 +581,24 @@ async fn fan_out(ctx: &Ctx, target: &Target<'_>, plan: &Plan) -> anyhow::Result<
         while let Some(result) = writers.join_next().await {
             burst.extend(result??);
         }
-        let burst_seqs = seqs_of(&burst, capacity)?;
-        wait_for(|| all_arrived(&burst_seqs), Duration::from_secs(120)).await?;
+        let burst_seqs = seqs_of(&burst, self.capacity)?;
+        wait_for(|| self.all_arrived(&burst_seqs), Duration::from_secs(120)).await?;
+        let burst_cpu = target.cpu()?.since(burst_cpu_before);
+        let burst_delivered = self.frames.load(Ordering::Relaxed) - burst_frames_before;
         let burst_first = burst.iter().map(|w| w.0).min().unwrap_or(0);
-        let burst_last = burst_seqs.iter().map(|&s| arrivals[s].last.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let burst_last = burst_seqs.iter().map(|&s| self.arrivals[s].last.load(Ordering::Relaxed)).max().unwrap_or(0);
         numbers.burst_secs = burst_last.saturating_sub(burst_first) as f64 / 1e9;
         numbers.burst_per_sec = (plan.burst as f64 * sockets as f64) / numbers.burst_secs;
+        numbers.burst_cpu_per_1000_ms =
+            burst_cpu.total().as_secs_f64() * 1000.0 / (burst_delivered.max(1) as f64 / 1000.0);
         Ok(numbers)
     }
-    .await;
-    readers.abort_all();
-    result
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.readers.abort_all();
+    }
 }
 
 fn seqs_of(written: &[Written], capacity: usize) -> anyhow::Result<Vec<usize>> {
@@ -563,7 +611,7 @@ fn seqs_of(written: &[Written], capacity: usize) -> anyhow::Result<Vec<usize>> {
 
 /// The seq of an event frame, without parsing the whole 1 KiB JSON: both servers write
 /// `{"type":"event","channel":"…","seq":N,…`.
-fn event_seq(text: &str) -> Option<usize> {
+pub(crate) fn event_seq(text: &str) -> Option<usize> {
     if !text.starts_with(r#"{"type":"event""#) {
         return None;
     }

@@ -20,6 +20,7 @@ pub mod fanout;
 pub mod history;
 pub mod idle_socket_rss;
 pub mod snapshot_build;
+pub mod sockets_100k;
 pub mod write_ceiling;
 pub mod write_event_latency;
 pub mod write_throughput;
@@ -119,3 +120,11 @@ pub const ALL: &[Scenario] = &[
         run: delta_payloads::run,
     },
 ];
+
+/// Scenarios run only when named with `--only` (not in the default or `--quick` run): they
+/// take the whole machine for minutes.
+pub const ON_REQUEST: &[Scenario] = &[Scenario {
+    name: "sockets_100k",
+    summary: "issue 16: 100,000 joined sockets (hub as several processes on one database, clients in several processes from 127.0.x.y), one event reaching all; hub RSS, CPU and delivery latency per 10k sockets (env SYNCHUB_BENCH_SOCKETS_100K changes the count; --quick: 2,000)",
+    run: sockets_100k::run,
+}];

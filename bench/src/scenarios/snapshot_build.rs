@@ -103,6 +103,24 @@ pub fn content(seed: u64, len: usize) -> String {
     out
 }
 
+/// The baseline's build: `zip -r -1 -q -X` of `tree` into `out` (next to it); seconds.
+pub async fn zip_tree(tree: &std::path::Path, out: &std::path::Path) -> anyhow::Result<f64> {
+    let _ = std::fs::remove_file(out);
+    let started = Instant::now();
+    let status = tokio::process::Command::new("zip")
+        .args(["-r", "-1", "-q", "-X"])
+        .arg(out)
+        .arg(".")
+        .current_dir(tree)
+        .status()
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("zip failed: {status}");
+    }
+    Ok(secs)
+}
+
 pub fn file_path(i: usize) -> String {
     format!("src/dir{:02}/file{i:05}.ts", i % 50)
 }
@@ -160,17 +178,7 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
 
         // The baseline.
         let out = dir.join("out.zip");
-        let _ = std::fs::remove_file(&out);
-        let started = Instant::now();
-        let status = tokio::process::Command::new("zip")
-            .args(["-r", "-1", "-q", "-X", "../out.zip", "."])
-            .current_dir(&tree)
-            .status()
-            .await?;
-        zip_secs.push(started.elapsed().as_secs_f64());
-        if !status.success() {
-            bail!("zip failed: {status}");
-        }
+        zip_secs.push(zip_tree(&tree, &out).await?);
         zip_bytes = std::fs::metadata(&out)?.len();
 
         // The hub.

@@ -10,9 +10,9 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use super::{Agent, create_session};
-use crate::harness::{Ctx, Hub};
-use crate::report::{Goal, Report, Row, Value as V};
-use crate::scenarios::snapshot_build::{content, file_path};
+use crate::harness::{self, Ctx, Hub};
+use crate::report::{Goal, Report, Row, Unit, Value as V};
+use crate::scenarios::snapshot_build::{content, file_path, zip_tree};
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -206,6 +206,49 @@ async fn one_hydrate(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mu
     ctx.put_file(hub, project, &file_path(0), &content(7_777_777, size.file_bytes)).await?;
     let (with_build, with_build_session, _) =
         session_to_ready(ctx, hub, project, &agent_dir, size.files, &format!("hydrate-{}-build", size.files)).await?;
+
+    // End to end (issue 16), interleaved: a changed file, then the sessions call builds a
+    // fresh snapshot and the agent hydrates it, against doing the same by hand: `zip -r -1`
+    // of the tree on disk + `curl` + `unzip`.
+    let tree = ctx.work.join(format!("hydrate-{}-tree", size.files));
+    for (path, text) in &files {
+        let file = tree.join(path);
+        std::fs::create_dir_all(file.parent().context("file path without a parent")?)?;
+        std::fs::write(file, text)?;
+    }
+    let zip_out = ctx.work.join(format!("hydrate-{}-by-hand.zip", size.files));
+    let mut change = 8_000_000u64;
+    let e2e = ctx
+        .interleave(ctx.pairs(), async |side, pair| {
+            change += 1;
+            let text = content(change, size.file_bytes);
+            match side {
+                harness::Side::Subject => {
+                    ctx.put_file(hub, project, &file_path(0), &text).await?;
+                    let tag = format!("hydrate-{}-e2e-{pair}", size.files);
+                    let (secs, _, body) = session_to_ready(ctx, hub, project, &agent_dir, size.files, &tag).await?;
+                    if body["snapshot"]["reused"] != false {
+                        bail!("the sessions call reused a snapshot after a change: {}", body["snapshot"]);
+                    }
+                    Ok(secs)
+                }
+                harness::Side::Baseline => {
+                    std::fs::write(tree.join(file_path(0)), &text)?;
+                    let zip_secs = zip_tree(&tree, &zip_out).await?;
+                    Ok(zip_secs + curl_unzip(ctx, hub, project, &unzip_dir, size.files).await?)
+                }
+            }
+        })
+        .await?;
+    report.rows.push(
+        e2e.row(format!("{label}: change → sessions (fresh build) → agent /readyz"), Unit::Ms, |secs| {
+            secs * 1000.0
+        })
+        .goal(Goal::RatioAtMost(1.0)),
+    );
+    report.notes.push(e2e.note(&format!("{label}: end to end, s (baseline: zip -r -1 + curl + unzip)"), |s| *s));
+    let _ = std::fs::remove_dir_all(&tree);
+    let _ = std::fs::remove_file(&zip_out);
     let _ = std::fs::remove_dir_all(&agent_dir);
     let _ = std::fs::remove_dir_all(&unzip_dir);
 

@@ -1,0 +1,238 @@
+//! `sockets_100k` (issue 16, on request only): 100,000 joined sockets on one project, one
+//! event reaching all of them. One process may hold at most 20,000 descriptors here, so the
+//! hub runs as several processes on one database and the clients as several worker
+//! processes (`synchub-bench --client-worker`, [`crate::worker`]), worker k joined on hub k
+//! from its own loopback addresses 127.0.k+1.2–9. The writes go to hub 0; the other hubs
+//! learn of them through PostgreSQL, as in any multi-hub deployment.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::Pending;
+use crate::harness::{Ctx, Hub};
+use crate::procfs;
+use crate::report::{Goal, Report, Row, Value as V};
+use crate::stats;
+
+/// Sockets per hub process (and per worker): under the 20,000 descriptors with room for
+/// the database pool, listeners and logs.
+const PER_PROCESS: usize = 15_000;
+const EVENTS: usize = 10;
+const CONTENT_BYTES: usize = 1024;
+
+pub fn run(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx))
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    sockets: usize,
+}
+
+impl Worker {
+    async fn line(&mut self, limit: Duration) -> anyhow::Result<String> {
+        match tokio::time::timeout(limit, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.starts_with("error") => bail!("worker: {line}"),
+            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(None)) => bail!("worker exited"),
+            Ok(Err(err)) => Err(err.into()),
+            Err(_) => bail!("worker said nothing within {} s", limit.as_secs()),
+        }
+    }
+}
+
+fn wall_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
+    let total: usize = std::env::var("SYNCHUB_BENCH_SOCKETS_100K")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if ctx.quick { 2_000 } else { 100_000 });
+    let processes = total.div_ceil(PER_PROCESS).max(1);
+    let mut report = Report::new(
+        "sockets_100k",
+        "issue 16",
+        "Many joined sockets on one project, one 1 KiB event at a time reaching all of them (the next write only \
+         after every socket had the previous one). The hub runs as several processes on one database (writes to \
+         hub 0; the others learn of each write through PostgreSQL); the clients run as as many worker processes, \
+         worker k joined on hub k from 127.0.k+1.2–9. Latency: from the write's send (announced to the workers \
+         just before the PUT) to each socket's arrival.",
+    );
+    report.param("sockets", total);
+    report.param("hub processes = client processes", processes);
+    report.param("events", EVENTS);
+    report.param("content", format!("{CONTENT_BYTES} bytes"));
+    if let Some(limit) = procfs::nofile_limit()
+        && (limit as usize) < total.div_ceil(processes) + 512
+    {
+        bail!("RLIMIT_NOFILE is {limit}: run through scripts/bench (it raises it)");
+    }
+    let mut hubs = Vec::new();
+    for k in 0..processes {
+        match ctx.start_hub(&format!("sockets_100k-{k}")).await {
+            Ok(hub) => hubs.push(hub),
+            Err(err) => {
+                for hub in hubs {
+                    hub.stop().await;
+                }
+                return Err(err);
+            }
+        }
+    }
+    let result = with_hubs(ctx, &hubs, total, &mut report).await;
+    let mut log = Vec::new();
+    for hub in hubs {
+        log.extend(hub.log_lines());
+        hub.stop().await;
+    }
+    if !log.is_empty() {
+        report.notes.push(format!("the hubs logged {} warning/error lines, first: `{}`", log.len(), log[0]));
+    }
+    result?;
+    Ok(report)
+}
+
+async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -> anyhow::Result<()> {
+    let project = ctx.create_project(&hubs[0], "bench sockets_100k").await?;
+    let rss_before: u64 = hubs.iter().map(|h| h.rss_kib().unwrap_or(0)).sum();
+    let exe = std::env::current_exe()?;
+    let connect_started = Instant::now();
+    let mut workers = Vec::new();
+    for (k, hub) in hubs.iter().enumerate() {
+        let sockets = total / hubs.len() + usize::from(k < total % hubs.len());
+        let mut child = Command::new(&exe)
+            .arg("--client-worker")
+            .arg(hub.addr.to_string())
+            .arg("--worker-project")
+            .arg(project.to_string())
+            .arg("--worker-sockets")
+            .arg(sockets.to_string())
+            .arg("--worker-net")
+            .arg((k + 1).to_string())
+            .env("SYNCHUB_BENCH_WORKER_TOKEN", &ctx.token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a client worker")?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        workers.push(Worker { child, stdin, lines, sockets });
+    }
+    for worker in &mut workers {
+        let line = worker.line(Duration::from_secs(900)).await?;
+        if !line.starts_with("ready") {
+            bail!("worker: unexpected {line:?}");
+        }
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_joined: Vec<u64> = hubs.iter().map(|h| h.rss_kib().unwrap_or(0)).collect();
+    let rss_total: u64 = rss_joined.iter().sum();
+    let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
+
+    // One event at a time, every socket has it before the next.
+    let (mut p50s, mut p99s, mut maxes, mut walls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let events_started = Instant::now();
+    for i in 0..EVENTS {
+        let mut content = format!("{i:08} ");
+        content.push_str(&"x".repeat(CONTENT_BYTES - content.len()));
+        let sent = wall_us();
+        for worker in &mut workers {
+            worker.stdin.write_all(format!("t {sent}\n").as_bytes()).await?;
+            worker.stdin.flush().await?;
+        }
+        let seq = ctx.put_file(&hubs[0], project, "fanout.txt", &content).await?;
+        let (mut p50, mut p99, mut max) = (0f64, 0f64, 0f64);
+        for (k, worker) in workers.iter_mut().enumerate() {
+            let line = worker
+                .line(Duration::from_secs(300))
+                .await
+                .with_context(|| format!("event {i} (seq {seq}): client worker {k} of {}", hubs.len()))?;
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, got, a, b, c] = fields[..] else { bail!("worker: unexpected {line:?}") };
+            if got.parse::<i64>().ok() != Some(seq) {
+                bail!("worker reported seq {got}, expected {seq}");
+            }
+            let parse = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN) / 1000.0;
+            // Across workers: the median of per-process medians is not the median of all,
+            // so the row takes the largest per-process p50 and p99 (an upper bound).
+            p50 = p50.max(parse(a));
+            p99 = p99.max(parse(b));
+            max = max.max(parse(c));
+        }
+        walls.push((wall_us() - sent) as f64 / 1000.0);
+        p50s.push(p50);
+        p99s.push(p99);
+        maxes.push(max);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let events_secs = events_started.elapsed().as_secs_f64();
+    let cpu: Vec<procfs::Cpu> = hubs
+        .iter()
+        .zip(&cpu_before)
+        .map(|(h, before)| h.cpu().map(|c| c.since(*before)))
+        .collect::<anyhow::Result<_>>()?;
+    let cpu_total: f64 = cpu.iter().map(|c| c.total().as_secs_f64()).sum();
+    for worker in &mut workers {
+        let _ = worker.stdin.shutdown().await;
+    }
+    for mut worker in workers.drain(..) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), worker.child.wait()).await;
+        let _ = worker.child.kill().await;
+        let _ = worker.sockets;
+    }
+
+    let per_10k = total as f64 / 10_000.0;
+    report.rows.push(
+        Row::alone(
+            format!("one event → all {total} sockets: p99 (median over {EVENTS} events; largest per-process p99)"),
+            V::ms(stats::median(&p99s)),
+            "— (no baseline: issue 16 sets < 1 s)",
+        )
+        .goal(Goal::AtMost(1000.0)),
+    );
+    report.rows.push(Row::alone(
+        format!("one event → all {total} sockets: p50 (median over events; largest per-process p50)"),
+        V::ms(stats::median(&p50s)),
+        "—",
+    ));
+    report.rows.push(Row::alone("one event → last socket (median over events)", V::ms(stats::median(&maxes)), "—"));
+    report.rows.push(Row::compared(
+        format!("hub VmRSS, all {} processes, 0 → {total} joined sockets", hubs.len()),
+        V::kib(rss_before as f64),
+        V::kib(rss_total as f64),
+    ));
+    report.rows.push(Row::alone(
+        "hub VmRSS per 10k joined sockets (growth)",
+        V::kib(((rss_total - rss_before.min(rss_total)) as f64 / per_10k).round()),
+        "(RSS growth / 10k sockets)",
+    ));
+    report.rows.push(Row::alone(
+        "hub CPU ms per event per 10k sockets (all hubs)",
+        V::count((cpu_total * 1000.0 / EVENTS as f64 / per_10k * 100.0).round() / 100.0),
+        "(CPU during the events / events / 10k)",
+    ));
+    report.notes.push(format!(
+        "{total} sockets opened and joined in {connect_secs:.1} s; per hub VmRSS {:?} KiB; per event: p50 {:?} ms, \
+         p99 {:?} ms, last {:?} ms, write sent → every worker reported {:?} ms; events phase {events_secs:.1} s, \
+         hub CPU {:.2} s (per hub {:?} s)",
+        rss_joined,
+        p50s.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        p99s.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        maxes.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        walls.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        cpu_total,
+        cpu.iter().map(|c| (c.total().as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>(),
+    ));
+    Ok(())
+}
