@@ -25,7 +25,7 @@ mod read;
 mod sink;
 mod write;
 
-pub use read::{ReadError, ReadLimits, extract, read_into, verify};
+pub use read::{ManifestRule, RATIO_FLOOR, ReadError, ReadLimits, extract, read_archive_into, read_into, verify};
 pub use sink::{DirSink, EntrySink, SinkError};
 pub use write::{BuildError, BuildStats, build};
 
