@@ -180,6 +180,8 @@ struct RouteDoc {
     answer: Answer,
     /// The body's schema, and whether the body is required.
     body: Option<(SchemaFn, bool)>,
+    /// A required body of this media type that is not JSON (bytes).
+    media_body: Option<&'static str>,
     query: Option<SchemaFn>,
 }
 
@@ -214,7 +216,16 @@ impl ApiRouter {
             Access::Public | Access::Socket => MethodRouter::new().on(method.filter(), handler),
         };
         self.routes.push((path, methods));
-        self.docs.push(RouteDoc { method, path, summary, access, answer: Answer::default(), body: None, query: None });
+        self.docs.push(RouteDoc {
+            method,
+            path,
+            summary,
+            access,
+            answer: Answer::default(),
+            body: None,
+            media_body: None,
+            query: None,
+        });
         self
     }
 
@@ -252,6 +263,12 @@ impl ApiRouter {
     /// The route registered last takes a JSON body `T`, or none at all.
     pub fn optional_body<T: JsonSchema>(mut self) -> Self {
         self.last().body = Some((schema_of::<T>, false));
+        self
+    }
+
+    /// The route registered last takes a required body of this (non-JSON) media type.
+    pub fn media_body(mut self, media: &'static str) -> Self {
+        self.last().media_body = Some(media);
         self
     }
 
@@ -360,6 +377,9 @@ fn openapi(docs: &[RouteDoc]) -> Value {
         if let Some((body, required)) = doc.body {
             operation["requestBody"] = json!({"required": required,
                 "content": {"application/json": {"schema": body(&mut generator).to_value()}}});
+        }
+        if let Some(media) = doc.media_body {
+            operation["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}});
         }
         paths.entry(api_path).or_default().insert(doc.method.name().to_string(), operation);
     }
