@@ -201,6 +201,9 @@ fn patch(archive: &mut [u8], from: &[u8], to: &[u8]) {
     }
 }
 
+/// A refused archive: what it is, its bytes, the status, code and `entry` it answers.
+type BadCase = (&'static str, Vec<u8>, u16, &'static str, Option<&'static str>);
+
 #[tokio::test]
 async fn every_bad_archive_is_refused_naming_the_entry_and_nothing_is_written() {
     let app = TestApp::spawn().await;
@@ -237,7 +240,7 @@ async fn every_bad_archive_is_refused_naming_the_entry_and_nothing_is_written() 
     let not_utf8 = zip_of(&[("ok.txt", b"fine"), ("latin1.txt", b"caf\xe9")]);
     let file_and_folder = zip_of(&[("x", b"1"), ("x/y", b"2")]);
 
-    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("traversal", zip_of(&[("../x", b"x")]), 400, "invalid_path", Some("../x")),
         ("absolute", zip_of(&[("/etc/x", b"x")]), 400, "invalid_path", Some("/etc/x")),
         ("reserved", zip_of(&[(".git/config", b"x")]), 400, "invalid_path", Some(".git/config")),
