@@ -383,3 +383,17 @@ async fn a_retried_import_with_its_op_id_applies_once() {
     let other = upload(&app, &project, &alice, &format!("mode=replace&op_id={op}"), zip_of(&[("c.txt", b"c")])).await;
     assert_error(&other, 409, "op_id_reused");
 }
+
+#[tokio::test]
+async fn openapi_documents_both_archive_routes() {
+    let app = TestApp::spawn().await;
+    let (_, spec) = app.call(reqwest::Method::GET, "/openapi.json", None, None).await;
+    let route = &spec["paths"]["/v1/projects/{id}/archive"];
+    assert!(route["get"]["responses"]["2XX"]["content"]["application/zip"].is_object(), "{route}");
+    let post = &route["post"];
+    assert!(post["requestBody"]["content"]["application/zip"].is_object(), "{post}");
+    let parameters: Vec<&str> =
+        post["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(parameters, ["id", "mode", "op_id"], "{post}");
+    assert_eq!(post["security"], json!([{"userToken": []}]));
+}
