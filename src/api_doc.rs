@@ -130,7 +130,7 @@ async fn decide(parts: &mut axum::http::request::Parts, state: &AppState, need: 
 /// Writes a type's schema into the generator's definitions and answers a reference to it.
 pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
-fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+pub fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
@@ -148,6 +148,11 @@ pub enum Answer {
     Media(&'static [&'static str]),
     /// A WebSocket upgrade: 101, then frames.
     Upgrade,
+    /// JSON of this schema, or with `Accept: application/octet-stream` the bytes (or a 307
+    /// to them): binary files (CONTRACT section 13).
+    JsonOrBytes(SchemaFn),
+    /// A 307 to a signed URL of the bytes.
+    Redirect,
 }
 
 impl Answer {
@@ -165,6 +170,12 @@ impl Answer {
                 json!({"2XX": {"description": "Success", "content": content}})
             }
             Answer::Upgrade => json!({"101": {"description": "Switching Protocols: the WebSocket (docs/API.md)"}}),
+            Answer::JsonOrBytes(schema) => json!({
+                "2XX": {"description": "Success", "content": {
+                    "application/json": {"schema": schema(generator).to_value()},
+                    "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}},
+                "307": {"description": "Accept: application/octet-stream of a binary file: a signed URL of its bytes"}}),
+            Answer::Redirect => json!({"307": {"description": "A signed, expiring URL of the bytes (Location)"}}),
         };
         let error = generator.subschema_for::<ErrorResponse>().to_value();
         responses["default"] = json!({"description": "Error", "content": json(error)});
@@ -182,6 +193,8 @@ struct RouteDoc {
     body: Option<(SchemaFn, bool)>,
     /// A required body of this media type that is not JSON (bytes).
     media_body: Option<&'static str>,
+    /// The body may also be raw bytes (`application/octet-stream`).
+    bytes_body: bool,
     query: Option<SchemaFn>,
 }
 
@@ -224,6 +237,7 @@ impl ApiRouter {
             answer: Answer::default(),
             body: None,
             media_body: None,
+            bytes_body: false,
             query: None,
         });
         self
@@ -257,6 +271,12 @@ impl ApiRouter {
     /// The route registered last takes a JSON body `T`.
     pub fn body<T: JsonSchema>(mut self) -> Self {
         self.last().body = Some((schema_of::<T>, true));
+        self
+    }
+
+    /// The route registered last also takes raw bytes (`application/octet-stream`).
+    pub fn or_bytes_body(mut self) -> Self {
+        self.last().bytes_body = true;
         self
     }
 
@@ -377,6 +397,10 @@ fn openapi(docs: &[RouteDoc]) -> Value {
         if let Some((body, required)) = doc.body {
             operation["requestBody"] = json!({"required": required,
                 "content": {"application/json": {"schema": body(&mut generator).to_value()}}});
+            if doc.bytes_body {
+                operation["requestBody"]["content"]["application/octet-stream"] =
+                    json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream"}});
+            }
         }
         if let Some(media) = doc.media_body {
             operation["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}});

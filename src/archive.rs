@@ -2,16 +2,19 @@
 //!
 //! - `GET /v1/projects/{id}/archive` (any member): the current files as a zip, built by
 //!   snapshot-builder from one consistent read into an unnamed temporary file, then
-//!   streamed from it: the hub's memory stays flat whatever the project's size.
+//!   streamed from it: the hub's memory stays flat whatever the project's size. Binary
+//!   files' bytes come from blob storage; the manifest marks them `binary: true`.
 //! - `POST /v1/projects/{id}/archive?mode=replace|merge` (editor): the body (a zip of at
 //!   most `SYNCHUB_MAX_ARCHIVE_BYTES`) is streamed to a temporary file; the snapshot
 //!   reader then checks every entry as the agent checks a snapshot (paths, sizes,
 //!   compression ratio, symlinks, duplicates; sizes and hashes against the manifest when
-//!   there is one) and every file must be text. Only then is one SQL call made
-//!   (`synchub.import_project_archive`: one change, one `bulk:apply`). A bad entry answers
-//!   with its name in the error's `entry`, and nothing is written.
+//!   there is one). A file is binary when the manifest says `binary: true` or, without a
+//!   manifest, when its bytes are not UTF-8 text without NUL; a file the manifest calls
+//!   text must be text. Only then are the binaries stored as blobs (once per content) and
+//!   one SQL call made (`synchub.import_project_archive`: one change, one `bulk:apply`). A
+//!   bad entry answers with its name in the error's `entry`, and no file is written.
 
-use std::io::{Seek, SeekFrom};
+use std::io::{Seek, SeekFrom, Write};
 
 use axum::Json;
 use axum::body::Body;
@@ -63,7 +66,9 @@ async fn build_archive(state: &AppState, project: Uuid) -> Result<std::fs::File,
     let meta = read.meta(service::timestamp(chrono::Utc::now()));
     let mut archive = tempfile::tempfile().map_err(ApiError::internal)?;
     let writer = archive.try_clone().map_err(ApiError::internal)?;
-    read.build(meta, writer).await.map_err(service::build_error)?;
+    // Without storage there are no binary files to fetch.
+    let blobs = crate::blobs::fetcher(state).ok();
+    read.build_with_blobs(meta, writer, blobs).await.map_err(service::build_error)?;
     archive.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
     Ok(archive)
 }
@@ -82,8 +87,16 @@ pub async fn import(
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let archive = receive(body, declared, state.config.limits.max_archive_bytes).await?;
     let limits = state.config.limits.clone();
-    let files =
+    let (files, binaries) =
         tokio::task::spawn_blocking(move || read_upserts(archive, &limits)).await.map_err(ApiError::internal)??;
+    // Every entry checked out: only now do the binaries go to storage (a blob no file
+    // references is collected after the grace period, should the write still fail).
+    for binary in &binaries {
+        crate::blobs::put_file(&state, &actor, binary.bytes.path(), &binary.sha256, binary.size)
+            .await
+            .map_err(|err| err.for_entry(&binary.path))?;
+    }
+    drop(binaries);
     let replace = query.mode == ArchiveMode::Replace;
     let rows = state
         .db
@@ -138,15 +151,16 @@ async fn receive(body: Body, declared: Option<u64>, limit: u64) -> Result<std::f
 }
 
 /// Reads and checks the whole archive (on a blocking thread): its files as the import's
-/// jsonb, or the first problem.
-fn read_upserts(archive: std::fs::File, limits: &Limits) -> Result<JsonbBytes, ApiError> {
+/// jsonb and the binary files' bytes, or the first problem.
+fn read_upserts(mut archive: std::fs::File, limits: &Limits) -> Result<(JsonbBytes, Vec<Binary>), ApiError> {
     let read_limits = ReadLimits {
         max_entries: limits.max_files_per_project as usize,
         max_total_bytes: limits.max_bytes_per_user,
         max_file_bytes: limits.max_file_bytes as u64,
+        max_binary_file_bytes: limits.max_blob_bytes,
         ..ReadLimits::default()
     };
-    let mut upserts = Upserts::new(limits.max_file_bytes);
+    let mut upserts = Upserts::new(limits.max_file_bytes, has_manifest(&mut archive));
     let archive = std::io::BufReader::new(archive);
     snapshot_builder::read_archive_into(archive, &read_limits, &mut upserts, ManifestRule::Optional).map_err(
         |err| match err {
@@ -155,6 +169,13 @@ fn read_upserts(archive: std::fs::File, limits: &Limits) -> Result<JsonbBytes, A
         },
     )?;
     Ok(upserts.finish())
+}
+
+/// Whether the archive has a manifest (then its `binary` flags decide what is binary).
+fn has_manifest(archive: &mut std::fs::File) -> bool {
+    let found = snapshot_builder::has_manifest(&mut *archive);
+    let _ = archive.seek(SeekFrom::Start(0));
+    found
 }
 
 /// A refused archive, as the API answers it, naming the entry at fault.
@@ -205,31 +226,107 @@ impl ToSql for JsonbBytes {
     to_sql_checked!();
 }
 
-/// The reader's sink: each entry's bytes, checked as text once complete (the reader has
-/// then checked its size and hash), appended to the upserts.
+/// A binary file of the archive: its bytes in a temporary file until stored as a blob.
+struct Binary {
+    path: String,
+    sha256: String,
+    size: u64,
+    bytes: tempfile::NamedTempFile,
+}
+
+/// The reader's sink: each entry's bytes (in memory up to the text cap, then in a temporary
+/// file: only a binary file may be larger), checked once complete (the reader has then
+/// checked its size and hash) and appended to the upserts: text as `content`, binary
+/// files as a `blob` reference, their bytes kept for storage.
 struct Upserts {
     json: Vec<u8>,
     entries: usize,
     current: Vec<u8>,
+    spilled: Option<tempfile::NamedTempFile>,
+    /// Whether the entry's bytes so far are text.
+    text: TextCheck,
+    /// The archive has a manifest: its `binary` flags decide, else the bytes do.
+    declared: bool,
     max_file_bytes: usize,
+    binaries: Vec<Binary>,
 }
 
 #[derive(serde::Serialize)]
 struct Upsert<'a> {
     path: &'a str,
-    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blob: Option<BlobRef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file_type: Option<&'a str>,
 }
 
+#[derive(serde::Serialize)]
+struct BlobRef<'a> {
+    sha256: &'a str,
+    size: u64,
+}
+
 impl Upserts {
-    fn new(max_file_bytes: usize) -> Self {
-        Upserts { json: b"[".to_vec(), entries: 0, current: Vec::new(), max_file_bytes }
+    fn new(max_file_bytes: usize, declared: bool) -> Self {
+        Upserts {
+            json: b"[".to_vec(),
+            entries: 0,
+            current: Vec::new(),
+            spilled: None,
+            text: TextCheck::default(),
+            declared,
+            max_file_bytes,
+            binaries: Vec::new(),
+        }
     }
 
-    fn finish(mut self) -> JsonbBytes {
+    fn finish(mut self) -> (JsonbBytes, Vec<Binary>) {
         self.json.push(b']');
-        JsonbBytes(self.json)
+        (JsonbBytes(self.json), self.binaries)
+    }
+
+    fn push(&mut self, upsert: &Upsert<'_>) -> Result<(), ApiError> {
+        if self.entries > 0 {
+            self.json.push(b',');
+        }
+        serde_json::to_writer(&mut self.json, upsert).map_err(ApiError::internal)?;
+        self.entries += 1;
+        Ok(())
+    }
+}
+
+/// Whether a stream of chunks is text as a file may hold it (UTF-8 without NUL), fed chunk
+/// by chunk (a character may span two chunks).
+#[derive(Default)]
+struct TextCheck {
+    failed: bool,
+    /// The start of a character the last chunk ended inside.
+    carry: Vec<u8>,
+}
+
+impl TextCheck {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if chunk.contains(&0) {
+            self.failed = true;
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(chunk);
+        if let Err(err) = std::str::from_utf8(&bytes) {
+            match err.error_len() {
+                Some(_) => self.failed = true,
+                None => self.carry = bytes[err.valid_up_to()..].to_vec(),
+            }
+        }
+    }
+
+    fn is_text(&self) -> bool {
+        !self.failed && self.carry.is_empty()
     }
 }
 
@@ -238,28 +335,83 @@ impl EntrySink for Upserts {
 
     fn begin(&mut self, _: &ManifestFile) -> Result<bool, ApiError> {
         self.current.clear();
+        self.spilled = None;
+        self.text = TextCheck::default();
         Ok(true)
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
-        self.current.extend_from_slice(chunk);
-        Ok(())
+        self.text.feed(chunk);
+        if self.spilled.is_none() && self.current.len() + chunk.len() > self.max_file_bytes {
+            let mut file = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+            file.write_all(&self.current).map_err(ApiError::internal)?;
+            self.current.clear();
+            self.spilled = Some(file);
+        }
+        match &mut self.spilled {
+            Some(file) => file.write_all(chunk).map_err(ApiError::internal),
+            None => {
+                self.current.extend_from_slice(chunk);
+                Ok(())
+            }
+        }
     }
 
     fn finish(&mut self, file: &ManifestFile) -> Result<(), ApiError> {
         let entry = |err: ApiError| err.for_entry(&file.path);
-        let content = std::str::from_utf8(&self.current)
-            .map_err(|_| entry(ApiError::UnsupportedContent(format!("{:?} is not UTF-8 text", file.path))))?;
-        check_content(content, self.max_file_bytes).map_err(entry)?;
         // An empty type (archives without a manifest) is inferred from the path.
         let file_type = Some(file.file_type.as_str()).filter(|t| !t.is_empty());
         check_file_type(file_type).map_err(entry)?;
-        if self.entries > 0 {
-            self.json.push(b',');
+        let spilled = self.spilled.take();
+        let binary = if self.declared { file.binary } else { !self.text.is_text() };
+        if binary {
+            let bytes = match spilled {
+                Some(bytes) => bytes,
+                None => {
+                    let mut bytes = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+                    bytes.write_all(&self.current).map_err(ApiError::internal)?;
+                    bytes
+                }
+            };
+            let blob = BlobRef { sha256: &file.sha256, size: file.size };
+            self.push(&Upsert { path: &file.path, content: None, blob: Some(blob), file_type })?;
+            self.binaries.push(Binary { path: file.path.clone(), sha256: file.sha256.clone(), size: file.size, bytes });
+            return Ok(());
         }
-        let upsert = Upsert { path: &file.path, content, file_type };
-        serde_json::to_writer(&mut self.json, &upsert).map_err(ApiError::internal)?;
-        self.entries += 1;
+        if spilled.is_some() {
+            return Err(entry(ApiError::payload_too_large(format!(
+                "a text file is at most {} bytes",
+                self.max_file_bytes
+            ))));
+        }
+        let current = std::mem::take(&mut self.current);
+        let content = std::str::from_utf8(&current).map_err(|_| {
+            entry(ApiError::UnsupportedContent(format!("{:?} is not UTF-8 text (the manifest says it is)", file.path)))
+        })?;
+        check_content(content, self.max_file_bytes).map_err(entry)?;
+        self.push(&Upsert { path: &file.path, content: Some(content), blob: None, file_type })?;
+        self.current = current;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TextCheck;
+
+    fn check(chunks: &[&[u8]]) -> bool {
+        let mut text = TextCheck::default();
+        chunks.iter().for_each(|chunk| text.feed(chunk));
+        text.is_text()
+    }
+
+    #[test]
+    fn text_is_told_from_binary_across_chunk_boundaries() {
+        let e_acute = "é".as_bytes();
+        assert!(check(&[b"caf", &e_acute[..1], &e_acute[1..], b" ok"]));
+        assert!(check(&[]));
+        assert!(!check(&[b"caf", &e_acute[..1]]), "ends inside a character");
+        assert!(!check(&[b"caf\xe9 au lait"]), "Latin-1");
+        assert!(!check(&[b"text", b"with\0NUL"]));
     }
 }

@@ -50,6 +50,20 @@ pub struct Config {
     pub s3_region: String,
     #[arg(long, env = "SYNCHUB_S3_PATH_STYLE", default_value_t = false)]
     pub s3_path_style: bool,
+    /// S3 credentials (required with a bucket).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub s3_session_token: Option<String>,
+    /// Blobs (binary files' bytes) no file version references are deleted after this many
+    /// seconds (CONTRACT section 13).
+    #[arg(long, env = "SYNCHUB_BLOB_GC_GRACE_SECS", default_value_t = 86_400)]
+    pub blob_gc_grace_secs: u64,
+    /// How often each hub looks for such blobs (seconds; 0: never).
+    #[arg(long, env = "SYNCHUB_BLOB_GC_INTERVAL_SECS", default_value_t = 600)]
+    pub blob_gc_interval_secs: u64,
     /// Local-disk snapshot storage instead of S3.
     #[arg(long, env = "SYNCHUB_STORAGE_DIR")]
     pub storage_dir: Option<PathBuf>,
@@ -81,6 +95,9 @@ pub struct Config {
 pub struct Limits {
     #[arg(long, env = "SYNCHUB_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_file_bytes: usize,
+    /// The largest binary file uploaded through `POST …/blobs` (CONTRACT section 13).
+    #[arg(long, env = "SYNCHUB_MAX_BLOB_BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_blob_bytes: u64,
     #[arg(long, env = "SYNCHUB_MAX_FILES_PER_PROJECT", default_value_t = 10_000)]
     pub max_files_per_project: u32,
     #[arg(long, env = "SYNCHUB_MAX_PROJECTS_PER_USER", default_value_t = 50)]
@@ -118,6 +135,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_file_bytes: 2 * 1024 * 1024,
+            max_blob_bytes: 50 * 1024 * 1024,
             max_files_per_project: 10_000,
             max_projects_per_user: 50,
             max_bytes_per_user: 200 * 1024 * 1024,
@@ -191,6 +209,11 @@ impl Config {
             s3_bucket: None,
             s3_region: "us-east-1".into(),
             s3_path_style: true,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            blob_gc_grace_secs: 86_400,
+            blob_gc_interval_secs: 600,
             storage_dir: None,
             allowed_origins: Vec::new(),
             log_format: "text".into(),

@@ -42,7 +42,7 @@ pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> 
         .execute(
             "UPDATE synchub.limits SET max_file_bytes = $1, max_files_per_project = $2,
                  max_projects_per_user = $3, max_bytes_per_user = $4, max_bulk_entries = $5,
-                 max_editor_state_bytes = $6",
+                 max_editor_state_bytes = $6, max_blob_bytes = $7",
             &[
                 &(limits.max_file_bytes as i32),
                 &(limits.max_files_per_project as i32),
@@ -50,6 +50,7 @@ pub async fn migrate(database_url: &str, limits: &Limits) -> anyhow::Result<()> 
                 &(limits.max_bytes_per_user as i64),
                 &(limits.max_bulk_entries as i32),
                 &(limits.max_editor_state_bytes as i32),
+                &(limits.max_blob_bytes as i64),
             ],
         )
         .await?;

@@ -20,17 +20,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.limits.max_bulk_bytes;
-        let declared =
-            req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::payload_too_large(format!("request body is larger than {limit} bytes")))?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&json_body_bytes(req, state).await?).map(JsonBody)
     }
+}
+
+/// The bytes of a JSON body, at most the configured bulk body size (413 beyond).
+pub async fn json_body_bytes(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.config.limits.max_bulk_bytes;
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::payload_too_large(format!("request body is larger than {limit} bytes")));
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::payload_too_large(format!("request body is larger than {limit} bytes")))
 }
 
 /// A JSON body that may be left out entirely (an empty body reads as `T::default()`).

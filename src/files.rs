@@ -3,21 +3,23 @@
 //! them again (they are callable directly) and decide versions, seq and quotas.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::Uri;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use snapshot_builder::paths::validate_path;
 use synchub_protocol::{
     BulkRequest, BulkWriteResponse, ChangesResponse, DeleteFileQuery, DeleteFileResponse, FileEntry, FileListQuery,
-    FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PutFileRequest, PutFileResponse, SafeU64,
-    SetBaseRequest, SetBaseResponse,
+    FileListResponse, FileResponse, MoveFileRequest, MoveFileResponse, PutBinaryQuery, PutBlobFileRequest,
+    PutFileRequest, PutFileResponse, SafeU64, SetBaseRequest, SetBaseResponse,
 };
 
 use crate::app::AppState;
 use crate::auth::policy::Actor;
 use crate::db::RowExt;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type};
+use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, json_body_bytes, parse_json};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -78,19 +80,56 @@ pub async fn list(
             size: row.column::<i32>("size")?.into(),
             updated_at: row.column("updated_at")?,
             content: if query.include_content { row.column("content")? } else { None },
+            blob: match row.column::<Option<String>>("blob_sha256")? {
+                Some(sha256) => Some(synchub_protocol::BlobRef {
+                    sha256,
+                    size: SafeU64::new(row.column::<i32>("size")?.max(0) as u64)
+                        .ok_or_else(|| ApiError::internal("size out of range"))?,
+                }),
+                None => None,
+            },
         });
     }
     Ok(Json(FileListResponse { cursor, files }))
 }
 
+/// Whether the request asks for the file's bytes rather than JSON.
+fn wants_bytes(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|item| item.trim().starts_with(OCTET_STREAM)))
+}
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// A file as JSON; a binary file with a signed URL of its bytes. With `Accept:
+/// application/octet-stream` the bytes themselves (a text file's content, or a redirect
+/// to a binary file's blob).
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,
+    headers: HeaderMap,
     PathArgs((_, path)): PathArgs<(String, String)>,
-) -> ApiResult<FileResponse> {
+) -> Result<Response, ApiError> {
     let id = actor.project()?;
     let path = checked_path(&path)?;
-    Ok(Json(state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?))
+    let mut file: FileResponse =
+        state.db.typed(actor.db(), "SELECT synchub.get_file($1, $2, $3)", &[&id, &actor.name(), &path]).await?;
+    if wants_bytes(&headers) {
+        return match (&file.blob, file.content.take()) {
+            (Some(blob), _) => crate::blobs::redirect_to_blob(&state, &blob.sha256).await,
+            (None, content) => {
+                Ok(([(header::CONTENT_TYPE, OCTET_STREAM)], Body::from(content.unwrap_or_default())).into_response())
+            }
+        };
+    }
+    if let Some(blob) = &file.blob {
+        let url = crate::blobs::download_url(&state, &blob.sha256).await?;
+        file.url = Some(url.url);
+        file.url_expires_at = Some(url.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    Ok(Json(file).into_response())
 }
 
 /// Creates or replaces one file as `actor` (decided for writing); answers
@@ -125,13 +164,110 @@ pub async fn upsert_file(
     })
 }
 
+/// Creates or replaces one binary file whose blob the hub holds (see [`crate::blobs`]) as
+/// `actor` (decided for writing); answers as a text write does.
+pub async fn write_binary(
+    state: &AppState,
+    actor: &Actor,
+    path: &str,
+    body: PutBlobFileRequest,
+) -> Result<PutFileResponse, ApiError> {
+    let id = actor.project()?;
+    let path = checked_path(path)?;
+    check_file_type(body.file_type.as_deref())?;
+    let expected = expected_version(body.expected_version);
+    state.limiter.check(&actor.rate_key(), 1.0)?;
+    crate::blobs::ensure_held(state, actor, &body.blob).await?;
+    let blob = serde_json::to_value(&body.blob).map_err(ApiError::internal)?;
+    let rows = state
+        .db
+        .query(
+            actor.db(),
+            "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
+            &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
+    state.committed(id);
+    Ok(PutFileResponse {
+        path: row.column("file_path")?,
+        version: row.column::<i32>("version")?.into(),
+        content_hash: row.column("content_hash")?,
+        seq: row.column("seq")?,
+    })
+}
+
+/// The body of `PUT …/files/{path}`: JSON text content, JSON `{blob}`, or the bytes of a
+/// binary file (`Content-Type: application/octet-stream`, at most the file size limit).
+pub enum PutBody {
+    Text(PutFileRequest),
+    Blob(PutBlobFileRequest),
+    Bytes(axum::body::Bytes),
+}
+
+impl FromRequest<AppState> for PutBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let binary = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim_start().starts_with(OCTET_STREAM));
+        if binary {
+            let limit = state.config.limits.max_file_bytes;
+            let too_large = || {
+                ApiError::payload_too_large(format!(
+                    "a binary body is at most {limit} bytes: upload larger files through POST /v1/projects/{{id}}/blobs"
+                ))
+            };
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|len| len > limit) {
+                return Err(too_large());
+            }
+            let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
+            return Ok(PutBody::Bytes(bytes));
+        }
+        let bytes = json_body_bytes(req, state).await?;
+        // Text is the common case: parsed once. Only a body that is not text content is
+        // looked at again for a blob, so its errors name the blob's fields.
+        match parse_json(&bytes) {
+            Ok(text) => Ok(PutBody::Text(text)),
+            Err(err) => match parse_json::<serde_json::Value>(&bytes) {
+                Ok(value) if value.get("blob").is_some() => parse_json(&bytes).map(PutBody::Blob),
+                _ => Err(err),
+            },
+        }
+    }
+}
+
 pub async fn put(
     State(state): State<AppState>,
     actor: Actor,
     PathArgs((_, path)): PathArgs<(String, String)>,
-    JsonBody(body): JsonBody<PutFileRequest>,
+    QueryArgs(query): QueryArgs<PutBinaryQuery>,
+    body: PutBody,
 ) -> ApiResult<PutFileResponse> {
-    Ok(Json(upsert_file(&state, &actor, &path, body).await?))
+    Ok(Json(match body {
+        PutBody::Text(body) => upsert_file(&state, &actor, &path, body).await?,
+        PutBody::Blob(body) => write_binary(&state, &actor, &path, body).await?,
+        PutBody::Bytes(bytes) => {
+            checked_path(&path)?;
+            check_file_type(query.file_type.as_deref())?;
+            let blob = crate::blobs::put_bytes(&state, &actor, &bytes).await?;
+            let body = PutBlobFileRequest {
+                blob,
+                file_type: query.file_type,
+                expected_version: query.expected_version,
+                op_id: query.op_id,
+            };
+            write_binary(&state, &actor, &path, body).await?
+        }
+    }))
 }
 
 /// Deletes one file as `actor` (decided for writing); answers `{path, version, seq}`.
@@ -183,7 +319,9 @@ fn check_bulk(bulk: &BulkRequest, state: &AppState) -> Result<(), ApiError> {
     }
     for upsert in &bulk.upserts {
         checked_path(&upsert.path)?;
-        check_content(&upsert.content, limits.max_file_bytes)?;
+        if upsert.blob.is_none() {
+            check_content(&upsert.content, limits.max_file_bytes)?;
+        }
         check_file_type(upsert.file_type.as_deref())?;
     }
     for delete in &bulk.deletes {
@@ -198,6 +336,10 @@ pub async fn bulk_write(state: &AppState, actor: &Actor, body: BulkRequest) -> R
     let id = actor.project()?;
     check_bulk(&body, state)?;
     state.limiter.check(&actor.rate_key(), 1.0)?;
+    // Binary entries: their blobs must be held (uploads are checked here, once each).
+    for blob in body.upserts.iter().filter_map(|upsert| upsert.blob.as_ref()) {
+        crate::blobs::ensure_held(state, actor, blob).await?;
+    }
     let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
     let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
     let rows = state

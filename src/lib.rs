@@ -10,6 +10,7 @@ pub mod api_doc;
 pub mod app;
 pub mod archive;
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod demo;

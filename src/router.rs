@@ -15,7 +15,7 @@ use crate::access::X_REQUEST_ID;
 use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::auth::policy::Need;
-use crate::{archive, editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
+use crate::{archive, blobs, editor_state, events, files, metrics, ops, projects, realtime, sessions, snapshots};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -44,6 +44,14 @@ pub fn api() -> (Router<AppState>, Value) {
             snapshots::storage::serve_object,
         )
         .answers(Media(&["application/zip", "application/octet-stream"]))
+        .route(
+            Put,
+            "/v1/objects/{*key}",
+            Public,
+            "Upload a blob to local storage, behind a signed expiring URL (POST …/blobs)",
+            snapshots::storage::upload_object,
+        )
+        .answers(Object)
         .route(Get, "/v1/projects", Account, "List the caller's projects", projects::list)
         .query::<ProjectListQuery>()
         .answers_json::<Vec<ProjectSummary>>()
@@ -87,11 +95,39 @@ pub fn api() -> (Router<AppState>, Value) {
         .route(Post, "/v1/projects/{id}/files:move", Write, "Move a file in one change", files::move_file)
         .body::<MoveFileRequest>()
         .answers_json::<MoveFileResponse>()
-        .route(Get, "/v1/projects/{id}/files/{*path}", Read, "Read a file", files::get)
-        .answers_json::<FileResponse>()
-        .route(Put, "/v1/projects/{id}/files/{*path}", Write, "Create or replace a file", files::put)
-        .body::<PutFileRequest>()
+        .route(
+            Get,
+            "/v1/projects/{id}/files/{*path}",
+            Read,
+            "Read a file (binary: its blob and a signed URL)",
+            files::get,
+        )
+        .no_store()
+        .answers(JsonOrBytes(crate::api_doc::schema_of::<FileResponse>))
+        .route(
+            Put,
+            "/v1/projects/{id}/files/{*path}",
+            Write,
+            "Create or replace a file: text, a held blob, or the bytes (application/octet-stream)",
+            files::put,
+        )
+        .query::<PutBinaryQuery>()
+        .body::<PutFileBody>()
+        .or_bytes_body()
         .answers_json::<PutFileResponse>()
+        .route(
+            Post,
+            "/v1/projects/{id}/blobs",
+            Write,
+            "Announce a binary file's bytes: held, or a signed upload URL",
+            blobs::announce,
+        )
+        .no_store()
+        .body::<BlobUploadRequest>()
+        .answers_json::<BlobUploadResponse>()
+        .route(Get, "/v1/projects/{id}/blobs/{sha256}", Read, "A blob's bytes (a 307 to a signed URL)", blobs::get)
+        .no_store()
+        .answers(Redirect)
         .route(Delete, "/v1/projects/{id}/files/{*path}", Write, "Delete a file", files::delete)
         .query::<DeleteFileQuery>()
         .answers_json::<DeleteFileResponse>()

@@ -61,6 +61,17 @@ impl App {
             metrics.listen_reconnects.clone(),
             &tasks,
         );
+        if let Some(storage) = &storage
+            && config.blob_gc_interval_secs > 0
+        {
+            tasks.spawn(crate::blobs::collect_periodically(
+                db.clone(),
+                storage.clone(),
+                std::time::Duration::from_secs(config.blob_gc_grace_secs),
+                std::time::Duration::from_secs(config.blob_gc_interval_secs),
+                tasks.stop_token(),
+            ));
+        }
         let state = AppState(Arc::new(App {
             config,
             db,

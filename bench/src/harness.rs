@@ -262,6 +262,7 @@ impl Ctx {
                     content: content.clone(),
                     file_type: None,
                     expected_version: None,
+                    blob: None,
                 })
                 .collect();
             let response = self

@@ -472,6 +472,7 @@ mod tests {
                 content: CONTENTS[c].into(),
                 content_hash: sha256_hex(CONTENTS[c].as_bytes()),
                 version: 1,
+                blob: None,
             }
         }
 
@@ -551,6 +552,7 @@ mod tests {
                         content_hash: sha256_hex(content.as_bytes()),
                         content,
                         version: i + 1,
+                        blob: None,
                     })
                 })
                 .collect();

@@ -7,8 +7,11 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         WHEN 'project:deleted' THEN jsonb_build_object('timestamp', synchub.ts(e.created_at))
         WHEN 'file:update' THEN (
             SELECT jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
-                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+                -- binary files carry blob {sha256, size} instead of content (blobs.sql)
+                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                        ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
             FROM synchub.project_files f WHERE f.project_id = e.project_id AND f.id = e.file_ids[1])
         WHEN 'file:delete' THEN (
             SELECT jsonb_build_object('file_path', f.file_path, 'version', f.version,
@@ -17,8 +20,11 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         ELSE (
             SELECT jsonb_build_object(
                 'files', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
-                    'file_type', f.file_type, 'content', f.content, 'content_hash', f.content_hash,
-                    'version', f.version) ORDER BY f.file_path) FILTER (WHERE NOT f.is_deleted), '[]'),
+                    'file_type', f.file_type, 'content_hash', f.content_hash, 'version', f.version)
+                    -- binary files carry blob {sha256, size} instead of content (blobs.sql)
+                    || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                            ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
+                    ORDER BY f.file_path) FILTER (WHERE NOT f.is_deleted), '[]'),
                 'deletes', coalesce(jsonb_agg(jsonb_build_object('file_path', f.file_path,
                     'version', f.version) ORDER BY f.file_path) FILTER (WHERE f.is_deleted), '[]'),
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
@@ -42,8 +48,11 @@ BEGIN
     SELECT e.seq, e.event_type,
         CASE e.event_type
             WHEN 'file:update' THEN jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
-                'content', f.content, 'content_hash', f.content_hash, 'version', f.version,
+                'content_hash', f.content_hash, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
+                -- binary files carry blob {sha256, size} instead of content (blobs.sql)
+                || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                        ELSE jsonb_build_object('blob', jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
             WHEN 'file:delete' THEN jsonb_build_object('file_path', f.file_path, 'version', f.version,
                 'timestamp', synchub.ts(e.created_at), 'actor', e.actor, 'op_id', e.op_id)
             ELSE synchub.event_payload(e)

@@ -120,6 +120,8 @@ DECLARE
     v_entry jsonb;
     v_path text;
     v_content text;
+    v_blob text;  -- binary files (blobs.sql): the blob's sha256, NULL for text
+    v_size bigint;
     v_paths text[] := '{}';
     v_cur synchub.project_files;
     v_cur_version integer;
@@ -173,8 +175,15 @@ BEGIN
         v_paths := v_paths || v_path;
     END LOOP;
     FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts) LOOP
-        IF jsonb_typeof(v_entry -> 'content') IS DISTINCT FROM 'string' THEN
-            PERFORM synchub.fail('SH400', 'every upsert needs a string "content"',
+        -- Binary files: {blob: {sha256, size}} instead of content (blobs.sql).
+        IF v_entry ? 'blob' THEN
+            IF v_entry ? 'content' THEN
+                PERFORM synchub.fail('SH400', 'an upsert has "content" or "blob", not both',
+                    jsonb_build_object('path', v_entry ->> 'path'));
+            END IF;
+            PERFORM synchub.check_blob_ref(v_entry -> 'blob', v_entry ->> 'path');
+        ELSIF jsonb_typeof(v_entry -> 'content') IS DISTINCT FROM 'string' THEN
+            PERFORM synchub.fail('SH400', 'every upsert needs a string "content" (or a "blob")',
                 jsonb_build_object('path', v_entry ->> 'path'));
         END IF;
         PERFORM synchub.check_file_type(v_entry -> 'file_type');
@@ -183,6 +192,9 @@ BEGIN
                 jsonb_build_object('path', v_entry ->> 'path', 'limit', v_limits.max_file_bytes));
         END IF;
     END LOOP;
+
+    -- Referenced blobs must be held; their rows stay locked until commit (blob GC).
+    PERFORM synchub.lock_blobs(p_upserts);
 
     -- Optimistic concurrency: collect every conflict, then refuse them all at once.
     FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts || p_deletes) LOOP
@@ -194,7 +206,7 @@ BEGIN
             v_conflicts := v_conflicts || jsonb_build_object('path', v_entry ->> 'path',
                 'expected_version', v_expected, 'current_version', v_cur_version,
                 'current_hash', CASE WHEN v_cur_version = 0 THEN NULL ELSE v_cur.content_hash END);
-        ELSIF NOT (v_entry ? 'content') AND v_cur_version = 0 THEN
+        ELSIF NOT (v_entry ? 'content' OR v_entry ? 'blob') AND v_cur_version = 0 THEN
             v_missing := v_missing || jsonb_build_object('path', v_entry ->> 'path');
         END IF;
     END LOOP;
@@ -213,12 +225,17 @@ BEGIN
     FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts) LOOP
         v_path := v_entry ->> 'path';
         v_content := v_entry ->> 'content';
-        v_hash := synchub.content_hash(v_content);
-        v_type := coalesce(nullif(v_entry ->> 'file_type', ''), synchub.infer_file_type(v_path));
+        -- A binary version's content_hash is its blob's sha256 (the hash of its bytes).
+        v_blob := v_entry #>> '{blob,sha256}';
+        v_hash := coalesce(v_blob, synchub.content_hash(v_content));
+        v_size := coalesce((v_entry #>> '{blob,size}')::bigint, octet_length(v_content));
+        v_type := coalesce(nullif(v_entry ->> 'file_type', ''),
+                           CASE WHEN v_blob IS NOT NULL THEN 'binary' ELSE synchub.infer_file_type(v_path) END);
         SELECT * INTO v_cur FROM synchub.project_files
         WHERE project_id = p_project AND file_path = v_path AND is_current_version;
         IF v_cur.id IS NOT NULL AND NOT v_cur.is_deleted
-            AND v_cur.content_hash = v_hash AND v_cur.file_type = v_type THEN
+            AND v_cur.content_hash = v_hash AND v_cur.file_type = v_type
+            AND v_cur.blob_sha256 IS NOT DISTINCT FROM v_blob THEN
             v_files := v_files || jsonb_build_object('path', v_path, 'version', v_cur.version,
                                                      'content_hash', v_hash);
             CONTINUE;
@@ -228,14 +245,16 @@ BEGIN
             WHERE project_id = p_project AND id = v_cur.id;
         END IF;
         INSERT INTO synchub.project_files (project_id, file_path, file_type, content, content_hash,
-            size, version, parent_version_id, is_current_version, seq, created_by, last_modified_by)
-        VALUES (p_project, v_path, v_type, v_content, v_hash, octet_length(v_content),
+            size, version, parent_version_id, is_current_version, seq, created_by, last_modified_by,
+            blob_sha256)
+        VALUES (p_project, v_path, v_type, v_content, v_hash, v_size,
             coalesce(v_cur.version, 0) + 1, v_cur.id, true, v_seq,
-            CASE WHEN v_cur.id IS NULL OR v_cur.is_deleted THEN p_actor ELSE v_cur.created_by END, p_actor)
+            CASE WHEN v_cur.id IS NULL OR v_cur.is_deleted THEN p_actor ELSE v_cur.created_by END, p_actor,
+            v_blob)
         RETURNING id INTO v_new_id;
         v_ids := v_ids || v_new_id;
         v_changed := true;
-        v_delta_bytes := v_delta_bytes + octet_length(v_content)
+        v_delta_bytes := v_delta_bytes + v_size
             - CASE WHEN v_cur.is_deleted IS DISTINCT FROM false THEN 0 ELSE v_cur.size END;
         IF v_cur.id IS NULL OR v_cur.is_deleted THEN
             v_delta_files := v_delta_files + 1;
@@ -427,8 +446,8 @@ BEGIN
                 jsonb_build_object('path', p_to));
         END IF;
         v_result := synchub.apply_change(project_uuid,
-            jsonb_build_array(jsonb_build_object('path', p_to, 'content', v_src.content,
-                                                 'file_type', v_src.file_type, 'expected_version', 0)),
+            jsonb_build_array(jsonb_build_object('path', p_to, 'file_type', v_src.file_type,
+                                                 'expected_version', 0) || synchub.file_body(v_src)),
             jsonb_build_array(jsonb_build_object('path', p_from, 'expected_version', expected_version)),
             p_actor, p_op_id, 'bulk:apply', 'move', v_args);
     ELSE
@@ -440,10 +459,11 @@ END $$;
 -- Current files of a project, in path (byte) order. For operators and importers.
 CREATE OR REPLACE FUNCTION synchub.list_current_files(project_uuid uuid)
 RETURNS TABLE (file_path text, file_type text, content text, content_hash text, version integer,
-               updated_at timestamptz)
+               updated_at timestamptz, blob_sha256 text, size integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT f.file_path, f.file_type, f.content, f.content_hash, f.version, f.updated_at
+    SELECT f.file_path, f.file_type, f.content, f.content_hash, f.version, f.updated_at,
+           f.blob_sha256, f.size  -- binary files: their blob (content is NULL)
     FROM synchub.project_files_current f WHERE f.project_id = project_uuid ORDER BY f.file_path
 $$;
 
@@ -453,14 +473,14 @@ $$;
 CREATE OR REPLACE FUNCTION synchub.list_files(p_project uuid, p_actor text,
                                               p_include_content boolean)
 RETURNS TABLE (cursor bigint, file_path text, file_type text, content text, content_hash text,
-               version integer, size integer, updated_at text)
+               version integer, size integer, updated_at text, blob_sha256 text)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM synchub.authorize(p_project, p_actor, 'viewer');
     RETURN QUERY
     SELECT p.last_seq, f.file_path::text, f.file_type, CASE WHEN p_include_content THEN f.content END,
-           f.content_hash, f.version, f.size, synchub.ts(f.updated_at)
+           f.content_hash, f.version, f.size, synchub.ts(f.updated_at), f.blob_sha256
     FROM synchub.projects p
     LEFT JOIN synchub.project_files_current f ON f.project_id = p.id
     WHERE p.id = p_project
@@ -476,9 +496,13 @@ DECLARE
 BEGIN
     PERFORM synchub.authorize(p_project, p_actor, 'viewer');
     PERFORM synchub.check_path(p_path);
-    SELECT jsonb_build_object('path', f.file_path, 'file_type', f.file_type, 'content', f.content,
+    -- A binary file answers {binary, blob} instead of content (the hub adds its url).
+    SELECT jsonb_build_object('path', f.file_path, 'file_type', f.file_type,
                               'content_hash', f.content_hash, 'version', f.version, 'size', f.size,
                               'updated_at', synchub.ts(f.updated_at))
+           || CASE WHEN f.blob_sha256 IS NULL THEN jsonb_build_object('content', f.content)
+                   ELSE jsonb_build_object('binary', true, 'blob',
+                        jsonb_build_object('sha256', f.blob_sha256, 'size', f.size)) END
     INTO v_file
     FROM synchub.project_files_current f WHERE f.project_id = p_project AND f.file_path = p_path;
     IF v_file IS NULL THEN

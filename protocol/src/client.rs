@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Ref, SafeU64, Token};
+use crate::{BlobRef, Ref, SafeU64, Token};
 
 /// Client → hub.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,14 +98,18 @@ impl ClientFrame {
     }
 }
 
-/// One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
+/// One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`): text
+/// `content`, or a binary file's `blob` the hub holds (CONTRACT section 13; `content` is
+/// then empty here and left out on the wire).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(try_from = "BulkUpsertWire", into = "BulkUpsertWire")]
 pub struct BulkUpsert {
     /// A file path (CONTRACT section 7).
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub path: String,
+    #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional = nullable))]
@@ -113,6 +117,61 @@ pub struct BulkUpsert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional = nullable))]
     pub expected_version: Option<SafeU64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub blob: Option<BlobRef>,
+}
+
+/// [`BulkUpsert`] on the wire: exactly one of `content` and `blob`.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "BulkUpsert"))]
+struct BulkUpsertWire {
+    /// A file path (CONTRACT section 7).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    path: String,
+    /// Text files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_version: Option<SafeU64>,
+    /// Binary files, instead of `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blob: Option<BlobRef>,
+}
+
+impl TryFrom<BulkUpsertWire> for BulkUpsert {
+    type Error = &'static str;
+
+    fn try_from(wire: BulkUpsertWire) -> Result<Self, Self::Error> {
+        let content = match (wire.content, &wire.blob) {
+            (Some(content), None) => content,
+            (None, Some(_)) => String::new(),
+            (Some(_), Some(_)) => return Err("an upsert has content or a blob, not both"),
+            (None, None) => return Err("missing field `content` (or `blob`)"),
+        };
+        Ok(BulkUpsert {
+            path: wire.path,
+            content,
+            file_type: wire.file_type,
+            expected_version: wire.expected_version,
+            blob: wire.blob,
+        })
+    }
+}
+
+impl From<BulkUpsert> for BulkUpsertWire {
+    fn from(upsert: BulkUpsert) -> Self {
+        BulkUpsertWire {
+            path: upsert.path,
+            content: upsert.blob.is_none().then_some(upsert.content),
+            file_type: upsert.file_type,
+            expected_version: upsert.expected_version,
+            blob: upsert.blob,
+        }
+    }
 }
 
 /// One delete of a `bulk` write.
@@ -135,6 +194,7 @@ impl fmt::Debug for BulkUpsert {
             .field("content_len", &self.content.len())
             .field("file_type", &self.file_type)
             .field("expected_version", &self.expected_version)
+            .field("blob", &self.blob)
             .finish()
     }
 }

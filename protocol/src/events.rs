@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::SafeU64;
+
 /// The event names.
 pub mod event_names {
     pub const FILE_UPDATE: &str = "file:update";
@@ -57,18 +59,80 @@ impl Event {
     }
 }
 
+/// The bytes of a binary file (CONTRACT section 13): content-addressed, held by the hub's
+/// storage, fetched with `GET /v1/projects/{id}/blobs/{sha256}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlobRef {
+    /// Lowercase hex SHA-256 of the bytes.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^[0-9a-f]{64}$")))]
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: SafeU64,
+}
+
 /// A file's new current version: each entry of a bulk's `files`, and the body of `file:update`.
+/// A text file carries `content`; a binary file carries `blob` instead (and no `content`:
+/// it reads as empty here, so check `blob` first).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(try_from = "UpdatedFileWire")]
 pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
+    #[serde(default)]
+    #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,
-    /// sha256 hex of `content`.
+    /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
     pub content_hash: String,
     pub version: i64,
+    /// Binary files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub blob: Option<BlobRef>,
+}
+
+/// [`UpdatedFile`] as received: `content` or `blob` must be there (an update carrying
+/// neither, e.g. a delta of CONTRACT section 12, is not one this version can apply).
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "UpdatedFile"))]
+struct UpdatedFileWire {
+    file_path: String,
+    #[serde(default)]
+    file_type: String,
+    /// Text files.
+    content: Option<String>,
+    /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
+    content_hash: String,
+    version: i64,
+    /// Binary files, instead of `content`.
+    #[serde(default)]
+    blob: Option<BlobRef>,
+}
+
+impl TryFrom<UpdatedFileWire> for UpdatedFile {
+    type Error = &'static str;
+
+    fn try_from(wire: UpdatedFileWire) -> Result<Self, Self::Error> {
+        let content = match (wire.content, &wire.blob) {
+            (Some(content), None) => content,
+            (None, Some(_)) => String::new(),
+            (Some(_), Some(_)) => return Err("an updated file has content or a blob, not both"),
+            (None, None) => return Err("an updated file needs content or a blob"),
+        };
+        Ok(UpdatedFile {
+            file_path: wire.file_path,
+            file_type: wire.file_type,
+            content,
+            content_hash: wire.content_hash,
+            version: wire.version,
+            blob: wire.blob,
+        })
+    }
 }
 
 impl fmt::Debug for UpdatedFile {
@@ -79,6 +143,7 @@ impl fmt::Debug for UpdatedFile {
             .field("content_len", &self.content.len())
             .field("content_hash", &self.content_hash)
             .field("version", &self.version)
+            .field("blob", &self.blob)
             .finish()
     }
 }

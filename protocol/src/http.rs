@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{BulkDelete, BulkUpsert, EventFrame, SafeU64};
+use crate::{BlobRef, BulkDelete, BulkUpsert, EventFrame, SafeU64};
 
 // ---- Projects ---------------------------------------------------------------------------
 
@@ -170,10 +170,14 @@ pub struct FileEntry {
     pub version: i64,
     pub size: i64,
     pub updated_at: String,
-    /// Only with `include_content=true`.
+    /// Only with `include_content=true` (never for binary files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub content: Option<String>,
+    /// Binary files only (CONTRACT section 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub blob: Option<BlobRef>,
 }
 
 /// `GET /v1/projects/{id}/files/{path}`.
@@ -183,11 +187,96 @@ pub struct FileEntry {
 pub struct FileResponse {
     pub path: String,
     pub file_type: String,
-    pub content: String,
+    /// Text files only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub content: Option<String>,
     pub content_hash: String,
     pub version: i64,
     pub size: i64,
     pub updated_at: String,
+    /// True for a binary file: it has `blob` and `url` instead of `content`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, ts(as = "Option<bool>", optional))]
+    pub binary: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub blob: Option<BlobRef>,
+    /// A signed, expiring URL of the bytes (binary files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub url: Option<String>,
+    /// When `url` expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub url_expires_at: Option<String>,
+}
+
+/// `PUT /v1/projects/{id}/files/{path}` of a binary file whose blob the hub holds (see
+/// `POST /v1/projects/{id}/blobs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutBlobFileRequest {
+    pub blob: BlobRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub file_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub expected_version: Option<SafeU64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub op_id: Option<Uuid>,
+}
+
+/// The query of `PUT /v1/projects/{id}/files/{path}` with `Content-Type:
+/// application/octet-stream` (the bytes are the body).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PutBinaryQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<SafeU64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<Uuid>,
+}
+
+/// The body of `PUT /v1/projects/{id}/files/{path}` as JSON: text content, or a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum PutFileBody {
+    Text(PutFileRequest),
+    Blob(PutBlobFileRequest),
+}
+
+/// `POST /v1/projects/{id}/blobs`: announce a binary file's bytes before uploading them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlobUploadRequest {
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub size: SafeU64,
+}
+
+/// `{exists: true}` when the hub holds the blob already; else where to `PUT` the bytes
+/// (a signed, expiring URL) before referencing them in `PUT …/files/{path}` `{blob}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BlobUploadResponse {
+    pub exists: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub upload_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub expires_at: Option<String>,
 }
 
 /// `PUT /v1/projects/{id}/files/{path}`. `expected_version`: absent = unconditional, `0` =

@@ -32,8 +32,8 @@ pub use backoff::Backoff;
 pub use client::{BulkDelete, BulkUpsert, ClientFrame};
 pub use error::{ErrorBody, ErrorResponse};
 pub use events::{
-    BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload, UpdatedFile,
-    event_names,
+    BlobRef, BulkApplyPayload, DeletedFile, Event, FileDeletePayload, FileUpdatePayload, ProjectDeletedPayload,
+    UpdatedFile, event_names,
 };
 pub use http::*;
 pub use safe_int::{OutOfRange, SafeU64};

@@ -81,6 +81,7 @@ pub fn generate() -> String {
     declaration::<EventFrameShape>(&cfg, &mut out);
     declaration::<Event>(&cfg, &mut out);
     declaration::<UpdatedFile>(&cfg, &mut out);
+    declaration::<BlobRef>(&cfg, &mut out);
     declaration::<DeletedFile>(&cfg, &mut out);
     declaration::<FileUpdatePayload>(&cfg, &mut out);
     declaration::<FileDeletePayload>(&cfg, &mut out);
@@ -99,6 +100,10 @@ pub fn generate() -> String {
     declaration::<FileEntry>(&cfg, &mut out);
     declaration::<FileResponse>(&cfg, &mut out);
     declaration::<PutFileRequest>(&cfg, &mut out);
+    declaration::<PutBlobFileRequest>(&cfg, &mut out);
+    declaration::<PutFileBody>(&cfg, &mut out);
+    declaration::<BlobUploadRequest>(&cfg, &mut out);
+    declaration::<BlobUploadResponse>(&cfg, &mut out);
     declaration::<BulkRequest>(&cfg, &mut out);
     declaration::<MoveFileRequest>(&cfg, &mut out);
     declaration::<MoveFileResponse>(&cfg, &mut out);

@@ -11,7 +11,9 @@
 //! size. The builder checks each content against its metadata.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{Seek, Write};
+use std::pin::Pin;
 
 use futures_util::{StreamExt, pin_mut};
 use serde_json::Value;
@@ -25,13 +27,22 @@ use crate::{BuildError, BuildStats, FileContent, Manifest, ManifestFile, Snapsho
 /// here from the content (its UTF-8 bytes, as the content pass sends them), not taken from
 /// stored columns, so the two passes describe the same bytes; only the small results
 /// cross the wire.
-const METADATA_QUERY: &str = "SELECT f.file_path, f.file_type, f.version, octet_length(b.bytes), \
-       encode(sha256(b.bytes), 'hex') \
+/// Binary files (a blob instead of content) are described by their blob, whose bytes the
+/// builder checks as it checks text.
+const METADATA_QUERY: &str = "SELECT f.file_path, f.file_type, f.version, \
+       CASE WHEN f.blob_sha256 IS NULL THEN octet_length(b.bytes) ELSE f.size END, \
+       coalesce(f.blob_sha256, encode(sha256(b.bytes), 'hex')), f.blob_sha256 IS NOT NULL \
 FROM synchub.list_current_files($1) f CROSS JOIN LATERAL (SELECT convert_to(f.content, 'UTF8') AS bytes) b \
 ORDER BY f.file_path COLLATE \"C\"";
 
 /// The contents of the current files, in byte order of path (`list_current_files` sorts).
-const CONTENT_QUERY: &str = "SELECT file_path, content FROM synchub.list_current_files($1)";
+const CONTENT_QUERY: &str = "SELECT file_path, content, blob_sha256 FROM synchub.list_current_files($1)";
+
+/// Reads a blob's bytes (binary files) for the builder: the hub fetches them from its
+/// storage. At most one fetched binary waits in the row channel at a time, so memory
+/// stays bounded by about two blobs.
+pub type BlobFetch =
+    std::sync::Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> + Send + Sync>;
 
 /// Rows in flight between the database reader and the builder thread.
 const ROWS_IN_FLIGHT: usize = 32;
@@ -127,6 +138,20 @@ impl<'c> ProjectRead<'c> {
     where
         W: Write + Seek + Send + 'static,
     {
+        self.build_with_blobs(meta, writer, None).await
+    }
+
+    /// [`ProjectRead::build`], reading binary files' bytes through `blobs` (without it, a
+    /// project with binary files cannot be built).
+    pub async fn build_with_blobs<W>(
+        self,
+        meta: SnapshotMeta,
+        writer: W,
+        blobs: Option<BlobFetch>,
+    ) -> Result<(Manifest, BuildStats), DbBuildError>
+    where
+        W: Write + Seek + Send + 'static,
+    {
         let ProjectRead { tx, project, .. } = self;
         let files = list_metadata(&tx, project).await?;
         let (tx_rows, mut rx_rows) = tokio::sync::mpsc::channel::<Result<FileContent, String>>(ROWS_IN_FLIGHT);
@@ -134,7 +159,7 @@ impl<'c> ProjectRead<'c> {
             let rows = std::iter::from_fn(move || rx_rows.blocking_recv());
             crate::build(meta, files, rows, writer)
         });
-        let streamed = stream_rows(&tx, project, &tx_rows).await;
+        let streamed = stream_rows(&tx, project, &tx_rows, blobs.as_ref()).await;
         drop(tx_rows);
         let built = builder.await.map_err(DbBuildError::Builder)?;
         let committed = tx.commit().await.map_err(DbBuildError::Db);
@@ -156,6 +181,7 @@ async fn list_metadata(tx: &Transaction<'_>, project: Uuid) -> Result<Vec<Manife
                 version: i64::from(row.try_get::<_, i32>(2)?),
                 size: u64::try_from(row.try_get::<_, i32>(3)?).unwrap_or_default(),
                 sha256: row.try_get(4)?,
+                binary: row.try_get(5)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -168,23 +194,53 @@ async fn stream_rows(
     tx: &Transaction<'_>,
     project: Uuid,
     rows_out: &tokio::sync::mpsc::Sender<Result<FileContent, String>>,
+    blobs: Option<&BlobFetch>,
 ) -> Result<(), DbBuildError> {
     let statement = tx.prepare(CONTENT_QUERY).await.map_err(DbBuildError::Db)?;
     let rows = tx.query_raw(&statement, [&project]).await.map_err(DbBuildError::Db)?;
     pin_mut!(rows);
     while let Some(row) = rows.next().await {
-        let file = match row.and_then(|row| {
-            Ok(FileContent { path: row.try_get(0)?, content: row.try_get::<_, String>(1)?.into_bytes() })
+        let row = match row.and_then(|row| {
+            Ok((
+                row.try_get::<_, String>(0)?,
+                row.try_get::<_, Option<String>>(1)?,
+                row.try_get::<_, Option<String>>(2)?,
+            ))
         }) {
-            Ok(file) => file,
+            Ok(row) => row,
             Err(err) => {
                 let _ = rows_out.send(Err(err.to_string())).await;
                 return Err(DbBuildError::Rows(err));
             }
         };
-        if rows_out.send(Ok(file)).await.is_err() {
+        let file = match row {
+            (path, _, Some(sha256)) => fetch_blob(path, sha256, rows_out, blobs).await,
+            (path, content, None) => Ok(FileContent { path, content: content.unwrap_or_default().into_bytes() }),
+        };
+        if rows_out.send(file).await.is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// A binary file's bytes, fetched once the builder has taken every earlier row but one
+/// (so fetched blobs never pile up in the channel).
+async fn fetch_blob(
+    path: String,
+    sha256: String,
+    rows_out: &tokio::sync::mpsc::Sender<Result<FileContent, String>>,
+    blobs: Option<&BlobFetch>,
+) -> Result<FileContent, String> {
+    let Some(blobs) = blobs else {
+        return Err(format!(
+            "{path} is a binary file whose bytes are in blob storage: build the snapshot through the hub"
+        ));
+    };
+    // Bounded: the builder takes a row or drops the channel (then the send fails).
+    while rows_out.capacity() + 1 < ROWS_IN_FLIGHT && !rows_out.is_closed() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let content = blobs(sha256).await.map_err(|err| format!("reading the bytes of {path}: {err}"))?;
+    Ok(FileContent { path, content })
 }

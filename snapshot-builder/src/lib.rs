@@ -25,7 +25,9 @@ mod read;
 mod sink;
 mod write;
 
-pub use read::{ManifestRule, RATIO_FLOOR, ReadError, ReadLimits, extract, read_archive_into, read_into, verify};
+pub use read::{
+    ManifestRule, RATIO_FLOOR, ReadError, ReadLimits, extract, has_manifest, read_archive_into, read_into, verify,
+};
 pub use sink::{DirSink, EntrySink, SinkError};
 pub use write::{BuildError, BuildStats, build};
 
@@ -44,6 +46,10 @@ pub struct ManifestFile {
     pub sha256: String,
     pub version: i64,
     pub file_type: String,
+    /// A binary file (CONTRACT section 13): its bytes need not be UTF-8 text; size and
+    /// sha256 are checked the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +81,14 @@ pub struct FileContent {
 impl ManifestFile {
     /// The manifest entry of `content` at `path`: its size and sha256.
     pub fn describe(path: String, content: &[u8], version: i64, file_type: String) -> ManifestFile {
-        ManifestFile { path, size: content.len() as u64, sha256: sha256_hex(content), version, file_type }
+        ManifestFile {
+            path,
+            size: content.len() as u64,
+            sha256: sha256_hex(content),
+            version,
+            file_type,
+            binary: false,
+        }
     }
 }
 

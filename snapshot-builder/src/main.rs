@@ -68,6 +68,9 @@ struct LimitArgs {
     max_file_bytes: u64,
     #[arg(long, default_value_t = ReadLimits::default().max_ratio)]
     max_ratio: u64,
+    /// The cap of entries the manifest marks binary.
+    #[arg(long, default_value_t = ReadLimits::default().max_binary_file_bytes)]
+    max_binary_file_bytes: u64,
 }
 
 impl LimitArgs {
@@ -77,6 +80,7 @@ impl LimitArgs {
             max_total_bytes: self.max_total_bytes,
             max_file_bytes: self.max_file_bytes,
             max_ratio: self.max_ratio,
+            max_binary_file_bytes: self.max_binary_file_bytes,
         }
     }
 }

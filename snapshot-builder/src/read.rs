@@ -25,6 +25,8 @@ pub struct ReadLimits {
     /// Inflated bytes per compressed byte an entry may reach once it is past
     /// [`RATIO_FLOOR`] bytes: a zip bomb is refused while it inflates, not after.
     pub max_ratio: u64,
+    /// The cap of entries the manifest marks `binary` (CONTRACT section 13).
+    pub max_binary_file_bytes: u64,
 }
 
 /// Entries up to this many inflated bytes are not held to [`ReadLimits::max_ratio`] (tiny
@@ -32,17 +34,18 @@ pub struct ReadLimits {
 pub const RATIO_FLOOR: u64 = 256 * 1024;
 
 impl Default for ReadLimits {
-    /// The contract's project limits: 10,000 files of at most 2 MiB, 256 MiB in all. The
-    /// ratio cap is above what [`build`](crate::build)'s fixed deflate level reaches on
-    /// the most repetitive text (about 240:1, `ratio_cap_admits_every_archive_the_builder_makes`),
-    /// so every snapshot the hub writes reads back; `zip -9` of repetitive text reaches
-    /// about 1000:1.
+    /// The contract's project limits: 10,000 files of at most 2 MiB (binary files 50 MiB),
+    /// 256 MiB in all. The ratio cap is above what [`build`](crate::build)'s fixed deflate
+    /// level reaches on the most repetitive text (about 240:1,
+    /// `ratio_cap_admits_every_archive_the_builder_makes`), so every snapshot the hub writes
+    /// reads back; `zip -9` of repetitive text reaches about 1000:1.
     fn default() -> Self {
         ReadLimits {
             max_entries: 10_000,
             max_total_bytes: 256 * 1024 * 1024,
             max_file_bytes: 2 * 1024 * 1024,
             max_ratio: 400,
+            max_binary_file_bytes: 50 * 1024 * 1024,
         }
     }
 }
@@ -203,7 +206,8 @@ where
 /// [`read_into`] under a [`ManifestRule`]: `Ok(None)` is an archive without a manifest
 /// (only under [`ManifestRule::Optional`]). For such an archive the sink's `begin` sees
 /// each entry's declared size and an empty sha256, and its `finish` the size and sha256
-/// actually read (version 0, file type empty: infer it).
+/// actually read (version 0, file type empty: infer it); every entry is marked `binary`
+/// (it may be: held to the binary cap), and the caller tells text from the bytes.
 pub fn read_archive_into<R, S>(
     archive: R,
     limits: &ReadLimits,
@@ -276,7 +280,8 @@ where
         let wanted = sink.begin(listed).map_err(SinkError::Sink)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
+        let max_file_bytes = if listed.binary { limits.max_binary_file_bytes } else { limits.max_file_bytes };
+        let mut limited = (&mut entry).take(max_file_bytes + 1);
         loop {
             let read = limited.read(&mut buffer).map_err(archive_io_error)?;
             if read == 0 {
@@ -284,8 +289,8 @@ where
             }
             size += read as u64;
             total += read as u64;
-            if size > limits.max_file_bytes {
-                return Err(ReadError::FileTooLarge { path: name, limit: limits.max_file_bytes }.into());
+            if size > max_file_bytes {
+                return Err(ReadError::FileTooLarge { path: name, limit: max_file_bytes }.into());
             }
             if size > RATIO_FLOOR && size > compressed.saturating_mul(limits.max_ratio) {
                 return Err(ReadError::RatioTooHigh { path: name, limit: limits.max_ratio }.into());
@@ -316,6 +321,12 @@ where
         return Err(ReadError::Missing { path: missing.path.clone() }.into());
     }
     Ok(manifest)
+}
+
+/// Whether the archive has a manifest entry (its central directory only; nothing is
+/// inflated or checked). An unreadable archive has none; the read itself refuses it.
+pub fn has_manifest<R: Read + Seek>(archive: R) -> bool {
+    ZipArchive::new(archive).is_ok_and(|zip| zip.index_for_name(MANIFEST_PATH).is_some())
 }
 
 /// An entry's name: its raw bytes, which must be UTF-8 (no code page guessing).
@@ -375,6 +386,8 @@ fn list_entries<R: Read + Seek>(zip: &mut ZipArchive<R>) -> Result<Vec<ManifestF
             sha256: String::new(),
             version: 0,
             file_type: String::new(),
+            // Unknown until read: held to the binary cap; the caller decides from the bytes.
+            binary: true,
         });
     }
     files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));

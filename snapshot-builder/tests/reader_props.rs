@@ -26,7 +26,13 @@ fn valid() -> &'static [u8] {
 }
 
 fn limits() -> ReadLimits {
-    ReadLimits { max_entries: 64, max_total_bytes: 1024 * 1024, max_file_bytes: 256 * 1024, ..ReadLimits::default() }
+    ReadLimits {
+        max_entries: 64,
+        max_total_bytes: 1024 * 1024,
+        max_file_bytes: 256 * 1024,
+        max_binary_file_bytes: 256 * 1024,
+        ..ReadLimits::default()
+    }
 }
 
 /// Runs both readers; whatever they answer, extraction stays inside `dest`, and a refused

@@ -20,6 +20,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("common.sql", include_str!("../../migrations/functions/common.sql")),
     ("auth.sql", include_str!("../../migrations/functions/auth.sql")),
     ("projects.sql", include_str!("../../migrations/functions/projects.sql")),
+    ("blobs.sql", include_str!("../../migrations/functions/blobs.sql")),
     ("files.sql", include_str!("../../migrations/functions/files.sql")),
     ("github.sql", include_str!("../../migrations/functions/github.sql")),
     ("events.sql", include_str!("../../migrations/functions/events.sql")),

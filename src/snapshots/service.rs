@@ -27,7 +27,7 @@ pub fn storage_key(project: Uuid, snapshot: Uuid) -> String {
     format!("project-snapshots/{project}/{snapshot}.zip")
 }
 
-fn storage(state: &AppState) -> Result<&crate::snapshots::storage::Storage, ApiError> {
+pub(crate) fn storage(state: &AppState) -> Result<&crate::snapshots::storage::Storage, ApiError> {
     state.storage.as_deref().ok_or_else(|| ApiError::Unavailable("snapshot storage is not configured".into()))
 }
 
@@ -119,7 +119,8 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     let snapshot_id = snapshot_builder::db::snapshot_id(project, cursor);
     let archive = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let writer = archive.reopen().map_err(ApiError::internal)?;
-    let (manifest, _stats) = read.build(meta, writer).await.map_err(build_error)?;
+    let (manifest, _stats) =
+        read.build_with_blobs(meta, writer, Some(crate::blobs::fetcher(state)?)).await.map_err(build_error)?;
 
     let path = archive.path().to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || file_sha256(&path))

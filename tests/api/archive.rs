@@ -237,7 +237,12 @@ async fn every_bad_archive_is_refused_naming_the_entry_and_nothing_is_written() 
         zip_of(&[("a.txt", good), ("extra.txt", good), (".synchub/manifest.json", &manifest(&[("a.txt", good)]))]);
     let nul: &[u8] = b"text\0with NUL";
     let nul_as_text = zip_of(&[("nul.txt", nul), (".synchub/manifest.json", &manifest(&[("nul.txt", nul)]))]);
-    let not_utf8 = zip_of(&[("ok.txt", b"fine"), ("latin1.txt", b"caf\xe9")]);
+    let latin1: &[u8] = b"caf\xe9";
+    let not_utf8 = zip_of(&[
+        ("ok.txt", b"fine"),
+        ("latin1.txt", latin1),
+        (".synchub/manifest.json", &manifest(&[("latin1.txt", latin1), ("ok.txt", b"fine")])),
+    ]);
     let file_and_folder = zip_of(&[("x", b"1"), ("x/y", b"2")]);
 
     let cases: Vec<BadCase> = vec![
@@ -250,8 +255,8 @@ async fn every_bad_archive_is_refused_naming_the_entry_and_nothing_is_written() 
         ("manifest hash mismatch", lying_hash, 400, "invalid_request", Some("a.txt")),
         ("listed file missing", listed_missing, 400, "invalid_request", Some("gone.txt")),
         ("file not in the manifest", extra_file, 400, "invalid_request", Some("extra.txt")),
-        ("NUL in a text file", nul_as_text, 415, "unsupported_content", Some("nul.txt")),
-        ("not UTF-8", not_utf8, 415, "unsupported_content", Some("latin1.txt")),
+        ("NUL in a file the manifest calls text", nul_as_text, 415, "unsupported_content", Some("nul.txt")),
+        ("not UTF-8 in a file the manifest calls text", not_utf8, 415, "unsupported_content", Some("latin1.txt")),
         ("file and folder", file_and_folder, 400, "invalid_request", None),
         ("not a zip", b"PK not really".to_vec(), 400, "invalid_request", None),
         ("empty body", Vec::new(), 400, "invalid_request", None),
@@ -396,4 +401,100 @@ async fn openapi_documents_both_archive_routes() {
         post["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(parameters, ["id", "mode", "op_id"], "{post}");
     assert_eq!(post["security"], json!([{"userToken": []}]));
+}
+
+/// Bytes that are no UTF-8 text: NULs, invalid sequences, every byte value.
+fn binary_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ 0xC3).collect()
+}
+
+/// A file's bytes as `Accept: application/octet-stream` answers them (redirects followed).
+async fn file_bytes(app: &TestApp, project: &str, path: &str, token: &str) -> Vec<u8> {
+    let response = app
+        .http
+        .get(format!("{}/v1/projects/{project}/files/{path}", app.base))
+        .bearer_auth(token)
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+async fn binaries_round_trip(app: &TestApp) {
+    let alice = app.user_token("alice");
+    let source = app.create_project("alice", "with binaries").await;
+    app.write("alice", &source, "index.html", "<img src=logo.png>").await;
+    let logo = binary_bytes(20_000, 3);
+    let response = app
+        .http
+        .put(format!("{}/v1/projects/{source}/files/logo.png", app.base))
+        .bearer_auth(&alice)
+        .header("content-type", "application/octet-stream")
+        .body(logo.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A zip without a manifest: bytes that are not text are binary files, also ones larger
+    // than a text file may be.
+    let font = binary_bytes(3 * 1024 * 1024, 9);
+    let (status, answer) =
+        upload(app, &source, &alice, "mode=merge", zip_of(&[("fonts/big.woff2", &font), ("notes.md", b"# n")])).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, detail) = app.get(&format!("/v1/projects/{source}/files/fonts/big.woff2"), &alice).await;
+    assert_eq!(detail["binary"], true, "{detail}");
+    assert_eq!(detail["blob"]["sha256"], sha256_hex(&font));
+
+    let first = download(app, &source, &alice).await;
+    let described = |archive: &[u8]| -> Vec<Value> {
+        manifest_of(archive)["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| json!([f["path"], f["size"], f["sha256"], f["file_type"], f["binary"]]))
+            .collect()
+    };
+    let marked: Vec<Value> = described(&first).into_iter().filter(|f| f[4] == true).map(|f| f[0].clone()).collect();
+    assert_eq!(marked, [json!("fonts/big.woff2"), json!("logo.png")]);
+
+    let copy = app.create_project("alice", "copy").await;
+    let (status, answer) = upload(app, &copy, &alice, "mode=replace", first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(file_bytes(app, &copy, "logo.png", &alice).await, logo);
+    assert_eq!(file_bytes(app, &copy, "fonts/big.woff2", &alice).await, font);
+    let (_, page) = app.get(&format!("/v1/projects/{copy}/events?since=0"), &alice).await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    let logo_event = events[0]["payload"]["files"].as_array().unwrap().iter().find(|f| f["file_path"] == "logo.png");
+    assert_eq!(logo_event.unwrap()["blob"]["sha256"], sha256_hex(&logo), "{page}");
+
+    let second = download(app, &copy, &alice).await;
+    let files = |archive: &[u8]| -> Vec<(String, Vec<u8>)> {
+        entries(archive).into_iter().filter(|(name, _)| name != ".synchub/manifest.json").collect()
+    };
+    assert!(files(&first) == files(&second), "every file byte-identical");
+    assert_eq!(described(&first), described(&second));
+
+    // A manifest that calls a binary file text is refused, nothing written.
+    let before = state_of(app, &copy, &alice).await;
+    let lying = zip_of(&[("logo.png", &logo), (".synchub/manifest.json", &manifest(&[("logo.png", &logo)]))]);
+    let answer = upload(app, &copy, &alice, "mode=replace", lying).await;
+    assert_error(&answer, 415, "unsupported_content");
+    assert_eq!(answer.1["error"]["entry"], "logo.png");
+    assert_eq!(state_of(app, &copy, &alice).await, before);
+}
+
+#[tokio::test]
+async fn binaries_round_trip_through_archives_on_local_storage() {
+    let (app, _dir) = app_with_storage().await;
+    binaries_round_trip(&app).await;
+}
+
+#[tokio::test]
+async fn binaries_round_trip_through_archives_on_s3() {
+    let server = crate::storage::S3Server::start().await;
+    let app = server.hub(|_| {}).await;
+    binaries_round_trip(&app).await;
 }

@@ -6,6 +6,7 @@ mod hub_process;
 
 mod archive;
 mod auth;
+mod binary;
 mod browser;
 mod concurrency;
 mod db_tls;

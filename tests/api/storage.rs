@@ -19,7 +19,7 @@ const SECRET_KEY: &str = "synchub-test-secret-0123456789";
 const MIB: usize = 1024 * 1024;
 
 /// An s3s-fs server on a free port, serving its own temporary directory.
-struct S3Server {
+pub(crate) struct S3Server {
     endpoint: String,
     root: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
@@ -32,7 +32,7 @@ impl Drop for S3Server {
 }
 
 impl S3Server {
-    async fn start() -> S3Server {
+    pub(crate) async fn start() -> S3Server {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         synchub::app::init_process(); // reqwest's rustls provider, when no hub started it
         let root = tempfile::tempdir().unwrap();
@@ -59,6 +59,21 @@ impl S3Server {
         let store = self.store_for(&format!("t-{}", Uuid::new_v4().simple()));
         store.client().create_bucket().bucket(store.bucket()).send().await.expect("create bucket");
         store
+    }
+
+    /// A hub whose storage is a fresh bucket of this server.
+    pub(crate) async fn hub(&self, adjust: impl FnOnce(&mut synchub::config::Config)) -> TestApp {
+        let bucket = self.store().await.bucket().to_string();
+        let endpoint = self.endpoint.clone();
+        TestApp::spawn_with(move |c| {
+            c.s3_bucket = Some(bucket);
+            c.s3_endpoint = Some(endpoint);
+            c.s3_path_style = true;
+            c.s3_access_key_id = Some(ACCESS_KEY.into());
+            c.s3_secret_access_key = Some(SECRET_KEY.into());
+            adjust(c);
+        })
+        .await
     }
 
     /// A store on `bucket`, which may not exist.

@@ -127,7 +127,7 @@ pub async fn populate(
             let on_disk = tree.join(&path);
             std::fs::create_dir_all(on_disk.parent().context("no parent")?)?;
             std::fs::write(&on_disk, &text)?;
-            upserts.push(BulkUpsert { path, content: text, file_type: None, expected_version: None });
+            upserts.push(BulkUpsert { path, content: text, file_type: None, expected_version: None, blob: None });
         }
         let response = ctx
             .http

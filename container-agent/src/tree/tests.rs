@@ -33,6 +33,7 @@ fn update(path: &str, content: &str) -> UpdatedFile {
         content: content.into(),
         content_hash: sha256_hex(content.as_bytes()),
         version: 1,
+        blob: None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Snapshot archives on the local disk, served by the hub itself through HMAC-signed,
-//! expiring URLs (`GET /v1/objects/{*key}`). Only snapshot keys are written or served.
+//! Snapshot archives and blobs on the local disk, served by the hub itself through
+//! HMAC-signed, expiring URLs (`GET /v1/objects/{*key}`; blob uploads `PUT` to the same
+//! route). Only snapshot, blob and blob-upload keys are written or served.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
-use super::{PresignedUrl, Storage, content_type};
+use super::{BLOB_PREFIX, PresignedUrl, Storage, UPLOAD_PREFIX, content_type};
 use crate::error::ApiError;
 
 /// Read size when serving a local object.
@@ -37,6 +38,8 @@ pub struct LocalStore {
     url_base: String,
     /// HMAC(signing key, LOCAL_KEY_CONTEXT): a URL signature is never a token signature.
     url_key: [u8; 32],
+    /// The largest body a signed upload URL accepts.
+    max_upload: u64,
 }
 
 impl LocalStore {
@@ -50,7 +53,14 @@ impl LocalStore {
             root,
             url_base: format!("{}/v1/objects/", public_url.trim_end_matches('/')),
             url_key: mac.finalize().into_bytes().into(),
+            max_upload: 50 * 1024 * 1024,
         })
+    }
+
+    /// The largest body a signed upload URL accepts (the blob size limit).
+    pub fn with_max_upload(mut self, max_upload: u64) -> LocalStore {
+        self.max_upload = max_upload;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -63,8 +73,7 @@ impl LocalStore {
     }
 
     fn path_or_err(&self, key: &str) -> anyhow::Result<PathBuf> {
-        self.path_of(key)
-            .ok_or_else(|| anyhow!("local storage only holds {SNAPSHOT_PREFIX}/<uuid>/<uuid>.zip, not {key:?}"))
+        self.path_of(key).ok_or_else(|| anyhow!("local storage only holds snapshots and blobs, not {key:?}"))
     }
 
     pub(super) async fn put(&self, key: &str, file: &Path) -> anyhow::Result<u64> {
@@ -89,25 +98,107 @@ impl LocalStore {
     }
 
     pub(super) fn presign_get_at(&self, key: &str, start: SystemTime, ttl: Duration) -> anyhow::Result<PresignedUrl> {
+        self.presign("GET", key, start, ttl)
+    }
+
+    /// A signed PUT URL; only blob-upload keys may be uploaded to.
+    pub(super) fn presign_put(&self, key: &str, start: SystemTime, ttl: Duration) -> anyhow::Result<PresignedUrl> {
+        if !is_upload_key(key) {
+            return Err(anyhow!("only blob uploads may be PUT, not {key:?}"));
+        }
+        self.presign("PUT", key, start, ttl)
+    }
+
+    fn presign(&self, method: &str, key: &str, start: SystemTime, ttl: Duration) -> anyhow::Result<PresignedUrl> {
         self.path_or_err(key)?;
         let expires = (start + ttl).duration_since(UNIX_EPOCH)?.as_secs();
-        let sig = hex::encode(self.mac(key, expires).finalize().into_bytes());
+        let sig = hex::encode(self.mac(method, key, expires).finalize().into_bytes());
         let expires_at = DateTime::<Utc>::from_timestamp(i64::try_from(expires)?, 0).context("expiry out of range")?;
         Ok(PresignedUrl { url: format!("{}{key}?expires={expires}&sig={sig}", self.url_base), expires_at })
     }
 
     /// The signed message binds the method, the key and the expiry.
-    fn mac(&self, key: &str, expires: u64) -> HmacSha256 {
+    fn mac(&self, method: &str, key: &str, expires: u64) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.url_key).expect("HMAC takes any key length");
-        mac.update(format!("GET\n{key}\n{expires}").as_bytes());
+        mac.update(format!("{method}\n{key}\n{expires}").as_bytes());
         mac
     }
 
-    /// Signature matches (compared in constant time) and `now` is not past `expires`.
+    /// A GET signature matches (compared in constant time) and `now` is not past `expires`.
     pub fn verify(&self, key: &str, expires: &str, sig: &str, now: SystemTime) -> bool {
+        self.verify_method("GET", key, expires, sig, now)
+    }
+
+    fn verify_method(&self, method: &str, key: &str, expires: &str, sig: &str, now: SystemTime) -> bool {
         let (Ok(expires), Ok(sig)) = (expires.parse::<u64>(), hex::decode(sig)) else { return false };
         let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
-        self.mac(key, expires).verify_slice(&sig).is_ok() && now <= expires
+        self.mac(method, key, expires).verify_slice(&sig).is_ok() && now <= expires
+    }
+
+    pub(super) async fn download_hashing(
+        &self,
+        key: &str,
+        dest: &mut tokio::fs::File,
+        max: u64,
+    ) -> anyhow::Result<super::Fetched> {
+        use sha2::Digest;
+        let path = self.path_or_err(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(super::Fetched::Missing),
+            Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
+        };
+        let mut hasher = Sha256::new();
+        let mut total = 0;
+        let mut buffer = vec![0u8; SERVE_CHUNK];
+        loop {
+            let read = file.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            let Some(next) = super::hash_chunk(&mut hasher, dest, total, &buffer[..read], max).await? else {
+                return Ok(super::Fetched::TooLarge);
+            };
+            total = next;
+        }
+        use tokio::io::AsyncWriteExt;
+        dest.flush().await?;
+        Ok(super::Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let path = self.path_or_err(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).with_context(|| format!("deleting {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes a signed upload's body to `key` atomically; more than `max_upload` bytes is
+    /// refused and nothing is written.
+    async fn receive(&self, key: &str, body: Body) -> Result<(), ApiError> {
+        use futures_util::TryStreamExt;
+        use tokio::io::AsyncWriteExt;
+        let target = self.path_of(key).ok_or_else(ApiError::not_found)?;
+        let dir = target.parent().ok_or_else(|| ApiError::internal("object path without a parent"))?.to_path_buf();
+        tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+        let temp = tempfile::Builder::new().prefix(".partial-").tempfile_in(&dir).map_err(ApiError::internal)?;
+        let (file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))? {
+            total += chunk.len() as u64;
+            if total > self.max_upload {
+                return Err(ApiError::payload_too_large(format!("a blob is at most {} bytes", self.max_upload)));
+            }
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        file.sync_all().await.map_err(ApiError::internal)?;
+        temp_path.persist(&target).map_err(ApiError::internal)?;
+        Ok(())
     }
 
     pub(super) async fn check(&self) -> anyhow::Result<()> {
@@ -123,16 +214,59 @@ impl LocalStore {
     }
 }
 
-/// `project-snapshots/<uuid>/<uuid>.zip` with both UUIDs in canonical lowercase hyphenated
-/// form: nothing else is written or served, so no key can reach outside the root.
+/// `project-snapshots/<uuid>/<uuid>.zip`, `blobs/<sha256>` or
+/// `blob-uploads/<uuid>/<sha256>`, with UUIDs in canonical lowercase hyphenated form and
+/// sha256 as 64 lowercase hex digits: nothing else is written or served, so no key can
+/// reach outside the root.
 pub fn valid_object_key(key: &str) -> bool {
-    let canonical = |s: &str| Uuid::try_parse(s).is_ok_and(|id| id.hyphenated().to_string() == s);
+    let mut segments = key.split('/');
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some(SNAPSHOT_PREFIX), Some(project), Some(file), None) => {
+            canonical_uuid(project) && file.strip_suffix(".zip").is_some_and(canonical_uuid)
+        }
+        (Some(BLOB_PREFIX), Some(sha256), None, None) => is_sha256(sha256),
+        _ => is_upload_key(key),
+    }
+}
+
+fn canonical_uuid(s: &str) -> bool {
+    Uuid::try_parse(s).is_ok_and(|id| id.hyphenated().to_string() == s)
+}
+
+/// 64 lowercase hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `blob-uploads/<uuid>/<sha256>`: the only keys a signed URL may PUT to.
+fn is_upload_key(key: &str) -> bool {
     let mut segments = key.split('/');
     matches!(
         (segments.next(), segments.next(), segments.next(), segments.next()),
-        (Some(SNAPSHOT_PREFIX), Some(project), Some(file), None)
-            if canonical(project) && file.strip_suffix(".zip").is_some_and(canonical)
+        (Some(UPLOAD_PREFIX), Some(project), Some(sha256), None) if canonical_uuid(project) && is_sha256(sha256)
     )
+}
+
+/// `PUT /v1/objects/{*key}?expires=…&sig=…`: a blob upload to local storage through a URL
+/// `POST …/blobs` signed. 403 when local storage is off or the signature is wrong or
+/// expired (a GET signature never allows a PUT); 413 past the blob size limit.
+pub async fn upload_object(
+    State(storage): State<Option<Arc<Storage>>>,
+    key: Result<UrlPath<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(Storage::Local(store)) = storage.as_deref() else {
+        return Err(ApiError::Forbidden("objects are not served by this hub".into()));
+    };
+    let forbidden = || ApiError::Forbidden("the upload URL is invalid or has expired".into());
+    let (Ok(UrlPath(key)), Ok(Query(query))) = (key, query) else { return Err(forbidden()) };
+    let (Some(expires), Some(sig)) = (query.get("expires"), query.get("sig")) else { return Err(forbidden()) };
+    if !is_upload_key(&key) || !store.verify_method("PUT", &key, expires, sig, SystemTime::now()) {
+        return Err(forbidden());
+    }
+    store.receive(&key, body).await?;
+    Ok(axum::http::StatusCode::OK.into_response())
 }
 
 /// `GET /v1/objects/{*key}?expires=…&sig=…`: local-disk objects behind signed URLs.

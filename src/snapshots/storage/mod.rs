@@ -6,12 +6,18 @@
 //! rename) and only keys of the shape `project-snapshots/<uuid>/<uuid>.zip` are ever
 //! written or served, so nothing outside the storage root can be reached.
 //!
-//! `s3` holds the bucket client, `local` the disk store and the route serving its URLs.
+//! `s3` holds the bucket client, `local` the disk store and the routes serving its URLs.
+//!
+//! Binary files' bytes live here too (CONTRACT section 13): verified blobs under
+//! `blobs/<sha256>`, written only by the hub after it hashed them; clients upload large
+//! ones through a signed PUT URL to `blob-uploads/<project>/<sha256>`, from where the hub
+//! copies them once their hash and size check out (src/blobs.rs).
 
 mod local;
 mod s3;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -19,7 +25,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 
-pub use local::{LocalStore, serve_object, valid_object_key};
+pub use local::{LocalStore, is_sha256, serve_object, upload_object, valid_object_key};
 pub use s3::{MULTIPART_THRESHOLD, PART_SIZE, S3Settings, S3Store};
 
 /// A time-limited GET URL.
@@ -39,17 +45,18 @@ impl Storage {
     /// (snapshot routes then answer 503).
     pub async fn from_config(config: &Config, public_url: &str) -> anyhow::Result<Option<Storage>> {
         if let Some(bucket) = &config.s3_bucket {
-            let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+            let set = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
             let settings = S3Settings {
                 endpoint: config.s3_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
                 public_endpoint: config.s3_public_endpoint.clone().filter(|endpoint| !endpoint.is_empty()),
                 bucket: bucket.clone(),
                 region: config.s3_region.clone(),
                 path_style: config.s3_path_style,
-                access_key_id: env("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is required with an S3 bucket")?,
-                secret_access_key: env("AWS_SECRET_ACCESS_KEY")
+                access_key_id: set(&config.s3_access_key_id)
+                    .context("AWS_ACCESS_KEY_ID is required with an S3 bucket")?,
+                secret_access_key: set(&config.s3_secret_access_key)
                     .context("AWS_SECRET_ACCESS_KEY is required with an S3 bucket")?,
-                session_token: env("AWS_SESSION_TOKEN"),
+                session_token: set(&config.s3_session_token),
             };
             return Ok(Some(Storage::S3(S3Store::new(settings)?)));
         }
@@ -59,7 +66,8 @@ impl Storage {
                 .as_deref()
                 .filter(|key| !key.is_empty())
                 .context("SYNCHUB_SIGNING_KEY is required for local snapshot storage (it signs the object URLs)")?;
-            return Ok(Some(Storage::Local(LocalStore::new(dir, public_url, signing_key).await?)));
+            let store = LocalStore::new(dir, public_url, signing_key).await?;
+            return Ok(Some(Storage::Local(store.with_max_upload(config.limits.max_blob_bytes))));
         }
         Ok(None)
     }
@@ -91,6 +99,31 @@ impl Storage {
         }
     }
 
+    /// A PUT URL for `key` valid for `ttl` (blob uploads).
+    pub async fn presign_put(&self, key: &str, ttl: Duration) -> anyhow::Result<PresignedUrl> {
+        match self {
+            Storage::S3(store) => store.presign_put(key, SystemTime::now(), ttl).await,
+            Storage::Local(store) => store.presign_put(key, SystemTime::now(), ttl),
+        }
+    }
+
+    /// Copies the object at `key` into `dest` while hashing it. Stops past `max` bytes, so
+    /// memory and disk stay bounded whatever was uploaded.
+    pub async fn download_hashing(&self, key: &str, dest: &mut tokio::fs::File, max: u64) -> anyhow::Result<Fetched> {
+        match self {
+            Storage::S3(store) => store.download_hashing(key, dest, max).await,
+            Storage::Local(store) => store.download_hashing(key, dest, max).await,
+        }
+    }
+
+    /// Deletes the object at `key` (no error when it is not there).
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            Storage::S3(store) => store.delete(key).await,
+            Storage::Local(store) => store.delete(key).await,
+        }
+    }
+
     /// Readiness: the bucket or directory is reachable.
     pub async fn check(&self) -> anyhow::Result<()> {
         match self {
@@ -99,6 +132,54 @@ impl Storage {
         }
     }
 }
+
+/// Where a verified blob lives.
+pub fn blob_key(sha256: &str) -> String {
+    format!("{BLOB_PREFIX}/{sha256}")
+}
+
+/// Where a client uploads a blob of `project` before the hub verifies it.
+pub fn upload_key(project: uuid::Uuid, sha256: &str) -> String {
+    format!("{UPLOAD_PREFIX}/{project}/{sha256}")
+}
+
+const BLOB_PREFIX: &str = "blobs";
+const UPLOAD_PREFIX: &str = "blob-uploads";
+
+/// What [`Storage::download_hashing`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Missing,
+    /// More bytes than the caller's maximum (the copy stopped there).
+    TooLarge,
+    Bytes {
+        size: u64,
+        sha256: String,
+    },
+}
+
+/// Adds `chunk` to `hasher` and `dest`; None (nothing written) past `max` bytes in all,
+/// else the new total.
+async fn hash_chunk(
+    hasher: &mut sha2::Sha256,
+    dest: &mut tokio::fs::File,
+    total: u64,
+    chunk: &[u8],
+    max: u64,
+) -> anyhow::Result<Option<u64>> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let total = total + chunk.len() as u64;
+    if total > max {
+        return Ok(None);
+    }
+    hasher.update(chunk);
+    dest.write_all(chunk).await?;
+    Ok(Some(total))
+}
+
+/// Shared by handlers that take only the storage.
+pub type SharedStorage = Option<Arc<Storage>>;
 
 fn content_type(key: &str) -> &'static str {
     if key.ends_with(".zip") { "application/zip" } else { "application/octet-stream" }

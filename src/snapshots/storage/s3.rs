@@ -243,6 +243,72 @@ impl S3Store {
         Ok(PresignedUrl { url: request.uri().to_string(), expires_at: DateTime::<Utc>::from(start + ttl) })
     }
 
+    pub(super) async fn presign_put(
+        &self,
+        key: &str,
+        start: SystemTime,
+        ttl: Duration,
+    ) -> anyhow::Result<PresignedUrl> {
+        let config = PresigningConfig::builder().start_time(start).expires_in(ttl).build()?;
+        let request = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("presigning the upload of {key}"))?;
+        Ok(PresignedUrl { url: request.uri().to_string(), expires_at: DateTime::<Utc>::from(start + ttl) })
+    }
+
+    pub(super) async fn download_hashing(
+        &self,
+        key: &str,
+        dest: &mut tokio::fs::File,
+        max: u64,
+    ) -> anyhow::Result<super::Fetched> {
+        use sha2::Digest;
+        let object = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(object) => object,
+            Err(err) => {
+                let not_found = err.as_service_error().is_some_and(|e| e.is_no_such_key())
+                    || err.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                if not_found {
+                    return Ok(super::Fetched::Missing);
+                }
+                return Err(sdk_error(err)).with_context(|| format!("reading {key}"));
+            }
+        };
+        if object.content_length().is_some_and(|len| len < 0 || len as u64 > max) {
+            return Ok(super::Fetched::TooLarge);
+        }
+        let mut body = object.body;
+        let mut hasher = sha2::Sha256::new();
+        let mut total = 0;
+        while let Some(chunk) = body.try_next().await.with_context(|| format!("reading {key}"))? {
+            let Some(next) = super::hash_chunk(&mut hasher, dest, total, &chunk, max).await? else {
+                return Ok(super::Fetched::TooLarge);
+            };
+            total = next;
+        }
+        use tokio::io::AsyncWriteExt;
+        dest.flush().await?;
+        Ok(super::Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(sdk_error)
+            .with_context(|| format!("deleting {key}"))?;
+        Ok(())
+    }
+
     pub(super) async fn check(&self) -> anyhow::Result<()> {
         self.client
             .head_bucket()

@@ -39,13 +39,15 @@ since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string
 expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "delete", ref?: Ref | null, channel: string, path: string, expected_version?: SafeU64 | null, op_id?: string | null, } | { "type": "bulk", ref?: Ref | null, channel: string, upserts?: Array<BulkUpsert>, deletes?: Array<BulkDelete>, op_id?: string | null, };
 
 /**
- * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`).
+ * One upsert of a `bulk` write (the same entry as in `POST …/files:bulk`): text
+ * `content`, or a binary file's `blob` the hub holds (CONTRACT section 13; `content` is
+ * then empty here and left out on the wire).
  */
 export type BulkUpsert = { 
 /**
  * A file path (CONTRACT section 7).
  */
-path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, };
+path: string, content?: string, file_type?: string | null, expected_version?: SafeU64 | null, blob?: BlobRef, };
 
 /**
  * One delete of a `bulk` write.
@@ -153,12 +155,32 @@ export type Event = { "event": "file:update", "payload": FileUpdatePayload } | {
 
 /**
  * A file's new current version: each entry of a bulk's `files`, and the body of `file:update`.
+ * A text file carries `content`; a binary file carries `blob` instead (and no `content`:
+ * it reads as empty here, so check `blob` first).
  */
-export type UpdatedFile = { file_path: string, file_type: string, content: string, 
+export type UpdatedFile = { file_path: string, file_type: string, content?: string, 
 /**
- * sha256 hex of `content`.
+ * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
-content_hash: string, version: number, };
+content_hash: string, version: number, 
+/**
+ * Binary files only.
+ */
+blob?: BlobRef, };
+
+/**
+ * The bytes of a binary file (CONTRACT section 13): content-addressed, held by the hub's
+ * storage, fetched with `GET /v1/projects/{id}/blobs/{sha256}`.
+ */
+export type BlobRef = { 
+/**
+ * Lowercase hex SHA-256 of the bytes.
+ */
+sha256: string, 
+/**
+ * Length in bytes.
+ */
+size: SafeU64, };
 
 /**
  * A file's tombstone version: each entry of a bulk's `deletes`, and the body of `file:delete`.
@@ -176,11 +198,15 @@ timestamp: string,
 /**
  * The user (or `service`) that wrote it.
  */
-actor: string, op_id: string | null, file_path: string, file_type: string, content: string, 
+actor: string, op_id: string | null, file_path: string, file_type: string, content?: string, 
 /**
- * sha256 hex of `content`.
+ * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
-content_hash: string, version: number, };
+content_hash: string, version: number, 
+/**
+ * Binary files only.
+ */
+blob?: BlobRef, };
 
 /**
  * `file:delete`.
@@ -277,14 +303,34 @@ cursor: number, files: Array<FileEntry>, };
 
 export type FileEntry = { path: string, file_type: string, content_hash: string, version: number, size: number, updated_at: string, 
 /**
- * Only with `include_content=true`.
+ * Only with `include_content=true` (never for binary files).
  */
-content?: string, };
+content?: string, 
+/**
+ * Binary files only (CONTRACT section 13).
+ */
+blob?: BlobRef, };
 
 /**
  * `GET /v1/projects/{id}/files/{path}`.
  */
-export type FileResponse = { path: string, file_type: string, content: string, content_hash: string, version: number, size: number, updated_at: string, };
+export type FileResponse = { path: string, file_type: string, 
+/**
+ * Text files only.
+ */
+content?: string, content_hash: string, version: number, size: number, updated_at: string, 
+/**
+ * True for a binary file: it has `blob` and `url` instead of `content`.
+ */
+binary?: boolean, blob?: BlobRef, 
+/**
+ * A signed, expiring URL of the bytes (binary files).
+ */
+url?: string, 
+/**
+ * When `url` expires (RFC 3339).
+ */
+url_expires_at?: string, };
 
 /**
  * `PUT /v1/projects/{id}/files/{path}`. `expected_version`: absent = unconditional, `0` =
@@ -295,6 +341,32 @@ export type PutFileRequest = { content: string, file_type?: string | null, expec
  * Makes the write idempotent.
  */
 op_id?: string | null, };
+
+/**
+ * `PUT /v1/projects/{id}/files/{path}` of a binary file whose blob the hub holds (see
+ * `POST /v1/projects/{id}/blobs`).
+ */
+export type PutBlobFileRequest = { blob: BlobRef, file_type?: string | null, expected_version?: SafeU64 | null, op_id?: string | null, };
+
+/**
+ * The body of `PUT /v1/projects/{id}/files/{path}` as JSON: text content, or a blob.
+ */
+export type PutFileBody = PutFileRequest | PutBlobFileRequest;
+
+/**
+ * `POST /v1/projects/{id}/blobs`: announce a binary file's bytes before uploading them.
+ */
+export type BlobUploadRequest = { 
+/**
+ * Lowercase hex SHA-256 of the bytes.
+ */
+sha256: string, size: SafeU64, };
+
+/**
+ * `{exists: true}` when the hub holds the blob already; else where to `PUT` the bytes
+ * (a signed, expiring URL) before referencing them in `PUT …/files/{path}` `{blob}`.
+ */
+export type BlobUploadResponse = { exists: boolean, upload_url?: string, expires_at?: string, };
 
 /**
  * `POST /v1/projects/{id}/files:bulk`: all or nothing.

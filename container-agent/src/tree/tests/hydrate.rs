@@ -17,6 +17,7 @@ fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
             sha256: sha256_hex(content),
             version: i as i64 + 1,
             file_type: "text".into(),
+            binary: false,
         })
         .collect();
     let contents = files.iter().map(|(path, content)| {
