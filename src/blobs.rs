@@ -262,6 +262,11 @@ pub async fn collect_periodically(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        match storage.sweep_uploads(grace).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "deleted blob uploads no write referenced"),
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "sweeping blob uploads failed"),
+        }
         // Batches until nothing is left (bounded: each pass deletes what it claims).
         for _ in 0..1000 {
             match collect_garbage(&db, &storage, grace).await {

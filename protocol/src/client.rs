@@ -109,7 +109,6 @@ pub struct BulkUpsert {
     /// A file path (CONTRACT section 7).
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
     pub path: String,
-    #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional = nullable))]

@@ -83,8 +83,9 @@ pub struct UpdatedFile {
     pub file_path: String,
     #[serde(default)]
     pub file_type: String,
+    // TypeScript keeps `content: string` until the client handles binary files (absent
+    // there when `blob` is set).
     #[serde(default)]
-    #[cfg_attr(test, ts(optional, as = "Option<String>"))]
     pub content: String,
     /// sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
     pub content_hash: String,

@@ -534,3 +534,43 @@ fn read_into_hands_over_verified_entries_in_order() {
     assert!(matches!(&err, snapshot_builder::SinkError::Sink(message) if message == "no room for empty.txt"));
     assert_eq!(sink.finished.len(), 2, "{:?}", sink.finished);
 }
+
+#[test]
+fn binary_entries_round_trip_under_their_own_size_cap() {
+    // Bytes that are no UTF-8 text, larger than the text cap but within the binary one.
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(131) % 256) as u8 ^ 0xC3).collect();
+    assert!(std::str::from_utf8(&bytes).is_err());
+    let entry = |binary: bool| snapshot_builder::ManifestFile {
+        path: "img/logo.png".into(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+        version: 1,
+        file_type: "binary".into(),
+        binary,
+    };
+    let limits = ReadLimits { max_file_bytes: 1000, max_binary_file_bytes: 4096, ..ReadLimits::default() };
+    let build = |binary: bool| {
+        let rows = vec![Ok::<_, String>(FileContent { path: "img/logo.png".into(), content: bytes.clone() })];
+        let mut out = Cursor::new(Vec::new());
+        let (manifest, _) = snapshot_builder::build(meta(1), vec![entry(binary)], rows, &mut out).unwrap();
+        (manifest, out.into_inner())
+    };
+
+    let (manifest, archive) = build(true);
+    let json = serde_json::to_value(&manifest).unwrap();
+    assert_eq!(json["files"][0]["binary"], true);
+    let read = snapshot_builder::verify(Cursor::new(&archive), &limits).unwrap();
+    assert!(read.files[0].binary);
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_builder::extract(Cursor::new(&archive), dir.path(), &limits).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("img/logo.png")).unwrap(), bytes);
+
+    // The same bytes listed as text: the text cap applies; text entries carry no "binary".
+    let (manifest, archive) = build(false);
+    assert!(serde_json::to_value(&manifest).unwrap()["files"][0].get("binary").is_none());
+    refused!(archive, &limits, ReadError::FileTooLarge { limit: 1000, .. });
+    // Over the binary cap: refused as well.
+    let (_, archive) = build(true);
+    let tight = ReadLimits { max_binary_file_bytes: 2048, ..limits };
+    refused!(archive, &tight, ReadError::FileTooLarge { limit: 2048, .. });
+}

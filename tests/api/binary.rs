@@ -398,6 +398,16 @@ async fn gc_deletes_unreferenced_after_grace_only(kind: Kind) {
     assert!(!blob_row_exists(&app, &lost).await && !object_exists(&app, &lost).await);
     assert!(blob_row_exists(&app, &sha256(&kept)).await && object_exists(&app, &sha256(&kept)).await);
     assert_eq!(collect(&app, std::time::Duration::ZERO).await, 0);
+
+    // An upload no write ever referenced goes too, after the same grace period.
+    let orphan = binary_bytes(700, 17);
+    app.announce_and_upload("alice", &p, &sha256(&orphan), orphan.len(), &orphan).await;
+    let key = synchub::snapshots::storage::upload_key(p.parse().unwrap(), &sha256(&orphan));
+    assert!(storage(&app).exists(&key).await.unwrap());
+    assert_eq!(storage(&app).sweep_uploads(std::time::Duration::from_secs(3600)).await.unwrap(), 0);
+    assert!(storage(&app).exists(&key).await.unwrap());
+    assert_eq!(storage(&app).sweep_uploads(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert!(!storage(&app).exists(&key).await.unwrap());
 }
 
 #[tokio::test]

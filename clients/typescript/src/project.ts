@@ -673,7 +673,7 @@ export class Project {
     let server: { content: string | null; version: number } = { content: null, version: current };
     try {
       const got = await this.http<FileResponse>("GET", `/files/${encodePath(path)}`);
-      if (got.ok) server = { content: got.body.content, version: got.body.version };
+      if (got.ok) server = { content: got.body.content ?? null, version: got.body.version }; // binary files: no text
     } catch {
       // Offline again: the event stream brings the server copy later.
     }

@@ -176,6 +176,25 @@ impl LocalStore {
         }
     }
 
+    pub(super) async fn sweep_uploads(&self, cutoff: SystemTime) -> anyhow::Result<usize> {
+        let uploads = self.root.join(UPLOAD_PREFIX);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut deleted = 0;
+            let Ok(projects) = std::fs::read_dir(&uploads) else { return Ok(0) };
+            for project in projects {
+                for file in std::fs::read_dir(project?.path())? {
+                    let file = file?;
+                    if file.metadata()?.modified()? < cutoff {
+                        std::fs::remove_file(file.path())?;
+                        deleted += 1;
+                    }
+                }
+            }
+            Ok(deleted)
+        })
+        .await?
+    }
+
     /// Writes a signed upload's body to `key` atomically; more than `max_upload` bytes is
     /// refused and nothing is written.
     async fn receive(&self, key: &str, body: Body) -> Result<(), ApiError> {

@@ -124,6 +124,16 @@ impl Storage {
         }
     }
 
+    /// Deletes blob uploads (`blob-uploads/…`) older than `grace`: uploads no write ever
+    /// referenced. Returns how many.
+    pub async fn sweep_uploads(&self, grace: Duration) -> anyhow::Result<usize> {
+        let cutoff = SystemTime::now() - grace;
+        match self {
+            Storage::S3(store) => store.sweep(UPLOAD_PREFIX, cutoff).await,
+            Storage::Local(store) => store.sweep_uploads(cutoff).await,
+        }
+    }
+
     /// Readiness: the bucket or directory is reachable.
     pub async fn check(&self) -> anyhow::Result<()> {
         match self {

@@ -297,6 +297,25 @@ impl S3Store {
         Ok(super::Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
     }
 
+    /// Deletes the objects under `prefix` last modified before `cutoff`.
+    pub(super) async fn sweep(&self, prefix: &str, cutoff: SystemTime) -> anyhow::Result<usize> {
+        let mut deleted = 0;
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(format!("{prefix}/")).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_error).with_context(|| format!("listing {prefix}/"))?;
+            for object in page.contents() {
+                let old =
+                    object.last_modified().and_then(|at| SystemTime::try_from(*at).ok()).is_some_and(|at| at < cutoff);
+                if let (true, Some(key)) = (old, object.key()) {
+                    self.delete(key).await?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     pub(super) async fn delete(&self, key: &str) -> anyhow::Result<()> {
         self.client
             .delete_object()

@@ -47,7 +47,7 @@ export type BulkUpsert = {
 /**
  * A file path (CONTRACT section 7).
  */
-path: string, content?: string, file_type?: string | null, expected_version?: SafeU64 | null, blob?: BlobRef, };
+path: string, content: string, file_type?: string | null, expected_version?: SafeU64 | null, blob?: BlobRef, };
 
 /**
  * One delete of a `bulk` write.
@@ -158,7 +158,7 @@ export type Event = { "event": "file:update", "payload": FileUpdatePayload } | {
  * A text file carries `content`; a binary file carries `blob` instead (and no `content`:
  * it reads as empty here, so check `blob` first).
  */
-export type UpdatedFile = { file_path: string, file_type: string, content?: string, 
+export type UpdatedFile = { file_path: string, file_type: string, content: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
@@ -198,7 +198,7 @@ timestamp: string,
 /**
  * The user (or `service`) that wrote it.
  */
-actor: string, op_id: string | null, file_path: string, file_type: string, content?: string, 
+actor: string, op_id: string | null, file_path: string, file_type: string, content: string, 
 /**
  * sha256 hex of the file's bytes (`content` as UTF-8, or the blob).
  */
