@@ -191,6 +191,8 @@ struct RouteDoc {
     answer: Answer,
     /// The body's schema, and whether the body is required.
     body: Option<(SchemaFn, bool)>,
+    /// A required body of this media type that is not JSON (bytes).
+    media_body: Option<&'static str>,
     /// The body may also be raw bytes (`application/octet-stream`).
     bytes_body: bool,
     query: Option<SchemaFn>,
@@ -234,6 +236,7 @@ impl ApiRouter {
             access,
             answer: Answer::default(),
             body: None,
+            media_body: None,
             bytes_body: false,
             query: None,
         });
@@ -258,6 +261,7 @@ impl ApiRouter {
             body: None,
             query: None,
             bytes_body: false,
+            media_body: None,
         });
         self
     }
@@ -302,6 +306,12 @@ impl ApiRouter {
     /// The route registered last takes a JSON body `T`, or none at all.
     pub fn optional_body<T: JsonSchema>(mut self) -> Self {
         self.last().body = Some((schema_of::<T>, false));
+        self
+    }
+
+    /// The route registered last takes a required body of this (non-JSON) media type.
+    pub fn media_body(mut self, media: &'static str) -> Self {
+        self.last().media_body = Some(media);
         self
     }
 
@@ -414,6 +424,9 @@ fn openapi(docs: &[RouteDoc]) -> Value {
                 operation["requestBody"]["content"]["application/octet-stream"] =
                     json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream"}});
             }
+        }
+        if let Some(media) = doc.media_body {
+            operation["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}});
         }
         paths.entry(api_path).or_default().insert(doc.method.name().to_string(), operation);
     }

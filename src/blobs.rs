@@ -94,6 +94,24 @@ pub async fn put_bytes(state: &AppState, actor: &Actor, bytes: &[u8]) -> Result<
     blob_ref(sha256, size)
 }
 
+/// Stores the file at `path` as a blob (once per content) for a write by `actor`, who must
+/// be allowed to write the project; `sha256` and `size` are those of its bytes, computed by
+/// the caller while it wrote them (archive imports). Returns the reference to write.
+pub async fn put_file(
+    state: &AppState,
+    actor: &Actor,
+    path: &std::path::Path,
+    sha256: &str,
+    size: u64,
+) -> Result<BlobRef, ApiError> {
+    check_ref(state, sha256, size)?;
+    if !held(state, actor, sha256, size).await? {
+        storage(state)?.put(&blob_key(sha256), path).await.map_err(unavailable)?;
+        register(state, actor, sha256, size).await?;
+    }
+    blob_ref(sha256.to_string(), size)
+}
+
 /// Makes sure the hub holds `blob` before a write by `actor` references it: held already,
 /// or uploaded to its signed URL with exactly these bytes (hashed here, then copied to
 /// `blobs/<sha256>`). Anything else is a 400 naming the problem, and an upload of other

@@ -145,6 +145,9 @@ pub struct Limits {
     pub max_bulk_bytes: usize,
     #[arg(long, env = "SYNCHUB_MAX_BULK_ENTRIES", default_value_t = 2_000)]
     pub max_bulk_entries: u32,
+    /// Largest archive body `POST /v1/projects/{id}/archive` accepts (CONTRACT section 13).
+    #[arg(long, env = "SYNCHUB_MAX_ARCHIVE_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_archive_bytes: u64,
     #[arg(long, env = "SYNCHUB_MAX_EDITOR_STATE_BYTES", default_value_t = 256 * 1024)]
     pub max_editor_state_bytes: usize,
     /// Open WebSocket connections per user (or per service/container token).
@@ -175,6 +178,7 @@ impl Default for Limits {
             max_bytes_per_user: 200 * 1024 * 1024,
             max_bulk_bytes: 32 * 1024 * 1024,
             max_bulk_entries: 2_000,
+            max_archive_bytes: 100 * 1024 * 1024,
             max_editor_state_bytes: 256 * 1024,
             max_sockets_per_user: 32,
             socket_queue_bytes: 8 * 1024 * 1024,

@@ -55,6 +55,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// An error about one entry of an uploaded archive: the inner error's status and code,
+    /// with the entry's name in the details (`entry`).
+    #[error("{inner}")]
+    Entry { entry: String, inner: Box<ApiError> },
 }
 
 impl ApiError {
@@ -70,8 +74,14 @@ impl ApiError {
         ApiError::PayloadTooLarge { message: message.into(), details: Map::new() }
     }
 
+    /// `self`, about the archive entry `entry`.
+    pub fn for_entry(self, entry: impl Into<String>) -> Self {
+        ApiError::Entry { entry: entry.into(), inner: Box::new(self) }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Entry { inner, .. } => inner.status(),
             ApiError::InvalidRequest(_) | ApiError::InvalidPath { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated(_) | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
@@ -95,6 +105,7 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::Entry { inner, .. } => inner.code(),
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidPath { .. } => "invalid_path",
             ApiError::Unauthenticated(_) => "unauthenticated",
@@ -121,6 +132,11 @@ impl ApiError {
 
     /// The `error` object of the contract (also used in WebSocket `ack` frames).
     pub fn body(&self) -> Value {
+        if let ApiError::Entry { entry, inner } = self {
+            let mut body = inner.body();
+            body["entry"] = json!(entry);
+            return body;
+        }
         let mut error = Map::new();
         error.insert("code".into(), json!(self.code()));
         error.insert("message".into(), json!(self.to_string()));

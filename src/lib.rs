@@ -8,6 +8,7 @@
 pub mod access;
 pub mod api_doc;
 pub mod app;
+pub mod archive;
 pub mod auth;
 pub mod blobs;
 pub mod config;

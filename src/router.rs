@@ -15,7 +15,9 @@ use crate::access::X_REQUEST_ID;
 use crate::api_doc::{Access, Answer, ApiRouter, Method::*};
 use crate::app::AppState;
 use crate::auth::policy::Need;
-use crate::{blobs, editor_state, events, files, history, metrics, ops, projects, realtime, sessions, snapshots};
+use crate::{
+    archive, blobs, editor_state, events, files, history, metrics, ops, projects, realtime, sessions, snapshots,
+};
 
 /// The API routes (no state yet) and their OpenAPI document.
 pub fn api() -> (Router<AppState>, Value) {
@@ -157,6 +159,24 @@ pub fn api() -> (Router<AppState>, Value) {
         .answers_json::<SetBaseResponse>()
         .route(Get, "/v1/projects/{id}/changes", Read, "Uncommitted changes relative to the base", files::changes)
         .answers_json::<ChangesResponse>()
+        .route(
+            Get,
+            "/v1/projects/{id}/archive",
+            Membership,
+            "The project's current files as a zip in the snapshot format",
+            archive::export,
+        )
+        .answers(Media(&["application/zip"]))
+        .route(
+            Post,
+            "/v1/projects/{id}/archive",
+            Write,
+            "Replace or merge the project's files from a zip, as one change",
+            archive::import,
+        )
+        .query::<ArchiveImportQuery>()
+        .media_body("application/zip")
+        .answers_json::<BulkWriteResponse>()
         .route(Get, "/v1/projects/{id}/events", Read, "Events after a seq (the socket's frames)", events::list)
         .query::<EventsQuery>()
         .answers_json::<EventsPage>()

@@ -389,6 +389,41 @@ BEGIN
     RETURN QUERY SELECT (v_result ->> 'seq')::bigint, v_result;
 END $$;
 
+-- Imports an archive's files [{path, content, file_type?}] as one change, one bulk:apply
+-- (CONTRACT section 13): with p_replace the project's files become exactly p_files (the
+-- others are deleted), else p_files are upserted and the others kept. The one write path,
+-- apply_change, with its entry cap raised to what a project may hold plus what it may
+-- delete (the bulk cap of 2,000 is for request bodies; archives hold up to 10,000 files),
+-- as set_project_base does. The deletes are read under the project row lock.
+CREATE OR REPLACE FUNCTION synchub.import_project_archive(p_project uuid, p_files jsonb, p_replace boolean,
+                                                          p_actor text, p_op_id uuid)
+RETURNS jsonb LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_deletes jsonb := '[]';
+BEGIN
+    IF jsonb_typeof(p_files) IS DISTINCT FROM 'array' OR p_replace IS NULL THEN
+        PERFORM synchub.fail('SH400', 'files must be an array and replace a boolean');
+    END IF;
+    PERFORM 1 FROM synchub.projects WHERE id = p_project FOR UPDATE;
+    PERFORM synchub.authorize(p_project, p_actor, 'editor');
+    IF p_replace THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_object('path', c.file_path) ORDER BY c.file_path), '[]')
+        INTO v_deletes
+        FROM synchub.project_files_current c
+        WHERE c.project_id = p_project
+          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_files) n WHERE n.value ->> 'path' = c.file_path);
+    END IF;
+    IF jsonb_array_length(p_files) + jsonb_array_length(v_deletes) = 0 THEN
+        -- An empty archive over an empty project: nothing to change, no event.
+        RETURN jsonb_build_object('seq', (SELECT last_seq FROM synchub.projects WHERE id = p_project),
+                                  'files', '[]'::jsonb, 'deleted', '[]'::jsonb);
+    END IF;
+    RETURN synchub.apply_change(p_project, p_files, v_deletes, p_actor, p_op_id, 'bulk:apply', 'archive',
+        jsonb_build_object('replace', p_replace, 'files', p_files),
+        (SELECT max_files_per_project * 2 FROM synchub.limits));
+END $$;
+
 -- Moves a file: one change (the new path created, the old one deleted), one bulk:apply.
 CREATE OR REPLACE FUNCTION synchub.move_project_file(project_uuid uuid, p_from text, p_to text,
     expected_version integer, p_actor text, p_op_id uuid)

@@ -689,3 +689,25 @@ pub struct RestoreFileRequest {
     #[cfg_attr(test, ts(optional = nullable))]
     pub op_id: Option<Uuid>,
 }
+
+// ---- Archives ---------------------------------------------------------------------------
+
+/// How an uploaded archive meets the project's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveMode {
+    /// The project's files become exactly the archive's: files it lacks are deleted.
+    Replace,
+    /// The archive's files are created or replaced; the others are kept.
+    Merge,
+}
+
+/// `POST /v1/projects/{id}/archive?mode=replace|merge&op_id=U` (the body is the zip).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ArchiveImportQuery {
+    pub mode: ArchiveMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<Uuid>,
+}

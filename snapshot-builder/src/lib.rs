@@ -25,7 +25,9 @@ mod read;
 mod sink;
 mod write;
 
-pub use read::{ReadError, ReadLimits, extract, read_into, verify};
+pub use read::{
+    ManifestRule, RATIO_FLOOR, ReadError, ReadLimits, extract, has_manifest, read_archive_into, read_into, verify,
+};
 pub use sink::{DirSink, EntrySink, SinkError};
 pub use write::{BuildError, BuildStats, build};
 

@@ -66,6 +66,8 @@ struct LimitArgs {
     max_total_bytes: u64,
     #[arg(long, default_value_t = ReadLimits::default().max_file_bytes)]
     max_file_bytes: u64,
+    #[arg(long, default_value_t = ReadLimits::default().max_ratio)]
+    max_ratio: u64,
     /// The cap of entries the manifest marks binary.
     #[arg(long, default_value_t = ReadLimits::default().max_binary_file_bytes)]
     max_binary_file_bytes: u64,
@@ -77,6 +79,7 @@ impl LimitArgs {
             max_entries: self.max_entries,
             max_total_bytes: self.max_total_bytes,
             max_file_bytes: self.max_file_bytes,
+            max_ratio: self.max_ratio,
             max_binary_file_bytes: self.max_binary_file_bytes,
         }
     }

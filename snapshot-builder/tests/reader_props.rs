@@ -31,6 +31,7 @@ fn limits() -> ReadLimits {
         max_total_bytes: 1024 * 1024,
         max_file_bytes: 256 * 1024,
         max_binary_file_bytes: 256 * 1024,
+        ..ReadLimits::default()
     }
 }
 

@@ -35,7 +35,9 @@ pub enum Need {
     /// A user acting for themselves, on no project: list and create projects.
     Account,
     /// A member of the project (role checked in SQL): the project, its members, the
-    /// caller's editor state. Only users are members; to hub tokens the project is not there.
+    /// caller's editor state, the project's archive (a download for people: the
+    /// orchestrator and containers have snapshots). Only users are members; to hub tokens
+    /// the project is not there.
     Membership,
     /// Read the project's files, events and changes, and join its channel.
     Read,

@@ -120,12 +120,7 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
     let archive = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let writer = archive.reopen().map_err(ApiError::internal)?;
     let (manifest, _stats) =
-        read.build_with_blobs(meta, writer, Some(crate::blobs::fetcher(state)?)).await.map_err(|err| match err {
-            DbBuildError::Db(err) => ApiError::from(err),
-            DbBuildError::Rows(err) => ApiError::Unavailable(format!("reading files: {err}")),
-            DbBuildError::Build(err) => ApiError::internal(format!("building snapshot: {err}")),
-            DbBuildError::Builder(err) => ApiError::internal(err),
-        })?;
+        read.build_with_blobs(meta, writer, Some(crate::blobs::fetcher(state)?)).await.map_err(build_error)?;
 
     let path = archive.path().to_path_buf();
     let sha256 = tokio::task::spawn_blocking(move || file_sha256(&path))
@@ -153,6 +148,16 @@ async fn build(state: &AppState, project: Uuid) -> Result<(Value, bool), ApiErro
         "bytes": bytes, "file_count": file_count,
     });
     Ok((row, false))
+}
+
+/// A failed build from the database, as the API answers it (snapshots and archives).
+pub fn build_error(err: DbBuildError) -> ApiError {
+    match err {
+        DbBuildError::Db(err) => ApiError::from(err),
+        DbBuildError::Rows(err) => ApiError::Unavailable(format!("reading files: {err}")),
+        DbBuildError::Build(err) => ApiError::internal(format!("building snapshot: {err}")),
+        DbBuildError::Builder(err) => ApiError::internal(err),
+    }
 }
 
 /// Times as the contract writes them: UTC, milliseconds, `Z`.

@@ -4,6 +4,7 @@
 mod helpers;
 mod hub_process;
 
+mod archive;
 mod auth;
 mod binary;
 mod browser;

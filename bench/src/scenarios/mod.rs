@@ -13,6 +13,7 @@ use crate::harness::Ctx;
 use crate::report::Report;
 
 pub mod agent;
+pub mod archive;
 pub mod binary;
 pub mod browser_typing;
 pub mod delta_payloads;
@@ -83,6 +84,11 @@ pub const ALL: &[Scenario] = &[
         name: "snapshot_build",
         summary: "#5 snapshot build + store via the hub, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: zip -r -1 of the same files",
         run: snapshot_build::run,
+    },
+    Scenario {
+        name: "archive",
+        summary: "issue 17: project archive export (GET …/archive) and import (POST …/archive?mode=replace into a new project), 10,000 files / 100 MB (quick: 200 × 5 KB), peak hub RSS; baseline: zip -r -1 / unzip of the same tree, alternated",
+        run: archive::run,
     },
     Scenario {
         name: "agent_hydrate",

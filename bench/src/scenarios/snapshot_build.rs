@@ -67,7 +67,7 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
@@ -125,18 +125,22 @@ pub fn file_path(i: usize) -> String {
     format!("src/dir{:02}/file{i:05}.ts", i % 50)
 }
 
-async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Report) -> anyhow::Result<()> {
-    let label = format!("{} files / {:.0} MB", size.files, (size.files * size.file_bytes) as f64 / 1e6);
-    let project = ctx.create_project(hub, &format!("bench snapshot {label}")).await?;
-    let dir = ctx.work.join(format!("snapshot-src-{}", size.files));
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(&tree)?;
-    // Write through the hub in bulk requests of 1,000 files, and the same files to disk.
-    let populate = Instant::now();
-    for batch in (0..size.files).collect::<Vec<_>>().chunks(1_000) {
+/// Writes `files` files of `file_bytes` bytes ([`content`] at [`file_path`]) through the hub
+/// in bulk requests of 1,000 files, and the same files under `tree`; answers the seconds it
+/// took.
+pub async fn populate(
+    ctx: &Ctx,
+    hub: &Hub,
+    project: uuid::Uuid,
+    tree: &Path,
+    files: usize,
+    file_bytes: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for batch in (0..files).collect::<Vec<_>>().chunks(1_000) {
         let mut upserts = Vec::with_capacity(batch.len());
         for &i in batch {
-            let text = content(i as u64 + 1, size.file_bytes);
+            let text = content(i as u64 + 1, file_bytes);
             let path = file_path(i);
             let on_disk = tree.join(&path);
             std::fs::create_dir_all(on_disk.parent().context("no parent")?)?;
@@ -156,7 +160,16 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
             bail!("bulk write answered {status}: {}", response.text().await.unwrap_or_default());
         }
     }
-    let populate_secs = populate.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Report) -> anyhow::Result<()> {
+    let label = format!("{} files / {:.0} MB", size.files, (size.files * size.file_bytes) as f64 / 1e6);
+    let project = ctx.create_project(hub, &format!("bench snapshot {label}")).await?;
+    let dir = ctx.work.join(format!("snapshot-src-{}", size.files));
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree)?;
+    let populate_secs = populate(ctx, hub, project, &tree, size.files, size.file_bytes).await?;
 
     let (mut hub_secs, mut zip_secs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     let mut last: Value = Value::Null;
