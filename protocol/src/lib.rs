@@ -16,6 +16,7 @@ mod client;
 mod error;
 mod events;
 mod http;
+mod presence;
 mod safe_int;
 mod server;
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use events::{
     event_names,
 };
 pub use http::*;
+pub use presence::{MemberKind, PresenceDiff, PresenceMember, PresenceState};
 pub use safe_int::{OutOfRange, SafeU64};
 pub use server::{
     AckErr, AckFrame, AckOk, BulkWriteResponse, DeleteFileResponse, DeletedPath, ErrorFrame, EventFrame, False,

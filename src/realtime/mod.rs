@@ -12,10 +12,13 @@
 //! - [`machine`]: that sending side as a transport-free state machine (`on(input) ->
 //!   actions`): positions, de-duplication, gap fills, retention holes, channel limits,
 //!   pings, idle peers and close codes.
+//! - [`presence`]: who has a channel open, on every hub (ephemeral: NOTIFY between hubs,
+//!   never the log).
 
 pub mod broker;
 pub mod machine;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod socket;
 pub mod wakeups;

@@ -32,6 +32,7 @@ use super::broker::{SocketSlot, Subscription};
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
 use super::outbox::{Drained, Out, Outbox};
+use super::presence::{self, Here};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -154,6 +155,10 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
         heard: Heard::new(),
         progress,
         joins: RateLimiter::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND), Counter::default()),
+        client_id: presence::new_client_id(),
+        here: HashMap::new(),
+        // No burst beyond the rate: at most 10 accepted in any second.
+        presence_updates: RateLimiter::new(f64::from(presence::UPDATES_PER_SECOND), 1.0, Counter::default()),
         frames_received: 0,
         peer_ended: None,
     };
@@ -297,6 +302,12 @@ struct Session {
     progress: Option<Progress>,
     /// JOINS_PER_SECOND, as a bucket of that many tokens refilled at that rate.
     joins: RateLimiter,
+    /// This socket's presence id (the same on every channel).
+    client_id: String,
+    /// The channels this socket is present on; dropping one leaves it (everywhere).
+    here: HashMap<Uuid, Here>,
+    /// presence::UPDATES_PER_SECOND.
+    presence_updates: RateLimiter,
     frames_received: u64,
     /// Set when the peer ended the socket (its close frame's code, if any).
     peer_ended: Option<Ending>,
@@ -419,9 +430,11 @@ impl Session {
             }
             ClientFrame::Leave { channel, .. } => {
                 if let Some(project) = protocol::parse_channel(&channel) {
+                    self.here.remove(&project);
                     self.outbox.push(Out::Leave { project, notice: None });
                 }
             }
+            ClientFrame::Presence { reference, channel, meta } => self.set_presence(reference, &channel, meta),
             ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
             ClientFrame::Upsert { reference, channel, path, content, file_type, expected_version, op_id } => {
                 let body = PutFileRequest { content, file_type, expected_version, op_id };
@@ -539,6 +552,40 @@ impl Session {
             reply: protocol::joined(&reference, project, head),
             reader,
         });
+        // Presence follows `joined` (a rejoin starts over with a fresh state); the machine
+        // refuses joins past MAX_CHANNELS, so presence stops there too.
+        self.here.remove(&project);
+        if self.here.len() < machine::MAX_CHANNELS {
+            let identity = presence::identity(&self.principal);
+            let here = self.state.presence.join(project, &self.client_id, identity, self.outbox.clone());
+            self.here.insert(project, here);
+        }
+    }
+
+    /// A `presence` frame: this socket's new `meta` on a channel it joined, within the size
+    /// and rate limits (else an `error` frame; nothing else changes).
+    fn set_presence(&mut self, reference: Option<Ref>, channel: &str, meta: serde_json::Value) {
+        let here = protocol::parse_channel(channel).and_then(|project| self.here.get(&project));
+        let checked = match here {
+            None => Err(ApiError::InvalidRequest("join the channel before sending presence".into())),
+            Some(_) => presence::check_meta(&meta),
+        };
+        let refused = match checked {
+            Err(err) => Some(protocol::error(&reference, Some(channel), &err)),
+            Ok(()) if self.presence_updates.check("", 1.0).is_err() => {
+                let message =
+                    format!("at most {} presence updates per second per socket", presence::UPDATES_PER_SECOND);
+                Some(protocol::rate_limited(&reference, channel, message))
+            }
+            Ok(()) => None,
+        };
+        match (refused, here) {
+            (Some(text), _) => {
+                self.outbox.push(Out::Text(text));
+            }
+            (None, Some(here)) => here.set_meta(meta),
+            (None, None) => {}
+        }
     }
 
     /// Agents report how far their tree is; kept per session for `GET /v1/sessions/{id}`.
@@ -729,6 +776,11 @@ impl<L: Log> Writer<'_, L> {
         while let Some(action) = pending.pop_front() {
             let answer = match action {
                 Action::Send(text) => {
+                    conn.text(text).await?;
+                    self.report.frames_sent += 1;
+                    None
+                }
+                Action::SendShared(text) => {
                     conn.text(text).await?;
                     self.report.frames_sent += 1;
                     None

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::Broker;
+use super::presence::{self, Presence};
 use crate::db::Db;
 use crate::tasks::Tasks;
 
@@ -61,6 +62,7 @@ impl Wakeups {
     /// shutdown are announced to other hubs).
     pub fn start(
         broker: Arc<Broker>,
+        presence: Arc<Presence>,
         db: Db,
         database_url: String,
         retention: Duration,
@@ -71,7 +73,7 @@ impl Wakeups {
         let hub = HubId(Uuid::new_v4());
         tasks.spawn(prune(db.clone(), retention, tasks.stop_token()));
         tasks.spawn(announcer(db.clone(), hub, announcements, tasks.stop_token()));
-        tasks.spawn(listener(broker.clone(), hub, database_url, reconnects, tasks.clone()));
+        tasks.spawn(listener(broker.clone(), presence, hub, database_url, reconnects, tasks.clone()));
         tasks.spawn(heads_check(broker.clone(), db, tasks.stop_token()));
         Wakeups { broker, announce, tasks: tasks.clone() }
     }
@@ -156,8 +158,10 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 }
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
+/// It listens for presence announcements too (handed to [`Presence`]).
 async fn listener(
     broker: Arc<Broker>,
+    presence: Arc<Presence>,
     hub: HubId,
     database_url: String,
     reconnects: prometheus_client::metrics::counter::Counter,
@@ -172,12 +176,15 @@ async fn listener(
         match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
+                let (presence, presence_pump) = (presence.clone(), presence.clone());
                 let pump = tasks.spawn(async move {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n.payload().to_string()).is_err() {
+                                if n.channel() == presence::CHANNEL {
+                                    presence.receive(n.payload());
+                                } else if tx.send(n.payload().to_string()).is_err() {
                                     break;
                                 }
                             }
@@ -186,9 +193,11 @@ async fn listener(
                         }
                     }
                 });
-                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {}", presence::CHANNEL);
+                if client.batch_execute(&listen).await.is_ok() {
                     backoff.reset();
                     broker.wake_all();
+                    presence_pump.listening();
                     loop {
                         let payload = tokio::select! {
                             payload = rx.recv() => match payload { Some(p) => p, None => break },
