@@ -170,7 +170,7 @@ async fn stalled_client(app: &TestApp, token: &str, project: &str) -> Ws {
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
     let (stream, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    let mut ws = Ws { stream };
+    let mut ws = Ws { stream, keep_presence: false };
     ws.join(project, None).await;
     ws
 }
