@@ -14,6 +14,8 @@ import { Project, type ProjectContext, type ProjectOptions, type Timing } from "
 export { Project, IndexedDbStore, MemoryStore };
 export type { Store, ProjectOptions, Timing };
 export type { ChangeEvent, Conflict, ConflictPolicy, Status } from "./project.js";
+export { Presence, MAX_META_BYTES, PRESENCE_INTERVAL_MS } from "./presence.js";
+export type { PresenceMember } from "./wire.js";
 export type * as Wire from "./wire.js";
 
 export type TokenSource = string | (() => string | Promise<string>);
