@@ -38,8 +38,8 @@ pub enum ClientFrame {
         #[cfg_attr(test, ts(optional = nullable))]
         reference: Option<Ref>,
     },
-    /// After `joined`: replaces this socket's presence `meta` on `channel` (at most 1 KiB
-    /// serialized, 10 per second; CONTRACT section 12).
+    /// After `join`: this socket's presence `meta` on `channel` (at most 1 KiB serialized,
+    /// one per 100 ms; CONTRACT section 12). The first one makes the socket a member.
     Presence {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(test, ts(optional = nullable))]

@@ -1,7 +1,8 @@
 //! Presence (CONTRACT section 12): who has a project open, ephemeral and never in the log.
-//! A socket is a member of a channel from its `join` (with `meta: null`) until it leaves,
-//! closes or dies; `presence` frames replace its `meta`. `client_id`, `user` and `kind`
-//! are decided by the hub from the socket's token, never taken from the client.
+//! A socket becomes a member of a channel it joined with its first `presence` frame there
+//! (and stays one until it leaves, rejoins, closes or dies); later `presence` frames replace
+//! its `meta`. `client_id`, `user` and `kind` are decided by the hub from the socket's
+//! token, never taken from the client.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ pub struct PresenceMember {
     /// The token's user id (`sub`); for a container token, its session id.
     pub user: String,
     pub kind: MemberKind,
-    /// What the client last sent in a `presence` frame (`null` until then).
+    /// What the client last sent in a `presence` frame.
     #[cfg_attr(test, ts(type = "JsonValue"))]
     pub meta: serde_json::Value,
 }
@@ -30,7 +31,8 @@ pub enum MemberKind {
 }
 
 /// `{"type":"presence_state","channel","members","client_id"}`: everyone present, sent once
-/// after each join (after `joined`); `client_id` is the receiving socket's own.
+/// per join, when the socket sends its first `presence` (after `joined`); `client_id` is
+/// the receiving socket's own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PresenceState {

@@ -1,10 +1,13 @@
 //! Presence (CONTRACT section 12): who has a project open, on every hub of the database.
 //! Ephemeral by design: nothing here touches the events log, the files tables or `seq`.
 //!
-//! - A socket is a member of a channel from its join (with `meta: null`) until it leaves,
-//!   closes or dies; `presence` frames replace its `meta`. `user` and `kind` come from the
-//!   socket's token (user tokens: `user`; container tokens: `container`, user = the session
-//!   id); service-token sockets receive presence but are not members.
+//! - A socket becomes a member of a channel it joined with its first `presence` frame there
+//!   (opt-in: sockets that never send one, e.g. large fan-outs, cost presence nothing and
+//!   receive no presence frames), and stays one until it leaves, rejoins, closes or dies;
+//!   later `presence` frames replace its `meta`. `user` and `kind` come from the socket's
+//!   token (user tokens: `user`; container tokens: `container`, user = the session id);
+//!   service-token sockets may opt in to receive presence but are not listed. The agent and
+//!   `@synchub/client` send their first `presence` right after joining.
 //! - One [`Table`] per hub holds every member of every channel, local and remote, and what
 //!   this hub's sockets were last told. Every [`FLUSH_EVERY`] the changes since are sent as
 //!   one `presence_diff` per channel (serialized once for all of its local sockets), so a
@@ -43,9 +46,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub const MAX_META_BYTES: usize = 1024;
 /// `presence` frames per second per socket (CONTRACT section 12), with no burst beyond it.
 pub const UPDATES_PER_SECOND: u32 = 10;
-/// Members of one channel (local and remote); beyond it a socket still joins the channel
-/// and receives presence, but is not listed.
-pub const MAX_MEMBERS_PER_CHANNEL: usize = 10_000;
+/// Members of one channel (local and remote), and local sockets receiving its presence:
+/// each member's `presence_state` lists them all, so a join costs O(members).
+pub const MAX_MEMBERS_PER_CHANNEL: usize = 2_000;
 /// Members of all channels together that one hub keeps track of.
 pub const MAX_MEMBERS: usize = 200_000;
 /// NOTIFY payloads are capped at 8000 bytes by PostgreSQL; stay well below.
@@ -161,19 +164,30 @@ impl Presence {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A socket joined `project`: it receives the channel's `presence_state` now (queued
-    /// after its `joined`) and diffs from then on; with an identity it is listed too.
+    /// A socket opts in on `project` (its first `presence` frame): it receives the
+    /// channel's `presence_state` now (queued after its `joined`) and diffs from then on;
+    /// with an identity it is listed too. Refused when the channel is full.
     pub fn join(
         self: &Arc<Self>,
         project: Uuid,
         client_id: &str,
         identity: Option<(String, MemberKind)>,
+        meta: serde_json::Value,
         outbox: Arc<Outbox>,
-    ) -> Here {
+    ) -> Result<Here, ApiError> {
         let mut inner = self.lock();
+        let full = || ApiError::QuotaExceeded {
+            message: format!("presence is full: at most {MAX_MEMBERS_PER_CHANNEL} members per channel"),
+            details: serde_json::Map::new(),
+        };
+        if inner.subscribers.get(&project).is_some_and(|s| s.len() >= MAX_MEMBERS_PER_CHANNEL) {
+            return Err(full());
+        }
         if let Some((user, kind)) = identity {
-            let member = PresenceMember { client_id: client_id.to_owned(), user, kind, meta: serde_json::Value::Null };
-            inner.table.join_local(project, member);
+            let member = PresenceMember { client_id: client_id.to_owned(), user, kind, meta };
+            if !inner.table.join_local(project, member) {
+                return Err(full());
+            }
         }
         let state = ServerFrame::PresenceState(PresenceState {
             channel: channel_name(project),
@@ -183,7 +197,7 @@ impl Presence {
         // Under the lock: no diff of this channel can be queued before the state.
         outbox.push(Out::Presence(state.to_text().into()));
         inner.subscribers.entry(project).or_default().insert(client_id.to_owned(), outbox);
-        Here { presence: self.clone(), project, client_id: client_id.to_owned() }
+        Ok(Here { presence: self.clone(), project, client_id: client_id.to_owned() })
     }
 
     /// An announcement from another hub (the payload of a NOTIFY on [`CHANNEL`]).
@@ -434,12 +448,15 @@ impl Table {
         Some(entry)
     }
 
-    fn join_local(&mut self, project: Uuid, member: PresenceMember) {
+    /// False when a limit refuses the member.
+    fn join_local(&mut self, project: Uuid, member: PresenceMember) -> bool {
         let key = (project, member.client_id.clone());
         let entry = Entry { hub: self.hub, member: member.clone(), rev: 0, expires: None };
-        if self.put(project, entry) {
+        let taken = self.put(project, entry);
+        if taken {
             self.outgoing.insert(key, Some((member, 0)));
         }
+        taken
     }
 
     fn update_local(&mut self, project: Uuid, id: &str, meta: serde_json::Value) {
@@ -706,7 +723,7 @@ mod tests {
         let mut table = Table::new(Uuid::new_v4());
         let project = Uuid::new_v4();
         for i in 0..MAX_MEMBERS_PER_CHANNEL + 5 {
-            table.join_local(project, member(&format!("m{i}"), "u"));
+            assert_eq!(table.join_local(project, member(&format!("m{i}"), "u")), i < MAX_MEMBERS_PER_CHANNEL);
         }
         assert_eq!(table.members(project).len(), MAX_MEMBERS_PER_CHANNEL);
         assert_eq!(table.total, MAX_MEMBERS_PER_CHANNEL);

@@ -304,8 +304,9 @@ struct Session {
     joins: RateLimiter,
     /// This socket's presence id (the same on every channel).
     client_id: String,
-    /// The channels this socket is present on; dropping one leaves it (everywhere).
-    here: HashMap<Uuid, Here>,
+    /// The channels this socket joined, and its presence on each once it sent `presence`
+    /// (dropping it leaves, everywhere).
+    here: HashMap<Uuid, Option<Here>>,
     /// presence::UPDATES_PER_SECOND.
     presence_updates: RateLimiter,
     frames_received: u64,
@@ -552,21 +553,20 @@ impl Session {
             reply: protocol::joined(&reference, project, head),
             reader,
         });
-        // Presence follows `joined` (a rejoin starts over with a fresh state); the machine
-        // refuses joins past MAX_CHANNELS, so presence stops there too.
+        // Presence may follow (a rejoin leaves and starts over); the machine refuses joins
+        // past MAX_CHANNELS, so presence stops there too.
         self.here.remove(&project);
         if self.here.len() < machine::MAX_CHANNELS {
-            let identity = presence::identity(&self.principal);
-            let here = self.state.presence.join(project, &self.client_id, identity, self.outbox.clone());
-            self.here.insert(project, here);
+            self.here.insert(project, None);
         }
     }
 
     /// A `presence` frame: this socket's new `meta` on a channel it joined, within the size
-    /// and rate limits (else an `error` frame; nothing else changes).
+    /// and rate limits (else an `error` frame; nothing else changes). The first one on a
+    /// channel makes the socket a member: it gets the channel's `presence_state`, then diffs.
     fn set_presence(&mut self, reference: Option<Ref>, channel: &str, meta: serde_json::Value) {
-        let here = protocol::parse_channel(channel).and_then(|project| self.here.get(&project));
-        let checked = match here {
+        let project = protocol::parse_channel(channel).filter(|project| self.here.contains_key(project));
+        let checked = match project {
             None => Err(ApiError::InvalidRequest("join the channel before sending presence".into())),
             Some(_) => presence::check_meta(&meta),
         };
@@ -579,12 +579,22 @@ impl Session {
             }
             Ok(()) => None,
         };
-        match (refused, here) {
-            (Some(text), _) => {
-                self.outbox.push(Out::Text(text));
+        if let Some(text) = refused {
+            self.outbox.push(Out::Text(text));
+            return;
+        }
+        let Some(project) = project else { return };
+        if let Some(Some(here)) = self.here.get(&project) {
+            return here.set_meta(meta);
+        }
+        let identity = presence::identity(&self.principal);
+        match self.state.presence.join(project, &self.client_id, identity, meta, self.outbox.clone()) {
+            Ok(here) => {
+                self.here.insert(project, Some(here));
             }
-            (None, Some(here)) => here.set_meta(meta),
-            (None, None) => {}
+            Err(err) => {
+                self.outbox.push(Out::Text(protocol::error(&reference, Some(channel), &err)));
+            }
         }
     }
 

@@ -247,12 +247,9 @@ pub fn assert_error(answer: &(StatusCode, Value), status: u16, code: &str) {
 
 pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A realtime client over a real socket. Presence frames (`presence_state`,
-/// `presence_diff`, CONTRACT section 12) follow every join; tests about events skip them,
-/// presence tests set `keep_presence`.
+/// A realtime client over a real socket.
 pub struct Ws {
     pub stream: WsStream,
-    pub keep_presence: bool,
 }
 
 pub fn channel(project: &str) -> String {
@@ -282,7 +279,7 @@ impl Ws {
             request.headers_mut().insert("origin", origin.parse().unwrap());
         }
         let (stream, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-        Ok(Ws { stream, keep_presence: false })
+        Ok(Ws { stream })
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -297,14 +294,7 @@ impl Ws {
         loop {
             let message = tokio::time::timeout(within, self.stream.next()).await.map_err(|_| None)?;
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    let frame: Value = serde_json::from_str(&text).unwrap();
-                    let presence = frame["type"].as_str().is_some_and(|t| t.starts_with("presence_"));
-                    if presence && !self.keep_presence {
-                        continue;
-                    }
-                    return Ok(frame);
-                }
+                Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
                 Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(None),

@@ -92,14 +92,17 @@ fn members(list: &Value) -> BTreeMap<String, Value> {
 struct Client {
     ws: Ws,
     view: View,
+    /// When it last sent `presence` (the hub takes one per 100 ms).
+    sent_at: Instant,
 }
 
 impl Client {
     async fn join(app_addr: std::net::SocketAddr, token: &str, project: &str) -> Client {
         let mut ws = Ws::connect(app_addr, Some(token), None, "").await.expect("upgrade");
-        ws.keep_presence = true;
         ws.join(project, None).await;
-        let mut client = Client { ws, view: View::default() };
+        // The first presence frame makes the socket a member (opt-in).
+        ws.send(json!({"type": "presence", "channel": channel(project), "meta": null})).await;
+        let mut client = Client { ws, view: View::default(), sent_at: Instant::now() };
         // presence_state is the first frame after `joined` (no events were missed here).
         let state = client.ws.recv().await;
         assert_eq!(state["type"], "presence_state", "{state}");
@@ -135,7 +138,10 @@ impl Client {
         }
     }
 
+    /// Sends `presence`, 110 ms after the previous one at the earliest (within the rate).
     async fn set(&mut self, project: &str, meta: Value) {
+        tokio::time::sleep_until(self.sent_at + Duration::from_millis(110)).await;
+        self.sent_at = Instant::now();
         self.ws.send(json!({"type": "presence", "channel": channel(project), "meta": meta})).await;
     }
 }
@@ -161,6 +167,9 @@ async fn two_hubs_see_members_join_change_and_leave_on_each() {
     assert_eq!(a.view.users(), [("alice".into(), "user".into())], "a member from its join");
     assert_eq!(a.view.members[&a_id]["meta"], Value::Null);
 
+    // A socket that joins without ever sending presence is not listed and gets no presence.
+    let mut silent = second.ws(&first.user_token("bob")).await;
+    silent.join(&p, None).await;
     let mut b = Client::join(second.addr, &first.user_token("bob"), &p).await;
     let b_id = me(&b.view);
     assert_ne!(a_id, b_id);
@@ -172,6 +181,9 @@ async fn two_hubs_see_members_join_change_and_leave_on_each() {
     let mut c = Client::join(first.addr, &first.user_token("carol"), &p).await;
     c.until("alice and bob", |v| v.users().len() == 3).await;
     b.until("carol", |v| v.by_user("carol").is_some()).await;
+
+    silent.assert_quiet(Duration::from_millis(300)).await;
+    assert_eq!(b.view.users().iter().filter(|(user, _)| user == "bob").count(), 1, "the silent socket is not listed");
 
     // Meta changes travel as diffs, both ways.
     a.set(&p, json!({"file": "src/a.ts", "line": 3})).await;
@@ -241,7 +253,7 @@ async fn a_flooding_client_is_limited_with_errors_and_nothing_else_degrades() {
     let started = Instant::now();
     for i in 0..600 {
         let meta = if i % 10 == 9 { json!({"pad": "x".repeat(2000)}) } else { json!({"n": i}) };
-        flooder.set(&p, meta).await;
+        flooder.ws.send(json!({"type": "presence", "channel": channel(&p), "meta": meta})).await;
     }
     app.write("alice", &p, "during.txt", "x").await;
     let flooded_for = started.elapsed();
@@ -295,17 +307,17 @@ async fn viewers_and_containers_are_present_as_their_tokens_say() {
     let mut editor = Client::join(app.addr, &alice, &p).await;
     let mut viewer = Client::join(app.addr, &app.user_token("vic"), &p).await;
     let mut agent = Client::join(app.addr, container, &p).await;
-    let expected = vec![
+    let mut expected = vec![
         ("alice".to_string(), "user".to_string()),
         (session_id.to_string(), "container".to_string()),
         ("vic".to_string(), "user".to_string()),
     ];
+    expected.sort();
     editor.until("viewer and container", |v| v.users() == expected).await;
 
     // What a client claims is only meta: user and kind stay what the token says.
     let claim = json!({"user": "alice", "kind": "container", "client_id": "x"});
     viewer.set(&p, claim.clone()).await;
-    // (At most one update per 100 ms is taken.)
     tokio::time::sleep(Duration::from_millis(150)).await;
     viewer.ws.send(json!({"type": "presence", "channel": channel(&p), "meta": {}, "user": "alice"})).await;
     agent.set(&p, json!({"user": "vic", "kind": "user"})).await;
@@ -319,7 +331,7 @@ async fn viewers_and_containers_are_present_as_their_tokens_say() {
     assert_eq!(editor.view.by_user(session_id).unwrap()["kind"], "container");
     agent.until("its own entry", |v| v.users() == expected).await;
 
-    // A service token (the orchestrator) receives presence but is not a member.
+    // A service token (the orchestrator) may receive presence but is not a member.
     let mut service = Client::join(app.addr, &app.service_token(), &p).await;
     assert_eq!(service.view.users(), expected);
     service.drain_for(Duration::from_millis(3 * HEARTBEAT_MS)).await;

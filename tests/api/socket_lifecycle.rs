@@ -45,14 +45,7 @@ async fn next(ws: &mut Ws, within: Duration) -> Next {
     loop {
         match tokio::time::timeout_at(deadline, ws.stream.next()).await {
             Err(_) => return Next::Silent,
-            Ok(Some(Ok(Message::Text(text)))) => {
-                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
-                // Presence frames follow every join; these tests are about the socket.
-                if frame["type"].as_str().is_some_and(|t| t.starts_with("presence_")) {
-                    continue;
-                }
-                return Next::Frame(frame);
-            }
+            Ok(Some(Ok(Message::Text(text)))) => return Next::Frame(serde_json::from_str(&text).unwrap()),
             Ok(Some(Ok(Message::Close(_)))) => return Next::Closed,
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(_))) | Ok(None) => return Next::Closed,
@@ -177,7 +170,7 @@ async fn stalled_client(app: &TestApp, token: &str, project: &str) -> Ws {
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
     let (stream, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    let mut ws = Ws { stream, keep_presence: false };
+    let mut ws = Ws { stream };
     ws.join(project, None).await;
     ws
 }

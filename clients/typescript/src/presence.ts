@@ -1,8 +1,9 @@
 /**
  * Presence (CONTRACT section 12): who else has the project open, and what they said about
- * themselves (`meta`, e.g. the open file). The hub lists every socket of the channel from its
- * join, with `user` and `kind` ("user" | "container") taken from its token; this tab's own
- * entry is `self`. Ephemeral: nothing here is stored or sent over HTTP.
+ * themselves (`meta`, e.g. the open file). A socket is listed once it sends `presence` after
+ * its join; this client does so on every join (with the last meta set, `null` before any),
+ * so every open tab is present. `user` and `kind` ("user" | "container") come from the
+ * token; this tab's own entry is `self`. Ephemeral: nothing here is stored or sent over HTTP.
  *
  * `set(meta)` is throttled (the hub takes at most 10 updates per second per socket, one per
  * 100 ms): the latest meta is sent at most every `minIntervalMs`, and again after every
@@ -18,7 +19,7 @@ export const PRESENCE_INTERVAL_MS = 150;
 export class Presence {
   private byId = new Map<string, PresenceMember>();
   private selfId: string | undefined;
-  private meta: unknown = undefined;
+  private meta: unknown = null;
   private lastSentAt = 0;
   private timer?: ReturnType<typeof setTimeout>;
 
@@ -66,10 +67,10 @@ export class Presence {
     this.changed(this.members());
   }
 
-  /** The socket joined: a new member on the hub, so this tab's meta is sent again. */
+  /** The socket joined: this tab becomes a member by sending its meta (again). */
   joined(): void {
     this.lastSentAt = 0;
-    if (this.meta !== undefined) this.schedule();
+    this.schedule();
   }
 
   /** The socket is gone: nobody is known to be present until the next `presence_state`. */
@@ -89,7 +90,6 @@ export class Presence {
     const wait = Math.max(0, this.lastSentAt + this.minIntervalMs - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.meta === undefined) return;
       if (this.send(this.meta)) this.lastSentAt = Date.now();
     }, wait);
   }

@@ -139,7 +139,7 @@ client_id: string,
  */
 user: string, kind: MemberKind, 
 /**
- * What the client last sent in a `presence` frame (`null` until then).
+ * What the client last sent in a `presence` frame.
  */
 meta: JsonValue, };
 
@@ -151,7 +151,8 @@ export type MemberKind = "user" | "container";
 
 /**
  * `{"type":"presence_state","channel","members","client_id"}`: everyone present, sent once
- * after each join (after `joined`); `client_id` is the receiving socket's own.
+ * per join, when the socket sends its first `presence` (after `joined`); `client_id` is
+ * the receiving socket's own.
  */
 export type PresenceState = { channel: string, members: Array<PresenceMember>, 
 /**

@@ -33,6 +33,9 @@ test("members come from presence_state and diffs; setPresence is throttled and r
   project.on("presence", (members) => seen.push(members.map((m) => m.client_id)));
 
   let socket = joinedSocket(hub);
+  // Every join is followed by a presence frame: the tab is listed even before setPresence.
+  await until("the first presence", () => presenceSent(socket).length === 1);
+  assert.equal(presenceSent(socket)[0].meta, null);
   socket.deliver({ type: "presence_state", channel: CHANNEL, client_id: "me", members: [member("me", "alice"), member("c1", "sess", null, "container")] });
   await until("the state", () => project.presence.members().length === 2);
   assert.equal(project.presence.self, "me");
@@ -49,19 +52,19 @@ test("members come from presence_state and diffs; setPresence is throttled and r
 
   // Ten updates at once are one send of the latest; the next waits out the interval.
   for (let i = 0; i < 10; i++) project.setPresence({ file: `f${i}.ts` });
-  await until("the first send", () => presenceSent(socket).length === 1, 2000);
+  await until("the first send", () => presenceSent(socket).length === 2, 2000);
   const firstAt = Date.now();
   project.setPresence({ file: "g.ts" });
   project.setPresence({ file: "h.ts" });
-  await until("the second send", () => presenceSent(socket).length === 2, 2000);
+  await until("the second send", () => presenceSent(socket).length === 3, 2000);
   assert.ok(Date.now() - firstAt >= PRESENCE_INTERVAL_MS - 20, `sent after ${Date.now() - firstAt} ms`);
   await sleep(PRESENCE_INTERVAL_MS * 2);
-  assert.deepEqual(presenceSent(socket).map((f) => f.meta.file), ["f9.ts", "h.ts"]);
+  assert.deepEqual(presenceSent(socket).map((f) => f.meta?.file ?? null), [null, "f9.ts", "h.ts"]);
   assert.ok(presenceSent(socket).every((f) => f.channel === CHANNEL));
   assert.throws(() => project.setPresence({ pad: "x".repeat(2000) }), RangeError);
 
   // A refused update (rate or size) leaves the channel working.
-  socket.deliver({ type: "error", ref: presenceSent(socket)[1].ref, channel: CHANNEL, error: { code: "rate_limited", message: "m" } });
+  socket.deliver({ type: "error", ref: presenceSent(socket)[2].ref, channel: CHANNEL, error: { code: "rate_limited", message: "m" } });
   await sleep(20);
   assert.equal(project.status, "online");
 
