@@ -200,6 +200,28 @@ impl Presence {
         Ok(Here { presence: self.clone(), project, client_id: client_id.to_owned() })
     }
 
+    /// These sockets lost access to `project` (a member removed): they stop receiving its
+    /// presence and leave it, everywhere.
+    pub fn lost_access(&self, project: Uuid, outboxes: &[Arc<Outbox>]) {
+        if outboxes.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(subscribers) = inner.subscribers.get_mut(&project) else { return };
+        let gone: Vec<String> = subscribers
+            .iter()
+            .filter(|(_, outbox)| outboxes.iter().any(|lost| Arc::ptr_eq(lost, outbox)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        subscribers.retain(|id, _| !gone.contains(id));
+        if subscribers.is_empty() {
+            inner.subscribers.remove(&project);
+        }
+        for id in gone {
+            inner.table.leave_local(project, &id);
+        }
+    }
+
     /// An announcement from another hub (the payload of a NOTIFY on [`CHANNEL`]).
     pub fn receive(&self, payload: &str) {
         let Some((sender, body)) = payload.split_once(';') else { return };

@@ -331,6 +331,17 @@ async fn viewers_and_containers_are_present_as_their_tokens_say() {
     assert_eq!(editor.view.by_user(session_id).unwrap()["kind"], "container");
     agent.until("its own entry", |v| v.users() == expected).await;
 
+    // A member removed from the project leaves presence and hears no more of it.
+    let (status, _) = app.delete(&format!("/v1/projects/{p}/members/vic"), &alice).await;
+    assert_eq!(status.as_u16(), 204);
+    editor.until("vic's leave", |v| v.by_user("vic").is_none()).await;
+    viewer.until("the not_found notice", |v| v.errors.iter().any(|e| e["error"]["code"] == "not_found")).await;
+    editor.set(&p, json!({"after": "removal"})).await;
+    agent.until("alice's new meta", |v| v.by_user("alice").is_some_and(|m| m["meta"]["after"] == "removal")).await;
+    viewer.drain_for(Duration::from_millis(500)).await;
+    assert!(viewer.view.by_user("alice").is_none_or(|m| m["meta"]["after"].is_null()), "{:?}", viewer.view);
+    expected.retain(|(user, _)| user != "vic");
+
     // A service token (the orchestrator) may receive presence but is not a member.
     let mut service = Client::join(app.addr, &app.service_token(), &p).await;
     assert_eq!(service.view.users(), expected);
