@@ -1,6 +1,7 @@
 //! Presence (CONTRACT section 12; issue 15): one project with N member sockets (every
 //! socket sends a first `presence`, so all are listed; 1,000, quick: 50).
 //!
+//! - Cost on a fan-out (first): see below.
 //! - Ladder: k of the members update their `meta` every 110 ms (just within the hub's one
 //!   per 100 ms) for a few seconds; per step, the member updates each socket saw in
 //!   `presence_diff` frames per second (mean and slowest socket), refused updates, sockets
@@ -168,51 +169,8 @@ async fn run_on(ctx: &Ctx, hub: &Hub, plan: &Plan, report: &mut Report) -> anyho
     let per_socket = || seen.iter().map(|s| s.updates.load(Ordering::Relaxed)).collect::<Vec<_>>();
 
     let result = async {
-        // The ladder.
-        for &senders in &plan.ladder {
-            let senders = senders.min(plan.members);
-            let before = per_socket();
-            let refused_before = total(&|s| s.refused.load(Ordering::Relaxed));
-            let cpu_before = hub.cpu()?;
-            let started = Instant::now();
-            active.store(senders, Ordering::Relaxed);
-            tokio::time::sleep(plan.step).await;
-            active.store(0, Ordering::Relaxed);
-            // What was sent in the step arrives within a few flushes.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let secs = started.elapsed().as_secs_f64();
-            let cpu = hub.cpu()?.since(cpu_before).total().as_secs_f64();
-            let rates: Vec<f64> = per_socket()
-                .iter()
-                .zip(&before)
-                .map(|(after, before)| (after - before) as f64 / plan.step.as_secs_f64())
-                .collect();
-            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-            let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
-            let offered = senders as f64 / SEND_EVERY.as_secs_f64();
-            let refused = total(&|s| s.refused.load(Ordering::Relaxed)) - refused_before;
-            let closed = seen.iter().filter(|s| s.closed.load(Ordering::Relaxed)).count();
-            report.rows.push(Row::compared(
-                format!("{senders} members updating: updates/s each member receives (offered → mean)"),
-                V::per_sec(offered),
-                V::per_sec(mean),
-            ));
-            report.rows.push(Row::alone(
-                format!("{senders} members updating: slowest member receives"),
-                V::per_sec(slowest),
-                "(of the offered rate above)",
-            ));
-            report.notes.push(format!(
-                "{senders} updating members: offered {offered:.0} updates/s; each of {} members received {mean:.0}/s \
-                 (slowest {slowest:.0}/s, {:.0} member updates/s delivered in all); {refused} refused; {closed} \
-                 sockets closed; hub CPU {:.0}% of one core",
-                plan.members,
-                mean * plan.members as f64,
-                cpu / secs * 100.0
-            ));
-        }
-
-        // ABAB: the fan-out without and with presence traffic.
+        // ABAB first (the ladder's top steps may overload sockets): the fan-out without and
+        // with presence traffic.
         let mut ratios = Vec::new();
         let (mut a_cpu, mut b_cpu) = (Vec::new(), Vec::new());
         let mut written = 0u64;
@@ -270,6 +228,50 @@ async fn run_on(ctx: &Ctx, hub: &Hub, plan: &Plan, report: &mut Report) -> anyho
             V::count((median(ratios) * 100.0).round() / 100.0),
             "(ABAB blocks, same run)",
         ));
+        // The ladder.
+        for &senders in &plan.ladder {
+            let senders = senders.min(plan.members);
+            let before = per_socket();
+            let refused_before = total(&|s| s.refused.load(Ordering::Relaxed));
+            let cpu_before = hub.cpu()?;
+            let started = Instant::now();
+            active.store(senders, Ordering::Relaxed);
+            tokio::time::sleep(plan.step).await;
+            active.store(0, Ordering::Relaxed);
+            // What was sent in the step arrives within a few flushes.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = hub.cpu()?.since(cpu_before).total().as_secs_f64();
+            let rates: Vec<f64> = per_socket()
+                .iter()
+                .zip(&before)
+                .map(|(after, before)| (after - before) as f64 / plan.step.as_secs_f64())
+                .collect();
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let offered = senders as f64 / SEND_EVERY.as_secs_f64();
+            let refused = total(&|s| s.refused.load(Ordering::Relaxed)) - refused_before;
+            let closed = seen.iter().filter(|s| s.closed.load(Ordering::Relaxed)).count();
+            report.rows.push(Row::compared(
+                format!("{senders} members updating: updates/s each member receives (offered → mean)"),
+                V::per_sec(offered),
+                V::per_sec(mean),
+            ));
+            report.rows.push(Row::alone(
+                format!("{senders} members updating: slowest member receives"),
+                V::per_sec(slowest),
+                "(of the offered rate above)",
+            ));
+            report.notes.push(format!(
+                "{senders} updating members: offered {offered:.0} updates/s; each of {} members received {mean:.0}/s \
+                 (slowest {slowest:.0}/s, {:.0} member updates/s delivered in all); {refused} refused; {closed} \
+                 sockets closed; hub CPU {:.0}% of one core",
+                plan.members,
+                mean * plan.members as f64,
+                cpu / secs * 100.0
+            ));
+        }
+
         anyhow::Ok(())
     }
     .await;
