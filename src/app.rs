@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
-use crate::realtime::{broker::Broker, wakeups::Wakeups};
+use crate::realtime::{broker::Broker, presence::Presence, wakeups::Wakeups};
 use crate::snapshots::{locks::BuildLocks, storage::Storage};
 use crate::tasks::Tasks;
 
@@ -31,6 +31,8 @@ pub struct App {
     pub openapi: Arc<Value>,
     pub broker: Arc<Broker>,
     pub wakeups: Wakeups,
+    /// Who has each channel open, on every hub (CONTRACT section 12).
+    pub presence: Arc<Presence>,
     /// Every long-lived background task; `serve` stops them and waits, with a deadline.
     pub tasks: Tasks,
     /// Snapshot storage; None when neither S3 nor a storage dir is configured.

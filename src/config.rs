@@ -90,6 +90,8 @@ pub struct Config {
     pub http: HttpLimits,
     #[command(flatten)]
     pub history: HistoryConfig,
+    #[command(flatten)]
+    pub presence: PresenceTiming,
 }
 
 /// File history (CONTRACT section 14): retention and compact storage of older versions,
@@ -189,6 +191,32 @@ impl Default for Limits {
     }
 }
 
+/// Presence between hubs (CONTRACT section 12): each hub lists its members this often, and
+/// a member of another hub that no list named for `ttl` leaves (a hub killed with -9). The
+/// ttl stays below the 60 s ping timeout, so a dead socket leaves everywhere within it.
+#[derive(Debug, Clone, Args)]
+pub struct PresenceTiming {
+    #[arg(long, env = "SYNCHUB_PRESENCE_HEARTBEAT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub presence_heartbeat_ms: u64,
+    #[arg(long, env = "SYNCHUB_PRESENCE_TTL_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub presence_ttl_ms: u64,
+}
+
+impl Default for PresenceTiming {
+    fn default() -> Self {
+        PresenceTiming { presence_heartbeat_ms: 5_000, presence_ttl_ms: 20_000 }
+    }
+}
+
+impl PresenceTiming {
+    /// The ttl is kept above two heartbeats, so one lost heartbeat expires nobody.
+    pub fn timing(&self) -> crate::realtime::presence::Timing {
+        let heartbeat = std::time::Duration::from_millis(self.presence_heartbeat_ms);
+        let ttl = std::time::Duration::from_millis(self.presence_ttl_ms).max(heartbeat * 2 + heartbeat / 2);
+        crate::realtime::presence::Timing { heartbeat, ttl }
+    }
+}
+
 /// HTTP connection limits (CONTRACT section 7): no client can hold a connection, a request
 /// or memory indefinitely.
 #[derive(Debug, Clone, Args)]
@@ -260,6 +288,7 @@ impl Config {
             limits: Limits::default(),
             http: HttpLimits::default(),
             history: HistoryConfig::default(),
+            presence: PresenceTiming::default(),
         }
     }
 }

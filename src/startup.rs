@@ -13,7 +13,7 @@ use crate::db::{self, Db};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
-use crate::realtime::{broker::Broker, wakeups::Wakeups};
+use crate::realtime::{broker::Broker, presence::Presence, wakeups::Wakeups};
 use crate::snapshots::storage::Storage;
 use crate::tasks::Tasks;
 
@@ -53,8 +53,10 @@ impl App {
         let tasks = Tasks::new();
         let broker = Broker::new(db.clone(), metrics.events_published.clone(), tasks.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
+        let presence = Presence::start(db.clone(), config.presence.timing(), &tasks);
         let wakeups = Wakeups::start(
             broker.clone(),
+            presence.clone(),
             db.clone(),
             database_url,
             retention,
@@ -88,6 +90,7 @@ impl App {
             openapi: Arc::new(openapi),
             broker,
             wakeups,
+            presence,
             tasks,
             storage,
             snapshot_locks: Default::default(),

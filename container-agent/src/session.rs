@@ -300,6 +300,16 @@ impl Session {
         if let Err(error) = sink.send(Message::text(join.to_text())).await {
             return Ended::Lost(error.to_string());
         }
+        // Presence (CONTRACT section 12): editors see the preview attached (listed with
+        // kind "container" from the token). One frame per connection: never rate limited.
+        let presence = ClientFrame::Presence {
+            reference: Some("presence".into()),
+            channel: self.channel.clone(),
+            meta: serde_json::json!({"agent": "synchub-agent"}),
+        };
+        if let Err(error) = sink.send(Message::text(presence.to_text())).await {
+            return Ended::Lost(error.to_string());
+        }
         // The hub knows nothing of this connection's progress yet.
         self.applier.resend_applied();
         // Events held by an earlier connection were not applied: the join replays them.

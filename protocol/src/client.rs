@@ -38,6 +38,16 @@ pub enum ClientFrame {
         #[cfg_attr(test, ts(optional = nullable))]
         reference: Option<Ref>,
     },
+    /// After `join`: this socket's presence `meta` on `channel` (at most 1 KiB serialized,
+    /// one per 100 ms; CONTRACT section 12). The first one makes the socket a member.
+    Presence {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional = nullable))]
+        reference: Option<Ref>,
+        channel: String,
+        #[cfg_attr(test, ts(type = "JsonValue"))]
+        meta: serde_json::Value,
+    },
     /// Agents: the highest seq now applied to the container's tree.
     Applied { channel: String, seq: SafeU64 },
     /// Creates or replaces one file; answered by an `ack`. Either `content`, or
@@ -220,6 +230,12 @@ impl fmt::Debug for ClientFrame {
                 f.debug_struct("Leave").field("ref", reference).field("channel", channel).finish()
             }
             ClientFrame::Ping { reference } => f.debug_struct("Ping").field("ref", reference).finish(),
+            ClientFrame::Presence { reference, channel, meta } => f
+                .debug_struct("Presence")
+                .field("ref", reference)
+                .field("channel", channel)
+                .field("meta_len", &meta.to_string().len())
+                .finish(),
             ClientFrame::Applied { channel, seq } => {
                 f.debug_struct("Applied").field("channel", channel).field("seq", seq).finish()
             }

@@ -18,6 +18,7 @@ pub mod delta;
 mod error;
 mod events;
 mod http;
+mod presence;
 mod safe_int;
 mod server;
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use events::{
     ProjectDeletedPayload, UpdatedFile, event_names,
 };
 pub use http::*;
+pub use presence::{MemberKind, PresenceDiff, PresenceMember, PresenceState};
 pub use safe_int::{OutOfRange, SafeU64};
 pub use server::{
     AckErr, AckFrame, AckOk, BulkWriteResponse, DeleteFileResponse, DeletedPath, ErrorFrame, EventFrame, False,

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ErrorBody, Event, Ref};
+use crate::{ErrorBody, Event, PresenceDiff, PresenceState, Ref};
 
 /// Hub → client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub enum ServerFrame {
     /// A refused request that is not a write (a join, an unreadable frame).
     Error(ErrorFrame),
     Event(EventFrame),
+    /// Everyone present on a channel, once after its join (CONTRACT section 12).
+    PresenceState(PresenceState),
+    /// Who joined, left or changed their `meta` since.
+    PresenceDiff(PresenceDiff),
     /// A frame type this version does not know (receivers ignore it).
     #[serde(other)]
     #[cfg_attr(test, ts(skip))]

@@ -76,6 +76,10 @@ pub fn generate() -> String {
     declaration::<WrittenFile>(&cfg, &mut out);
     declaration::<DeletedPath>(&cfg, &mut out);
     declaration::<ErrorFrame>(&cfg, &mut out);
+    declaration::<PresenceMember>(&cfg, &mut out);
+    declaration::<MemberKind>(&cfg, &mut out);
+    declaration::<PresenceState>(&cfg, &mut out);
+    declaration::<PresenceDiff>(&cfg, &mut out);
     declaration::<ErrorBody>(&cfg, &mut out);
     declaration::<ErrorResponse>(&cfg, &mut out);
     declaration::<EventFrameShape>(&cfg, &mut out);

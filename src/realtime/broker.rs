@@ -227,22 +227,23 @@ impl Broker {
     }
 
     /// Members of `project` changed: subscribers who may no longer read it are told so and
-    /// dropped from the feed.
-    pub async fn members_changed(&self, project: Uuid) -> Result<(), ApiError> {
+    /// dropped from the feed. Returns their outboxes (their presence goes too).
+    pub async fn members_changed(&self, project: Uuid) -> Result<Vec<Arc<Outbox>>, ApiError> {
         let Some(feed) = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(&project).cloned() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let readers: Vec<String> = {
             let state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
             state.subscribers.values().filter_map(|s| s.reader.clone()).collect()
         };
         if readers.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let client = self.db.pool().get().await?;
         let rows = client.query("SELECT user_id FROM synchub.readers_among($1, $2)", &[&project, &readers]).await?;
         let allowed: std::collections::HashSet<String> =
             rows.iter().map(|r| r.try_get(0)).collect::<Result<_, tokio_postgres::Error>>()?;
+        let mut dropped = Vec::new();
         let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
         // Only readers that were checked are judged: one who joined since was authorized
         // by their own join.
@@ -254,11 +255,12 @@ impl Broker {
                     &ApiError::NotFound("project not found".into()),
                 );
                 subscriber.outbox.push(Out::Leave { project, notice: Some(notice) });
+                dropped.push(subscriber.outbox.clone());
                 false
             }
             _ => true,
         });
-        Ok(())
+        Ok(dropped)
     }
 
     /// Reads events after `after` (up to one page), serialized as frames.

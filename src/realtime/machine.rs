@@ -41,6 +41,8 @@ pub enum Input {
     Live { project: Uuid, frame: Arc<EventFrame> },
     /// A reply or notice, already serialized.
     Text(String),
+    /// A presence frame (shared by every socket of its channel).
+    Presence(Utf8Bytes),
     /// An authorized join: deliver `project` from `next_seq` (`head` is its last_seq at the
     /// join, `reader` the user to re-check on member changes).
     Join { project: Uuid, next_seq: i64, head: i64, reply: String, reader: Option<String> },
@@ -65,6 +67,7 @@ impl From<Out> for Input {
         match item {
             Out::Event { project, frame } => Input::Live { project, frame },
             Out::Text(text) => Input::Text(text),
+            Out::Presence(text) => Input::Presence(text),
             Out::Join { project, next_seq, head, reply, reader } => {
                 Input::Join { project, next_seq, head, reply, reader }
             }
@@ -80,6 +83,8 @@ impl From<Out> for Input {
 pub enum Action {
     /// Write a text frame.
     Send(String),
+    /// Write a text frame shared with other sockets (presence).
+    SendShared(Utf8Bytes),
     /// Write an event frame of `project` (counted as delivered): `text` is the frame's own
     /// text, or its delta frame's when this socket saw the delta's base.
     SendEvent { project: Uuid, frame: Arc<EventFrame>, text: Utf8Bytes },
@@ -168,6 +173,7 @@ impl Machine {
                 }
             }
             Input::Text(text) => actions.push(Action::Send(text)),
+            Input::Presence(text) => actions.push(Action::SendShared(text)),
             Input::Join { project, next_seq, head, reply, reader } => {
                 if !self.channels.contains_key(&project) && self.channels.len() >= MAX_CHANNELS {
                     let err = ApiError::InvalidRequest(format!("at most {MAX_CHANNELS} channels per socket"));
@@ -573,7 +579,11 @@ mod tests {
                         }
                         Action::FindOldest(fill) => Some(Input::Oldest { fill, oldest: 1 }),
                         Action::Close { .. } => return Err(TestCaseError::fail("closed")),
-                        Action::Send(_) | Action::Ping | Action::Subscribe { .. } | Action::Unsubscribe { .. } => None,
+                        Action::Send(_)
+                        | Action::SendShared(_)
+                        | Action::Ping
+                        | Action::Subscribe { .. }
+                        | Action::Unsubscribe { .. } => None,
                     };
                     if let Some(answer) = answer {
                         for action in machine.on(answer).into_iter().rev() {

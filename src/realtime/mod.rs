@@ -14,11 +14,14 @@
 //!   pings, idle peers and close codes.
 //! - [`deltas`]: the recent file contents a feed keeps to send `file:update` as a Fossil
 //!   delta to sockets that saw its base (CONTRACT section 12).
+//! - [`presence`]: who has a channel open, on every hub (ephemeral: NOTIFY between hubs,
+//!   never the log).
 
 pub mod broker;
 pub mod deltas;
 pub mod machine;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod socket;
 pub mod wakeups;

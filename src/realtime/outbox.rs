@@ -35,6 +35,9 @@ pub enum Out {
     Event { project: Uuid, frame: Arc<EventFrame> },
     /// A reply or notice, already serialized.
     Text(String),
+    /// A presence frame, serialized once for every socket of its channel. Counted against
+    /// the cap like events: a socket that does not read them is a slow consumer.
+    Presence(Utf8Bytes),
     /// Start delivering `project` from `next_seq` (after a join was authorized; `head`
     /// is the project's last_seq then, `reader` the user to re-check on member changes).
     Join { project: Uuid, next_seq: i64, head: i64, reply: String, reader: Option<String> },
@@ -50,6 +53,7 @@ impl Out {
     fn cost(&self) -> usize {
         match self {
             Out::Event { frame, .. } => frame.text.len(),
+            Out::Presence(text) => text.len(),
             Out::Text(text) | Out::Join { reply: text, .. } => text.len(),
             Out::Leave { notice, .. } => notice.as_ref().map_or(0, String::len),
             Out::Close(..) | Out::Shutdown => 0,
@@ -88,7 +92,10 @@ impl Outbox {
         }
         let cost = item.cost();
         // Control items always fit; only events can overflow a slow consumer.
-        if matches!(item, Out::Event { .. }) && state.bytes + cost > self.cap_bytes && !state.queue.is_empty() {
+        if matches!(item, Out::Event { .. } | Out::Presence(_))
+            && state.bytes + cost > self.cap_bytes
+            && !state.queue.is_empty()
+        {
             state.overflowed = true;
             state.queue.clear();
             state.bytes = 0;

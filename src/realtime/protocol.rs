@@ -106,8 +106,13 @@ pub fn error(reference: &Option<Ref>, channel: Option<&str>, error: &ApiError) -
 
 /// A refused join over the per-socket join rate.
 pub fn joins_rate_limited(reference: &Option<Ref>, channel: &str, per_second: u32) -> String {
+    rate_limited(reference, channel, format!("at most {per_second} joins per second per socket"))
+}
+
+/// A frame refused by a per-socket rate (`rate_limited`, retry after 1 s), saying which.
+pub fn rate_limited(reference: &Option<Ref>, channel: &str, message: String) -> String {
     let mut body = error_body(&ApiError::RateLimited { retry_after_secs: 1 });
-    body.message = format!("at most {per_second} joins per second per socket");
+    body.message = message;
     ServerFrame::Error(ErrorFrame { reference: reference.clone(), channel: Some(channel.to_owned()), error: body })
         .to_text()
 }

@@ -32,6 +32,7 @@ use super::broker::{SocketSlot, Subscription};
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
 use super::outbox::{Out, Outbox, Overflowed};
+use super::presence::{self, Here};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -159,6 +160,10 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
         heard: Heard::new(),
         progress,
         joins: RateLimiter::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND), Counter::default()),
+        client_id: presence::new_client_id(),
+        here: HashMap::new(),
+        // No burst beyond the rate: at most 10 accepted in any second.
+        presence_updates: RateLimiter::new(f64::from(presence::UPDATES_PER_SECOND), 1.0, Counter::default()),
         frames_received: 0,
         peer_ended: None,
     };
@@ -302,6 +307,13 @@ struct Session {
     progress: Option<Progress>,
     /// JOINS_PER_SECOND, as a bucket of that many tokens refilled at that rate.
     joins: RateLimiter,
+    /// This socket's presence id (the same on every channel).
+    client_id: String,
+    /// The channels this socket joined, and its presence on each once it sent `presence`
+    /// (dropping it leaves, everywhere).
+    here: HashMap<Uuid, Option<Here>>,
+    /// presence::UPDATES_PER_SECOND.
+    presence_updates: RateLimiter,
     frames_received: u64,
     /// Set when the peer ended the socket (its close frame's code, if any).
     peer_ended: Option<Ending>,
@@ -426,9 +438,11 @@ impl Session {
             }
             ClientFrame::Leave { channel, .. } => {
                 if let Some(project) = protocol::parse_channel(&channel) {
+                    self.here.remove(&project);
                     self.outbox.push(Out::Leave { project, notice: None });
                 }
             }
+            ClientFrame::Presence { reference, channel, meta } => self.set_presence(reference, &channel, meta),
             ClientFrame::Applied { channel, seq } => self.applied(&channel, seq.into()).await,
             ClientFrame::Upsert {
                 reference,
@@ -571,6 +585,49 @@ impl Session {
             reply: protocol::joined(&reference, project, head),
             reader,
         });
+        // Presence may follow (a rejoin leaves and starts over); the machine refuses joins
+        // past MAX_CHANNELS, so presence stops there too.
+        self.here.remove(&project);
+        if self.here.len() < machine::MAX_CHANNELS {
+            self.here.insert(project, None);
+        }
+    }
+
+    /// A `presence` frame: this socket's new `meta` on a channel it joined, within the size
+    /// and rate limits (else an `error` frame; nothing else changes). The first one on a
+    /// channel makes the socket a member: it gets the channel's `presence_state`, then diffs.
+    fn set_presence(&mut self, reference: Option<Ref>, channel: &str, meta: serde_json::Value) {
+        let project = protocol::parse_channel(channel).filter(|project| self.here.contains_key(project));
+        let checked = match project {
+            None => Err(ApiError::InvalidRequest("join the channel before sending presence".into())),
+            Some(_) => presence::check_meta(&meta),
+        };
+        let refused = match checked {
+            Err(err) => Some(protocol::error(&reference, Some(channel), &err)),
+            Ok(()) if self.presence_updates.check("", 1.0).is_err() => {
+                let message =
+                    format!("at most {} presence updates per second per socket", presence::UPDATES_PER_SECOND);
+                Some(protocol::rate_limited(&reference, channel, message))
+            }
+            Ok(()) => None,
+        };
+        if let Some(text) = refused {
+            self.outbox.push(Out::Text(text));
+            return;
+        }
+        let Some(project) = project else { return };
+        if let Some(Some(here)) = self.here.get(&project) {
+            return here.set_meta(meta);
+        }
+        let identity = presence::identity(&self.principal);
+        match self.state.presence.join(project, &self.client_id, identity, meta, self.outbox.clone()) {
+            Ok(here) => {
+                self.here.insert(project, Some(here));
+            }
+            Err(err) => {
+                self.outbox.push(Out::Text(protocol::error(&reference, Some(channel), &err)));
+            }
+        }
     }
 
     /// Agents report how far their tree is; kept per session for `GET /v1/sessions/{id}`.
@@ -797,6 +854,11 @@ impl<L: Log> Writer<'_, L> {
         while let Some(action) = pending.pop_front() {
             let answer = match action {
                 Action::Send(text) => {
+                    conn.text(text).await?;
+                    self.report.frames_sent += 1;
+                    None
+                }
+                Action::SendShared(text) => {
                     conn.text(text).await?;
                     self.report.frames_sent += 1;
                     None

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::Broker;
+use super::presence::{self, Presence};
 use crate::db::Db;
 use crate::tasks::Tasks;
 
@@ -47,6 +48,7 @@ enum Announce {
 #[derive(Clone)]
 pub struct Wakeups {
     broker: Arc<Broker>,
+    presence: Arc<Presence>,
     announce: mpsc::Sender<Announce>,
     tasks: Tasks,
 }
@@ -61,6 +63,7 @@ impl Wakeups {
     /// shutdown are announced to other hubs).
     pub fn start(
         broker: Arc<Broker>,
+        presence: Arc<Presence>,
         db: Db,
         database_url: String,
         retention: Duration,
@@ -71,9 +74,9 @@ impl Wakeups {
         let hub = HubId(Uuid::new_v4());
         tasks.spawn(prune(db.clone(), retention, tasks.stop_token()));
         tasks.spawn(announcer(db.clone(), hub, announcements, tasks.stop_token()));
-        tasks.spawn(listener(broker.clone(), hub, database_url, reconnects, tasks.clone()));
+        tasks.spawn(listener(broker.clone(), presence.clone(), hub, database_url, reconnects, tasks.clone()));
         tasks.spawn(heads_check(broker.clone(), db, tasks.stop_token()));
-        Wakeups { broker, announce, tasks: tasks.clone() }
+        Wakeups { broker, presence, announce, tasks: tasks.clone() }
     }
 
     /// A write to `project` committed on this hub.
@@ -91,14 +94,22 @@ impl Wakeups {
 
     /// Members of `project` changed on this hub.
     pub fn members_changed(&self, project: Uuid) {
-        let broker = self.broker.clone();
+        let (broker, presence) = (self.broker.clone(), self.presence.clone());
         self.tasks.spawn(async move {
-            if let Err(err) = broker.members_changed(project).await {
+            if let Err(err) = recheck_readers(&broker, &presence, project).await {
                 tracing::warn!(project_id = %project, error = %err, "re-checking subscribers failed");
             }
         });
         let _ = self.announce.try_send(Announce::MembersChanged(project));
     }
+}
+
+/// Members of `project` changed: sockets that may no longer read it stop receiving its
+/// events and leave its presence.
+async fn recheck_readers(broker: &Broker, presence: &Presence, project: Uuid) -> Result<(), crate::error::ApiError> {
+    let dropped = broker.members_changed(project).await?;
+    presence.lost_access(project, &dropped);
+    Ok(())
 }
 
 /// Sends announcements in batches: one NOTIFY carries every project committed since the
@@ -156,8 +167,10 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
 }
 
 /// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
+/// It listens for presence announcements too (handed to [`Presence`]).
 async fn listener(
     broker: Arc<Broker>,
+    presence: Arc<Presence>,
     hub: HubId,
     database_url: String,
     reconnects: prometheus_client::metrics::counter::Counter,
@@ -172,12 +185,15 @@ async fn listener(
         match crate::db::connect(&database_url).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
+                let (presence, presence_pump) = (presence.clone(), presence.clone());
                 let pump = tasks.spawn(async move {
                     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n.payload().to_string()).is_err() {
+                                if n.channel() == presence::CHANNEL {
+                                    presence.receive(n.payload());
+                                } else if tx.send(n.payload().to_string()).is_err() {
                                     break;
                                 }
                             }
@@ -186,9 +202,11 @@ async fn listener(
                         }
                     }
                 });
-                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {}", presence::CHANNEL);
+                if client.batch_execute(&listen).await.is_ok() {
                     backoff.reset();
                     broker.wake_all();
+                    presence_pump.listening();
                     loop {
                         let payload = tokio::select! {
                             payload = rx.recv() => match payload { Some(p) => p, None => break },
@@ -197,9 +215,9 @@ async fn listener(
                         let Some(entries) = foreign_entries(&payload, hub) else { continue };
                         for entry in entries.split(',') {
                             if let Some(project) = entry.strip_prefix("m:").and_then(|p| Uuid::parse_str(p).ok()) {
-                                let broker = broker.clone();
+                                let (broker, presence) = (broker.clone(), presence_pump.clone());
                                 tasks.spawn(async move {
-                                    let _ = broker.members_changed(project).await;
+                                    let _ = recheck_readers(&broker, &presence, project).await;
                                 });
                             } else if let Some(session) = entry.strip_prefix("r:").and_then(|s| Uuid::parse_str(s).ok())
                             {

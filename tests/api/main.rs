@@ -22,6 +22,7 @@ mod observability;
 mod ops_surface;
 mod paths;
 mod policy;
+mod presence;
 mod props;
 mod realtime;
 mod resilience;

@@ -125,6 +125,12 @@ fn valid_frame() -> impl Strategy<Value = Value> {
     let applied = (channel(), safe_integer()).prop_map(|(channel, seq)| {
         frame("applied", vec![("channel", Some(json!(channel))), ("seq", Some(json!(seq)))])
     });
+    let presence = (reference(), channel(), text()).prop_map(|(reference, channel, file)| {
+        frame(
+            "presence",
+            vec![("ref", reference), ("channel", Some(json!(channel))), ("meta", Some(json!({"file": file})))],
+        )
+    });
     let upsert = (
         reference(),
         channel(),
@@ -199,7 +205,7 @@ fn valid_frame() -> impl Strategy<Value = Value> {
                 ],
             )
         });
-    prop_oneof![auth, join, leave, ping, applied, upsert, delete, bulk]
+    prop_oneof![auth, join, leave, ping, presence, applied, upsert, delete, bulk]
 }
 
 /// The parsed frame written back as JSON, absent optional fields left out: a frame that
@@ -217,6 +223,10 @@ fn describe(frame: &ClientFrame) -> Value {
             self::frame("leave", vec![("ref", reference(r)), ("channel", Some(json!(channel)))])
         }
         ClientFrame::Ping { reference: r } => self::frame("ping", vec![("ref", reference(r))]),
+        ClientFrame::Presence { reference: r, channel, meta } => self::frame(
+            "presence",
+            vec![("ref", reference(r)), ("channel", Some(json!(channel))), ("meta", Some(meta.clone()))],
+        ),
         ClientFrame::Applied { channel, seq } => {
             self::frame("applied", vec![("channel", Some(json!(channel))), ("seq", Some(json!(seq)))])
         }

@@ -20,6 +20,7 @@ pub mod delta_payloads;
 pub mod fanout;
 pub mod history;
 pub mod idle_socket_rss;
+pub mod presence;
 pub mod snapshot_build;
 pub mod sockets_100k;
 pub mod write_ceiling;
@@ -79,6 +80,11 @@ pub const ALL: &[Scenario] = &[
         name: "idle_socket_rss",
         summary: "#4 hub VmRSS with 0 vs 10,000 and 50,000 idle joined sockets (--idle-sockets; quick: 1,000): KiB per socket",
         run: idle_socket_rss::run,
+    },
+    Scenario {
+        name: "presence",
+        summary: "#15 presence: member updates/s the hub sustains with 1,000 members on one channel (quick: 50), and the hub CPU presence traffic adds to a fan-out to the same sockets (ABAB blocks, median ratio)",
+        run: presence::run,
     },
     Scenario {
         name: "snapshot_build",

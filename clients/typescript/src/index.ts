@@ -17,6 +17,8 @@ export type { ChangeEvent, Conflict, ConflictPolicy, Status } from "./project.js
 export { SynchubError, sha256Hex, STRAIGHT_MAX_BYTES, MAX_BINARY_BYTES } from "./binary.js";
 export type { BinaryInfo, BinaryWriteOptions, BinaryWriteResult } from "./binary.js";
 export { NetworkError } from "./http.js";
+export { Presence, MAX_META_BYTES, PRESENCE_INTERVAL_MS } from "./presence.js";
+export type { PresenceMember } from "./wire.js";
 export type * as Wire from "./wire.js";
 
 export type TokenSource = string | (() => string | Promise<string>);

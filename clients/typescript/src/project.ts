@@ -16,6 +16,7 @@
 import { applyVerified, deltaWorthSending } from "./delta.js";
 import { backoffMs, encodePath, type HttpResult, NetworkError, request, uuid } from "./http.js";
 import { type BinaryInfo, type BinaryIo, type BinaryWriteOptions, type BinaryWriteResult, readBinary, writeBinary } from "./binary.js";
+import { Presence } from "./presence.js";
 import type { Store } from "./storage.js";
 import type {
   BlobRef,
@@ -29,6 +30,7 @@ import type {
   FileVersionsResponse,
   MoveFileResponse,
   PutEditorStateResponse,
+  PresenceMember,
   PutFileResponse,
   ServerFrame,
 } from "./wire.js";
@@ -136,6 +138,8 @@ interface Events {
   conflict: Conflict;
   pending: number;
   editorState: unknown;
+  /** Who is present changed (the full list, this tab included; see `project.presence`). */
+  presence: PresenceMember[];
 }
 
 type TabMessage =
@@ -147,6 +151,8 @@ type TabMessage =
 export class Project {
   readonly id: string;
   readonly editorState: { get(): unknown; set(state: unknown): void };
+  /** Who has this project open (CONTRACT section 12); `project.on("presence", …)` on changes. */
+  readonly presence: Presence;
 
   private known = new Map<string, Known>();
   /** Paths whose delta writes the hub refused (400): they are sent in full. */
@@ -209,6 +215,15 @@ export class Project {
       get: () => this.edState.state,
       set: (state: unknown) => this.setEditorState(state),
     };
+    this.presence = new Presence(
+      (meta) => this.sendPresence(meta),
+      (members) => this.emit("presence", members),
+    );
+  }
+
+  /** This tab's presence meta (e.g. the open file), throttled; see {@link Presence.set}. */
+  setPresence(meta: unknown): void {
+    this.presence.set(meta);
   }
 
   // ---- public surface ------------------------------------------------------------------
@@ -347,6 +362,7 @@ export class Project {
     this.closed = true;
     for (const t of [this.pumpTimer, this.reconnectTimer, this.refreshTimer, this.edTimer]) clearTimeout(t);
     clearInterval(this.pingTimer);
+    this.presence.close();
     for (const request of this.requests) request.abort();
     this.ws?.close(1000);
     this.releaseLock?.();
@@ -943,6 +959,7 @@ export class Project {
     ws.onclose = ws.onmessage = ws.onopen = null;
     clearInterval(this.pingTimer);
     clearTimeout(this.refreshTimer);
+    this.presence.disconnected();
     if (this.closed) return;
     this.setStatus(code === 4001 || code === 4003 || code === 4010 ? "error" : "offline");
     // Token expired (4009) or refused (4001): fetch a fresh one before reconnecting; queued
@@ -970,6 +987,14 @@ export class Project {
     }
     if (this.ws !== ws || ws.readyState !== 1) return;
     ws.send(JSON.stringify({ type: "join", ref: String(++this.refSeq), channel: this.channelName, since: this.cursor }));
+  }
+
+  /** Sends presence meta on the joined socket; false when there is none yet. */
+  private sendPresence(meta: unknown): boolean {
+    const ws = this.joinedWs;
+    if (!ws || this.ws !== ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify({ type: "presence", ref: `presence${++this.refSeq}`, channel: this.channelName, meta }));
+    return true;
   }
 
   private heartbeat(ws: WebSocket): void {
@@ -1015,6 +1040,7 @@ export class Project {
         this.setStatus("online");
         this.sendFailures = 0;
         this.kick(0);
+        this.presence.joined();
         return;
       case "resync_required": {
         await this.joining;
@@ -1026,7 +1052,15 @@ export class Project {
         await this.joining;
         await this.applyEvent(ws, frame);
         return;
+      case "presence_state":
+        if (frame.channel === this.channelName && this.ws === ws) this.presence.state(frame);
+        return;
+      case "presence_diff":
+        if (frame.channel === this.channelName && this.ws === ws) this.presence.diff(frame);
+        return;
       case "error":
+        // A refused presence update (rate, size) is not a broken channel.
+        if (typeof frame.ref === "string" && frame.ref.startsWith("presence")) return;
         if (frame.channel === this.channelName) this.setStatus("error");
         return;
       default:

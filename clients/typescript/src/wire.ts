@@ -86,6 +86,10 @@ export type FileUpdatePayload = P.FileUpdatePayload;
 export type FileDeltaPayload = P.FileDeltaPayload;
 export type FileDeletePayload = P.FileDeletePayload;
 export type BulkApplyPayload = P.BulkApplyPayload;
+/** Presence (CONTRACT section 12): one socket on a channel, the full list, a change. */
+export type PresenceMember = P.PresenceMember;
+export type PresenceState = P.PresenceState;
+export type PresenceDiff = P.PresenceDiff;
 
 /** Close codes the hub uses (CONTRACT section 4): 4001 unauthenticated, 4003 forbidden,
  * 4008 slow consumer, 4009 token expired, 4010 session revoked. */

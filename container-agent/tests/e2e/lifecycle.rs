@@ -76,3 +76,49 @@ async fn the_token_is_refreshed_in_place_before_it_expires() {
     assert!(!log.contains("disconnected"), "the socket was not replaced: {log}");
     assert_eq!(agent.status().await["connected"], true);
 }
+
+/// Presence (CONTRACT section 12): an editor sees the preview attached, listed as a
+/// container with its session id, without the application doing anything; it leaves when
+/// the agent goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_present_as_a_container_while_it_runs() {
+    let world = World::start().await;
+    let project = seeded_project(&world, 2).await;
+    let mut editor = helpers::Ws::connect(world.hub.addr(), Some(&user_token(USER)), None, "").await.unwrap();
+    editor.join(&project, None).await;
+    editor.send(json!({"type": "presence", "channel": helpers::channel(&project), "meta": {"file": "a.ts"}})).await;
+    let session = world.session(&project).await;
+    let session_id = session["session_id"].as_str().unwrap().to_owned();
+    let mut agent = world.start_agent(&session, &[]).await;
+    agent.wait_ready().await;
+
+    // Reads presence frames until the container is listed (present) or gone (!present).
+    let mut container: Option<Value> = None;
+    let mut wait_for = async |present: bool| {
+        let deadline = Instant::now() + CONVERGE_WITHIN;
+        while container.is_some() != present {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = editor.next(left).await.unwrap_or_else(|code| panic!("editor socket ended: {code:?}"));
+            let (joins, leaves) = match frame["type"].as_str() {
+                Some("presence_state") => (frame["members"].clone(), json!([])),
+                Some("presence_diff") => (frame["joins"].clone(), frame["leaves"].clone()),
+                _ => continue,
+            };
+            let ours = |m: &&Value| m["user"] == session_id.as_str();
+            if leaves.as_array().unwrap().iter().any(|m| ours(&m)) {
+                container = None;
+            }
+            if let Some(m) = joins.as_array().unwrap().iter().find(ours) {
+                container = Some(m.clone());
+            }
+        }
+        container.clone()
+    };
+    let listed = wait_for(true).await.unwrap();
+    assert_eq!(listed["kind"], "container", "{listed}");
+    assert_eq!(listed["meta"]["agent"], "synchub-agent");
+
+    world.call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), &world.service_token(), None).await;
+    agent.exit_within(Duration::from_secs(5)).await;
+    assert!(wait_for(false).await.is_none(), "the container left when its agent went");
+}

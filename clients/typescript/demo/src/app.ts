@@ -2,7 +2,7 @@
 // conflicts and live changes, all through @synchub/client. The token comes from the URL
 // fragment (`#token=...`, never sent to the server) or the field, and stays in this tab's
 // sessionStorage only.
-import { createClient, type ChangeEvent, type Client, type Project } from "../../src/index.js";
+import { createClient, type ChangeEvent, type Client, type PresenceMember, type Project } from "../../src/index.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const tokenInput = $<HTMLInputElement>("token");
@@ -17,6 +17,7 @@ const tabsEl = $<HTMLDivElement>("tabs");
 const previewEl = $<HTMLDivElement>("preview");
 const uploadInput = $<HTMLInputElement>("upload");
 const historyEl = $<HTMLDivElement>("history");
+const presenceEl = $<HTMLUListElement>("presence");
 
 const hub = location.origin;
 let client: Client | undefined;
@@ -183,6 +184,8 @@ async function openProject(id: string): Promise<void> {
   });
   p.on("conflict", renderConflicts);
   p.on("editorState", restoreEditorState);
+  p.on("presence", renderPresence);
+  renderPresence(p.presence.members());
   restoreEditorState(p.editorState.get());
   renderTree();
   renderConflicts();
@@ -194,6 +197,7 @@ function restoreEditorState(state: unknown): void {
   const present = new Set(project?.paths() ?? []);
   open = s?.open?.filter((p) => present.has(p)) ?? [];
   active = s?.active && open.includes(s.active) ? s.active : open[0];
+  announce();
   renderTabs();
   renderEditor();
 }
@@ -202,6 +206,7 @@ function closeTab(path: string): void {
   open = open.filter((p) => p !== path);
   if (active === path) active = open[0];
   project?.editorState.set({ open, active });
+  announce();
   renderTabs();
   renderTree();
   renderEditor();
@@ -211,9 +216,34 @@ function select(path: string): void {
   if (!open.includes(path)) open.push(path);
   active = path;
   project?.editorState.set({ open, active });
+  announce();
   renderTabs();
   renderTree();
   renderEditor();
+}
+
+/** Tells the others which file this tab has open (presence meta). */
+function announce(): void {
+  project?.setPresence({ file: active ?? null });
+}
+
+/** Who else has the project open: editors by user id, preview containers by session. */
+function renderPresence(members: PresenceMember[]): void {
+  presenceEl.replaceChildren();
+  for (const m of members) {
+    const li = document.createElement("li");
+    const file = (m.meta as { file?: string | null } | null)?.file;
+    li.textContent = `${m.kind === "container" ? "preview container" : m.user}${m.client_id === project?.presence.self ? " (this tab)" : ""}`;
+    li.dataset.kind = m.kind;
+    if (file) {
+      const span = document.createElement("span");
+      span.className = "file";
+      span.textContent = ` · ${file}`;
+      li.append(span);
+    }
+    presenceEl.append(li);
+  }
+  if (!members.length) presenceEl.innerHTML = '<li class="placeholder">Nobody yet.</li>';
 }
 
 editor.addEventListener("input", () => {

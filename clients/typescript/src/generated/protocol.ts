@@ -32,7 +32,7 @@ export type ClientFrame = { "type": "auth", token: Token, } | { "type": "join", 
 /**
  * `null` (or absent): live events only.
  */
-since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string, } | { "type": "ping", ref?: Ref | null, } | { "type": "applied", channel: string, seq: SafeU64, } | { "type": "upsert", ref?: Ref | null, channel: string, path: string, content?: string | null, base_version?: SafeU64 | null, delta?: string | null, file_type?: string | null, 
+since?: SafeU64 | null, } | { "type": "leave", ref?: Ref | null, channel: string, } | { "type": "ping", ref?: Ref | null, } | { "type": "presence", ref?: Ref | null, channel: string, meta: JsonValue, } | { "type": "applied", channel: string, seq: SafeU64, } | { "type": "upsert", ref?: Ref | null, channel: string, path: string, content?: string | null, base_version?: SafeU64 | null, delta?: string | null, file_type?: string | null, 
 /**
  * Absent: unconditional; 0: must not exist yet; N: the current version must be N.
  */
@@ -69,7 +69,7 @@ expires_at: string, } | { "type": "joined", ref: Ref | null, channel: string,
 /**
  * The project's `last_seq` when the join was served.
  */
-cursor: number, } | { "type": "left", ref: Ref | null, channel: string, } | { "type": "resync_required", channel: string, oldest_seq: number, } | { "type": "pong", ref: Ref | null, } | { "type": "ack" } & AckFrame | { "type": "error" } & ErrorFrame | { "type": "event" } & EventFrame;
+cursor: number, } | { "type": "left", ref: Ref | null, channel: string, } | { "type": "resync_required", channel: string, oldest_seq: number, } | { "type": "pong", ref: Ref | null, } | { "type": "ack" } & AckFrame | { "type": "error" } & ErrorFrame | { "type": "event" } & EventFrame | { "type": "presence_state" } & PresenceState | { "type": "presence_diff" } & PresenceDiff;
 
 /**
  * `{"type":"ack","ref","ok":true,...result}` or `{"type":"ack","ref","ok":false,"error"}`.
@@ -127,6 +127,47 @@ export type ErrorFrame = { ref: Ref | null,
  * The channel a refused join named.
  */
 channel: string | null, error: ErrorBody, };
+
+/**
+ * One socket present on a channel.
+ */
+export type PresenceMember = { 
+/**
+ * Assigned by the hub, one per socket (the same on every channel the socket joins).
+ */
+client_id: string, 
+/**
+ * The token's user id (`sub`); for a container token, its session id.
+ */
+user: string, kind: MemberKind, 
+/**
+ * What the client last sent in a `presence` frame.
+ */
+meta: JsonValue, };
+
+/**
+ * Who is present: an editor (a user token) or a preview container (a container token).
+ * Service-token sockets receive presence but are not members.
+ */
+export type MemberKind = "user" | "container";
+
+/**
+ * `{"type":"presence_state","channel","members","client_id"}`: everyone present, sent once
+ * per join, when the socket sends its first `presence` (after `joined`); `client_id` is
+ * the receiving socket's own.
+ */
+export type PresenceState = { channel: string, members: Array<PresenceMember>, 
+/**
+ * The receiving socket's own `client_id` (so a client can tell itself apart).
+ */
+client_id: string | null, };
+
+/**
+ * `{"type":"presence_diff","channel","joins","leaves"}`: what changed since the last
+ * `presence_state` or diff. Apply `leaves` (by `client_id`), then `joins`; a `client_id` in
+ * `joins` that is already known replaces that member (a `meta` update).
+ */
+export type PresenceDiff = { channel: string, joins: Array<PresenceMember>, leaves: Array<PresenceMember>, };
 
 /**
  * `{"code", "message", ...details}`; details depend on the code (e.g. `version_conflict`
