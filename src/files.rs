@@ -298,27 +298,50 @@ pub async fn patch_file(
     let Some(current_content) = current.content else {
         return Err(ApiError::InvalidRequest(format!("{path} is a binary file: a delta applies to text only")));
     };
-    let content = if current.version == i64::from(body.base_version) {
-        let content = delta::decode_apply(&current_content, &body.delta)
-            .map_err(|err| ApiError::InvalidRequest(format!("delta: {err}")))?;
-        if content.as_bytes().contains(&0) {
-            return Err(ApiError::InvalidRequest("delta: the result contains NUL bytes".into()));
-        }
-        content
+    let (content, file_type) = if current.version == i64::from(body.base_version) {
+        (patched(&current_content, &body.delta)?, current.file_type)
+    } else if let Some(retried) = patched_base_for_retry(state, actor, path, &body).await {
+        // A stale base with an op_id: maybe a retry of a PATCH that was applied before other
+        // writes (its answer lost). Rebuilt from base_version's history, the write carries
+        // the same arguments as the first one, so the write path answers its first result;
+        // if the op_id is new, expected_version = base_version makes it the usual 409.
+        retried
     } else {
         // A stale base: the write below is refused with the write path's own 409 (its
-        // details name the current version). A retry of a PATCH that was applied, with its
-        // op_id, is the exception: the current content is then what it wrote, and the write
-        // path answers its first result.
-        current_content
+        // details name the current version).
+        (current_content, current.file_type)
     };
     let body = PutFileRequest {
         content,
-        file_type: Some(current.file_type),
+        file_type: Some(file_type),
         expected_version: Some(body.base_version),
         op_id: body.op_id,
     };
     upsert_file(state, actor, path, body).await
+}
+
+/// `delta` applied to `base`; 400 when it does not apply or the result is not text.
+fn patched(base: &str, delta_b64: &str) -> Result<String, ApiError> {
+    let content =
+        delta::decode_apply(base, delta_b64).map_err(|err| ApiError::InvalidRequest(format!("delta: {err}")))?;
+    if content.as_bytes().contains(&0) {
+        return Err(ApiError::InvalidRequest("delta: the result contains NUL bytes".into()));
+    }
+    Ok(content)
+}
+
+/// For a PATCH with an op_id whose base is no longer current: the content and type the
+/// first attempt wrote (the delta applied to base_version as history keeps it), or `None`
+/// when there is no op_id or that version cannot be read or patched.
+async fn patched_base_for_retry(
+    state: &AppState,
+    actor: &Actor,
+    path: &str,
+    body: &PatchFileRequest,
+) -> Option<(String, String)> {
+    body.op_id?;
+    let base = history::read_version(state, actor, path, body.base_version).await.ok()?;
+    Some((patched(base.content.as_deref()?, &body.delta).ok()?, base.file_type))
 }
 
 pub async fn patch(

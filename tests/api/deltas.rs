@@ -126,6 +126,31 @@ async fn a_retried_patch_with_its_op_id_answers_the_first_result() {
     assert_error(&app.patch(&p, "a.ts", &alice, other).await, 409, "op_id_reused");
 }
 
+/// A retry that arrives after someone else wrote the file (the answer to the first PATCH was
+/// lost, another tab saved since) still answers the first result: the hub rebuilds the
+/// patched content from base_version's history, so the retry's arguments match the op_id's.
+#[tokio::test]
+async fn a_patch_retried_after_another_write_answers_its_first_result() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let p = app.create_project("alice", "p").await;
+    let base = source(100);
+    app.write("alice", &p, "a.ts", &base).await;
+    let op_id = uuid::Uuid::new_v4();
+    let body = json!({"base_version": 1, "delta": delta::encode(&base, &one_char_edit(&base)), "op_id": op_id});
+    let first = app.patch(&p, "a.ts", &alice, body.clone()).await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    app.write("alice", &p, "a.ts", "someone else's text").await;
+    let seq = app.last_seq(&p, &alice).await;
+    let retry = app.patch(&p, "a.ts", &alice, body).await;
+    assert_eq!(retry, first);
+    assert_eq!(app.last_seq(&p, &alice).await, seq, "a retry publishes nothing");
+    // A new PATCH against the old base is still a conflict.
+    let stale =
+        json!({"base_version": 1, "delta": delta::encode(&base, &one_char_edit(&base)), "op_id": uuid::Uuid::new_v4()});
+    assert_eq!(app.patch(&p, "a.ts", &alice, stale).await.0, 409);
+}
+
 #[tokio::test]
 async fn patch_takes_the_same_roles_as_put_and_hides_projects_it_cannot_read() {
     let app = TestApp::spawn().await;
