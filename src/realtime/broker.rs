@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::deltas::{RECENT_FILES_BYTES, RecentFiles};
+use super::deltas::{HUB_RECENT_FILES_BYTES, RECENT_FILES_BYTES, RecentBudget, RecentFiles};
 use super::outbox::{EventFrame, Out, Outbox};
 use super::protocol;
 use crate::db::Db;
@@ -44,6 +44,8 @@ pub struct Broker {
     tasks: Tasks,
     /// Test hook: sockets' readers panic on a special frame (see `inject_reader_faults`).
     reader_faults: AtomicBool,
+    /// The recent file contents all feeds keep for deltas, together (bounded per hub).
+    recent_budget: Arc<RecentBudget>,
 }
 
 /// A container socket registered under its session; dropping it unregisters.
@@ -130,6 +132,7 @@ impl Broker {
             shutdown: tasks.stop_token().child_token(),
             tasks,
             reader_faults: AtomicBool::new(false),
+            recent_budget: RecentBudget::new(HUB_RECENT_FILES_BYTES),
         })
     }
 
@@ -303,7 +306,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     // Retries after 50–100 ms, doubling up to 1–2 s.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Only this task reads and writes it: deltas are built outside the feed's lock.
-    let mut recent = RecentFiles::new(RECENT_FILES_BYTES);
+    let mut recent = RecentFiles::new(RECENT_FILES_BYTES, broker.recent_budget.clone());
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}

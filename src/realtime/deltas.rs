@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 use synchub_protocol::{BulkApplyPayload, FileDeletePayload, FileDeltaPayload, FileUpdatePayload, delta, event_names};
@@ -20,8 +21,42 @@ use super::protocol;
 /// subscribers on this hub): room for the largest file (2 MiB by default) and its
 /// neighbours being edited.
 pub const RECENT_FILES_BYTES: usize = 4 << 20;
+/// Bytes of file contents all the feeds of one hub keep together: a hub with subscribers
+/// on many projects stays bounded (a feed that finds the budget spent evicts its own oldest
+/// contents, or keeps none: its events then carry contents, as without deltas).
+pub const HUB_RECENT_FILES_BYTES: usize = 256 << 20;
 /// Below this size a file's events always carry its content: the delta would save little.
 const MIN_DELTA_CONTENT: usize = 1024;
+
+/// The hub-wide budget of [`HUB_RECENT_FILES_BYTES`] the feeds' [`RecentFiles`] draw from.
+pub struct RecentBudget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl RecentBudget {
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(RecentBudget { used: AtomicUsize::new(0), cap })
+    }
+
+    /// Takes `bytes` from the budget, or nothing when that would overspend it.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.cap)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
 
 struct Recent {
     version: i64,
@@ -47,11 +82,19 @@ pub struct RecentFiles {
     bytes: usize,
     cap_bytes: usize,
     clock: u64,
+    /// What `bytes` is drawn from (given back on forget and drop).
+    budget: Arc<RecentBudget>,
+}
+
+impl Drop for RecentFiles {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 impl RecentFiles {
-    pub fn new(cap_bytes: usize) -> Self {
-        RecentFiles { files: HashMap::new(), bytes: 0, cap_bytes, clock: 0 }
+    pub fn new(cap_bytes: usize, budget: Arc<RecentBudget>) -> Self {
+        RecentFiles { files: HashMap::new(), bytes: 0, cap_bytes, clock: 0, budget }
     }
 
     /// Takes note of `frame` (the next event of `project`'s log) and returns it with a
@@ -141,28 +184,40 @@ impl RecentFiles {
         if content.len() > self.cap_bytes {
             return;
         }
+        // Room within this feed's cap, then within the hub's budget: oldest out first.
+        while self.bytes + content.len() > self.cap_bytes || !self.budget.take(content.len()) {
+            if !self.forget_oldest() {
+                return; // the hub's budget is spent by other feeds: keep nothing new
+            }
+        }
         self.clock += 1;
         self.bytes += content.len();
         let recent = Recent { version, seq, hash, content: content.into(), last_used: self.clock };
         self.files.insert(path, recent);
-        while self.bytes > self.cap_bytes {
-            let Some(oldest) =
-                self.files.iter().min_by_key(|(_, recent)| recent.last_used).map(|(path, _)| path.clone())
-            else {
-                break;
-            };
-            self.forget(&oldest);
+    }
+
+    /// Forgets the least recently used content; false when there was none.
+    fn forget_oldest(&mut self) -> bool {
+        let oldest = self.files.iter().min_by_key(|(_, recent)| recent.last_used).map(|(path, _)| path.clone());
+        match oldest {
+            Some(path) => {
+                self.forget(&path);
+                true
+            }
+            None => false,
         }
     }
 
     fn forget(&mut self, path: &str) {
         if let Some(old) = self.files.remove(path) {
             self.bytes -= old.content.len();
+            self.budget.give_back(old.content.len());
         }
     }
 
     fn clear(&mut self) {
         self.files.clear();
+        self.budget.give_back(self.bytes);
         self.bytes = 0;
     }
 
@@ -201,7 +256,7 @@ mod tests {
     #[test]
     fn an_update_of_a_known_previous_version_carries_a_delta_frame() {
         let project = Uuid::new_v4();
-        let mut recent = RecentFiles::new(1 << 20);
+        let mut recent = RecentFiles::new(1 << 20, RecentBudget::new(HUB_RECENT_FILES_BYTES));
         let v1 = big(100);
         assert!(recent.on_event(project, update(project, 1, "a", 1, &v1)).delta.is_none(), "no base yet");
         let v2 = v1.replacen("line 50", "line fifty", 1);
@@ -223,7 +278,7 @@ mod tests {
     #[test]
     fn no_delta_when_it_is_not_smaller_than_half_or_the_base_is_not_the_previous_version() {
         let project = Uuid::new_v4();
-        let mut recent = RecentFiles::new(1 << 20);
+        let mut recent = RecentFiles::new(1 << 20, RecentBudget::new(HUB_RECENT_FILES_BYTES));
         recent.on_event(project, update(project, 1, "a", 1, &big(100)));
         // Rewritten entirely: the delta is about the size of the content.
         assert!(recent.on_event(project, update(project, 2, "a", 2, &"x".repeat(3000))).delta.is_none());
@@ -246,7 +301,7 @@ mod tests {
     #[test]
     fn recent_files_are_capped_in_bytes_least_recently_used_out() {
         let project = Uuid::new_v4();
-        let mut recent = RecentFiles::new(2500);
+        let mut recent = RecentFiles::new(2500, RecentBudget::new(HUB_RECENT_FILES_BYTES));
         for (seq, path) in ["a", "b", "c"].into_iter().enumerate() {
             recent.on_event(project, update(project, seq as i64 + 1, path, 1, &"y".repeat(1000)));
         }
@@ -254,5 +309,27 @@ mod tests {
         assert_eq!(recent.bytes, 2000);
         recent.on_event(project, update(project, 4, "huge", 1, &"z".repeat(3000)));
         assert_eq!(recent.paths(), ["b", "c"], "larger than the cap: not kept");
+    }
+
+    #[test]
+    fn the_feeds_of_a_hub_share_one_budget_and_give_it_back() {
+        let project = Uuid::new_v4();
+        let budget = RecentBudget::new(2500);
+        let mut first = RecentFiles::new(1 << 20, budget.clone());
+        let mut second = RecentFiles::new(1 << 20, budget.clone());
+        first.on_event(project, update(project, 1, "a", 1, &"y".repeat(1000)));
+        first.on_event(project, update(project, 2, "b", 1, &"y".repeat(1000)));
+        // The budget has room for 500 more: the second feed keeps nothing of 1,000 bytes...
+        second.on_event(project, update(project, 1, "c", 1, &"y".repeat(1000)));
+        assert!(second.paths().is_empty());
+        assert_eq!(budget.used(), 2000);
+        // ...while the first makes room from its own oldest.
+        first.on_event(project, update(project, 3, "d", 1, &"y".repeat(1000)));
+        assert_eq!(first.paths(), ["b", "d"]);
+        assert_eq!(budget.used(), 2000);
+        drop(first);
+        assert_eq!(budget.used(), 0, "a feed that ends gives its bytes back");
+        second.on_event(project, update(project, 2, "c", 2, &"y".repeat(1000)));
+        assert_eq!(second.paths(), ["c"]);
     }
 }
