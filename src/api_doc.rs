@@ -192,7 +192,7 @@ struct RouteDoc {
     /// The body's schema, and whether the body is required.
     body: Option<(SchemaFn, bool)>,
     /// A required body of this media type that is not JSON (bytes).
-    media_body: Option<&'static str>,
+    media_body: Option<&'static [&'static str]>,
     /// The body may also be raw bytes (`application/octet-stream`).
     bytes_body: bool,
     query: Option<SchemaFn>,
@@ -309,8 +309,8 @@ impl ApiRouter {
         self
     }
 
-    /// The route registered last takes a required body of this (non-JSON) media type.
-    pub fn media_body(mut self, media: &'static str) -> Self {
+    /// The route registered last takes a required body of any of these (non-JSON) media types.
+    pub fn media_body(mut self, media: &'static [&'static str]) -> Self {
         self.last().media_body = Some(media);
         self
     }
@@ -426,7 +426,11 @@ fn openapi(docs: &[RouteDoc]) -> Value {
             }
         }
         if let Some(media) = doc.media_body {
-            operation["requestBody"] = json!({"required": true, "content": {media: {"schema": {"type": "string", "contentMediaType": media}}}});
+            let content: serde_json::Map<String, Value> = media
+                .iter()
+                .map(|media| (media.to_string(), json!({"schema": {"type": "string", "contentMediaType": media}})))
+                .collect();
+            operation["requestBody"] = json!({"required": true, "content": content});
         }
         paths.entry(api_path).or_default().insert(doc.method.name().to_string(), operation);
     }

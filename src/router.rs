@@ -175,7 +175,7 @@ pub fn api() -> (Router<AppState>, Value) {
             archive::import,
         )
         .query::<ArchiveImportQuery>()
-        .media_body("application/zip")
+        .media_body(&["application/zip", "application/octet-stream"])
         .answers_json::<BulkWriteResponse>()
         .route(Get, "/v1/projects/{id}/events", Read, "Events after a seq (the socket's frames)", events::list)
         .query::<EventsQuery>()

@@ -397,6 +397,8 @@ async fn openapi_documents_both_archive_routes() {
     assert!(route["get"]["responses"]["2XX"]["content"]["application/zip"].is_object(), "{route}");
     let post = &route["post"];
     assert!(post["requestBody"]["content"]["application/zip"].is_object(), "{post}");
+    // Any content type is read as a zip; octet-stream is listed for generic clients (and fuzzers).
+    assert!(post["requestBody"]["content"]["application/octet-stream"].is_object(), "{post}");
     let parameters: Vec<&str> =
         post["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(parameters, ["id", "mode", "op_id"], "{post}");
