@@ -350,6 +350,10 @@ $$;
 
 -- Removes a version's bytes (retention); the row stays as a trimmed marker. Answers the
 -- stored-bytes change (0 when it was trimmed already: nothing is removed twice).
+-- The event log loses its tail up to the version's event too: that event could only be
+-- replayed without content (retention keeps versions a day, the log a week), so a client
+-- resuming from before it is told to resync (410 history_trimmed / resync_required) instead
+-- of being handed `content: null`. Later events replay in full.
 CREATE OR REPLACE FUNCTION synchub.history_trim(p_project uuid, p_id bigint)
 RETURNS bigint LANGUAGE sql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -359,7 +363,11 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
             SET content = NULL, delta = NULL, delta_base_id = NULL, trimmed_at = now(), compacted = true,
                 stored_bytes = 0
             WHERE project_id = p_project AND id = p_id AND trimmed_at IS NULL AND NOT is_current_version
-            RETURNING 1)
+            RETURNING seq),
+    gone AS (DELETE FROM synchub.events
+             WHERE project_id = p_project AND seq <= (SELECT seq FROM upd)
+             RETURNING 1)
+    -- (a data-modifying WITH runs to completion whether or not it is read)
     SELECT CASE WHEN EXISTS (SELECT 1 FROM upd) THEN -(SELECT stored_bytes FROM old) ELSE 0 END
 $$;
 

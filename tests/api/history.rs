@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use synchub::config::HistoryConfig;
 
-use crate::helpers::{TestApp, assert_error, test_config};
+use crate::helpers::{TestApp, assert_error, channel, test_config};
 
 /// A hub whose own history task stays idle (one pass at start, then an hour's sleep), so
 /// a test runs the passes itself.
@@ -441,4 +441,57 @@ async fn saving_often_cannot_grow_storage_past_the_quota_until_compaction_frees_
     assert!(usage(&db, "alice").await < 30_000, "compaction gave the bytes back");
     let answer = app.put(&files_url(&project, "big.ts"), &token, json!({"content": content})).await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+}
+
+/// Retention trims versions after a day while the event log keeps a week: a client resuming
+/// from before a trimmed version must not be replayed its event with `content: null` (the
+/// payload has no content left to give). The log's tail moves past the newest trimmed
+/// version's event instead, so such a resume gets 410 history_trimmed / resync_required,
+/// and every event still in the log replays with its full content.
+#[tokio::test]
+async fn a_trimmed_version_is_never_replayed_without_its_content() {
+    let app = quiet_hub().await;
+    let project = app.create_project("alice", "p").await;
+    let token = app.user_token("alice");
+    for i in 1..=12 {
+        app.write("alice", &project, "a.txt", &format!("version {i}")).await;
+    }
+    app.write("alice", &project, "b.txt", "other file").await;
+    let db = admin(&app).await;
+    // Versions 1-8 of a.txt were saved two days ago, in one clock hour; their events too.
+    for sql in [
+        "UPDATE synchub.project_files SET created_at = date_trunc('hour', now() - interval '2 days')
+             + version * interval '1 minute' WHERE file_path = 'a.txt' AND version <= 8",
+        "UPDATE synchub.events SET created_at = date_trunc('hour', now() - interval '2 days')
+             + seq * interval '1 minute' WHERE seq <= 8",
+    ] {
+        db.execute(sql, &[]).await.unwrap();
+    }
+    settle(&app, &app.state.config.history.clone()).await;
+    let trimmed: Vec<i64> = db
+        .query("SELECT seq FROM synchub.project_files WHERE trimmed_at IS NOT NULL ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(trimmed, (1..=7).collect::<Vec<i64>>(), "the newest of the hour (8) is kept");
+
+    // Resuming from before the newest trimmed version: 410, never a content-less event.
+    let answer = app.get(&format!("/v1/projects/{project}/events?since=0"), &token).await;
+    assert_error(&answer, 410, "history_trimmed");
+    assert_eq!(answer.1["error"]["oldest_seq"], 8, "{}", answer.1);
+    // From the tail on, every event replays in full.
+    let (status, page) = app.get(&format!("/v1/projects/{project}/events?since=7"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 6, "{page}");
+    for event in events {
+        assert!(event["payload"]["content"].is_string(), "seq {} has no content: {event}", event["seq"]);
+    }
+    // A socket joining from seq 0 is told to resync.
+    let mut ws = app.ws(&token).await;
+    ws.send(json!({"type": "join", "ref": "1", "channel": channel(&project), "since": 0})).await;
+    let frame = ws.recv().await;
+    assert_eq!(frame, json!({"type": "resync_required", "channel": channel(&project), "oldest_seq": 8}));
 }
