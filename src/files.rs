@@ -14,6 +14,8 @@ use synchub_protocol::{
     FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PatchFileRequest, PutBinaryQuery,
     PutBlobFileRequest, PutFileRequest, PutFileResponse, SafeU64, SetBaseRequest, SetBaseResponse, delta,
 };
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::policy::Actor;
@@ -156,22 +158,14 @@ pub async fn upsert_file(
     check_file_type(body.file_type.as_deref())?;
     let expected = expected_version(body.expected_version);
     state.limiter.check(&actor.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed(id);
-    Ok(PutFileResponse {
-        path: row.column("file_path")?,
-        version: row.column::<i32>("version")?.into(),
-        content_hash: row.column("content_hash")?,
-        seq: row.column("seq")?,
-    })
+    write_file_row(
+        state,
+        actor,
+        id,
+        "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
+        &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
+    )
+    .await
 }
 
 /// Creates or replaces one binary file whose blob the hub holds (see [`crate::blobs`]) as
@@ -189,16 +183,29 @@ pub async fn write_binary(
     state.limiter.check(&actor.rate_key(), 1.0)?;
     crate::blobs::ensure_held(state, actor, &body.blob).await?;
     let blob = serde_json::to_value(&body.blob).map_err(ApiError::internal)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
-        )
-        .await?;
+    write_file_row(
+        state,
+        actor,
+        id,
+        "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
+        &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
+    )
+    .await
+}
+
+/// Runs `sql`, one of the SQL writes that answer the file's new row (text and binary
+/// upserts), wakes the project's subscribers and answers the row as
+/// `{path, version, content_hash, seq}`: the one mapping of that row for every write path.
+async fn write_file_row(
+    state: &AppState,
+    actor: &Actor,
+    project: Uuid,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<PutFileResponse, ApiError> {
+    let rows = state.db.query(actor.db(), sql, params).await?;
     let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed(id);
+    state.committed(project);
     Ok(PutFileResponse {
         path: row.column("file_path")?,
         version: row.column::<i32>("version")?.into(),
