@@ -14,6 +14,9 @@ use synchub_protocol::{
     FileListResponse, FileReadQuery, FileResponse, MoveFileRequest, MoveFileResponse, PatchFileRequest, PutBinaryQuery,
     PutBlobFileRequest, PutFileRequest, PutFileResponse, SafeU64, SetBaseRequest, SetBaseResponse, delta,
 };
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::policy::Actor;
@@ -156,22 +159,15 @@ pub async fn upsert_file(
     check_file_type(body.file_type.as_deref())?;
     let expected = expected_version(body.expected_version);
     state.limiter.check(&actor.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed(id);
-    Ok(PutFileResponse {
-        path: row.column("file_path")?,
-        version: row.column::<i32>("version")?.into(),
-        content_hash: row.column("content_hash")?,
-        seq: row.column("seq")?,
-    })
+    let row = write_row(
+        state,
+        actor,
+        id,
+        "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
+        &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
+    )
+    .await?;
+    put_answer(&row)
 }
 
 /// Creates or replaces one binary file whose blob the hub holds (see [`crate::blobs`]) as
@@ -189,16 +185,35 @@ pub async fn write_binary(
     state.limiter.check(&actor.rate_key(), 1.0)?;
     crate::blobs::ensure_held(state, actor, &body.blob).await?;
     let blob = serde_json::to_value(&body.blob).map_err(ApiError::internal)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("upsert returned no row"))?;
-    state.committed(id);
+    let row = write_row(
+        state,
+        actor,
+        id,
+        "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
+        &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
+    )
+    .await?;
+    put_answer(&row)
+}
+
+/// Runs `sql`, one of the SQL writes that answer one row, and wakes the project's
+/// subscribers: how every write here reaches the database.
+async fn write_row(
+    state: &AppState,
+    actor: &Actor,
+    project: Uuid,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, ApiError> {
+    let rows = state.db.query(actor.db(), sql, params).await?;
+    let row = rows.into_iter().next().ok_or_else(|| ApiError::internal(format!("{sql} returned no row")))?;
+    state.committed(project);
+    Ok(row)
+}
+
+/// A text or binary upsert's row (`upsert_project_file`, `upsert_binary_file`) as
+/// `{path, version, content_hash, seq}`: the one mapping of that row.
+fn put_answer(row: &Row) -> Result<PutFileResponse, ApiError> {
     Ok(PutFileResponse {
         path: row.column("file_path")?,
         version: row.column::<i32>("version")?.into(),
@@ -364,16 +379,14 @@ pub async fn delete_file(
     let path = checked_path(path)?;
     let expected = expected_version(query.expected_version);
     state.limiter.check(&actor.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
-            &[&id, &path, &expected, &actor.name(), &query.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("delete returned no row"))?;
-    state.committed(id);
+    let row = write_row(
+        state,
+        actor,
+        id,
+        "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
+        &[&id, &path, &expected, &actor.name(), &query.op_id],
+    )
+    .await?;
     Ok(DeleteFileResponse {
         path: row.column("file_path")?,
         version: row.column::<i32>("version")?.into(),
@@ -425,16 +438,15 @@ pub async fn bulk_write(state: &AppState, actor: &Actor, body: BulkRequest) -> R
     }
     let upserts = serde_json::to_value(&body.upserts).map_err(ApiError::internal)?;
     let deletes = serde_json::to_value(&body.deletes).map_err(ApiError::internal)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
-            &[&id, &upserts, &deletes, &actor.name(), &body.op_id],
-        )
-        .await?;
-    let result: Value = rows.first().ok_or_else(|| ApiError::internal("bulk returned no row"))?.column(0)?;
-    state.committed(id);
+    let result: Value = write_row(
+        state,
+        actor,
+        id,
+        "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
+        &[&id, &upserts, &deletes, &actor.name(), &body.op_id],
+    )
+    .await?
+    .column(0)?;
     serde_path_to_error::deserialize(result).map_err(|err| ApiError::internal(format!("bulk answer: {err}")))
 }
 
@@ -456,16 +468,14 @@ pub async fn move_file(
     checked_path(&body.to)?;
     let expected = expected_version(body.expected_version);
     state.limiter.check(&actor.rate_key(), 1.0)?;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
-            "SELECT * FROM synchub.move_project_file($1, $2, $3, $4, $5, $6)",
-            &[&id, &body.from, &body.to, &expected, &actor.name(), &body.op_id],
-        )
-        .await?;
-    let row = rows.first().ok_or_else(|| ApiError::internal("move returned no row"))?;
-    state.committed(id);
+    let row = write_row(
+        &state,
+        &actor,
+        id,
+        "SELECT * FROM synchub.move_project_file($1, $2, $3, $4, $5, $6)",
+        &[&id, &body.from, &body.to, &expected, &actor.name(), &body.op_id],
+    )
+    .await?;
     let seq = row.column("seq")?;
     let version = row.column::<Option<i32>>("version")?.map(i64::from);
     Ok(Json(MoveFileResponse { from: body.from, to: body.to, seq, version }))

@@ -39,6 +39,26 @@ impl TestApp {
     }
 }
 
+/// Alice's project `p` holding `a.ts`, `lines` lines of source at version 1: where most
+/// tests here start.
+struct WithFile {
+    app: TestApp,
+    alice: String,
+    p: String,
+    base: String,
+}
+
+impl WithFile {
+    async fn spawn(lines: usize) -> Self {
+        let app = TestApp::spawn().await;
+        let alice = app.user_token("alice");
+        let p = app.create_project("alice", "p").await;
+        let base = source(lines);
+        app.write("alice", &p, "a.ts", &base).await;
+        WithFile { app, alice, p, base }
+    }
+}
+
 #[tokio::test]
 async fn patch_applies_a_delta_against_the_current_version() {
     let app = TestApp::spawn().await;
@@ -62,11 +82,7 @@ async fn patch_applies_a_delta_against_the_current_version() {
 
 #[tokio::test]
 async fn patch_against_a_stale_base_is_a_409_and_writes_nothing() {
-    let app = TestApp::spawn().await;
-    let alice = app.user_token("alice");
-    let p = app.create_project("alice", "p").await;
-    let base = source(100);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(100).await;
     let newer = one_char_edit(&base);
     app.write("alice", &p, "a.ts", &newer).await;
     let seq = app.last_seq(&p, &alice).await;
@@ -81,11 +97,7 @@ async fn patch_against_a_stale_base_is_a_409_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_delta_that_does_not_apply_is_a_400_and_writes_nothing() {
-    let app = TestApp::spawn().await;
-    let alice = app.user_token("alice");
-    let p = app.create_project("alice", "p").await;
-    let base = source(100);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(100).await;
     let seq = app.last_seq(&p, &alice).await;
     // Its copies fit inside this base, but copy other bytes: the checksum catches it.
     let other_base = source(3).replace("export", "import");
@@ -108,11 +120,7 @@ async fn a_delta_that_does_not_apply_is_a_400_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_retried_patch_with_its_op_id_answers_the_first_result() {
-    let app = TestApp::spawn().await;
-    let alice = app.user_token("alice");
-    let p = app.create_project("alice", "p").await;
-    let base = source(100);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(100).await;
     let op_id = uuid::Uuid::new_v4();
     let body = json!({"base_version": 1, "delta": delta::encode(&base, &one_char_edit(&base)), "op_id": op_id});
     let first = app.patch(&p, "a.ts", &alice, body.clone()).await;
@@ -131,11 +139,7 @@ async fn a_retried_patch_with_its_op_id_answers_the_first_result() {
 /// patched content from base_version's history, so the retry's arguments match the op_id's.
 #[tokio::test]
 async fn a_patch_retried_after_another_write_answers_its_first_result() {
-    let app = TestApp::spawn().await;
-    let alice = app.user_token("alice");
-    let p = app.create_project("alice", "p").await;
-    let base = source(100);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(100).await;
     let op_id = uuid::Uuid::new_v4();
     let body = json!({"base_version": 1, "delta": delta::encode(&base, &one_char_edit(&base)), "op_id": op_id});
     let first = app.patch(&p, "a.ts", &alice, body.clone()).await;
@@ -153,11 +157,8 @@ async fn a_patch_retried_after_another_write_answers_its_first_result() {
 
 #[tokio::test]
 async fn patch_takes_the_same_roles_as_put_and_hides_projects_it_cannot_read() {
-    let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (app.user_token("alice"), app.user_token("bob"), app.user_token("carol"));
-    let p = app.create_project("alice", "p").await;
-    let base = source(50);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(50).await;
+    let (bob, carol) = (app.user_token("bob"), app.user_token("carol"));
     let (status, _) = app.put(&format!("/v1/projects/{p}/members/bob"), &alice, json!({"role": "viewer"})).await;
     assert_eq!(status, 200);
     let body = json!({"base_version": 1, "delta": delta::encode(&base, &one_char_edit(&base))});
@@ -170,11 +171,7 @@ async fn patch_takes_the_same_roles_as_put_and_hides_projects_it_cannot_read() {
 
 #[tokio::test]
 async fn a_socket_upsert_may_carry_a_delta() {
-    let app = TestApp::spawn().await;
-    let alice = app.user_token("alice");
-    let p = app.create_project("alice", "p").await;
-    let base = source(100);
-    app.write("alice", &p, "a.ts", &base).await;
+    let WithFile { app, alice, p, base } = WithFile::spawn(100).await;
     let target = one_char_edit(&base);
     let mut ws = app.ws(&alice).await;
     let frame = json!({"type": "upsert", "ref": "1", "channel": channel(&p), "path": "a.ts",

@@ -87,7 +87,7 @@ pub struct TestApp {
     pub state: AppState,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
-    serving: Option<tokio::task::JoinHandle<()>>,
+    serving: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Drop for TestApp {
@@ -135,9 +135,8 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let served = state.clone();
-        let serving = tokio::spawn(async move {
-            let _ = synchub::server::serve(served, listener, router, async move { stop.cancelled().await }).await;
-        });
+        let serving =
+            tokio::spawn(synchub::server::serve(served, listener, router, async move { stop.cancelled().await }));
         TestApp {
             base: format!("http://{addr}"),
             addr,
@@ -152,10 +151,14 @@ impl TestApp {
     /// Shuts the hub down as SIGTERM does (sockets closed with 1012, requests drained,
     /// background tasks stopped) and waits until `serve` has returned.
     pub async fn shut_down(mut self) {
+        let _ = self.start_shutdown().await;
+    }
+
+    /// Signals the shutdown of [`TestApp::shut_down`] and returns at once with `serve`'s
+    /// task, so a test can watch the drain before it awaits what `serve` answered.
+    pub fn start_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         self.shutdown.cancel();
-        if let Some(serving) = self.serving.take() {
-            let _ = serving.await;
-        }
+        self.serving.take().expect("the hub is shut down once")
     }
 
     pub fn user_token(&self, sub: &str) -> String {

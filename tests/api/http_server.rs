@@ -387,21 +387,15 @@ async fn websockets_count_towards_the_connection_cap() {
 
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_finishes_in_flight_requests() {
-    let config = crate::helpers::test_config(crate::helpers::fresh_database().await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (state, router) = synchub::App::build(config).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(synchub::server::serve(state, listener, router, async move {
-        let _ = stopped.await;
-    }));
+    let mut app = TestApp::spawn().await;
+    let addr = app.addr;
 
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(GET_HEALTHZ).await.unwrap();
     assert_eq!(read_response(&mut idle).await.unwrap().status, 200);
     // A request whose body is still arriving when the signal comes is answered.
     let mut busy = TcpStream::connect(addr).await.unwrap();
-    let token = crate::helpers::user_token("alice");
+    let token = app.user_token("alice");
     let body = br#"{"name": "late"}"#;
     busy.write_all(
         format!(
@@ -415,7 +409,7 @@ async fn shutdown_closes_idle_connections_and_finishes_in_flight_requests() {
     busy.write_all(&body[..5]).await.unwrap();
     sleep(Duration::from_millis(200)).await;
 
-    stop.send(()).unwrap();
+    let server = app.start_shutdown();
     let (closed, received) = closed_within(&mut idle, PATIENCE).await;
     assert!(closed && received.is_empty(), "the idle connection was not closed");
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting after the signal");

@@ -353,20 +353,12 @@ async fn socket_integers_must_be_between_0_and_2_pow_53_minus_1() {
 /// elsewhere), after what was already queued for them.
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1012() {
-    let config = crate::helpers::test_config(crate::helpers::fresh_database().await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (state, router) = synchub::App::build(config).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(synchub::server::serve(state, listener, router, async move {
-        let _ = stopped.await;
-    }));
-    let token = crate::helpers::user_token("alice");
-    let mut ws = Ws::connect(addr, Some(&token), None, "").await.expect("websocket upgrade");
+    let mut app = TestApp::spawn().await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
     ws.send(json!({"type": "ping", "ref": "before"})).await;
     let pong = ws.recv().await;
     assert_eq!((&pong["type"], &pong["ref"]), (&json!("pong"), &json!("before")));
-    stop.send(()).unwrap();
+    let server = app.start_shutdown();
     assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(1012));
     drop(ws);
     tokio::time::timeout(Duration::from_secs(15), server).await.expect("serve returns").unwrap().unwrap();

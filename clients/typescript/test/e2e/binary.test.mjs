@@ -3,37 +3,24 @@
 // blob flow: announce, signed upload, reference); another page (another browser context,
 // so another tab's storage) sees both arrive as binary changes and reads the same bytes;
 // the hub serves the same bytes too.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { buildHub, Hub, launchBrowser, openProject, startPageServer, until } from "./harness.mjs";
+import { setupSuite, until } from "./harness.mjs";
 
-let hub, pages, browser;
 /** The PNG the first test made in the browser (the demo test uploads it again). */
 let madePng;
 
-before(async () => {
-  buildHub();
-  pages = await startPageServer();
-  hub = new Hub(pages.origin);
-  await hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-  await pages?.close();
-});
+const e2e = setupSuite();
 
 const hex = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
 test("a PNG uploaded from one page is seen, byte-identical, by another page and the hub", async () => {
-  const project = await hub.api("POST", "/v1/projects", { name: "binary e2e" });
-  const writer = await browser.newContext();
-  const reader = await browser.newContext();
-  const a = await openProject(writer, pages.origin, hub, project.id);
-  const b = await openProject(reader, pages.origin, hub, project.id);
+  const project = await e2e.hub.api("POST", "/v1/projects", { name: "binary e2e" });
+  const writer = await e2e.browser.newContext();
+  const reader = await e2e.browser.newContext();
+  const a = await e2e.open(writer, project.id);
+  const b = await e2e.open(reader, project.id);
   await until("both online", async () => (await a.evaluate(() => window.project.status)) === "online" && (await b.evaluate(() => window.project.status)) === "online");
 
   // A real PNG, made by the browser, uploaded as a Blob.
@@ -90,10 +77,10 @@ test("a PNG uploaded from one page is seen, byte-identical, by another page and 
   );
 
   // The hub's own answer: metadata, and the bytes with Accept: application/octet-stream.
-  const meta = await hub.api("GET", `/v1/projects/${project.id}/files/public/logo.png`);
+  const meta = await e2e.hub.api("GET", `/v1/projects/${project.id}/files/public/logo.png`);
   assert.equal(meta.binary, true);
   assert.deepEqual(meta.blob, { sha256: hex(png), size: png.length });
-  const raw = await fetch(`${hub.url}/v1/projects/${project.id}/files/public/logo.png`, { headers: { authorization: `Bearer ${hub.token()}`, accept: "application/octet-stream" } });
+  const raw = await fetch(`${e2e.hub.url}/v1/projects/${project.id}/files/public/logo.png`, { headers: { authorization: `Bearer ${e2e.hub.token()}`, accept: "application/octet-stream" } });
   assert.equal(raw.status, 200);
   assert.deepEqual(new Uint8Array(await raw.arrayBuffer()), png);
 
@@ -103,7 +90,7 @@ test("a PNG uploaded from one page is seen, byte-identical, by another page and 
   await b.evaluate(async ({ url, id }) => {
     window.client = window.synchub.createClient({ url, token: () => window.nextToken() });
     window.project = await window.client.project(id, { storage: "memory" });
-  }, { url: hub.url, id: project.id });
+  }, { url: e2e.hub.url, id: project.id });
   await until("listed after reload", () => b.evaluate(() => window.project.binary("public/logo.png")?.sha256));
   await writer.close();
   await reader.close();
@@ -111,19 +98,15 @@ test("a PNG uploaded from one page is seen, byte-identical, by another page and 
 
 test("the demo editor uploads a PNG and another window shows it as an image", async () => {
   assert.ok(madePng, "the first test made a PNG");
-  const token = hub.token("demo-binary");
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const token = e2e.hub.token("demo-binary");
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const a = await ctxA.newPage();
-    a.on("pageerror", (err) => console.error("demo page error:", err));
-    await a.goto(`${hub.url}/#token=${token}`);
+    const a = await e2e.openDemo(ctxA, token);
     await until("the first project is opened", async () => (await a.locator("#project option").count()) === 1);
     await until("synced", async () => (await a.textContent("#status")) === "Synced");
     const projectId = await a.locator("#project").inputValue();
-    const b = await ctxB.newPage();
-    b.on("pageerror", (err) => console.error("demo page error:", err));
-    await b.goto(`${hub.url}/#token=${token}&project=${projectId}`);
+    const b = await e2e.openDemo(ctxB, token, projectId);
     await until("B synced", async () => (await b.textContent("#status")) === "Synced");
 
     a.once("dialog", (d) => d.accept("img/logo.png"));
@@ -135,7 +118,7 @@ test("the demo editor uploads a PNG and another window shows it as an image", as
     await until("B previews the image", async () => (await b.locator("#preview img").evaluate((img) => img.complete && img.naturalWidth)) === 64);
     assert.match(await b.textContent("#preview p"), new RegExp(`img/logo.png: binary, ${madePng.length} bytes`));
     assert.equal(await b.locator("#editor").isHidden(), true, "no textarea for bytes");
-    const meta = await hub.api("GET", `/v1/projects/${projectId}/files/img/logo.png`, undefined, token);
+    const meta = await e2e.hub.api("GET", `/v1/projects/${projectId}/files/img/logo.png`, undefined, token);
     assert.deepEqual(meta.blob, { sha256: hex(madePng), size: madePng.length });
   } finally {
     await ctxA.close();

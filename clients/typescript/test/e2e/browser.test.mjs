@@ -1,44 +1,24 @@
 // End-to-end: @synchub/client in Chromium against a real `synchub dev`, the page on another
 // origin. Run with `npm run test:e2e` (builds the hub once; needs /usr/bin/chromium).
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { FAST_TIMING, Hub, attach, buildHub, flush, hubEvents, hubFile, launchBrowser, openProject, read, sleep, startBlackholeProxy, startPageServer, status, until, write } from "./harness.mjs";
+import { FAST_TIMING, Hub, attach, flush, hubEvents, hubFile, openProject, read, setupSuite, sleep, startBlackholeProxy, status, until, write } from "./harness.mjs";
 
-let browser, pages, hub;
-
-before(async () => {
-  buildHub();
-  pages = await startPageServer();
-  hub = new Hub(pages.origin);
-  await hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-  await pages?.close();
-});
-
-async function newProject(name) {
-  const id = randomUUID();
-  await hub.api("POST", "/v1/projects", { id, name });
-  return id;
-}
+const e2e = setupSuite();
 
 /** The hub's writes of one path, in order: [content, op_id] per applied event. */
 async function appliedWrites(projectId, path) {
-  return (await hubEvents(hub, projectId)).filter((e) => e.payload.file_path === path).map((e) => [e.payload.content, e.payload.op_id]);
+  return (await hubEvents(e2e.hub, projectId)).filter((e) => e.payload.file_path === path).map((e) => [e.payload.content, e.payload.op_id]);
 }
 
 test("two pages see each other's edits", async () => {
-  const id = await newProject("two pages");
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const id = await e2e.newProject("two pages");
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const a = await openProject(ctxA, pages.origin, hub, id);
-    const b = await openProject(ctxB, pages.origin, hub, id);
+    const a = await e2e.open(ctxA, id);
+    const b = await e2e.open(ctxB, id);
     await until("both online", async () => (await status(a)) === "online" && (await status(b)) === "online");
     await write(a, "src/a.ts", "export const a = 1;");
     await until("B sees A's edit", async () => (await read(b, "src/a.ts")) === "export const a = 1;");
@@ -54,10 +34,10 @@ test("two pages see each other's edits", async () => {
 });
 
 test("offline: keeps typing, reloaded offline still shows the text, then the hub converges with nothing lost or sent twice", async () => {
-  const id = await newProject("offline reload");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("offline reload");
+  const ctx = await e2e.browser.newContext();
   try {
-    const page = await openProject(ctx, pages.origin, hub, id, { path: "/?sw=1" });
+    const page = await e2e.open(ctx, id, { path: "/?sw=1" });
     await until("online", async () => (await status(page)) === "online");
     await write(page, "a.txt", "online text");
     await flush(page);
@@ -71,15 +51,15 @@ test("offline: keeps typing, reloaded offline still shows the text, then the hub
     await until("offline status", async () => (await status(page)) === "offline");
     await sleep(300); // let the debounce fire and fail against the offline network
     await page.reload();
-    await attach(page, hub, id);
+    await attach(page, e2e.hub, id);
     assert.equal(await read(page, "a.txt"), text, "the reloaded page shows the offline text before the network answers");
     assert.equal(await read(page, "b.txt"), "new file offline");
-    assert.equal((await hubFile(hub, id, "a.txt")).content, "online text", "nothing reached the hub while offline");
+    assert.equal((await hubFile(e2e.hub, id, "a.txt")).content, "online text", "nothing reached the hub while offline");
     await ctx.setOffline(false);
     await page.evaluate(() => window.dispatchEvent(new Event("online")));
     await flush(page);
-    assert.equal((await hubFile(hub, id, "a.txt")).content, text);
-    assert.equal((await hubFile(hub, id, "b.txt")).content, "new file offline");
+    assert.equal((await hubFile(e2e.hub, id, "a.txt")).content, text);
+    assert.equal((await hubFile(e2e.hub, id, "b.txt")).content, "new file offline");
     const writes = await appliedWrites(id, "a.txt");
     assert.equal(writes[0][0], "online text");
     assert.equal(writes.at(-1)[0], text);
@@ -92,11 +72,11 @@ test("offline: keeps typing, reloaded offline still shows the text, then the hub
 });
 
 test("two tabs of one project, offline then online, send each queued write once", async () => {
-  const id = await newProject("two tabs");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("two tabs");
+  const ctx = await e2e.browser.newContext();
   try {
-    const t1 = await openProject(ctx, pages.origin, hub, id);
-    const t2 = await openProject(ctx, pages.origin, hub, id);
+    const t1 = await e2e.open(ctx, id);
+    const t2 = await e2e.open(ctx, id);
     await until("both online", async () => (await status(t1)) === "online" && (await status(t2)) === "online");
     const puts = [];
     for (const p of [t1, t2]) p.on("requestfinished", (r) => r.method() === "PUT" && r.url().includes("/files/") && puts.push(r.url()));
@@ -120,11 +100,11 @@ test("two tabs of one project, offline then online, send each queued write once"
 });
 
 test("the sending tab closes with writes queued: another tab of the project takes over and sends each once", async () => {
-  const id = await newProject("leader handover");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("leader handover");
+  const ctx = await e2e.browser.newContext();
   try {
-    const leader = await openProject(ctx, pages.origin, hub, id);
-    const other = await openProject(ctx, pages.origin, hub, id);
+    const leader = await e2e.open(ctx, id);
+    const other = await e2e.open(ctx, id);
     await until("both online", async () => (await status(leader)) === "online" && (await status(other)) === "online");
     const puts = [];
     other.on("requestfinished", (r) => r.method() === "PUT" && r.url().includes("/files/") && puts.push(r.url()));
@@ -147,15 +127,15 @@ test("the sending tab closes with writes queued: another tab of the project take
 
 for (const policy of ["server", "client"]) {
   test(`a 409 under policy ${policy} keeps both texts reachable`, async () => {
-    const id = await newProject(`conflict ${policy}`);
-    await hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "base" });
-    const ctx = await browser.newContext();
+    const id = await e2e.newProject(`conflict ${policy}`);
+    await e2e.hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "base" });
+    const ctx = await e2e.browser.newContext();
     try {
-      const page = await openProject(ctx, pages.origin, hub, id, { conflict: policy });
+      const page = await e2e.open(ctx, id, { conflict: policy });
       await until("base loaded", async () => (await read(page, "doc.txt")) === "base");
       await ctx.setOffline(true);
       await write(page, "doc.txt", "mine");
-      await hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "theirs" });
+      await e2e.hub.api("PUT", `/v1/projects/${id}/files/doc.txt`, { content: "theirs" });
       await ctx.setOffline(false);
       await page.evaluate(() => window.dispatchEvent(new Event("online")));
       await flush(page);
@@ -163,7 +143,7 @@ for (const policy of ["server", "client"]) {
       assert.equal(conflicts.length, 1);
       assert.equal(conflicts[0].local, "mine");
       assert.equal(conflicts[0].server.content, "theirs");
-      const onHub = (await hubFile(hub, id, "doc.txt")).content;
+      const onHub = (await hubFile(e2e.hub, id, "doc.txt")).content;
       if (policy === "server") {
         assert.equal(onHub, "theirs");
         await until("page shows the server copy", async () => (await read(page, "doc.txt")) === "theirs");
@@ -189,27 +169,27 @@ async function typeSlowly(page, path) {
 }
 
 test("a token expiring (4009) mid-typing is refreshed without losing a write", async () => {
-  const id = await newProject("token expiry");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("token expiry");
+  const ctx = await e2e.browser.newContext();
   try {
     // The token source hands out a new token only once the old one has expired, so an early
     // refresh cannot help: the hub closes the socket with 4009 while the user types.
-    let current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+    let current = { token: e2e.hub.token("alice", 3), exp: Date.now() + 3000 };
     let minted = 1;
     const token = () => {
       if (Date.now() >= current.exp) {
-        current = { token: hub.token("alice", 3), exp: Date.now() + 3000 };
+        current = { token: e2e.hub.token("alice", 3), exp: Date.now() + 3000 };
         minted++;
       }
       return current.token;
     };
-    const page = await openProject(ctx, pages.origin, hub, id, { token });
+    const page = await e2e.open(ctx, id, { token });
     let sockets = 0;
     page.on("websocket", () => sockets++);
     await until("online", async () => (await status(page)) === "online");
     const text = await typeSlowly(page, "t.txt");
     await flush(page);
-    assert.equal((await hubFile(hub, id, "t.txt")).content, text);
+    assert.equal((await hubFile(e2e.hub, id, "t.txt")).content, text);
     assert.ok(minted >= 2, `a fresh token was fetched (${minted})`);
     assert.ok(sockets >= 1, `the socket was reopened after 4009 (${sockets} new sockets)`);
     await until("online again", async () => (await status(page)) === "online");
@@ -219,17 +199,17 @@ test("a token expiring (4009) mid-typing is refreshed without losing a write", a
 });
 
 test("a token is refreshed before expiry on the open socket (authed.expires_at): no reconnect", async () => {
-  const id = await newProject("token refresh");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("token refresh");
+  const ctx = await e2e.browser.newContext();
   let minted = 0;
   try {
-    const page = await openProject(ctx, pages.origin, hub, id, { token: () => (minted++, hub.token("alice", 3)) });
+    const page = await e2e.open(ctx, id, { token: () => (minted++, e2e.hub.token("alice", 3)) });
     await until("online", async () => (await status(page)) === "online");
     let sockets = 0;
     page.on("websocket", () => sockets++);
     const text = await typeSlowly(page, "t.txt");
     await flush(page);
-    assert.equal((await hubFile(hub, id, "t.txt")).content, text);
+    assert.equal((await hubFile(e2e.hub, id, "t.txt")).content, text);
     assert.ok(minted >= 3, `the token function was called again before each expiry (${minted} calls)`);
     assert.equal(sockets, 0, "the socket stayed open across refreshes");
     assert.equal(await status(page), "online");
@@ -239,10 +219,10 @@ test("a token is refreshed before expiry on the open socket (authed.expires_at):
 });
 
 test("the hub killed and restarted mid-typing: nothing lost", async () => {
-  const id = await newProject("hub restart");
-  const ctx = await browser.newContext();
+  const id = await e2e.newProject("hub restart");
+  const ctx = await e2e.browser.newContext();
   try {
-    const page = await openProject(ctx, pages.origin, hub, id);
+    const page = await e2e.open(ctx, id);
     await until("online", async () => (await status(page)) === "online");
     let text = "";
     for (let i = 0; i < 10; i++) {
@@ -250,20 +230,20 @@ test("the hub killed and restarted mid-typing: nothing lost", async () => {
       await write(page, "k.txt", text);
       await sleep(50);
     }
-    await hub.kill();
+    await e2e.hub.kill();
     for (let i = 0; i < 10; i++) {
       text += `b${i} `;
       await write(page, "k.txt", text);
       await sleep(50);
     }
     await until("offline noticed", async () => (await status(page)) === "offline");
-    await hub.start();
+    await e2e.hub.start();
     for (let i = 0; i < 5; i++) {
       text += `c${i} `;
       await write(page, "k.txt", text);
     }
     await flush(page);
-    assert.equal((await hubFile(hub, id, "k.txt")).content, text);
+    assert.equal((await hubFile(e2e.hub, id, "k.txt")).content, text);
     await until("online again", async () => (await status(page)) === "online", 30_000);
     const ops = (await appliedWrites(id, "k.txt")).map(([, op]) => op);
     assert.equal(new Set(ops).size, ops.length, "no write applied twice");
@@ -274,13 +254,13 @@ test("the hub killed and restarted mid-typing: nothing lost", async () => {
 
 test("resync_required after retention: the file list is reloaded, local drafts survive, nothing missed", async () => {
   // A hub of its own whose log keeps events for 1 s (pruned at start, then every minute).
-  const short = new Hub(pages.origin, { SYNCHUB_EVENT_RETENTION_SECS: "1" });
-  const ctx = await browser.newContext();
+  const short = new Hub(e2e.pages.origin, { SYNCHUB_EVENT_RETENTION_SECS: "1" });
+  const ctx = await e2e.browser.newContext();
   try {
     await short.start();
     const id = randomUUID();
     await short.api("POST", "/v1/projects", { id, name: "resync" });
-    const page = await openProject(ctx, pages.origin, short, id);
+    const page = await openProject(ctx, e2e.pages.origin, short, id);
     await write(page, "a.txt", "v1");
     await flush(page);
     await until("online", async () => (await status(page)) === "online");
@@ -312,12 +292,12 @@ test("resync_required after retention: the file list is reloaded, local drafts s
 });
 
 test("move: A renames a file with unsent edits; B sees it moved in one change, the edits land after it", async () => {
-  const id = await newProject("move");
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const id = await e2e.newProject("move");
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const a = await openProject(ctxA, pages.origin, hub, id);
-    const b = await openProject(ctxB, pages.origin, hub, id);
+    const a = await e2e.open(ctxA, id);
+    const b = await e2e.open(ctxB, id);
     await until("both online", async () => (await status(a)) === "online" && (await status(b)) === "online");
     await write(a, "src/old.ts", "export const x = 1;");
     await flush(a);
@@ -330,7 +310,7 @@ test("move: A renames a file with unsent edits; B sees it moved in one change, t
     assert.deepEqual(await a.evaluate(() => window.project.paths()), ["src/new.ts"], await a.evaluate(() => JSON.stringify([...window.project.drafts, ...window.project.known])));
     await flush(a);
     await until("B sees the move and the edit", async () => (await read(b, "src/new.ts")) === "export const x = 2;" && (await read(b, "src/old.ts")) === undefined);
-    const events = (await hubEvents(hub, id)).slice(1);
+    const events = (await hubEvents(e2e.hub, id)).slice(1);
     assert.deepEqual(events.map((e) => e.event), ["bulk:apply", "file:update"], "one atomic move, then the edit");
     assert.deepEqual(events[0].payload.files.map((f) => [f.file_path, f.content]), [["src/new.ts", "export const x = 1;"]]);
     assert.deepEqual(events[0].payload.deletes.map((d) => d.file_path), ["src/old.ts"]);
@@ -345,13 +325,13 @@ test("move: A renames a file with unsent edits; B sees it moved in one change, t
 });
 
 test("429: typing fast into a rate-limited hub, every write lands once, after each Retry-After", async () => {
-  const limited = new Hub(pages.origin, { SYNCHUB_WRITE_RATE: "1", SYNCHUB_WRITE_BURST: "2" });
+  const limited = new Hub(e2e.pages.origin, { SYNCHUB_WRITE_RATE: "1", SYNCHUB_WRITE_BURST: "2" });
   await limited.start();
-  const ctx = await browser.newContext();
+  const ctx = await e2e.browser.newContext();
   try {
     const id = randomUUID();
     await limited.api("POST", "/v1/projects", { id, name: "rate limited" });
-    const page = await openProject(ctx, pages.origin, limited, id);
+    const page = await openProject(ctx, e2e.pages.origin, limited, id);
     await until("online", async () => (await status(page)) === "online");
     const log = []; // [time, method, url, status, retry-after]
     page.on("response", (r) => {
@@ -380,13 +360,13 @@ test("429: typing fast into a rate-limited hub, every write lands once, after ea
 });
 
 test("a dead socket (a network path gone silent) is noticed within deadMs + 1 s; resumes with since, nothing lost", async () => {
-  const id = await newProject("dead socket");
-  const proxy = await startBlackholeProxy(hub.port);
-  const ctx = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const id = await e2e.newProject("dead socket");
+  const proxy = await startBlackholeProxy(e2e.hub.port);
+  const ctx = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const page = await openProject(ctx, pages.origin, hub, id, { url: proxy.url });
-    const other = await openProject(ctxB, pages.origin, hub, id);
+    const page = await e2e.open(ctx, id, { url: proxy.url });
+    const other = await e2e.open(ctxB, id);
     const joins = [];
     page.on("websocket", (ws) => ws.on("framesent", (f) => String(f.payload).includes('"join"') && joins.push(JSON.parse(String(f.payload)))));
     await until("online", async () => (await status(page)) === "online" && (await status(other)) === "online");
@@ -405,7 +385,7 @@ test("a dead socket (a network path gone silent) is noticed within deadMs + 1 s;
     assert.ok(noticedAfter <= FAST_TIMING.deadMs + 2_000, `noticed after ${noticedAfter} ms`);
     await until("resumed", async () => (await status(page)) === "online" && (await read(page, "b.txt")) === "written while A was cut off", 30_000);
     await until("A's write sent", async () => (await page.evaluate(() => window.project.pending)) === 0, 60_000);
-    assert.equal((await hubFile(hub, id, "a.txt")).content, "typed while cut off");
+    assert.equal((await hubFile(e2e.hub, id, "a.txt")).content, "typed while cut off");
     assert.deepEqual((await appliedWrites(id, "a.txt")).map(([c]) => c), ["before", "typed while cut off"], "each write applied once");
     assert.ok(joins.length >= 1, "rejoined");
     assert.equal(typeof joins.at(-1).since, "number", "rejoined with since");
@@ -418,14 +398,11 @@ test("a dead socket (a network path gone silent) is noticed within deadMs + 1 s;
 });
 
 test("the demo editor at / (served by synchub dev): edit, Saving then Synced, live in a second window", async () => {
-  const token = hub.token("demo-user");
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const token = e2e.hub.token("demo-user");
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const a = await ctxA.newPage();
-    a.on("pageerror", (err) => console.error("demo page error:", err));
-    if (process.env.E2E_DEBUG) a.on("console", (m) => console.error("console:", m.text()));
-    await a.goto(`${hub.url}/#token=${token}`);
+    const a = await e2e.openDemo(ctxA, token);
     assert.ok(!a.url().includes(token), "the token leaves the address bar");
     await until("the first project is opened", async () => (await a.locator("#project option").count()) === 1);
     await until("synced", async () => (await a.textContent("#status")) === "Synced");
@@ -434,10 +411,9 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
     await a.locator("#editor").fill("export const hello = 1;");
     await until("synced after typing", async () => (await a.textContent("#status")) === "Synced" && (await a.locator("#tree li").count()) === 1);
     const projectId = await a.locator("#project").inputValue();
-    assert.equal((await hubFile(hub, projectId, "src/hello.ts", token)).content, "export const hello = 1;");
+    assert.equal((await hubFile(e2e.hub, projectId, "src/hello.ts", token)).content, "export const hello = 1;");
 
-    const b = await ctxB.newPage();
-    await b.goto(`${hub.url}/#token=${token}&project=${projectId}`);
+    const b = await e2e.openDemo(ctxB, token, projectId);
     await until("B lists the file", async () => (await b.locator("#tree li").count()) === 1);
     await b.click("#tree li");
     await a.locator("#editor").fill("export const hello = 2;");
@@ -448,7 +424,7 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
     await a.click("#rename-file");
     await until("B logs the rename as one move", async () => (await b.textContent("#log")).includes("moved src/hello.ts → src/renamed.ts"));
     await until("B's tree shows the new name", async () => (await b.locator("#tree li").allTextContents()).join() === "renamed.ts");
-    const events = (await hubEvents(hub, projectId, token)).map((e) => e.event);
+    const events = (await hubEvents(e2e.hub, projectId, token)).map((e) => e.event);
     assert.equal(events.at(-1), "bulk:apply");
   } finally {
     await ctxA.close();
@@ -457,11 +433,11 @@ test("the demo editor at / (served by synchub dev): edit, Saving then Synced, li
 });
 
 test("typing into a large file moves deltas both ways (PATCH up, delta events down)", async () => {
-  const id = await newProject("deltas");
+  const id = await e2e.newProject("deltas");
   const big = Array.from({ length: 12_000 }, (_, i) => `export const value${i} = ${i}; // generated line\n`).join("");
-  await hub.api("PUT", `/v1/projects/${id}/files/src/big.ts`, { content: big });
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  await e2e.hub.api("PUT", `/v1/projects/${id}/files/src/big.ts`, { content: big });
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   // What each page sends (writes) and receives (event frames), recorded from the start.
   const traffic = (page) => {
     const seen = { writes: [], events: [] };
@@ -475,9 +451,9 @@ test("typing into a large file moves deltas both ways (PATCH up, delta events do
   const open = async (ctx) => {
     const page = await ctx.newPage();
     const seen = traffic(page);
-    await page.exposeFunction("nextToken", async () => hub.token());
-    await page.goto(pages.origin + "/");
-    await attach(page, hub, id, { storage: "memory" });
+    await page.exposeFunction("nextToken", async () => e2e.hub.token());
+    await page.goto(e2e.pages.origin + "/");
+    await attach(page, e2e.hub, id, { storage: "memory" });
     return { page, seen };
   };
   try {
@@ -504,7 +480,7 @@ test("typing into a large file moves deltas both ways (PATCH up, delta events do
       await flush(b.page);
     }
     await until("A sees B's typing", async () => (await read(a.page, "src/big.ts")) === text);
-    assert.equal((await hubFile(hub, id, "src/big.ts")).content, text);
+    assert.equal((await hubFile(e2e.hub, id, "src/big.ts")).content, text);
 
     for (const [name, side] of [["A", a], ["B", b]]) {
       const patches = side.seen.writes.filter((w) => w.method === "PATCH");
@@ -522,12 +498,10 @@ test("typing into a large file moves deltas both ways (PATCH up, delta events do
 });
 
 test("file history in the demo editor: the timeline lists a file's versions and Restore brings one back", async () => {
-  const token = hub.token("history-user");
-  const ctx = await browser.newContext();
+  const token = e2e.hub.token("history-user");
+  const ctx = await e2e.browser.newContext();
   try {
-    const page = await ctx.newPage();
-    page.on("pageerror", (err) => console.error("demo page error:", err));
-    await page.goto(`${hub.url}/#token=${token}`);
+    const page = await e2e.openDemo(ctx, token);
     await until("the first project is opened", async () => (await page.locator("#project option").count()) === 1);
     await until("synced", async () => (await page.textContent("#status")) === "Synced");
     page.once("dialog", (d) => d.accept("notes.md"));
@@ -537,17 +511,17 @@ test("file history in the demo editor: the timeline lists a file's versions and 
       await until(`"${text}" synced`, async () => (await page.textContent("#status")) === "Synced");
     }
     const projectId = await page.locator("#project").inputValue();
-    await until("the hub has version 2", async () => (await hubFile(hub, projectId, "notes.md", token))?.version === 2);
+    await until("the hub has version 2", async () => (await hubFile(e2e.hub, projectId, "notes.md", token))?.version === 2);
     await page.click("#history-file");
     await until("the timeline lists both versions", async () => (await page.locator("#history li").count()) === 2);
     assert.deepEqual(await page.locator("#history li").evaluateAll((items) => items.map((li) => li.dataset.version)), ["2", "1"]);
     await page.click('#history li[data-version="1"] button');
     await until("the editor shows the restored text", async () => (await page.locator("#editor").inputValue()) === "first draft");
-    const file = await hubFile(hub, projectId, "notes.md", token);
+    const file = await hubFile(e2e.hub, projectId, "notes.md", token);
     assert.equal(file.content, "first draft");
     assert.equal(file.version, 3);
     await until("the timeline shows the restore", async () => (await page.locator("#history li").count()) === 3);
-    const events = (await hubEvents(hub, projectId, token)).filter((e) => e.payload.file_path === "notes.md");
+    const events = (await hubEvents(e2e.hub, projectId, token)).filter((e) => e.payload.file_path === "notes.md");
     assert.equal(events.at(-1).event, "file:update");
   } finally {
     await ctx.close();

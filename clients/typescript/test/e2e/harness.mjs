@@ -2,12 +2,14 @@
 // port), a test page served from ANOTHER origin by a tiny HTTP server, and the Debian
 // Chromium driven by playwright-core. Everything on 127.0.0.1.
 import { spawn, execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import net from "node:net";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -147,6 +149,45 @@ export async function launchBrowser() {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+}
+
+/**
+ * The before/after every e2e test file shares: builds the hub binary, starts the page
+ * server, one hub for the file and Chromium (the system executable); all stopped after the
+ * file. The returned object's `pages`, `hub` and `browser` are set once `before` has run;
+ * `newProject(name)` creates a project on that hub, `open(context, projectId, options)` is
+ * [`openProject`] on it and `openDemo(context, token, projectId)` opens its demo editor.
+ */
+export function setupSuite() {
+  const suite = {
+    async newProject(name) {
+      const id = randomUUID();
+      await suite.hub.api("POST", "/v1/projects", { id, name });
+      return id;
+    },
+    open: (context, projectId, options) => openProject(context, suite.pages.origin, suite.hub, projectId, options),
+    /** A page of the demo editor the hub serves at `/`, signed in with `token` (and on `projectId`). */
+    async openDemo(context, token, projectId) {
+      const page = await context.newPage();
+      page.on("pageerror", (err) => console.error("demo page error:", err));
+      if (process.env.E2E_DEBUG) page.on("console", (m) => console.error("console:", m.text()));
+      await page.goto(`${suite.hub.url}/#token=${token}${projectId ? `&project=${projectId}` : ""}`);
+      return page;
+    },
+  };
+  before(async () => {
+    buildHub();
+    suite.pages = await startPageServer();
+    suite.hub = new Hub(suite.pages.origin);
+    await suite.hub.start();
+    suite.browser = await launchBrowser();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.hub?.stop();
+    await suite.pages?.close();
+  });
+  return suite;
 }
 
 /**

@@ -1,25 +1,10 @@
 // End-to-end presence (CONTRACT section 12): two Chromium pages on one project see each
 // other in `project.presence` with the meta they set; one page closes and leaves.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
-import { Hub, buildHub, launchBrowser, openProject, startPageServer, status, until } from "./harness.mjs";
+import { setupSuite, status, until } from "./harness.mjs";
 
-let browser, pages, hub;
-
-before(async () => {
-  buildHub();
-  pages = await startPageServer();
-  hub = new Hub(pages.origin);
-  await hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-  await pages?.close();
-});
+const e2e = setupSuite();
 
 /** What a page's `project.presence` lists: [user, meta.file] per member, and its own id. */
 const present = (page) =>
@@ -29,14 +14,13 @@ const present = (page) =>
   }));
 
 test("two pages see each other present with their open file; a closed page leaves", async () => {
-  const id = randomUUID();
-  await hub.api("POST", "/v1/projects", { id, name: "presence" });
-  await hub.api("PUT", `/v1/projects/${id}/members/bob`, { role: "viewer" });
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const id = await e2e.newProject("presence");
+  await e2e.hub.api("PUT", `/v1/projects/${id}/members/bob`, { role: "viewer" });
+  const ctxA = await e2e.browser.newContext();
+  const ctxB = await e2e.browser.newContext();
   try {
-    const a = await openProject(ctxA, pages.origin, hub, id, { storage: "memory" });
-    const b = await openProject(ctxB, pages.origin, hub, id, { storage: "memory", token: () => hub.token("bob") });
+    const a = await e2e.open(ctxA, id, { storage: "memory" });
+    const b = await e2e.open(ctxB, id, { storage: "memory", token: () => e2e.hub.token("bob") });
     await until("both online", async () => (await status(a)) === "online" && (await status(b)) === "online");
     await a.evaluate(() => {
       window.presenceEvents = 0;

@@ -5,28 +5,11 @@ import "fake-indexeddb/auto";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { createClient, SynchubError, sha256Hex } from "../../dist/index.js";
+import { SynchubError, sha256Hex } from "../../dist/index.js";
 import { FakeHub } from "./fake-hub.mjs";
+import { openOnline, until } from "./fixture.mjs";
 
 const PID = "00000000-0000-4000-8000-0000000000b1";
-const fast = { debounceMs: 20, maxDelayMs: 200, pingMs: 30, deadMs: 100, backoffBaseMs: 5, backoffMaxMs: 40, editorStateDebounceMs: 10 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-async function open(hub) {
-  const client = createClient({ url: "http://hub.test", token: "t1", fetch: hub.fetch, WebSocket: hub.WebSocket, timing: fast });
-  const project = await client.project(PID, { storage: "memory" });
-  await until("online", () => project.status === "online");
-  return { client, project };
-}
-
 /** Bytes no text file could hold. */
 function image(len, seed = 1) {
   const out = new Uint8Array(len);
@@ -50,7 +33,7 @@ test("sha256Hex (WebCrypto) matches node's sha256", async () => {
 
 test("a small binary goes straight as octet-stream with expected_version and op_id, and shows in the file state", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const changes = [];
   project.on("change", (e) => changes.push(e));
   const png = image(5000);
@@ -75,7 +58,7 @@ test("a small binary goes straight as octet-stream with expected_version and op_
 
 test("a large binary is announced, uploaded to the signed URL without the token, then referenced", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const big = image(2 * 1024 * 1024 + 5, 3);
   const written = await project.writeBinary("media/intro.mp4", big);
   const announce = hub.requests.find((r) => r.method === "POST" && r.path.endsWith("/blobs"));
@@ -97,7 +80,7 @@ test("a large binary is announced, uploaded to the signed URL without the token,
 
 test("remote binary events land in the file state; reads are checked against the sha256", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const remote = [];
   project.on("change", (e) => e.origin === "remote" && remote.push(e));
   const font = image(3000, 4);
@@ -120,7 +103,7 @@ test("a reopened project lists binary files from the file list", async () => {
   const hub = new FakeHub();
   hub.remoteBinary(PID, "img/a.png", image(100, 5));
   hub.remoteWrite(PID, "README.md", "# hi");
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   await until("listed", () => project.paths().length === 2);
   assert.deepEqual(project.binary("img/a.png"), { sha256: hex(image(100, 5)), size: 100, version: 1 });
   assert.equal(project.read("README.md"), "# hi");
@@ -134,7 +117,7 @@ test("a reopened project lists binary files from the file list", async () => {
 
 test("a lost answer and a 503 are retried with the same op_id; a conflict rejects with its code", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   hub.inject.push({ match: (r) => r.method === "PUT", status: 503, body: { error: { code: "unavailable", message: "busy" } } });
   hub.inject.push({ match: (r) => r.method === "PUT", applyFirst: true, throw: true });
   await project.writeBinary("a.bin", image(64));
@@ -151,7 +134,7 @@ test("a lost answer and a 503 are retried with the same op_id; a conflict reject
 
 test("binary writes are online-only: offline they reject after a few tries, and unsent text of the path is refused", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   project.write("notes.bin", "draft text");
   await assert.rejects(project.writeBinary("notes.bin", image(4)), /unsent text/);
   await project.flush();

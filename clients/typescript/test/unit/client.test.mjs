@@ -4,32 +4,15 @@
 import "fake-indexeddb/auto";
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createClient } from "../../dist/index.js";
 import { FakeHub } from "./fake-hub.mjs";
+import { FAST_TIMING, openOnline, openProject, sleep, until } from "./fixture.mjs";
 
 const PID = "00000000-0000-4000-8000-000000000001";
-const fast = { debounceMs: 20, maxDelayMs: 200, pingMs: 30, deadMs: 100, backoffBaseMs: 5, backoffMaxMs: 40, editorStateDebounceMs: 10 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function open(hub, opts = {}, clientOpts = {}) {
-  const client = createClient({ url: "http://hub.test", token: "t1", fetch: hub.fetch, WebSocket: hub.WebSocket, timing: fast, ...clientOpts });
-  return client.project(opts.id ?? PID, { storage: "memory", ...opts }).then((project) => ({ client, project }));
-}
-
 const puts = (hub) => hub.requests.filter((r) => r.method === "PUT" && r.path.includes("/files/"));
 
 test("keystrokes are local at once and coalesced into one PUT with expected_version and op_id", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const changes = [];
   project.on("change", (e) => changes.push(e));
   for (const text of ["h", "he", "hel", "hell", "hello"]) project.write("a.txt", text);
@@ -53,7 +36,7 @@ test("keystrokes are local at once and coalesced into one PUT with expected_vers
 
 test("a write whose answer was lost is resent with the same op_id and applied once", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   hub.inject.push({ match: (r) => r.method === "PUT", applyFirst: true, throw: true });
   project.write("a.txt", "once");
   await project.flush();
@@ -66,8 +49,7 @@ test("a write whose answer was lost is resent with the same op_id and applied on
 
 test("offline: writes queue up, status says offline, and are sent when the network returns", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   hub.setOffline(true);
   project.write("a.txt", "typed offline");
   project.write("b.txt", "also offline");
@@ -85,8 +67,7 @@ test("offline: writes queue up, status says offline, and are sent when the netwo
 
 test("remote events update the local copy and emit remote changes; reconnect resumes with since", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const remote = [];
   project.on("change", (e) => e.origin === "remote" && remote.push(e));
   hub.remoteWrite(PID, "r.txt", "from elsewhere");
@@ -104,8 +85,7 @@ test("remote events update the local copy and emit remote changes; reconnect res
 
 test("a silent (dead) socket is noticed and replaced", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const first = [...hub.sockets][0];
   first.silent = true; // no pongs, no frames: a half-open connection
   first.deliver = () => undefined;
@@ -115,8 +95,7 @@ test("a silent (dead) socket is noticed and replaced", async () => {
 
 test("a write hanging on a dead connection is aborted when the socket is found dead, and resent once", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const first = [...hub.sockets][0];
   hub.inject.push({ match: (r) => r.method === "PUT", hang: true });
   first.silent = true;
@@ -131,8 +110,7 @@ test("a write hanging on a dead connection is aborted when the socket is found d
 
 test("a write that failed on the network (socket still up) says offline, and online again once answered", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const seen = [];
   project.on("status", (s) => seen.push(s));
   hub.inject.push({ match: (r) => r.method === "PUT", throw: true });
@@ -146,7 +124,7 @@ test("a write that failed on the network (socket still up) says offline, and onl
 test("409 with policy server: the server copy wins and the local text is kept in conflicts()", async () => {
   const hub = new FakeHub();
   hub.remoteWrite(PID, "a.txt", "base");
-  const { client, project } = await open(hub, { conflict: "server" });
+  const { client, project } = await openProject(hub, PID, { conflict: "server" });
   await until("online", () => project.status === "online" && project.read("a.txt") === "base");
   hub.setOffline(true);
   project.write("a.txt", "mine");
@@ -167,7 +145,7 @@ test("409 with policy server: the server copy wins and the local text is kept in
 test("409 with policy client: the local text is written over the current version; the server text stays in conflicts()", async () => {
   const hub = new FakeHub();
   hub.remoteWrite(PID, "a.txt", "base");
-  const { client, project } = await open(hub, { conflict: "client" });
+  const { client, project } = await openProject(hub, PID, { conflict: "client" });
   await until("online", () => project.status === "online" && project.read("a.txt") === "base");
   hub.setOffline(true);
   project.write("a.txt", "mine");
@@ -184,7 +162,7 @@ test("409 with policy client: the local text is written over the current version
 
 test("429 waits for Retry-After, then sends the same write", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   hub.inject.push({ match: (r) => r.method === "PUT", status: 429, body: { error: { code: "rate_limited", message: "slow down" } }, headers: { "retry-after": "1" } });
   const started = Date.now();
   project.write("a.txt", "x");
@@ -199,8 +177,7 @@ test("an expired token is refreshed (HTTP 401 and socket 4009) without losing a 
   const hub = new FakeHub();
   let calls = 0;
   const token = () => (++calls === 1 ? "t1" : "t2");
-  const { client, project } = await open(hub, {}, { token });
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID, {}, { token });
   hub.validTokens = new Set(["t2"]); // t1 expires
   for (const s of hub.sockets) s.drop(4009);
   project.write("a.txt", "kept");
@@ -214,8 +191,7 @@ test("an expired token is refreshed (HTTP 401 and socket 4009) without losing a 
 test("a hub restart (1012) reconnects at once and resumes with since, not after a backoff", async () => {
   const hub = new FakeHub();
   // A backoff far longer than the wait below: only an immediate reconnect passes.
-  const { client, project } = await open(hub, {}, { timing: { ...fast, backoffBaseMs: 60_000, backoffMaxMs: 60_000 } });
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID, {}, { timing: { ...FAST_TIMING, backoffBaseMs: 60_000, backoffMaxMs: 60_000 } });
   hub.remoteWrite(PID, "a.txt", "one");
   await until("event", () => project.read("a.txt") === "one");
   const first = [...hub.sockets][0];
@@ -229,8 +205,7 @@ test("a hub restart (1012) reconnects at once and resumes with since, not after 
 
 test("resync_required reloads the file list and resumes from its cursor", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   hub.setOffline(true);
   hub.remoteWrite(PID, "gone.txt", "x");
   hub.remoteWrite(PID, "b.txt", "y");
@@ -248,11 +223,11 @@ test("storage indexeddb: unsent writes survive a reload and are sent once after 
   const hub = new FakeHub();
   const id = "00000000-0000-4000-8000-0000000000ab";
   hub.setOffline(true);
-  const first = await open(hub, { id, storage: "indexeddb" });
+  const first = await openProject(hub, id, { storage: "indexeddb" });
   first.project.write("draft.txt", "typed before the crash");
   await sleep(50);
   first.client.close();
-  const second = await open(hub, { id, storage: "indexeddb" });
+  const second = await openProject(hub, id, { storage: "indexeddb" });
   assert.equal(second.project.read("draft.txt"), "typed before the crash", "shown before the network answers");
   hub.setOffline(false);
   await second.project.flush();
@@ -263,7 +238,7 @@ test("storage indexeddb: unsent writes survive a reload and are sent once after 
 
 test("delete is queued like a write; a write after it creates the file anew", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   project.delete("a.txt");
@@ -279,7 +254,7 @@ test("delete is queued like a write; a write after it creates the file anew", as
 
 test("a write made while a delete of the path is in flight creates the file anew (expected_version 0)", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   hub.inject.push({ match: (r) => r.method === "DELETE", applyFirst: true, throw: true });
@@ -298,7 +273,7 @@ const fileOps = (hub) => hub.requests.filter((r) => r.path.includes("/files/") &
 
 test("move is local at once and sent as one files:move with expected_version and op_id (one bulk:apply)", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   const changes = [];
@@ -323,7 +298,7 @@ test("move is local at once and sent as one files:move with expected_version and
 
 test("move: unsent text of the old path is carried over and written after the move; text typed at the new path too", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   hub.setOffline(true);
@@ -348,7 +323,7 @@ test("move: unsent text of the old path is carried over and written after the mo
 
 test("move: a write in flight to the old path is answered before the move is sent", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   // The write's answer is lost: it is resent (same op_id) before the move goes out.
@@ -366,7 +341,7 @@ test("move: a write in flight to the old path is answered before the move is sen
 
 test("move whose answer was lost is resent with the same op_id and applied once", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), applyFirst: true, throw: true });
@@ -380,7 +355,7 @@ test("move whose answer was lost is resent with the same op_id and applied once"
 
 test("move: a change of the old path before the move is sent replaces the move (a write and the new text)", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   project.move("a.txt", "b.txt");
@@ -395,7 +370,7 @@ test("move: a change of the old path before the move is sent replaces the move (
 
 test("move: a file at the old path written after the move was sent is created anew (expected_version 0)", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), applyFirst: true, throw: true });
@@ -412,7 +387,7 @@ test("move: a file at the old path written after the move was sent is created an
 
 test("move of a file the hub never had is a write at the new path", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   hub.setOffline(true);
   project.write("a.txt", "A");
   project.move("a.txt", "b.txt");
@@ -430,7 +405,7 @@ for (const policy of ["server", "client"]) {
   test(`move refused with 409 (old path changed meanwhile), policy ${policy}: split into write + delete, no text lost`, async () => {
     const hub = new FakeHub();
     hub.remoteWrite(PID, "a.txt", "A");
-    const { client, project } = await open(hub, { conflict: policy });
+    const { client, project } = await openProject(hub, PID, { conflict: policy });
     await until("online", () => project.read("a.txt") === "A");
     hub.setOffline(true);
     project.move("a.txt", "b.txt");
@@ -455,7 +430,7 @@ for (const policy of ["server", "client"]) {
   test(`move refused with 409 (new path exists), policy ${policy}: the moved text wins or stays in conflicts()`, async () => {
     const hub = new FakeHub();
     hub.remoteWrite(PID, "a.txt", "A");
-    const { client, project } = await open(hub, { conflict: policy });
+    const { client, project } = await openProject(hub, PID, { conflict: policy });
     await until("online", () => project.read("a.txt") === "A");
     hub.setOffline(true);
     project.move("a.txt", "b.txt");
@@ -473,7 +448,7 @@ for (const policy of ["server", "client"]) {
 
 test("move refused for good (invalid target): the old path stays and the text is kept in conflicts()", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.write("a.txt", "A");
   await project.flush();
   hub.inject.push({ match: (r) => r.path.endsWith("/files:move"), status: 400, body: { error: { code: "invalid_path", message: "bad" } } });
@@ -490,7 +465,7 @@ test("move refused for good (invalid target): the old path stays and the text is
 test("storage indexeddb: a queued move survives a reload and is sent once after it", async () => {
   const hub = new FakeHub();
   const id = "00000000-0000-4000-8000-0000000000a7";
-  const first = await open(hub, { id, storage: "indexeddb" });
+  const first = await openProject(hub, id, { storage: "indexeddb" });
   first.project.write("a.txt", "A");
   await first.project.flush();
   hub.setOffline(true);
@@ -498,7 +473,7 @@ test("storage indexeddb: a queued move survives a reload and is sent once after 
   await sleep(30);
   first.client.close();
   hub.setOffline(false);
-  const second = await open(hub, { id, storage: "indexeddb" });
+  const second = await openProject(hub, id, { storage: "indexeddb" });
   assert.deepEqual(second.project.paths(), ["b.txt"]);
   await second.project.flush();
   assert.equal(new Set(moves(hub).map((r) => r.body.op_id)).size, 1, "one move, however often it was sent");
@@ -509,7 +484,7 @@ test("storage indexeddb: a queued move survives a reload and is sent once after 
 
 test("a write the hub refuses for good is kept in conflicts() with the error", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   hub.inject.push({ match: (r) => r.method === "PUT", status: 400, body: { error: { code: "invalid_path", message: "bad" } } });
   project.write("bad.txt", "keep me");
   await project.flush();
@@ -520,7 +495,7 @@ test("a write the hub refuses for good is kept in conflicts() with the error", a
 
 test("editor state: set is local at once, saved debounced with base_revision; a 409 takes the server copy", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openProject(hub, PID);
   project.editorState.set({ open: ["a"] });
   project.editorState.set({ open: ["a", "b"] });
   assert.deepEqual(project.editorState.get(), { open: ["a", "b"] });
@@ -534,8 +509,7 @@ test("editor state: set is local at once, saved debounced with base_revision; a 
 
 test("history lists a file's versions newest first and restore brings one back as a remote change", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   for (const text of ["one", "two", "three"]) {
     project.write("a.txt", text);
     await project.flush();

@@ -4,28 +4,10 @@
 import "fake-indexeddb/auto";
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createClient } from "../../dist/index.js";
 import { FakeHub } from "./fake-hub.mjs";
+import { openOnline, until } from "./fixture.mjs";
 
 const PID = "00000000-0000-4000-8000-000000000002";
-const fast = { debounceMs: 20, maxDelayMs: 200, pingMs: 30, deadMs: 100, backoffBaseMs: 5, backoffMaxMs: 40, editorStateDebounceMs: 10 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-async function open(hub) {
-  const client = createClient({ url: "http://hub.test", token: "t1", fetch: hub.fetch, WebSocket: hub.WebSocket, timing: fast });
-  const project = await client.project(PID, { storage: "memory" });
-  await until("online", () => project.status === "online");
-  return { client, project };
-}
-
 const big = (n) => Array.from({ length: n }, (_, i) => `export const line${i} = ${i}; // some code\n`).join("");
 const edit = (text, at, ch) => text.slice(0, at) + ch + text.slice(at + 1);
 const fileGets = (hub, path) => hub.requests.filter((r) => r.method === "GET" && r.path.endsWith(`/files/${path}`));
@@ -33,7 +15,7 @@ const fileGets = (hub, path) => hub.requests.filter((r) => r.method === "GET" &&
 test("incoming deltas apply to the known copy; a corrupted or unknown-base delta falls back to a full read", async () => {
   const hub = new FakeHub();
   hub.deltas = true;
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const v1 = big(500);
   hub.remoteWrite(PID, "big.ts", v1);
   await until("v1", () => project.read("big.ts") === v1);
@@ -69,7 +51,7 @@ test("incoming deltas apply to the known copy; a corrupted or unknown-base delta
 
 test("autosave sends a delta against the last acknowledged version when it is smaller than half", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const v1 = big(2000);
   project.write("big.ts", v1);
   await project.flush();
@@ -93,7 +75,7 @@ test("autosave sends a delta against the last acknowledged version when it is sm
 
 test("a delta the hub refuses (400) is resent in full with the same op_id", async () => {
   const hub = new FakeHub();
-  const { client, project } = await open(hub);
+  const { client, project } = await openOnline(hub, PID);
   const v1 = big(500);
   project.write("a.ts", v1);
   await project.flush();

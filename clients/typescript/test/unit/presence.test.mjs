@@ -4,31 +4,19 @@
 import "fake-indexeddb/auto";
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createClient, PRESENCE_INTERVAL_MS } from "../../dist/index.js";
+import { PRESENCE_INTERVAL_MS } from "../../dist/index.js";
 import { FakeHub } from "./fake-hub.mjs";
+import { openOnline, sleep, until } from "./fixture.mjs";
 
 const PID = "00000000-0000-4000-8000-000000000002";
 const CHANNEL = `realtime:project:${PID}`;
-const fast = { debounceMs: 20, maxDelayMs: 200, pingMs: 30, deadMs: 100, backoffBaseMs: 5, backoffMaxMs: 40, editorStateDebounceMs: 10 };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
 const member = (client_id, user, meta = null, kind = "user") => ({ client_id, user, kind, meta });
 const joinedSocket = (hub) => [...hub.sockets].find((s) => s.joined.size > 0);
 const presenceSent = (socket) => socket.sent.filter((f) => f.type === "presence");
 
 test("members come from presence_state and diffs; setPresence is throttled and resent after a reconnect", async () => {
   const hub = new FakeHub();
-  const client = createClient({ url: "http://hub.test", token: "t1", fetch: hub.fetch, WebSocket: hub.WebSocket, timing: fast });
-  const project = await client.project(PID, { storage: "memory" });
-  await until("online", () => project.status === "online");
+  const { client, project } = await openOnline(hub, PID);
   const seen = [];
   project.on("presence", (members) => seen.push(members.map((m) => m.client_id)));
 
