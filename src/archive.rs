@@ -10,9 +10,15 @@
 //!   compression ratio, symlinks, duplicates; sizes and hashes against the manifest when
 //!   there is one). A file is binary when the manifest says `binary: true` or, without a
 //!   manifest, when its bytes are not UTF-8 text without NUL; a file the manifest calls
-//!   text must be text. Only then are the binaries stored as blobs (once per content) and
-//!   one SQL call made (`synchub.import_project_archive`: one change, one `bulk:apply`). A
-//!   bad entry answers with its name in the error's `entry`, and no file is written.
+//!   text must be text. The hub's memory stays flat whatever the archive's size: as the
+//!   reader (a blocking thread) checks entries, they go through a small bounded channel to
+//!   the request's one transaction, staged a few hundred at a time
+//!   (`synchub.stage_archive_entries`), and binary files' bytes go from their temporary
+//!   file to blob storage (once per content). Once the whole archive checked out, one call
+//!   (`synchub.import_project_archive`) applies the staged entries as one change, one
+//!   `bulk:apply`, and removes them. A bad entry answers with its name in the error's
+//!   `entry` and the transaction rolls back: no file is written, nothing stays staged (a
+//!   blob already stored is collected after the grace period, as no file references it).
 
 use std::io::{Seek, SeekFrom, Write};
 
@@ -28,6 +34,7 @@ use snapshot_builder::db::ProjectRead;
 use snapshot_builder::{EntrySink, MANIFEST_PATH, ManifestFile, ManifestRule, ReadError, ReadLimits, SinkError};
 use synchub_protocol::{ArchiveImportQuery, ArchiveMode, BulkWriteResponse};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::Sender;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
@@ -86,28 +93,45 @@ pub async fn import(
     state.limiter.check(&actor.rate_key(), 1.0)?;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let archive = receive(body, declared, state.config.limits.max_archive_bytes).await?;
+    let mut client = state.db.pool().get().await?;
+    let tx = crate::db::begin(&mut client, actor.db()).await?;
+    let import_id = Uuid::new_v4();
+    let (sender, mut staged) = tokio::sync::mpsc::channel(STAGE_QUEUE);
     let limits = state.config.limits.clone();
-    let (files, binaries) =
-        tokio::task::spawn_blocking(move || read_upserts(archive, &limits)).await.map_err(ApiError::internal)??;
-    // Every entry checked out: only now do the binaries go to storage (a blob no file
-    // references is collected after the grace period, should the write still fail).
-    for binary in &binaries {
-        crate::blobs::put_file(&state, &actor, binary.bytes.path(), &binary.sha256, binary.size)
-            .await
-            .map_err(|err| err.for_entry(&binary.path))?;
+    let reader = tokio::task::spawn_blocking(move || read_entries(archive, &limits, sender));
+    let staging = async {
+        let stage = tx.prepare_cached("SELECT synchub.stage_archive_entries($1, $2, $3, $4, $5)").await?;
+        let actor_name = actor.name();
+        while let Some(item) = staged.recv().await {
+            match item {
+                Staged::Entries { first, json } => {
+                    tx.execute(&stage, &[&project, &actor_name, &import_id, &first, &json]).await?;
+                }
+                Staged::Binary(binary) => {
+                    crate::blobs::put_file(&state, &actor, binary.bytes.path(), &binary.sha256, binary.size)
+                        .await
+                        .map_err(|err| err.for_entry(&binary.path))?;
+                }
+            }
+        }
+        Ok::<_, ApiError>(())
     }
-    drop(binaries);
+    .await;
+    // After a failure here, the reader stops at its next entry (nobody receives).
+    drop(staged);
+    let read = reader.await.map_err(ApiError::internal)?;
+    // A failure to stage comes first: the reader's error is then only that it was stopped.
+    staging?;
+    read?;
     let replace = query.mode == ArchiveMode::Replace;
-    let rows = state
-        .db
-        .query(
-            actor.db(),
+    let row = tx
+        .query_one(
             "SELECT synchub.import_project_archive($1, $2, $3, $4, $5)",
-            &[&project, &files, &replace, &actor.name(), &query.op_id],
+            &[&project, &import_id, &replace, &actor.name(), &query.op_id],
         )
         .await?;
-    drop(files);
-    let result: Value = rows.first().ok_or_else(|| ApiError::internal("import returned no row"))?.column(0)?;
+    let result: Value = row.column(0)?;
+    tx.commit().await?;
     state.committed(project);
     let answer =
         serde_path_to_error::deserialize(result).map_err(|err| ApiError::internal(format!("import: {err}")))?;
@@ -150,9 +174,9 @@ async fn receive(body: Body, declared: Option<u64>, limit: u64) -> Result<std::f
     Ok(file)
 }
 
-/// Reads and checks the whole archive (on a blocking thread): its files as the import's
-/// jsonb and the binary files' bytes, or the first problem.
-fn read_upserts(mut archive: std::fs::File, limits: &Limits) -> Result<(JsonbBytes, Vec<Binary>), ApiError> {
+/// Reads and checks the whole archive (on a blocking thread), sending its entries to be
+/// staged as they are checked; the first problem ends it.
+fn read_entries(mut archive: std::fs::File, limits: &Limits, sender: Sender<Staged>) -> Result<(), ApiError> {
     let read_limits = ReadLimits {
         max_entries: limits.max_files_per_project as usize,
         max_total_bytes: limits.max_bytes_per_user,
@@ -160,15 +184,15 @@ fn read_upserts(mut archive: std::fs::File, limits: &Limits) -> Result<(JsonbByt
         max_binary_file_bytes: limits.max_blob_bytes,
         ..ReadLimits::default()
     };
-    let mut upserts = Upserts::new(limits.max_file_bytes, has_manifest(&mut archive));
+    let mut entries = Entries::new(limits.max_file_bytes, has_manifest(&mut archive), sender);
     let archive = std::io::BufReader::new(archive);
-    snapshot_builder::read_archive_into(archive, &read_limits, &mut upserts, ManifestRule::Optional).map_err(
+    snapshot_builder::read_archive_into(archive, &read_limits, &mut entries, ManifestRule::Optional).map_err(
         |err| match err {
             SinkError::Archive(err) => read_error(err),
             SinkError::Sink(err) => err,
         },
     )?;
-    Ok(upserts.finish())
+    entries.send_batch()
 }
 
 /// Whether the archive has a manifest (then its `binary` flags decide what is binary).
@@ -203,9 +227,25 @@ fn read_error(err: ReadError) -> ApiError {
     }
 }
 
-/// The import's jsonb `[{path, content, file_type?}]`, written as JSON text while the reader
-/// inflates the archive, entry after entry (no JSON tree of the whole archive), and sent
-/// as is.
+/// Entries one staging call carries at most.
+const STAGE_ENTRIES: usize = 500;
+/// JSON bytes after which a staging call is sent (one entry may take it past: a text file
+/// is at most `max_file_bytes`, escaped).
+const STAGE_BYTES: usize = 1024 * 1024;
+/// Staging calls (or binary files) the reader may be ahead of the database by: with the
+/// entry being read, this bounds what the hub holds of an archive.
+const STAGE_QUEUE: usize = 2;
+
+/// What the reader hands to the request's transaction.
+enum Staged {
+    /// One staging call: the archive ordinal of its first entry, and its entries.
+    Entries { first: i32, json: JsonbBytes },
+    /// A binary file's bytes, to be stored as a blob before the change is applied.
+    Binary(Binary),
+}
+
+/// A staging call's jsonb `[{path, content | blob, file_type?}]`, written as JSON text while
+/// the reader inflates the archive, entry after entry (no JSON tree), and sent as is.
 #[derive(Debug)]
 struct JsonbBytes(Vec<u8>);
 
@@ -236,11 +276,16 @@ struct Binary {
 
 /// The reader's sink: each entry's bytes (in memory up to the text cap, then in a temporary
 /// file: only a binary file may be larger), checked once complete (the reader has then
-/// checked its size and hash) and appended to the upserts: text as `content`, binary
-/// files as a `blob` reference, their bytes kept for storage.
-struct Upserts {
+/// checked its size and hash) and appended to the next staging call: text as `content`,
+/// binary files as a `blob` reference, their bytes sent for storage.
+struct Entries {
+    sender: Sender<Staged>,
+    /// The next staging call's JSON array, without its closing bracket.
     json: Vec<u8>,
-    entries: usize,
+    /// Entries in `json`.
+    batched: usize,
+    /// The archive ordinal of the first entry in `json` (1-based).
+    first: usize,
     current: Vec<u8>,
     spilled: Option<tempfile::NamedTempFile>,
     /// Whether the entry's bytes so far are text.
@@ -248,7 +293,6 @@ struct Upserts {
     /// The archive has a manifest: its `binary` flags decide, else the bytes do.
     declared: bool,
     max_file_bytes: usize,
-    binaries: Vec<Binary>,
 }
 
 #[derive(serde::Serialize)]
@@ -268,31 +312,49 @@ struct BlobRef<'a> {
     size: u64,
 }
 
-impl Upserts {
-    fn new(max_file_bytes: usize, declared: bool) -> Self {
-        Upserts {
+impl Entries {
+    fn new(max_file_bytes: usize, declared: bool, sender: Sender<Staged>) -> Self {
+        Entries {
+            sender,
             json: b"[".to_vec(),
-            entries: 0,
+            batched: 0,
+            first: 1,
             current: Vec::new(),
             spilled: None,
             text: TextCheck::default(),
             declared,
             max_file_bytes,
-            binaries: Vec::new(),
         }
     }
 
-    fn finish(mut self) -> (JsonbBytes, Vec<Binary>) {
-        self.json.push(b']');
-        (JsonbBytes(self.json), self.binaries)
+    /// Hands something to the transaction, waiting while it is `STAGE_QUEUE` behind.
+    fn send(&self, staged: Staged) -> Result<(), ApiError> {
+        // Closed: the transaction failed and answers its own error.
+        self.sender.blocking_send(staged).map_err(|_| ApiError::internal("archive import stopped"))
+    }
+
+    /// Sends the entries gathered so far as one staging call (none: nothing to send).
+    fn send_batch(&mut self) -> Result<(), ApiError> {
+        if self.batched == 0 {
+            return Ok(());
+        }
+        let mut json = std::mem::replace(&mut self.json, b"[".to_vec());
+        json.push(b']');
+        let first = i32::try_from(self.first).map_err(ApiError::internal)?;
+        self.first += self.batched;
+        self.batched = 0;
+        self.send(Staged::Entries { first, json: JsonbBytes(json) })
     }
 
     fn push(&mut self, upsert: &Upsert<'_>) -> Result<(), ApiError> {
-        if self.entries > 0 {
+        if self.batched > 0 {
             self.json.push(b',');
         }
         serde_json::to_writer(&mut self.json, upsert).map_err(ApiError::internal)?;
-        self.entries += 1;
+        self.batched += 1;
+        if self.batched >= STAGE_ENTRIES || self.json.len() >= STAGE_BYTES {
+            self.send_batch()?;
+        }
         Ok(())
     }
 }
@@ -330,7 +392,7 @@ impl TextCheck {
     }
 }
 
-impl EntrySink for Upserts {
+impl EntrySink for Entries {
     type Error = ApiError;
 
     fn begin(&mut self, _: &ManifestFile) -> Result<bool, ApiError> {
@@ -375,8 +437,8 @@ impl EntrySink for Upserts {
             };
             let blob = BlobRef { sha256: &file.sha256, size: file.size };
             self.push(&Upsert { path: &file.path, content: None, blob: Some(blob), file_type })?;
-            self.binaries.push(Binary { path: file.path.clone(), sha256: file.sha256.clone(), size: file.size, bytes });
-            return Ok(());
+            let binary = Binary { path: file.path.clone(), sha256: file.sha256.clone(), size: file.size, bytes };
+            return self.send(Staged::Binary(binary));
         }
         if spilled.is_some() {
             return Err(entry(ApiError::payload_too_large(format!(

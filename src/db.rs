@@ -149,8 +149,7 @@ impl Db {
         let mut client = self.pool.get().await?;
         let statement = client.prepare_cached(sql).await?;
         if matches!(principal, Principal::Service) {
-            let tx = client.transaction().await?;
-            tx.batch_execute("SET LOCAL synchub.service = 'on'").await?;
+            let tx = begin(&mut client, principal).await?;
             let rows = tx.query(&statement, params).await?;
             tx.commit().await?;
             Ok(rows)
@@ -180,6 +179,20 @@ impl Db {
             Err(_) => Readiness::Unreachable,
         }
     }
+}
+
+/// Begins a transaction on a pooled connection, marked as the service's when `principal` is
+/// (the SQL role check then treats it as owner of every project; see [`Db::json`]). For
+/// writes that take several statements (archive imports).
+pub async fn begin<'c>(
+    client: &'c mut deadpool_postgres::Client,
+    principal: &Principal,
+) -> Result<deadpool_postgres::Transaction<'c>, ApiError> {
+    let tx = client.transaction().await?;
+    if matches!(principal, Principal::Service) {
+        tx.batch_execute("SET LOCAL synchub.service = 'on'").await?;
+    }
+    Ok(tx)
 }
 
 /// What readiness found in the database.

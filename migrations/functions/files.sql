@@ -108,16 +108,33 @@ END $$;
 -- changes nothing. Returns {seq, files:[{path, version, content_hash}], deleted:[{path, version}]}.
 -- Upserts whose content and type equal the current version change nothing. p_op_kind and
 -- p_op_args say which write this is, so a reused op_id can be recognised.
+-- Linear in the number of entries (archive imports bring 10,000 of 10 KB and more): the
+-- loops take entry i of one in-memory array (v_all -> i: no set-returning function, which
+-- would copy every entry into a tuplestore, on disk past work_mem, on each pass); the
+-- answer's lists are jsonb[] (array_append on a PL/pgSQL variable extends it in place,
+-- jsonb || copies the whole value each time); repeated paths are found by one sort; the
+-- file/folder check is two index probes per upsert.
 CREATE OR REPLACE FUNCTION synchub.apply_change(p_project uuid, p_upserts jsonb, p_deletes jsonb,
                                                 p_actor text, p_op_id uuid, p_event text,
                                                 p_op_kind text, p_op_args jsonb,
                                                 p_max_entries integer DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS jsonb LANGUAGE plpgsql
+-- Every lookup here is an index probe by design. Planned against statistics taken while
+-- project_files was (nearly) empty, as on a new hub, they became scans of the project's
+-- rows, which the change itself grows: n² for the first large import (an archive of
+-- 10,000 files took minutes instead of seconds). These keep the probes on the indexes.
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     v_prior jsonb := synchub.begin_write(p_project, p_actor, p_op_id, p_op_kind, p_op_args);
     v_limits synchub.limits;
     v_project synchub.projects;
     v_entry jsonb;
+    -- The upserts, then the deletes: entries 0 .. v_upsert_count - 1 are upserts.
+    v_all jsonb;
+    v_upsert_count integer;
+    -- The ordinal (0-based) of the first entry whose path an earlier entry has (NULL: none).
+    v_first_repeat bigint;
+    v_blob_upserts jsonb[] := '{}';
     v_path text;
     v_content text;
     v_blob text;  -- binary files (blobs.sql): the blob's sha256, NULL for text
@@ -126,13 +143,13 @@ DECLARE
     v_cur synchub.project_files;
     v_cur_version integer;
     v_expected bigint;
-    v_conflicts jsonb := '[]';
-    v_missing jsonb := '[]';
+    v_conflicts jsonb[] := '{}';
+    v_missing jsonb[] := '{}';
     v_seq bigint;
     v_new_id bigint;
     v_ids bigint[] := '{}';
-    v_files jsonb := '[]';
-    v_deleted jsonb := '[]';
+    v_files jsonb[] := '{}';
+    v_deleted jsonb[] := '{}';
     v_hash text;
     v_type text;
     v_delta_bytes bigint := 0;
@@ -163,21 +180,37 @@ BEGIN
             jsonb_build_object('limit', coalesce(p_max_entries, v_limits.max_bulk_entries)));
     END IF;
 
-    -- Validate every entry before touching anything.
-    FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts || p_deletes) LOOP
+    -- One flat copy in memory (an argument may arrive compressed: each -> would then
+    -- decompress all of it).
+    v_all := p_upserts || p_deletes;
+    v_upsert_count := jsonb_array_length(p_upserts);
+
+    -- Validate every entry before touching anything, in order: the first bad entry is the
+    -- one reported.
+    FOR v_i IN 0 .. jsonb_array_length(v_all) - 1 LOOP
+        v_paths := v_paths || (v_all -> v_i ->> 'path');
+    END LOOP;
+    SELECT min(r.n) - 1 INTO v_first_repeat
+    FROM (SELECT a.n, row_number() OVER (PARTITION BY a.p ORDER BY a.n) AS k
+          FROM unnest(v_paths) WITH ORDINALITY a(p, n)) r
+    WHERE r.k > 1;
+    v_paths := '{}';
+    FOR v_i IN 0 .. jsonb_array_length(v_all) - 1 LOOP
+        v_entry := v_all -> v_i;
         IF jsonb_typeof(v_entry) <> 'object' OR jsonb_typeof(v_entry -> 'path') IS DISTINCT FROM 'string' THEN
             PERFORM synchub.fail('SH400', 'every entry needs a string "path"');
         END IF;
         PERFORM synchub.check_counter('expected_version', v_entry -> 'expected_version');
         v_path := v_entry ->> 'path';
         PERFORM synchub.check_path(v_path);
-        IF v_path = ANY (v_paths) THEN
+        IF v_i = v_first_repeat THEN
             PERFORM synchub.fail('SH400', 'a path appears twice in one change',
                 jsonb_build_object('path', v_path));
         END IF;
         v_paths := v_paths || v_path;
     END LOOP;
-    FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts) LOOP
+    FOR v_i IN 0 .. v_upsert_count - 1 LOOP
+        v_entry := v_all -> v_i;
         -- Binary files: {blob: {sha256, size}} instead of content (blobs.sql).
         IF v_entry ? 'blob' THEN
             IF v_entry ? 'content' THEN
@@ -185,6 +218,7 @@ BEGIN
                     jsonb_build_object('path', v_entry ->> 'path'));
             END IF;
             PERFORM synchub.check_blob_ref(v_entry -> 'blob', v_entry ->> 'path');
+            v_blob_upserts := v_blob_upserts || v_entry;
         ELSIF jsonb_typeof(v_entry -> 'content') IS DISTINCT FROM 'string' THEN
             PERFORM synchub.fail('SH400', 'every upsert needs a string "content" (or a "blob")',
                 jsonb_build_object('path', v_entry ->> 'path'));
@@ -197,10 +231,11 @@ BEGIN
     END LOOP;
 
     -- Referenced blobs must be held; their rows stay locked until commit (blob GC).
-    PERFORM synchub.lock_blobs(p_upserts);
+    PERFORM synchub.lock_blobs(to_jsonb(v_blob_upserts));
 
     -- Optimistic concurrency: collect every conflict, then refuse them all at once.
-    FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts || p_deletes) LOOP
+    FOR v_i IN 0 .. jsonb_array_length(v_all) - 1 LOOP
+        v_entry := v_all -> v_i;
         SELECT * INTO v_cur FROM synchub.project_files
         WHERE project_id = p_project AND file_path = v_entry ->> 'path' AND is_current_version;
         v_cur_version := CASE WHEN v_cur.id IS NULL OR v_cur.is_deleted THEN 0 ELSE v_cur.version END;
@@ -213,19 +248,20 @@ BEGIN
             v_missing := v_missing || jsonb_build_object('path', v_entry ->> 'path');
         END IF;
     END LOOP;
-    IF jsonb_array_length(v_conflicts) > 0 THEN
+    IF cardinality(v_conflicts) > 0 THEN
         PERFORM synchub.fail('SH409', 'version conflict',
-            (v_conflicts -> 0) || jsonb_build_object('conflicts', v_conflicts));
+            v_conflicts[1] || jsonb_build_object('conflicts', to_jsonb(v_conflicts)));
     END IF;
-    IF jsonb_array_length(v_missing) > 0 THEN
+    IF cardinality(v_missing) > 0 THEN
         PERFORM synchub.fail('SH404', 'file not found',
-            (v_missing -> 0) || jsonb_build_object('missing', v_missing));
+            v_missing[1] || jsonb_build_object('missing', to_jsonb(v_missing)));
     END IF;
 
     SELECT * INTO v_project FROM synchub.projects WHERE id = p_project;
     v_seq := v_project.last_seq + 1;
 
-    FOR v_entry IN SELECT * FROM jsonb_array_elements(p_upserts) LOOP
+    FOR v_i IN 0 .. v_upsert_count - 1 LOOP
+        v_entry := v_all -> v_i;
         v_path := v_entry ->> 'path';
         v_content := v_entry ->> 'content';
         -- A binary version's content_hash is its blob's sha256 (the hash of its bytes).
@@ -268,7 +304,8 @@ BEGIN
                                                  'content_hash', v_hash);
     END LOOP;
 
-    FOR v_entry IN SELECT * FROM jsonb_array_elements(p_deletes) LOOP
+    FOR v_i IN v_upsert_count .. jsonb_array_length(v_all) - 1 LOOP
+        v_entry := v_all -> v_i;
         v_path := v_entry ->> 'path';
         SELECT * INTO v_cur FROM synchub.project_files
         WHERE project_id = p_project AND file_path = v_path AND is_current_version;
@@ -290,14 +327,30 @@ BEGIN
     -- no snapshot could be extracted): an upserted file may not sit below another current
     -- file, nor have current files below it. Checked after this change's deletes (moving
     -- "a" to "a/b" is fine) and under the project row lock taken by begin_write, so two
-    -- writers cannot race past it. One index probe per upsert (file_path is COLLATE "C":
-    -- the files below "p" are exactly those between "p/" and "p0").
-    FOR v_path IN SELECT e ->> 'path' FROM jsonb_array_elements(p_upserts) e LOOP
+    -- writers cannot race past it. Two index probes per upsert (one query with both
+    -- conditions ORed scanned every current file of the project: n² for an archive), the
+    -- folders first (file_path is COLLATE "C": the files below "p" are exactly those between
+    -- "p/" and "p0").
+    -- The range probe is planned from the table's statistics: taken while it was (nearly)
+    -- empty, as on a new hub, they make it a scan of every row of the project, which this
+    -- change may just have multiplied (n²). Refreshed first when this change alone inserted
+    -- more rows than they count (then only: ANALYZE samples the whole table).
+    IF cardinality(v_ids) >= 1000 AND cardinality(v_ids) >
+        (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'synchub.project_files'::regclass) THEN
+        ANALYZE synchub.project_files;
+    END IF;
+    FOR v_i IN 0 .. v_upsert_count - 1 LOOP
+        v_path := v_all -> v_i ->> 'path';
         SELECT f.file_path INTO v_clash FROM synchub.project_files f
         WHERE f.project_id = p_project AND f.is_current_version AND NOT f.is_deleted
-          AND (f.file_path = ANY (synchub.parent_paths(v_path))
-               OR (f.file_path > v_path || '/' AND f.file_path < v_path || '0'))
+          AND f.file_path = ANY (synchub.parent_paths(v_path))
         LIMIT 1;
+        IF v_clash IS NULL THEN
+            SELECT f.file_path INTO v_clash FROM synchub.project_files f
+            WHERE f.project_id = p_project AND f.is_current_version AND NOT f.is_deleted
+              AND f.file_path > v_path || '/' AND f.file_path < v_path || '0'
+            LIMIT 1;
+        END IF;
         IF v_clash IS NOT NULL THEN
             PERFORM synchub.fail('SHA09',
                 CASE WHEN v_clash < v_path THEN 'a file exists where this path needs a folder'
@@ -311,7 +364,7 @@ BEGIN
         v_result := jsonb_build_object('seq', (SELECT max(seq) FROM synchub.project_files
                                                WHERE project_id = p_project AND is_current_version
                                                  AND file_path = ANY (v_paths)),
-                                       'files', v_files, 'deleted', v_deleted);
+                                       'files', to_jsonb(v_files), 'deleted', to_jsonb(v_deleted));
     ELSE
         IF v_project.file_count + v_delta_files > v_limits.max_files_per_project THEN
             PERFORM synchub.fail('SHQ03', 'file limit of the project reached',
@@ -334,7 +387,7 @@ BEGIN
         SET last_seq = v_seq, file_count = file_count + v_delta_files,
             bytes = bytes + v_delta_bytes, updated_at = now()
         WHERE id = p_project;
-        v_result := jsonb_build_object('seq', v_seq, 'files', v_files, 'deleted', v_deleted);
+        v_result := jsonb_build_object('seq', v_seq, 'files', to_jsonb(v_files), 'deleted', to_jsonb(v_deleted));
     END IF;
 
     IF p_op_id IS NOT NULL THEN
@@ -389,38 +442,69 @@ BEGIN
     RETURN QUERY SELECT (v_result ->> 'seq')::bigint, v_result;
 END $$;
 
--- Imports an archive's files [{path, content, file_type?}] as one change, one bulk:apply
--- (CONTRACT section 13): with p_replace the project's files become exactly p_files (the
--- others are deleted), else p_files are upserted and the others kept. The one write path,
--- apply_change, with its entry cap raised to what a project may hold plus what it may
+-- Stages archive entries [{path, content | blob, file_type?}] for the import p_import,
+-- numbered from p_first in the order given (editor or better). The hub sends an archive's
+-- checked entries in bounded pieces this way, inside the import's transaction, so neither
+-- it nor one statement ever holds the whole archive; import_project_archive applies and
+-- removes them in the same transaction. Nothing is checked here but the shape: the one
+-- write path (apply_change) checks every entry when they are applied.
+CREATE OR REPLACE FUNCTION synchub.stage_archive_entries(p_project uuid, p_actor text, p_import uuid,
+                                                         p_first integer, p_entries jsonb)
+RETURNS integer LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM synchub.authorize(p_project, p_actor, 'editor');
+    IF jsonb_typeof(p_entries) IS DISTINCT FROM 'array' OR p_import IS NULL OR p_first IS NULL THEN
+        PERFORM synchub.fail('SH400', 'entries must be an array, with an import id and a first ordinal');
+    END IF;
+    INSERT INTO synchub.archive_staging (project_id, import_id, ord, path, entry)
+    SELECT p_project, p_import, p_first + e.n::integer - 1, e.v ->> 'path', e.v
+    FROM jsonb_array_elements(p_entries) WITH ORDINALITY e(v, n);
+    RETURN jsonb_array_length(p_entries);
+END $$;
+
+-- Imports the archive entries staged for p_import (stage_archive_entries, same transaction)
+-- as one change, one bulk:apply (CONTRACT section 13): with p_replace the project's files
+-- become exactly the staged ones (the others are deleted), else they are upserted and the
+-- others kept. The staged rows are removed here (with any this project's earlier callers
+-- left committed), so none outlives the transaction, whatever it ends with. The one write
+-- path, apply_change, with its entry cap raised to what a project may hold plus what it may
 -- delete (the bulk cap of 2,000 is for request bodies; archives hold up to 10,000 files),
 -- as set_project_base does. The deletes are read under the project row lock.
-CREATE OR REPLACE FUNCTION synchub.import_project_archive(p_project uuid, p_files jsonb, p_replace boolean,
+CREATE OR REPLACE FUNCTION synchub.import_project_archive(p_project uuid, p_import uuid, p_replace boolean,
                                                           p_actor text, p_op_id uuid)
 RETURNS jsonb LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_files jsonb;
     v_deletes jsonb := '[]';
 BEGIN
-    IF jsonb_typeof(p_files) IS DISTINCT FROM 'array' OR p_replace IS NULL THEN
-        PERFORM synchub.fail('SH400', 'files must be an array and replace a boolean');
+    IF p_import IS NULL OR p_replace IS NULL THEN
+        PERFORM synchub.fail('SH400', 'an import id and replace (a boolean) are required');
     END IF;
     PERFORM 1 FROM synchub.projects WHERE id = p_project FOR UPDATE;
     PERFORM synchub.authorize(p_project, p_actor, 'editor');
+    SELECT coalesce(jsonb_agg(s.entry ORDER BY s.ord), '[]') INTO v_files
+    FROM synchub.archive_staging s WHERE s.project_id = p_project AND s.import_id = p_import;
     IF p_replace THEN
+        -- One anti-join (hashed), not a scan of the archive per current file.
         SELECT coalesce(jsonb_agg(jsonb_build_object('path', c.file_path) ORDER BY c.file_path), '[]')
         INTO v_deletes
         FROM synchub.project_files_current c
         WHERE c.project_id = p_project
-          AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_files) n WHERE n.value ->> 'path' = c.file_path);
+          AND NOT EXISTS (SELECT 1 FROM synchub.archive_staging s
+                          WHERE s.project_id = p_project AND s.import_id = p_import
+                            AND s.path = c.file_path);
     END IF;
-    IF jsonb_array_length(p_files) + jsonb_array_length(v_deletes) = 0 THEN
+    DELETE FROM synchub.archive_staging WHERE project_id = p_project;
+    IF jsonb_array_length(v_files) + jsonb_array_length(v_deletes) = 0 THEN
         -- An empty archive over an empty project: nothing to change, no event.
         RETURN jsonb_build_object('seq', (SELECT last_seq FROM synchub.projects WHERE id = p_project),
                                   'files', '[]'::jsonb, 'deleted', '[]'::jsonb);
     END IF;
-    RETURN synchub.apply_change(p_project, p_files, v_deletes, p_actor, p_op_id, 'bulk:apply', 'archive',
-        jsonb_build_object('replace', p_replace, 'files', p_files),
+    RETURN synchub.apply_change(p_project, v_files, v_deletes, p_actor, p_op_id, 'bulk:apply', 'archive',
+        -- Only an op_id needs its arguments (a copy of every file, hashed).
+        CASE WHEN p_op_id IS NOT NULL THEN jsonb_build_object('replace', p_replace, 'files', v_files) END,
         (SELECT max_files_per_project * 2 FROM synchub.limits));
 END $$;
 

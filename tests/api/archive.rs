@@ -500,3 +500,127 @@ async fn binaries_round_trip_through_archives_on_s3() {
     let app = server.hub(|_| {}).await;
     binaries_round_trip(&app).await;
 }
+
+/// `count` small text files `d/NNNNN.txt` whose content depends on `salt`, in a zip.
+fn many_files(count: usize, salt: &str) -> Vec<(String, Vec<u8>)> {
+    (0..count).map(|i| (format!("d/{:05}.txt", i), format!("{salt} {i}\n").into_bytes())).collect()
+}
+
+fn zip_owned(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    zip_of(&borrowed)
+}
+
+/// Rows staged for archive imports that outlived their transaction (there must be none).
+async fn staged_rows(app: &TestApp) -> i64 {
+    // As the migrating role: the runtime role may not read the table.
+    let (client, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.query_one("SELECT count(*) FROM synchub.archive_staging", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_bad_entry_after_a_thousand_good_ones_leaves_nothing_written_and_nothing_staged() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let project = app.create_project("alice", "p").await;
+    app.write("alice", &project, "a.txt", "original").await;
+    let before = state_of(&app, &project, &alice).await;
+
+    // The good entries are staged (several calls) before the reader reaches the bad one.
+    let mut files = many_files(1_200, "good");
+    files.push(("../evil".to_string(), b"x".to_vec()));
+    let archive = zip_owned(&files);
+    for mode in ["replace", "merge"] {
+        let answer = upload(&app, &project, &alice, &format!("mode={mode}"), archive.clone()).await;
+        assert_error(&answer, 400, "invalid_path");
+        assert_eq!(answer.1["error"]["entry"], "../evil", "{}", answer.1);
+        assert_eq!(state_of(&app, &project, &alice).await, before, "{mode}: nothing written");
+        assert_eq!(staged_rows(&app).await, 0, "{mode}: nothing left staged");
+    }
+    // And a good archive after them goes through.
+    let (status, answer) = upload(&app, &project, &alice, "mode=merge", zip_owned(&files[..1_200])).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["files"].as_array().unwrap().len(), 1_200);
+    assert_eq!(staged_rows(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_quota_overrun_found_when_applying_the_staged_entries_leaves_nothing_written_or_staged() {
+    let app = TestApp::spawn_with(|c| c.limits.max_files_per_project = 1_000).await;
+    let alice = app.user_token("alice");
+    let project = app.create_project("alice", "p").await;
+    app.write("alice", &project, "a.txt", "original").await;
+    let before = state_of(&app, &project, &alice).await;
+
+    // 1,000 files pass the reader (the project may hold that many) and are all staged; with
+    // the one the project holds, merging them is over the limit: only SQL can tell.
+    let answer = upload(&app, &project, &alice, "mode=merge", zip_owned(&many_files(1_000, "f"))).await;
+    assert_error(&answer, 403, "quota_exceeded");
+    assert_eq!(state_of(&app, &project, &alice).await, before, "nothing written");
+    assert_eq!(staged_rows(&app).await, 0, "nothing left staged");
+    let (_, page) = app.get(&format!("/v1/projects/{project}/events?since=0"), &alice).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "only the first write's event: {page}");
+}
+
+#[tokio::test]
+async fn ten_thousand_files_import_as_one_bulk_apply_carrying_every_file() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let project = app.create_project("alice", "p").await;
+    let files = many_files(10_000, "one");
+    let (status, answer) = upload(&app, &project, &alice, "mode=replace", zip_owned(&files)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["seq"], 1);
+    let written = answer["files"].as_array().unwrap();
+    assert_eq!(written.len(), 10_000);
+    // In archive order, each with its hash.
+    assert_eq!(written[0]["path"], "d/00000.txt");
+    assert_eq!(written[9_999]["path"], "d/09999.txt");
+    assert_eq!(written[9_999]["content_hash"], sha256_hex(b"one 9999\n"));
+
+    let (_, page) = app.get(&format!("/v1/projects/{project}/events?since=0"), &alice).await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "one change");
+    assert_eq!(events[0]["event"], "bulk:apply");
+    let carried = events[0]["payload"]["files"].as_array().unwrap();
+    assert_eq!(carried.len(), 10_000);
+    assert!(carried.iter().all(|f| f["content"].as_str().is_some_and(|c| c.starts_with("one "))));
+
+    // Replacing with other paths: 10,000 new files and 10,000 deletes, still one change.
+    let other: Vec<(String, Vec<u8>)> =
+        files.iter().map(|(name, bytes)| (name.replace("d/", "e/"), bytes.clone())).collect();
+    let (status, answer) = upload(&app, &project, &alice, "mode=replace", zip_owned(&other)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["seq"], 2);
+    assert_eq!(answer["files"].as_array().unwrap().len(), 10_000);
+    assert_eq!(answer["deleted"].as_array().unwrap().len(), 10_000);
+    let (_, page) = app.get(&format!("/v1/projects/{project}/events?since=1"), &alice).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["events"][0]["payload"]["deletes"].as_array().unwrap().len(), 10_000);
+    assert_eq!(staged_rows(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_import_staged_in_many_calls_retried_with_its_op_id_answers_its_first_result() {
+    let app = TestApp::spawn().await;
+    let alice = app.user_token("alice");
+    let project = app.create_project("alice", "p").await;
+    let op = uuid::Uuid::new_v4();
+    let mut files = many_files(1_500, "v");
+    let first = upload(&app, &project, &alice, &format!("mode=merge&op_id={op}"), zip_owned(&files)).await;
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    let again = upload(&app, &project, &alice, &format!("mode=merge&op_id={op}"), zip_owned(&files)).await;
+    assert_eq!(again, first, "the first answer, nothing new");
+    let (_, page) = app.get(&format!("/v1/projects/{project}/events?since=0"), &alice).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    // One file different, in the last staging call: the op_id was used for other arguments.
+    files[1_499].1 = b"changed".to_vec();
+    let other = upload(&app, &project, &alice, &format!("mode=merge&op_id={op}"), zip_owned(&files)).await;
+    assert_error(&other, 409, "op_id_reused");
+    // The same files as replace: another operation.
+    files[1_499].1 = b"v 1499\n".to_vec();
+    let other = upload(&app, &project, &alice, &format!("mode=replace&op_id={op}"), zip_owned(&files)).await;
+    assert_error(&other, 409, "op_id_reused");
+    assert_eq!(staged_rows(&app).await, 0);
+}
