@@ -5,7 +5,9 @@
 //! holds under `blobs/<sha256>`; only the hub writes there. Small binaries arrive as a
 //! request body ([`put_bytes`]); large ones are uploaded by the client to a signed URL
 //! (`blob-uploads/<project>/<sha256>`) and checked when a write first references them
-//! ([`ensure_held`]): other bytes than announced are refused and deleted.
+//! ([`ensure_held`]): moved server-side where only the hub writes, hashed there, and moved
+//! on to `blobs/<sha256>` when they match; other bytes than announced are refused and
+//! deleted.
 //!
 //! Garbage collection ([`collect_garbage`], run by every hub in the background) deletes
 //! blobs no version references once older than the grace period; see
@@ -113,22 +115,20 @@ pub async fn put_file(
 }
 
 /// Makes sure the hub holds `blob` before a write by `actor` references it: held already,
-/// or uploaded to its signed URL with exactly these bytes (hashed here, then copied to
-/// `blobs/<sha256>`). Anything else is a 400 naming the problem, and an upload of other
-/// bytes is deleted.
+/// or uploaded to its signed URL with exactly these bytes (hashed where only the hub
+/// writes, then moved to `blobs/<sha256>` server-side: `Storage::verify_upload`).
+/// Anything else is a 400 naming the problem, and an upload of other bytes is deleted.
 pub async fn ensure_held(state: &AppState, actor: &Actor, blob: &BlobRef) -> Result<(), ApiError> {
     let size = blob.size.get();
     check_ref(state, &blob.sha256, size)?;
     if held(state, actor, &blob.sha256, size).await? {
         return Ok(());
     }
-    let storage = storage(state)?;
     let upload = upload_key(actor.project()?, &blob.sha256);
-    let temp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
-    let mut dest = tokio::fs::File::create(temp.path()).await.map_err(ApiError::internal)?;
-    let fetched = storage.download_hashing(&upload, &mut dest, size).await.map_err(unavailable)?;
-    drop(dest);
-    let found = match fetched {
+    let found = match storage(state)?.verify_upload(&upload, &blob.sha256, size).await.map_err(unavailable)? {
+        // A concurrent write referencing the same upload may have taken it over and
+        // verified it meanwhile.
+        Fetched::Missing if held(state, actor, &blob.sha256, size).await? => return Ok(()),
         Fetched::Missing => {
             return Err(ApiError::InvalidRequest(format!(
                 "the hub holds no blob {} of {size} bytes: announce it (POST /v1/projects/{{id}}/blobs) and upload it first",
@@ -137,25 +137,14 @@ pub async fn ensure_held(state: &AppState, actor: &Actor, blob: &BlobRef) -> Res
         }
         Fetched::TooLarge => format!("more than {size} bytes"),
         Fetched::Bytes { size: got, sha256 } if got == size && sha256 == blob.sha256 => {
-            storage.put(&blob_key(&blob.sha256), temp.path()).await.map_err(unavailable)?;
-            register(state, actor, &blob.sha256, size).await?;
-            discard(storage, &upload).await;
-            return Ok(());
+            return register(state, actor, &blob.sha256, size).await;
         }
         Fetched::Bytes { size: got, sha256 } => format!("{got} bytes with sha256 {sha256}"),
     };
-    discard(storage, &upload).await;
     Err(ApiError::InvalidRequest(format!(
         "the bytes uploaded for blob {} are not what was announced ({size} bytes): found {found}; the upload was deleted",
         blob.sha256
     )))
-}
-
-/// Deletes an upload the hub is done with; a failure only leaves garbage behind.
-async fn discard(storage: &Storage, key: &str) {
-    if let Err(err) = storage.delete(key).await {
-        tracing::warn!(key, error = %format!("{err:#}"), "deleting a blob upload failed");
-    }
 }
 
 /// `POST /v1/projects/{id}/blobs` `{sha256, size}` → `{exists: true}`, or a signed URL to

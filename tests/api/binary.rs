@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_error};
 use crate::storage::S3Server;
+use synchub::snapshots::storage::{Fetched, Storage, blob_key, upload_key};
 
 /// Keeps a hub's storage alive as long as the hub.
 enum Backing {
@@ -261,6 +262,18 @@ async fn bad_blob_references(kind: Kind) {
         put_blob(sha.clone(), bytes.len()).await.1["error"]["message"].as_str().unwrap().contains("upload it first")
     );
 
+    // More bytes than announced: refused, named, deleted.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"tail");
+    app.announce_and_upload("alice", &p, &sha, bytes.len(), &longer).await;
+    let too_long = put_blob(sha.clone(), bytes.len()).await;
+    assert_error(&too_long, 400, "invalid_request");
+    let message = too_long.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("more than 5000 bytes") && message.contains("deleted"), "{message}");
+    let upload = upload_key(p.parse().unwrap(), &sha);
+    assert!(!storage(&app).exists(&upload).await.unwrap(), "the bad upload is gone");
+    assert!(!object_exists(&app, &sha).await, "no blob was kept");
+
     // Limits and shapes.
     assert_error(
         &app.post(&format!("/v1/projects/{p}/blobs"), &alice, json!({"sha256": sha, "size": 1024 * 1024 + 1})).await,
@@ -303,6 +316,98 @@ async fn binary_bad_blob_references_are_refused_local() {
 #[tokio::test]
 async fn binary_bad_blob_references_are_refused_s3() {
     bad_blob_references(Kind::S3).await;
+}
+
+/// Puts `bytes` at `key` as a client's upload would leave them.
+async fn upload_directly(storage: &Storage, key: &str, bytes: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    storage.put(key, file.path()).await.unwrap();
+}
+
+/// What a verification left under the hub's private staging keys.
+async fn staged_leftovers(storage: &Storage) -> usize {
+    match storage {
+        Storage::Local(store) => std::fs::read_dir(store.root().join(".verifying")).map_or(0, |dir| dir.count()),
+        Storage::S3(store) => {
+            let listed =
+                store.client().list_objects_v2().bucket(store.bucket()).prefix("blob-verifying/").send().await.unwrap();
+            listed.contents().len()
+        }
+    }
+}
+
+/// `Storage::verify_upload`: other bytes, more bytes than announced and no upload at all
+/// are reported as found, nothing is kept and the upload is gone; the announced bytes end
+/// up under `blobs/<sha256>`, byte-identical, and nothing is left in between.
+async fn verify_upload_keeps_only_the_announced_bytes(storage: &Storage) {
+    let project = Uuid::new_v4();
+    let bytes = binary_bytes(70_000, 21);
+    let sha = sha256(&bytes);
+    let size = bytes.len() as u64;
+    let key = upload_key(project, &sha);
+    let blob = blob_key(&sha);
+    assert_eq!(storage.verify_upload(&key, &sha, size).await.unwrap(), Fetched::Missing);
+
+    let other = binary_bytes(70_000, 22);
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let shorter = bytes[..100].to_vec();
+    for (uploaded, expected) in [
+        (&other, Fetched::Bytes { size, sha256: sha256(&other) }),
+        (&longer, Fetched::TooLarge),
+        (&shorter, Fetched::Bytes { size: 100, sha256: sha256(&shorter) }),
+    ] {
+        upload_directly(storage, &key, uploaded).await;
+        assert_eq!(storage.verify_upload(&key, &sha, size).await.unwrap(), expected);
+        assert!(!storage.exists(&key).await.unwrap(), "the refused upload is deleted");
+        assert!(!storage.exists(&blob).await.unwrap(), "nothing is kept");
+    }
+
+    upload_directly(storage, &key, &bytes).await;
+    assert_eq!(storage.verify_upload(&key, &sha, size).await.unwrap(), Fetched::Bytes { size, sha256: sha.clone() });
+    assert!(!storage.exists(&key).await.unwrap(), "the upload was taken over");
+    let kept = tempfile::NamedTempFile::new().unwrap();
+    let mut dest = tokio::fs::File::create(kept.path()).await.unwrap();
+    assert_eq!(storage.download_hashing(&blob, &mut dest, size).await.unwrap(), Fetched::Bytes { size, sha256: sha });
+    assert_eq!(staged_leftovers(storage).await, 0);
+}
+
+#[tokio::test]
+async fn binary_uploads_are_verified_and_renamed_into_place_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = synchub::snapshots::storage::LocalStore::new(dir.path(), "http://127.0.0.1", "key").await.unwrap();
+    let storage = Storage::Local(store);
+    verify_upload_keeps_only_the_announced_bytes(&storage).await;
+
+    // No second pass over the bytes: the blob is the uploaded file itself, renamed.
+    use std::os::unix::fs::MetadataExt;
+    let bytes = binary_bytes(10_000, 23);
+    let sha = sha256(&bytes);
+    let key = upload_key(Uuid::new_v4(), &sha);
+    upload_directly(&storage, &key, &bytes).await;
+    let uploaded = std::fs::metadata(dir.path().join(&key)).unwrap().ino();
+    storage.verify_upload(&key, &sha, bytes.len() as u64).await.unwrap();
+    assert_eq!(std::fs::metadata(dir.path().join(blob_key(&sha))).unwrap().ino(), uploaded);
+
+    // What a crash in the middle of a verification leaves is swept like an old upload.
+    std::fs::write(dir.path().join(".verifying").join(Uuid::new_v4().to_string()), b"x").unwrap();
+    assert_eq!(storage.sweep_uploads(std::time::Duration::ZERO).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn binary_uploads_are_verified_and_copied_server_side_s3() {
+    let server = S3Server::start().await;
+    let storage = Storage::S3(server.store().await);
+    verify_upload_keeps_only_the_announced_bytes(&storage).await;
+    let Storage::S3(store) = &storage else { unreachable!() };
+    assert!(store.copies_server_side(), "s3s-fs has CopyObject: no fallback to downloading");
+}
+
+#[tokio::test]
+async fn binary_uploads_are_verified_by_download_when_the_store_cannot_copy_s3() {
+    let server = S3Server::start().await;
+    verify_upload_keeps_only_the_announced_bytes(&Storage::S3(server.store().await.without_server_side_copy())).await;
 }
 
 #[tokio::test]
@@ -352,7 +457,7 @@ async fn binary_bytes_count_toward_the_storage_quota() {
     assert_eq!(project["bytes"], 6000, "{project}");
 }
 
-fn storage(app: &TestApp) -> &synchub::snapshots::storage::Storage {
+fn storage(app: &TestApp) -> &Storage {
     app.state.storage.as_deref().expect("storage configured")
 }
 

@@ -55,7 +55,7 @@ impl S3Server {
     }
 
     /// A store on a fresh bucket of this server.
-    async fn store(&self) -> S3Store {
+    pub(crate) async fn store(&self) -> S3Store {
         let store = self.store_for(&format!("t-{}", Uuid::new_v4().simple()));
         store.client().create_bucket().bucket(store.bucket()).send().await.expect("create bucket");
         store

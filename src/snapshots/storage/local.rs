@@ -19,7 +19,7 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
-use super::{BLOB_PREFIX, PresignedUrl, Storage, UPLOAD_PREFIX, content_type};
+use super::{BLOB_PREFIX, Fetched, PresignedUrl, Storage, UPLOAD_PREFIX, content_type};
 use crate::error::ApiError;
 
 /// Read size when serving a local object.
@@ -28,6 +28,8 @@ const SERVE_CHUNK: usize = 64 * 1024;
 const LOCAL_KEY_CONTEXT: &[u8] = b"synchub local objects";
 /// The only prefix local storage holds.
 const SNAPSHOT_PREFIX: &str = "project-snapshots";
+/// Where uploads are hashed ([`LocalStore::verify_upload`]); no key reaches it.
+const VERIFYING_DIR: &str = ".verifying";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -138,32 +140,54 @@ impl LocalStore {
     pub(super) async fn download_hashing(
         &self,
         key: &str,
-        dest: &mut tokio::fs::File,
+        dest: Option<&mut tokio::fs::File>,
         max: u64,
-    ) -> anyhow::Result<super::Fetched> {
-        use sha2::Digest;
-        let path = self.path_or_err(key)?;
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(super::Fetched::Missing),
-            Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
-        };
-        let mut hasher = Sha256::new();
-        let mut total = 0;
-        let mut buffer = vec![0u8; SERVE_CHUNK];
-        loop {
-            let read = file.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            let Some(next) = super::hash_chunk(&mut hasher, dest, total, &buffer[..read], max).await? else {
-                return Ok(super::Fetched::TooLarge);
-            };
-            total = next;
+    ) -> anyhow::Result<Fetched> {
+        hash_file(&self.path_or_err(key)?, dest, max).await
+    }
+
+    /// [`Storage::verify_upload`] on disk: the upload is renamed (atomically, so a client
+    /// re-uploading meanwhile only writes a new upload) to a file under `.verifying/`, which
+    /// no URL reaches, hashed there, and renamed to `blob` when `matches` what it holds: one
+    /// read of the bytes, no copy. Otherwise it is deleted.
+    pub(super) async fn verify_upload(
+        &self,
+        upload: &str,
+        blob: &str,
+        max: u64,
+        matches: impl Fn(&Fetched) -> bool,
+    ) -> anyhow::Result<Fetched> {
+        let source = self.path_or_err(upload)?;
+        let target = self.path_or_err(blob)?;
+        let staging = self.root.join(VERIFYING_DIR);
+        tokio::fs::create_dir_all(&staging).await.with_context(|| format!("creating {}", staging.display()))?;
+        let staged = staging.join(Uuid::new_v4().to_string());
+        match tokio::fs::rename(&source, &staged).await {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Fetched::Missing),
+            Err(err) => return Err(err).with_context(|| format!("moving {} to verify it", source.display())),
         }
-        use tokio::io::AsyncWriteExt;
-        dest.flush().await?;
-        Ok(super::Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
+        let result = async {
+            // The sweep deletes staged files by age: this one is being worked on now.
+            let file = std::fs::File::options().write(true).open(&staged)?;
+            file.set_modified(SystemTime::now())?;
+            let found = hash_file(&staged, None, max).await?;
+            if matches(&found) {
+                let dir = target.parent().context("object path without a parent")?;
+                tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
+                tokio::fs::rename(&staged, &target)
+                    .await
+                    .with_context(|| format!("renaming into {}", target.display()))?;
+            }
+            anyhow::Ok(found)
+        }
+        .await;
+        if let Err(err) = tokio::fs::remove_file(&staged).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %staged.display(), error = %err, "deleting a verified upload failed");
+        }
+        result
     }
 
     pub(super) async fn delete(&self, key: &str) -> anyhow::Result<()> {
@@ -178,11 +202,18 @@ impl LocalStore {
 
     pub(super) async fn sweep_uploads(&self, cutoff: SystemTime) -> anyhow::Result<usize> {
         let uploads = self.root.join(UPLOAD_PREFIX);
+        let staging = self.root.join(VERIFYING_DIR);
         tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut dirs = vec![staging];
+            if let Ok(projects) = std::fs::read_dir(&uploads) {
+                for project in projects {
+                    dirs.push(project?.path());
+                }
+            }
             let mut deleted = 0;
-            let Ok(projects) = std::fs::read_dir(&uploads) else { return Ok(0) };
-            for project in projects {
-                for file in std::fs::read_dir(project?.path())? {
+            for dir in dirs {
+                let Ok(files) = std::fs::read_dir(&dir) else { continue };
+                for file in files {
                     let file = file?;
                     if file.metadata()?.modified()? < cutoff {
                         std::fs::remove_file(file.path())?;
@@ -231,6 +262,34 @@ impl LocalStore {
         })
         .await?
     }
+}
+
+/// Hashes the file at `path` (copying it into `dest` when given), at most `max` bytes.
+async fn hash_file(path: &Path, mut dest: Option<&mut tokio::fs::File>, max: u64) -> anyhow::Result<Fetched> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Fetched::Missing),
+        Err(err) => return Err(err).with_context(|| format!("opening {}", path.display())),
+    };
+    let mut hasher = Sha256::new();
+    let mut total = 0;
+    let mut buffer = vec![0u8; SERVE_CHUNK];
+    loop {
+        let read = file.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        let Some(next) = super::hash_chunk(&mut hasher, dest.as_deref_mut(), total, &buffer[..read], max).await? else {
+            return Ok(Fetched::TooLarge);
+        };
+        total = next;
+    }
+    if let Some(dest) = dest {
+        dest.flush().await?;
+    }
+    Ok(Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
 }
 
 /// `project-snapshots/<uuid>/<uuid>.zip`, `blobs/<sha256>` or

@@ -10,8 +10,11 @@
 //!
 //! Binary files' bytes live here too (CONTRACT section 13): verified blobs under
 //! `blobs/<sha256>`, written only by the hub after it hashed them; clients upload large
-//! ones through a signed PUT URL to `blob-uploads/<project>/<sha256>`, from where the hub
-//! copies them once their hash and size check out (src/blobs.rs).
+//! ones through a signed PUT URL to `blob-uploads/<project>/<sha256>`. To check one, the
+//! hub first moves it server-side (local rename, S3 CopyObject) to a key no signed URL
+//! reaches (`blob-verifying/…`), hashes it there, and moves it on to `blobs/<sha256>`
+//! when hash and size check out ([`Storage::verify_upload`]): the bytes pass through the
+//! hub once, and a client re-uploading meanwhile cannot swap the bytes that were hashed.
 
 mod local;
 mod s3;
@@ -111,9 +114,55 @@ impl Storage {
     /// memory and disk stay bounded whatever was uploaded.
     pub async fn download_hashing(&self, key: &str, dest: &mut tokio::fs::File, max: u64) -> anyhow::Result<Fetched> {
         match self {
-            Storage::S3(store) => store.download_hashing(key, dest, max).await,
-            Storage::Local(store) => store.download_hashing(key, dest, max).await,
+            Storage::S3(store) => store.download_hashing(key, Some(dest), max).await,
+            Storage::Local(store) => store.download_hashing(key, Some(dest), max).await,
         }
+    }
+
+    /// Checks the blob upload at `upload` against `sha256` and `size` and returns what it
+    /// holds (at most `size` bytes are read). When it matches, the bytes are now at
+    /// [`blob_key`]`(sha256)`; the upload is gone either way (a failure of storage itself
+    /// may leave it for a retry). The bytes are hashed at a key only the hub writes, so
+    /// what is hashed is what is kept; a store without server-side copy gets the upload
+    /// downloaded to a temp file and that file uploaded instead.
+    pub async fn verify_upload(&self, upload: &str, sha256: &str, size: u64) -> anyhow::Result<Fetched> {
+        let blob = blob_key(sha256);
+        let matches = |found: &Fetched| matches!(found, Fetched::Bytes { size: got, sha256: hash } if *got == size && hash == sha256);
+        match self {
+            Storage::Local(store) => store.verify_upload(upload, &blob, size, matches).await,
+            Storage::S3(store) => {
+                let found = match store.verify_upload(upload, &blob, size, matches).await? {
+                    Some(found) => found,
+                    None => self.verify_by_download(upload, &blob, size, matches).await?,
+                };
+                // Done with it whatever it held; a failure only leaves garbage for the sweep.
+                if found != Fetched::Missing
+                    && let Err(err) = self.delete(upload).await
+                {
+                    tracing::warn!(key = upload, error = %format!("{err:#}"), "deleting a blob upload failed");
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    /// The path for stores without server-side copy: the upload is downloaded to a temp
+    /// file while hashed, and that file (what was hashed) is uploaded to `blob`.
+    async fn verify_by_download(
+        &self,
+        upload: &str,
+        blob: &str,
+        size: u64,
+        matches: impl Fn(&Fetched) -> bool,
+    ) -> anyhow::Result<Fetched> {
+        let temp = tempfile::NamedTempFile::new()?;
+        let mut dest = tokio::fs::File::create(temp.path()).await?;
+        let found = self.download_hashing(upload, &mut dest, size).await?;
+        drop(dest);
+        if matches(&found) {
+            self.put(blob, temp.path()).await?;
+        }
+        Ok(found)
     }
 
     /// Deletes the object at `key` (no error when it is not there).
@@ -125,11 +174,14 @@ impl Storage {
     }
 
     /// Deletes blob uploads (`blob-uploads/…`) older than `grace`: uploads no write ever
-    /// referenced. Returns how many.
+    /// referenced (and what a verification cut short by a crash left behind). Returns how
+    /// many.
     pub async fn sweep_uploads(&self, grace: Duration) -> anyhow::Result<usize> {
         let cutoff = SystemTime::now() - grace;
         match self {
-            Storage::S3(store) => store.sweep(UPLOAD_PREFIX, cutoff).await,
+            Storage::S3(store) => {
+                Ok(store.sweep(UPLOAD_PREFIX, cutoff).await? + store.sweep(VERIFYING_PREFIX, cutoff).await?)
+            }
             Storage::Local(store) => store.sweep_uploads(cutoff).await,
         }
     }
@@ -155,6 +207,15 @@ pub fn upload_key(project: uuid::Uuid, sha256: &str) -> String {
 
 const BLOB_PREFIX: &str = "blobs";
 const UPLOAD_PREFIX: &str = "blob-uploads";
+/// Where an upload is moved to be hashed: no signed URL reaches it (local storage serves
+/// and accepts only the keys `valid_object_key` allows, and the hub signs S3 URLs only
+/// for snapshots, blobs and uploads).
+const VERIFYING_PREFIX: &str = "blob-verifying";
+
+/// A fresh key under [`VERIFYING_PREFIX`].
+fn verifying_key() -> String {
+    format!("{VERIFYING_PREFIX}/{}", uuid::Uuid::new_v4())
+}
 
 /// What [`Storage::download_hashing`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,11 +229,11 @@ pub enum Fetched {
     },
 }
 
-/// Adds `chunk` to `hasher` and `dest`; None (nothing written) past `max` bytes in all,
-/// else the new total.
+/// Adds `chunk` to `hasher` and `dest` (when there is one); None (nothing written) past
+/// `max` bytes in all, else the new total.
 async fn hash_chunk(
     hasher: &mut sha2::Sha256,
-    dest: &mut tokio::fs::File,
+    dest: Option<&mut tokio::fs::File>,
     total: u64,
     chunk: &[u8],
     max: u64,
@@ -184,7 +245,9 @@ async fn hash_chunk(
         return Ok(None);
     }
     hasher.update(chunk);
-    dest.write_all(chunk).await?;
+    if let Some(dest) = dest {
+        dest.write_all(chunk).await?;
+    }
     Ok(Some(total))
 }
 

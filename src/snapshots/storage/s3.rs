@@ -2,20 +2,23 @@
 //! threshold, aborted when any part fails) and presigned GET URLs.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::copy_object::CopyObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{PresignedUrl, content_type};
+use super::{Fetched, PresignedUrl, content_type};
 
 /// Files larger than this go up as a multipart upload.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -47,6 +50,9 @@ pub struct S3Settings {
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// Whether CopyObject works (cleared at the first 501: uploads are then verified by
+    /// downloading them).
+    server_side_copy: AtomicBool,
     /// Signs GET URLs for the public endpoint (the same client when there is none). The
     /// signature covers the Host, so the URL must be made for the host clients will use.
     presigner: aws_sdk_s3::Client,
@@ -92,6 +98,7 @@ impl S3Store {
         Ok(S3Store {
             client: aws_sdk_s3::Client::from_conf(config),
             presigner,
+            server_side_copy: AtomicBool::new(true),
             bucket: settings.bucket,
             multipart_threshold: MULTIPART_THRESHOLD,
             part_size: PART_SIZE,
@@ -265,36 +272,101 @@ impl S3Store {
     pub(super) async fn download_hashing(
         &self,
         key: &str,
-        dest: &mut tokio::fs::File,
+        mut dest: Option<&mut tokio::fs::File>,
         max: u64,
-    ) -> anyhow::Result<super::Fetched> {
+    ) -> anyhow::Result<Fetched> {
         use sha2::Digest;
         let object = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(object) => object,
-            Err(err) => {
-                let not_found = err.as_service_error().is_some_and(|e| e.is_no_such_key())
-                    || err.raw_response().is_some_and(|r| r.status().as_u16() == 404);
-                if not_found {
-                    return Ok(super::Fetched::Missing);
-                }
-                return Err(sdk_error(err)).with_context(|| format!("reading {key}"));
-            }
+            Err(err) if is_not_found(&err) => return Ok(Fetched::Missing),
+            Err(err) => return Err(sdk_error(err)).with_context(|| format!("reading {key}")),
         };
         if object.content_length().is_some_and(|len| len < 0 || len as u64 > max) {
-            return Ok(super::Fetched::TooLarge);
+            return Ok(Fetched::TooLarge);
         }
         let mut body = object.body;
         let mut hasher = sha2::Sha256::new();
         let mut total = 0;
         while let Some(chunk) = body.try_next().await.with_context(|| format!("reading {key}"))? {
-            let Some(next) = super::hash_chunk(&mut hasher, dest, total, &chunk, max).await? else {
-                return Ok(super::Fetched::TooLarge);
+            let Some(next) = super::hash_chunk(&mut hasher, dest.as_deref_mut(), total, &chunk, max).await? else {
+                return Ok(Fetched::TooLarge);
             };
             total = next;
         }
-        use tokio::io::AsyncWriteExt;
-        dest.flush().await?;
-        Ok(super::Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
+        if let Some(dest) = dest {
+            use tokio::io::AsyncWriteExt;
+            dest.flush().await?;
+        }
+        Ok(Fetched::Bytes { size: total, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    /// [`super::Storage::verify_upload`] with server-side copies: the upload is copied to a
+    /// fresh key under `blob-verifying/` (no signed URL reaches it, so a client uploading
+    /// again meanwhile cannot change what is hashed), hashed there as it streams through
+    /// (no temp file), and copied on to `blob` when `matches` what it holds; the staged copy
+    /// is deleted either way. The upload itself is left to the caller. None when the store
+    /// has no CopyObject (remembered: the caller falls back to downloading).
+    pub(super) async fn verify_upload(
+        &self,
+        upload: &str,
+        blob: &str,
+        max: u64,
+        matches: impl Fn(&Fetched) -> bool,
+    ) -> anyhow::Result<Option<Fetched>> {
+        if !self.server_side_copy.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let staged = super::verifying_key();
+        match self.copy(upload, &staged).await {
+            Ok(()) => {}
+            Err(err) if is_not_found(&err) => return Ok(Some(Fetched::Missing)),
+            Err(err) if is_not_implemented(&err) => {
+                tracing::warn!(error = %DisplayErrorContext(&err), "the S3 store has no CopyObject: blob uploads are verified by downloading them");
+                self.server_side_copy.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(err) => return Err(sdk_error(err)).with_context(|| format!("copying {upload} to verify it")),
+        }
+        let result = async {
+            let found = self.download_hashing(&staged, None, max).await?;
+            if matches(&found) {
+                self.copy(&staged, blob).await.map_err(sdk_error).with_context(|| format!("copying into {blob}"))?;
+            }
+            anyhow::Ok(found)
+        }
+        .await;
+        if let Err(err) = self.delete(&staged).await {
+            tracing::warn!(key = staged, error = %format!("{err:#}"), "deleting a verified upload failed");
+        }
+        result.map(Some)
+    }
+
+    /// Server-side copy of `from` to `to` in the bucket (the object's type is set to that
+    /// of `to`, as if the hub had uploaded it).
+    async fn copy(&self, from: &str, to: &str) -> Result<(), SdkError<CopyObjectError, HttpResponse>> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(format!("{}/{from}", self.bucket))
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(content_type(to))
+            .send()
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether uploads are verified with server-side copies (false once the store answered
+    /// that it has no CopyObject).
+    pub fn copies_server_side(&self) -> bool {
+        self.server_side_copy.load(Ordering::Relaxed)
+    }
+
+    /// Makes [`Self::verify_upload`] answer None, as for a store without CopyObject (tests
+    /// of the fallback).
+    pub fn without_server_side_copy(self) -> S3Store {
+        self.server_side_copy.store(false, Ordering::Relaxed);
+        self
     }
 
     /// Deletes the objects under `prefix` last modified before `cutoff`.
@@ -338,6 +410,18 @@ impl S3Store {
             .with_context(|| format!("bucket {}", self.bucket))?;
         Ok(())
     }
+}
+
+/// A 404 (NoSuchKey, or no body to tell).
+fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.as_service_error().is_some_and(|e| e.code() == Some("NoSuchKey"))
+        || err.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+}
+
+/// The store does not implement the operation (501, or S3's NotImplemented code).
+fn is_not_implemented<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.as_service_error().is_some_and(|e| e.code() == Some("NotImplemented"))
+        || err.raw_response().is_some_and(|r| r.status().as_u16() == 501)
 }
 
 /// The SDK's own Display is terse ("service error"); this keeps the causes.
