@@ -12,7 +12,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -20,7 +22,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -95,13 +96,62 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| run(state, socket, pre_auth))
+        // Boxed before the socket's future is made: passed by value, the WebSocket would be
+        // stored in that future once per async fn it passes through (issue 16: memory per
+        // idle socket).
+        .on_upgrade(move |socket| run(state, Box::new(Mutex::new(socket)), pre_auth))
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
+/// The socket, shared by its reader and its writer. Both are polled by the socket's one
+/// task (one `select!`), so the lock is never contended and nothing waits on it. It
+/// replaces `split()`, whose `BiLock` swapped its state and registered the task's waker
+/// on every poll, and kept the socket in an `Arc` of its own (issue 16: CPU per delivered
+/// event, memory per idle socket).
+type Shared = Mutex<WebSocket>;
 
-async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>) {
+/// The reader's and the writer's handle on the [`Shared`] socket.
+#[derive(Clone, Copy)]
+struct Half<'s>(&'s Shared);
+
+impl Half<'_> {
+    fn socket(&self) -> MutexGuard<'_, WebSocket> {
+        // A panic while the socket was locked ends the whole session anyway.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl futures_util::Sink<Message> for Half<'_> {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+        self.socket().start_send_unpin(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_close_unpin(cx)
+    }
+}
+
+impl futures_util::Stream for Half<'_> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.socket().poll_next_unpin(cx)
+    }
+}
+
+type Sink<'s> = Half<'s>;
+type Stream<'s> = Half<'s>;
+
+async fn run(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>) {
     let started = Instant::now();
     let mut report = Report::default();
     serve_socket(state, socket, pre_auth, &mut report).await;
@@ -109,8 +159,8 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
     report.log(started.elapsed());
 }
 
-async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
-    let (sink, mut stream) = socket.split();
+async fn serve_socket(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
+    let (sink, mut stream) = (Half(&socket), Half(&socket));
     let sink = Conn { sink, deadline: Duration::from_millis(state.config.limits.socket_write_timeout_ms) };
     report.principal = "unauthenticated";
     let ((principal, expires_at), by_frame) = match pre_auth {
@@ -217,7 +267,7 @@ enum WriteError {
 
 /// The socket's sending half; every write is bounded by the write deadline, so a peer that
 /// stops reading is cut off even while the hub is blocked writing to it.
-struct Conn<S = Sink> {
+struct Conn<S> {
     sink: S,
     deadline: Duration,
 }
@@ -261,7 +311,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// with those unread makes the kernel answer with a reset, and the client sees 1006
 /// instead of our close code. So read (and discard) until the client's close reply, the
 /// end of the stream, or `CLOSE_DRAIN`.
-async fn close_early(mut sink: Conn, mut stream: Stream, code: u16, reason: &'static str) {
+async fn close_early(mut sink: Conn<Sink<'_>>, mut stream: Stream<'_>, code: u16, reason: &'static str) {
     if sink.close(code, reason, CLOSE_DRAIN).await.is_err() {
         return;
     }
@@ -280,7 +330,7 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 }
 
 /// Browsers cannot set headers on a WebSocket: their first frame is `{"type":"auth",...}`.
-async fn first_frame_auth(state: &AppState, stream: &mut Stream) -> Result<(Principal, i64), (u16, &'static str)> {
+async fn first_frame_auth(state: &AppState, stream: &mut Stream<'_>) -> Result<(Principal, i64), (u16, &'static str)> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await;
     let Ok(Some(Ok(Message::Text(text)))) = first else {
         return Err((close::UNAUTHENTICATED, "authenticate first"));
@@ -352,7 +402,7 @@ async fn seen(state: &AppState, project: Uuid, session: Uuid, applied: Option<i6
 
 impl Session {
     /// Runs the reader and the writer until either ends; then the other ends too.
-    async fn serve(&mut self, stream: &mut Stream, sink: Conn, report: &mut Report) {
+    async fn serve(&mut self, stream: &mut Stream<'_>, sink: Conn<Sink<'_>>, report: &mut Report) {
         let log = BrokerLog { broker: self.state.broker.clone(), outbox: self.outbox.clone() };
         let meters = Meters::of(&self.state.metrics);
         let writer = write_loop(sink, log, self.outbox.clone(), self.heard.clone(), meters, report);
@@ -369,7 +419,7 @@ impl Session {
         }
     }
 
-    async fn read_loop(&mut self, stream: &mut Stream) {
+    async fn read_loop(&mut self, stream: &mut Stream<'_>) {
         let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
@@ -991,9 +1041,6 @@ fn now_micros() -> i64 {
 mod tests {
     //! The writer without a socket or a database: a recording sink, a log in memory, and
     //! tokio's paused clock for pings, idle peers and the write deadline.
-
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     use super::*;
 
