@@ -9,7 +9,7 @@
 //! ends either (an error, a close, a write past its deadline, a panic) ends both, and the
 //! socket's slot and gauges are guards released when that task's future is dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use super::Broker;
 use super::broker::{SocketSlot, Subscription};
+use super::channel_map::ChannelMap;
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
 use super::outbox::{Out, Outbox, Overflowed};
@@ -40,7 +41,7 @@ use crate::auth::Principal;
 use crate::auth::policy::{self, Actor, Need, Scope};
 use crate::error::ApiError;
 use crate::files;
-use crate::limits::RateLimiter;
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use synchub_protocol::{DeleteFileQuery, PatchFileRequest, PutFileRequest};
 
@@ -209,11 +210,11 @@ async fn serve_socket(state: AppState, socket: Box<Shared>, pre_auth: Option<(Pr
         outbox,
         heard: Heard::new(),
         progress,
-        joins: RateLimiter::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND), Counter::default()),
+        joins: TokenBucket::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND)),
         client_id: presence::new_client_id(),
-        here: HashMap::new(),
+        here: ChannelMap::default(),
         // No burst beyond the rate: at most 10 accepted in any second.
-        presence_updates: RateLimiter::new(f64::from(presence::UPDATES_PER_SECOND), 1.0, Counter::default()),
+        presence_updates: TokenBucket::new(f64::from(presence::UPDATES_PER_SECOND), 1.0),
         frames_received: 0,
         peer_ended: None,
     };
@@ -356,14 +357,14 @@ struct Session {
     /// PROGRESS_EVERY (and as a liveness heartbeat at least every HEARTBEAT_EVERY).
     progress: Option<Progress>,
     /// JOINS_PER_SECOND, as a bucket of that many tokens refilled at that rate.
-    joins: RateLimiter,
+    joins: TokenBucket,
     /// This socket's presence id (the same on every channel).
     client_id: String,
     /// The channels this socket joined, and its presence on each once it sent `presence`
     /// (dropping it leaves, everywhere).
-    here: HashMap<Uuid, Option<Here>>,
+    here: ChannelMap<Option<Here>>,
     /// presence::UPDATES_PER_SECOND.
-    presence_updates: RateLimiter,
+    presence_updates: TokenBucket,
     frames_received: u64,
     /// Set when the peer ended the socket (its close frame's code, if any).
     peer_ended: Option<Ending>,
@@ -586,7 +587,7 @@ impl Session {
     }
 
     async fn join(&mut self, reference: Option<Ref>, channel: &str, since: Option<i64>) {
-        if self.joins.check("", 1.0).is_err() {
+        if !self.joins.take() {
             self.outbox.push(Out::Text(protocol::joins_rate_limited(&reference, channel, JOINS_PER_SECOND)));
             return;
         }
@@ -654,7 +655,7 @@ impl Session {
         };
         let refused = match checked {
             Err(err) => Some(protocol::error(&reference, Some(channel), &err)),
-            Ok(()) if self.presence_updates.check("", 1.0).is_err() => {
+            Ok(()) if !self.presence_updates.take() => {
                 let message =
                     format!("at most {} presence updates per second per socket", presence::UPDATES_PER_SECOND);
                 Some(protocol::rate_limited(&reference, channel, message))
@@ -804,10 +805,9 @@ async fn write_loop<S, L>(
         log,
         outbox,
         heard,
-        channels: HashMap::new(),
+        channels: ChannelMap::default(),
         meters,
         report,
-        actions: Vec::new(),
         pending: VecDeque::new(),
     };
     match writer.run(&mut conn).await {
@@ -829,11 +829,10 @@ struct Writer<'r, L: Log> {
     outbox: Arc<Outbox>,
     heard: Arc<Heard>,
     /// What each joined channel holds: its feed subscription and a unit of the gauge.
-    channels: HashMap<Uuid, (L::Subscription, Counted)>,
+    channels: ChannelMap<(L::Subscription, Counted)>,
     meters: Meters,
     report: &'r mut Report,
-    /// Reused buffers for the machine's actions (see [`Writer::step`]).
-    actions: Vec<Action>,
+    /// The machine's actions still to carry out: one reused buffer (see [`Writer::step`]).
     pending: VecDeque<Action>,
 }
 
@@ -844,8 +843,9 @@ impl<L: Log> Writer<'_, L> {
         // per wake-up cost a timer-wheel insert and removal for every delivered event).
         let timer = tokio::time::sleep_until(self.machine.deadline(self.heard.last()));
         let mut timer = std::pin::pin!(timer);
-        // Reused across wake-ups: a delivered event allocates nothing here.
-        let mut batch: Vec<Out> = Vec::new();
+        // Swapped with the outbox's queue on every wake-up: a delivered event allocates
+        // nothing, and an idle socket holds one queue's buffer, not two.
+        let mut batch: VecDeque<Out> = VecDeque::new();
         loop {
             let deadline = self.machine.deadline(self.heard.last());
             if timer.deadline() != deadline {
@@ -885,10 +885,7 @@ impl<L: Log> Writer<'_, L> {
     ) -> Result<bool, WriteError> {
         // `pending` is the writer's reused queue: empty between steps.
         let mut pending = std::mem::take(&mut self.pending);
-        let mut actions = std::mem::take(&mut self.actions);
-        self.machine.on_into(input, &mut actions);
-        pending.extend(actions.drain(..));
-        self.actions = actions;
+        self.machine.on_into(input, &mut pending);
         let result = self.carry_out(conn, &mut pending).await;
         pending.clear();
         self.pending = pending;
@@ -1043,6 +1040,7 @@ mod tests {
     //! tokio's paused clock for pings, idle peers and the write deadline.
 
     use super::*;
+    use std::collections::HashMap;
 
     /// A sink that records what is written, or (stalled) never takes anything.
     #[derive(Clone, Default)]
