@@ -297,7 +297,22 @@ impl<S: futures_util::Sink<Message> + Unpin> Conn<S> {
 }
 
 async fn within<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> Result<(), WriteError> {
-    match tokio::time::timeout(limit, write).await {
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once: only one that has to wait reads the clock and arms a
+    // timer (a `timeout` per frame did both for every delivered event; issue 16). The
+    // deadline runs from here, as before.
+    let at_once = std::future::poll_fn(|cx| {
+        Poll::Ready(match write.as_mut().poll(cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    let finished = match at_once {
+        Some(result) => Ok(result),
+        None => tokio::time::timeout(limit, write).await,
+    };
+    match finished {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteError::Gone),
         Err(_) => Err(WriteError::TimedOut),
