@@ -31,6 +31,10 @@ impl<V> ChannelMap<V> {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Sets `project`'s value; returns the one it replaced.
     pub fn insert(&mut self, project: Uuid, value: V) -> Option<V> {
         if let Some(slot) = self.get_mut(&project) {
