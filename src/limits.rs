@@ -26,6 +26,46 @@ struct Bucket {
     updated: Instant,
 }
 
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Bucket { tokens: burst, updated: now }
+    }
+
+    /// Refills at `rate` up to `burst`, then takes `cost` tokens; or answers how many
+    /// seconds until they are there.
+    fn take(&mut self, rate: f64, burst: f64, cost: f64, now: Instant) -> Result<(), f64> {
+        self.tokens = (self.tokens + now.duration_since(self.updated).as_secs_f64() * rate).min(burst);
+        self.updated = now;
+        let cost = cost.min(burst);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            Ok(())
+        } else {
+            Err((cost - self.tokens) / rate)
+        }
+    }
+}
+
+/// One caller's token bucket, unshared (a socket's own limits): no map, lock or counter of
+/// its own (issue 16: memory per idle socket).
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    bucket: Bucket,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+        let (rate, burst) = (rate_per_sec.max(0.001), burst.max(1.0));
+        TokenBucket { rate, burst, bucket: Bucket::full(burst, Instant::now()) }
+    }
+
+    /// Takes one token; false when none is left.
+    pub fn take(&mut self) -> bool {
+        self.bucket.take(self.rate, self.burst, 1.0, Instant::now()).is_ok()
+    }
+}
+
 impl RateLimiter {
     pub fn new(rate_per_sec: f64, burst: f64, refused: Counter) -> Self {
         RateLimiter {
@@ -44,18 +84,11 @@ impl RateLimiter {
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.rate).min(self.burst);
-        bucket.updated = now;
-        let cost = cost.min(self.burst);
-        if bucket.tokens >= cost {
-            bucket.tokens -= cost;
-            Ok(())
-        } else {
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket::full(self.burst, now));
+        bucket.take(self.rate, self.burst, cost, now).map_err(|wait| {
             self.refused.inc();
-            let wait = (cost - bucket.tokens) / self.rate;
-            Err(ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 })
-        }
+            ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 }
+        })
     }
 }
 
@@ -75,5 +108,12 @@ mod tests {
         }
         // Another user has their own bucket.
         limiter.check("bob", 1.0).unwrap();
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_refuses() {
+        let mut bucket = TokenBucket::new(1.0, 3.0);
+        assert!((0..3).all(|_| bucket.take()));
+        assert!(!bucket.take());
     }
 }

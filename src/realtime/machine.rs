@@ -9,7 +9,7 @@
 //! `Filled` (and a `FindOldest` with `Oldest`) before any other input, so the machine
 //! never sees a live event in the middle of a fill.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::channel_map::ChannelMap;
 use super::outbox::EventFrame;
 use super::outbox::Out;
 use super::protocol::{self, close};
@@ -129,14 +130,14 @@ struct Position {
 
 pub struct Machine {
     /// Joined channels and where each stands.
-    channels: HashMap<Uuid, Position>,
+    channels: ChannelMap<Position>,
     next_ping: Instant,
     closed: bool,
 }
 
 impl Machine {
     pub fn new(now: Instant) -> Self {
-        Machine { channels: HashMap::new(), next_ping: now + PING_EVERY, closed: false }
+        Machine { channels: ChannelMap::default(), next_ping: now + PING_EVERY, closed: false }
     }
 
     /// When the driver must send a [`Input::Tick`] at the latest (given when the peer was
@@ -151,14 +152,14 @@ impl Machine {
     }
 
     pub fn on(&mut self, input: Input) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = VecDeque::new();
         self.on_into(input, &mut actions);
-        actions
+        actions.into()
     }
 
-    /// [`Machine::on`], appending to `actions`: the driver reuses one buffer, so a delivered
-    /// event costs no allocation.
-    pub fn on_into(&mut self, input: Input, actions: &mut Vec<Action>) {
+    /// [`Machine::on`], appending to `actions`: the driver carries them out from that one
+    /// reused queue, so a delivered event costs no allocation.
+    pub fn on_into(&mut self, input: Input, actions: &mut VecDeque<Action>) {
         if self.closed {
             return;
         }
@@ -167,29 +168,33 @@ impl Machine {
                 let Some(next) = self.channels.get(&project).map(|position| position.next) else { return };
                 if frame.seq > next {
                     let fill = Fill { project, after: next - 1, until: Some(frame.seq - 1), then: Some(frame) };
-                    actions.push(Action::Fill(fill));
+                    actions.push_back(Action::Fill(fill));
                 } else {
                     self.send_event(actions, project, frame);
                 }
             }
-            Input::Text(text) => actions.push(Action::Send(text)),
-            Input::Presence(text) => actions.push(Action::SendShared(text)),
+            Input::Text(text) => actions.push_back(Action::Send(text)),
+            Input::Presence(text) => actions.push_back(Action::SendShared(text)),
             Input::Join { project, next_seq, head, reply, reader } => {
                 if !self.channels.contains_key(&project) && self.channels.len() >= MAX_CHANNELS {
                     let err = ApiError::InvalidRequest(format!("at most {MAX_CHANNELS} channels per socket"));
-                    actions.push(Action::Send(protocol::error(&None, Some(&protocol::channel_name(project)), &err)));
+                    actions.push_back(Action::Send(protocol::error(
+                        &None,
+                        Some(&protocol::channel_name(project)),
+                        &err,
+                    )));
                     return;
                 }
                 // Subscribe first, then read the log: nothing committed in between is
                 // missed, and what arrives twice is skipped by seq.
                 self.channels.insert(project, Position { next: next_seq, from: next_seq });
-                actions.push(Action::Subscribe { project, head, reader });
-                actions.push(Action::Send(reply));
-                actions.push(Action::Fill(Fill { project, after: next_seq - 1, until: None, then: None }));
+                actions.push_back(Action::Subscribe { project, head, reader });
+                actions.push_back(Action::Send(reply));
+                actions.push_back(Action::Fill(Fill { project, after: next_seq - 1, until: None, then: None }));
             }
             Input::Leave { project, notice } => {
                 if self.channels.remove(&project).is_some() {
-                    actions.push(Action::Unsubscribe { project });
+                    actions.push_back(Action::Unsubscribe { project });
                 }
                 actions.extend(notice.map(Action::Send));
             }
@@ -202,8 +207,8 @@ impl Machine {
             Input::Oldest { fill, oldest } => {
                 let next = fill.after + 1;
                 if oldest > next && self.channels.remove(&fill.project).is_some() {
-                    actions.push(Action::Unsubscribe { project: fill.project });
-                    actions.push(Action::Send(protocol::resync_required(fill.project, oldest)));
+                    actions.push_back(Action::Unsubscribe { project: fill.project });
+                    actions.push_back(Action::Send(protocol::resync_required(fill.project, oldest)));
                 }
                 // Otherwise it is not in the log yet; the next wake-up delivers it.
                 self.then(actions, fill);
@@ -213,7 +218,7 @@ impl Machine {
                     self.close(actions, close::GOING_AWAY, "idle");
                 } else if now >= self.next_ping {
                     self.next_ping = now + PING_EVERY;
-                    actions.push(Action::Ping);
+                    actions.push_back(Action::Ping);
                 }
             }
             Input::Shutdown => self.close(actions, close::RESTART, "hub restarting: reconnect with since"),
@@ -224,7 +229,7 @@ impl Machine {
 
     /// A page of the log arrived: send what continues the channel, ask for the next page,
     /// or find out why the log does not continue it.
-    fn filled(&mut self, actions: &mut Vec<Action>, fill: Fill, frames: Vec<Arc<EventFrame>>) {
+    fn filled(&mut self, actions: &mut VecDeque<Action>, fill: Fill, frames: Vec<Arc<EventFrame>>) {
         let Some(next) = self.channels.get(&fill.project).map(|position| position.next) else { return };
         if fill.until.is_some_and(|until| next > until) {
             return self.then(actions, fill);
@@ -234,7 +239,7 @@ impl Machine {
                 return; // caught up
             }
             // A hole: trimmed by retention, or not committed yet.
-            actions.push(Action::FindOldest(Fill { after: next - 1, ..fill }));
+            actions.push_back(Action::FindOldest(Fill { after: next - 1, ..fill }));
             return;
         }
         let full_page = frames.len() >= FILL_PAGE;
@@ -245,13 +250,13 @@ impl Machine {
             self.send_event(actions, fill.project, frame);
         }
         match self.channels.get(&fill.project) {
-            Some(position) if full_page => actions.push(Action::Fill(Fill { after: position.next - 1, ..fill })),
+            Some(position) if full_page => actions.push_back(Action::Fill(Fill { after: position.next - 1, ..fill })),
             _ => self.then(actions, fill),
         }
     }
 
     /// A fill is over: the live event that revealed the gap goes out if it is next.
-    fn then(&mut self, actions: &mut Vec<Action>, fill: Fill) {
+    fn then(&mut self, actions: &mut VecDeque<Action>, fill: Fill) {
         if let Some(frame) = fill.then {
             self.send_event(actions, fill.project, frame);
         }
@@ -261,7 +266,7 @@ impl Machine {
     /// order, and is dropped).
     /// A delta goes out instead of the content when the base came on this socket since the
     /// join.
-    fn send_event(&mut self, actions: &mut Vec<Action>, project: Uuid, frame: Arc<EventFrame>) {
+    fn send_event(&mut self, actions: &mut VecDeque<Action>, project: Uuid, frame: Arc<EventFrame>) {
         let Some(position) = self.channels.get_mut(&project) else { return };
         if frame.seq != position.next {
             return;
@@ -271,12 +276,12 @@ impl Machine {
             Some(delta) if delta.base_seq >= position.from => delta.text.clone(),
             _ => frame.text.clone(),
         };
-        actions.push(Action::SendEvent { project, frame, text });
+        actions.push_back(Action::SendEvent { project, frame, text });
     }
 
-    fn close(&mut self, actions: &mut Vec<Action>, code: u16, reason: &'static str) {
+    fn close(&mut self, actions: &mut VecDeque<Action>, code: u16, reason: &'static str) {
         self.closed = true;
-        actions.push(Action::Close { code, reason });
+        actions.push_back(Action::Close { code, reason });
     }
 }
 

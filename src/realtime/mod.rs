@@ -18,6 +18,7 @@
 //!   never the log).
 
 pub mod broker;
+pub mod channel_map;
 pub mod deltas;
 pub mod machine;
 pub mod outbox;

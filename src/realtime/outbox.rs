@@ -115,9 +115,10 @@ impl Outbox {
         true
     }
 
-    /// Waits for items and moves all of them into `batch` (the writer's reused buffer: no
-    /// allocation per batch once it has grown to the usual batch size).
-    pub async fn drain_into(&self, batch: &mut Vec<Out>) -> Result<(), Overflowed> {
+    /// Waits for items and hands all of them over in `batch`, which must be empty: the
+    /// queue and `batch` swap buffers, so the writer's buffer becomes the queue's (no
+    /// allocation per batch, and no second buffer kept per socket).
+    pub async fn drain_into(&self, batch: &mut VecDeque<Out>) -> Result<(), Overflowed> {
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +127,8 @@ impl Outbox {
                 }
                 if !state.queue.is_empty() {
                     state.bytes = 0;
-                    batch.extend(state.queue.drain(..));
+                    debug_assert!(batch.is_empty());
+                    std::mem::swap(&mut state.queue, batch);
                     return Ok(());
                 }
             }
@@ -158,14 +160,14 @@ mod tests {
         assert!(outbox.push(event(60)));
         assert!(!outbox.push(event(60)));
         assert!(!outbox.push(Out::Text("late".into())));
-        assert_eq!(outbox.drain_into(&mut Vec::new()).await, Err(Overflowed));
+        assert_eq!(outbox.drain_into(&mut VecDeque::new()).await, Err(Overflowed));
     }
 
     #[tokio::test]
     async fn a_single_large_event_fits_an_empty_outbox() {
         let outbox = Outbox::new(10);
         assert!(outbox.push(event(50)));
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         assert_eq!(outbox.drain_into(&mut batch).await, Ok(()));
         assert_eq!(batch.len(), 1);
         // Draining frees the budget.
@@ -178,7 +180,7 @@ mod tests {
         for _ in 0..3 {
             assert!(outbox.push(event(10)));
         }
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         assert_eq!(outbox.drain_into(&mut batch).await, Ok(()));
         assert_eq!(batch.len(), 3);
         // Pushed after a drain: the writer is woken again.

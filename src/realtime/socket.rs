@@ -9,10 +9,12 @@
 //! ends either (an error, a close, a write past its deadline, a panic) ends both, and the
 //! socket's slot and gauges are guards released when that task's future is dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -20,7 +22,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 
 use super::Broker;
 use super::broker::{SocketSlot, Subscription};
+use super::channel_map::ChannelMap;
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
 use super::outbox::{Out, Outbox, Overflowed};
@@ -39,7 +41,7 @@ use crate::auth::Principal;
 use crate::auth::policy::{self, Actor, Need, Scope};
 use crate::error::ApiError;
 use crate::files;
-use crate::limits::RateLimiter;
+use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use synchub_protocol::{DeleteFileQuery, PatchFileRequest, PutFileRequest};
 
@@ -95,13 +97,62 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| run(state, socket, pre_auth))
+        // Boxed before the socket's future is made: passed by value, the WebSocket would be
+        // stored in that future once per async fn it passes through (issue 16: memory per
+        // idle socket).
+        .on_upgrade(move |socket| run(state, Box::new(Mutex::new(socket)), pre_auth))
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
+/// The socket, shared by its reader and its writer. Both are polled by the socket's one
+/// task (one `select!`), so the lock is never contended and nothing waits on it. It
+/// replaces `split()`, whose `BiLock` swapped its state and registered the task's waker
+/// on every poll, and kept the socket in an `Arc` of its own (issue 16: CPU per delivered
+/// event, memory per idle socket).
+type Shared = Mutex<WebSocket>;
 
-async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>) {
+/// The reader's and the writer's handle on the [`Shared`] socket.
+#[derive(Clone, Copy)]
+struct Half<'s>(&'s Shared);
+
+impl Half<'_> {
+    fn socket(&self) -> MutexGuard<'_, WebSocket> {
+        // A panic while the socket was locked ends the whole session anyway.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl futures_util::Sink<Message> for Half<'_> {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+        self.socket().start_send_unpin(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.socket().poll_close_unpin(cx)
+    }
+}
+
+impl futures_util::Stream for Half<'_> {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.socket().poll_next_unpin(cx)
+    }
+}
+
+type Sink<'s> = Half<'s>;
+type Stream<'s> = Half<'s>;
+
+async fn run(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>) {
     let started = Instant::now();
     let mut report = Report::default();
     serve_socket(state, socket, pre_auth, &mut report).await;
@@ -109,8 +160,8 @@ async fn run(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i6
     report.log(started.elapsed());
 }
 
-async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
-    let (sink, mut stream) = socket.split();
+async fn serve_socket(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
+    let (sink, mut stream) = (Half(&socket), Half(&socket));
     let sink = Conn { sink, deadline: Duration::from_millis(state.config.limits.socket_write_timeout_ms) };
     report.principal = "unauthenticated";
     let ((principal, expires_at), by_frame) = match pre_auth {
@@ -159,11 +210,11 @@ async fn serve_socket(state: AppState, socket: WebSocket, pre_auth: Option<(Prin
         outbox,
         heard: Heard::new(),
         progress,
-        joins: RateLimiter::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND), Counter::default()),
+        joins: TokenBucket::new(f64::from(JOINS_PER_SECOND), f64::from(JOINS_PER_SECOND)),
         client_id: presence::new_client_id(),
-        here: HashMap::new(),
+        here: ChannelMap::default(),
         // No burst beyond the rate: at most 10 accepted in any second.
-        presence_updates: RateLimiter::new(f64::from(presence::UPDATES_PER_SECOND), 1.0, Counter::default()),
+        presence_updates: TokenBucket::new(f64::from(presence::UPDATES_PER_SECOND), 1.0),
         frames_received: 0,
         peer_ended: None,
     };
@@ -217,7 +268,7 @@ enum WriteError {
 
 /// The socket's sending half; every write is bounded by the write deadline, so a peer that
 /// stops reading is cut off even while the hub is blocked writing to it.
-struct Conn<S = Sink> {
+struct Conn<S> {
     sink: S,
     deadline: Duration,
 }
@@ -246,7 +297,22 @@ impl<S: futures_util::Sink<Message> + Unpin> Conn<S> {
 }
 
 async fn within<E>(limit: Duration, write: impl Future<Output = Result<(), E>>) -> Result<(), WriteError> {
-    match tokio::time::timeout(limit, write).await {
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once: only one that has to wait reads the clock and arms a
+    // timer (a `timeout` per frame did both for every delivered event; issue 16). The
+    // deadline runs from here, as before.
+    let at_once = std::future::poll_fn(|cx| {
+        Poll::Ready(match write.as_mut().poll(cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    let finished = match at_once {
+        Some(result) => Ok(result),
+        None => tokio::time::timeout(limit, write).await,
+    };
+    match finished {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(WriteError::Gone),
         Err(_) => Err(WriteError::TimedOut),
@@ -261,7 +327,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// with those unread makes the kernel answer with a reset, and the client sees 1006
 /// instead of our close code. So read (and discard) until the client's close reply, the
 /// end of the stream, or `CLOSE_DRAIN`.
-async fn close_early(mut sink: Conn, mut stream: Stream, code: u16, reason: &'static str) {
+async fn close_early(mut sink: Conn<Sink<'_>>, mut stream: Stream<'_>, code: u16, reason: &'static str) {
     if sink.close(code, reason, CLOSE_DRAIN).await.is_err() {
         return;
     }
@@ -280,7 +346,7 @@ fn close_message(code: u16, reason: &'static str) -> Message {
 }
 
 /// Browsers cannot set headers on a WebSocket: their first frame is `{"type":"auth",...}`.
-async fn first_frame_auth(state: &AppState, stream: &mut Stream) -> Result<(Principal, i64), (u16, &'static str)> {
+async fn first_frame_auth(state: &AppState, stream: &mut Stream<'_>) -> Result<(Principal, i64), (u16, &'static str)> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await;
     let Ok(Some(Ok(Message::Text(text)))) = first else {
         return Err((close::UNAUTHENTICATED, "authenticate first"));
@@ -306,14 +372,14 @@ struct Session {
     /// PROGRESS_EVERY (and as a liveness heartbeat at least every HEARTBEAT_EVERY).
     progress: Option<Progress>,
     /// JOINS_PER_SECOND, as a bucket of that many tokens refilled at that rate.
-    joins: RateLimiter,
+    joins: TokenBucket,
     /// This socket's presence id (the same on every channel).
     client_id: String,
     /// The channels this socket joined, and its presence on each once it sent `presence`
     /// (dropping it leaves, everywhere).
-    here: HashMap<Uuid, Option<Here>>,
+    here: ChannelMap<Option<Here>>,
     /// presence::UPDATES_PER_SECOND.
-    presence_updates: RateLimiter,
+    presence_updates: TokenBucket,
     frames_received: u64,
     /// Set when the peer ended the socket (its close frame's code, if any).
     peer_ended: Option<Ending>,
@@ -352,7 +418,7 @@ async fn seen(state: &AppState, project: Uuid, session: Uuid, applied: Option<i6
 
 impl Session {
     /// Runs the reader and the writer until either ends; then the other ends too.
-    async fn serve(&mut self, stream: &mut Stream, sink: Conn, report: &mut Report) {
+    async fn serve(&mut self, stream: &mut Stream<'_>, sink: Conn<Sink<'_>>, report: &mut Report) {
         let log = BrokerLog { broker: self.state.broker.clone(), outbox: self.outbox.clone() };
         let meters = Meters::of(&self.state.metrics);
         let writer = write_loop(sink, log, self.outbox.clone(), self.heard.clone(), meters, report);
@@ -369,7 +435,7 @@ impl Session {
         }
     }
 
-    async fn read_loop(&mut self, stream: &mut Stream) {
+    async fn read_loop(&mut self, stream: &mut Stream<'_>) {
         let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
@@ -536,7 +602,7 @@ impl Session {
     }
 
     async fn join(&mut self, reference: Option<Ref>, channel: &str, since: Option<i64>) {
-        if self.joins.check("", 1.0).is_err() {
+        if !self.joins.take() {
             self.outbox.push(Out::Text(protocol::joins_rate_limited(&reference, channel, JOINS_PER_SECOND)));
             return;
         }
@@ -604,7 +670,7 @@ impl Session {
         };
         let refused = match checked {
             Err(err) => Some(protocol::error(&reference, Some(channel), &err)),
-            Ok(()) if self.presence_updates.check("", 1.0).is_err() => {
+            Ok(()) if !self.presence_updates.take() => {
                 let message =
                     format!("at most {} presence updates per second per socket", presence::UPDATES_PER_SECOND);
                 Some(protocol::rate_limited(&reference, channel, message))
@@ -754,10 +820,9 @@ async fn write_loop<S, L>(
         log,
         outbox,
         heard,
-        channels: HashMap::new(),
+        channels: ChannelMap::default(),
         meters,
         report,
-        actions: Vec::new(),
         pending: VecDeque::new(),
     };
     match writer.run(&mut conn).await {
@@ -779,11 +844,10 @@ struct Writer<'r, L: Log> {
     outbox: Arc<Outbox>,
     heard: Arc<Heard>,
     /// What each joined channel holds: its feed subscription and a unit of the gauge.
-    channels: HashMap<Uuid, (L::Subscription, Counted)>,
+    channels: ChannelMap<(L::Subscription, Counted)>,
     meters: Meters,
     report: &'r mut Report,
-    /// Reused buffers for the machine's actions (see [`Writer::step`]).
-    actions: Vec<Action>,
+    /// The machine's actions still to carry out: one reused buffer (see [`Writer::step`]).
     pending: VecDeque<Action>,
 }
 
@@ -794,8 +858,9 @@ impl<L: Log> Writer<'_, L> {
         // per wake-up cost a timer-wheel insert and removal for every delivered event).
         let timer = tokio::time::sleep_until(self.machine.deadline(self.heard.last()));
         let mut timer = std::pin::pin!(timer);
-        // Reused across wake-ups: a delivered event allocates nothing here.
-        let mut batch: Vec<Out> = Vec::new();
+        // Swapped with the outbox's queue on every wake-up: a delivered event allocates
+        // nothing, and an idle socket holds one queue's buffer, not two.
+        let mut batch: VecDeque<Out> = VecDeque::new();
         loop {
             let deadline = self.machine.deadline(self.heard.last());
             if timer.deadline() != deadline {
@@ -835,10 +900,7 @@ impl<L: Log> Writer<'_, L> {
     ) -> Result<bool, WriteError> {
         // `pending` is the writer's reused queue: empty between steps.
         let mut pending = std::mem::take(&mut self.pending);
-        let mut actions = std::mem::take(&mut self.actions);
-        self.machine.on_into(input, &mut actions);
-        pending.extend(actions.drain(..));
-        self.actions = actions;
+        self.machine.on_into(input, &mut pending);
         let result = self.carry_out(conn, &mut pending).await;
         pending.clear();
         self.pending = pending;
@@ -992,10 +1054,8 @@ mod tests {
     //! The writer without a socket or a database: a recording sink, a log in memory, and
     //! tokio's paused clock for pings, idle peers and the write deadline.
 
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
     use super::*;
+    use std::collections::HashMap;
 
     /// A sink that records what is written, or (stalled) never takes anything.
     #[derive(Clone, Default)]
