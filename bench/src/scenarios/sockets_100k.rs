@@ -325,3 +325,19 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_and_partial_lines_are_read_and_other_events_skipped() {
+        let done = Arrivals::parse("done 7 1500 2500 3000", 7, 40).unwrap().unwrap();
+        assert_eq!((done.count, done.p50, done.p99, done.max), (40, 1.5, 2.5, 3.0));
+        let partial = Arrivals::parse("partial 7 12 1000 2000 2000", 7, 40).unwrap().unwrap();
+        assert_eq!((partial.count, partial.p50), (12, 1.0));
+        // A late `done` of an earlier event is not this event's answer.
+        assert!(Arrivals::parse("done 6 1 1 1", 7, 40).unwrap().is_none());
+        assert!(Arrivals::parse("ready 40 1.0", 7, 40).is_err());
+    }
+}

@@ -34,7 +34,7 @@ struct Block {
 
 pub(super) async fn resume(ctx: &Ctx) -> anyhow::Result<Report> {
     let edits: usize = if ctx.quick { 100 } else { 1_000 };
-    let away = Duration::from_secs(if ctx.quick { 2 } else { 10 });
+    let away = Duration::from_secs(if ctx.quick { 1 } else { 10 });
     let mut report = Report::new(
         "agent_resume",
         "#8",
@@ -303,4 +303,23 @@ fn replace_files(dir: &Path, n: usize, rep: usize) -> std::io::Result<Duration> 
         std::fs::rename(&temp, dir.join(format!("{i}.txt")))?;
     }
     Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_once_and_the_hot_path_spread_among_them() {
+        for edits in [HOT_EDITS, 1_000, 1_234] {
+            let order = edit_order(edits);
+            assert_eq!(order.iter().filter(|o| o.is_none()).count(), HOT_EDITS, "{edits} edits");
+            let files: Vec<usize> = order.iter().flatten().copied().collect();
+            assert_eq!(files, (0..edits).collect::<Vec<_>>());
+            // Spread: no two hot edits further apart than the stride allows.
+            let hot_at: Vec<usize> = order.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(k, _)| k).collect();
+            let widest = hot_at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            assert!(widest <= edits.div_ceil(HOT_EDITS) + 1, "{edits} edits: gap {widest}");
+        }
+    }
 }
