@@ -3,9 +3,11 @@
 //! opens its share of joined sockets to one hub from its own loopback source addresses and
 //! reports on stdout; the parent announces each write's send time on stdin.
 //!
-//! stdin: `t WALL_US` (the next event's write is sent now); closing stdin ends the worker.
+//! stdin: `t WALL_US` (the next event's write is sent now); `r SEQ` (the parent stopped
+//! waiting for SEQ: report what arrived so far); closing stdin ends the worker.
 //! stdout: `ready N SECS` once every socket joined; per event, once every socket has it,
-//! `done SEQ P50_US P99_US MAX_US` (send → arrival over this worker's sockets).
+//! `done SEQ P50_US P99_US MAX_US` (send → arrival over this worker's sockets); after
+//! `r SEQ`, `partial SEQ COUNT P50_US P99_US MAX_US` over the COUNT sockets that had it.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -72,9 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let mut arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner());
                     let seen = arrivals.entry(seq).or_default();
                     seen.record_us((now - sent).max(1) as u64);
-                    (seen.count() as usize == sockets).then(|| {
-                        format!("done {seq} {} {} {}", seen.ms(0.5) * 1e3, seen.ms(0.99) * 1e3, seen.max_ms() * 1e3)
-                    })
+                    (seen.count() as usize == sockets).then(|| format!("done {seq} {}", figures(seen)))
                 };
                 if let Some(line) = done {
                     let mut out = std::io::stdout().lock();
@@ -95,8 +95,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let Ok(line) = line else { break };
             if let Some(us) = line.strip_prefix("t ").and_then(|t| t.trim().parse().ok()) {
                 announced.store(us, Ordering::Relaxed);
+            } else if let Some(seq) = line.strip_prefix("r ").and_then(|t| t.trim().parse::<usize>().ok()) {
+                let line = {
+                    let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner());
+                    match arrivals.get(&seq) {
+                        Some(seen) => format!("partial {seq} {} {}", seen.count(), figures(seen)),
+                        None => format!("partial {seq} 0 0 0 0"),
+                    }
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
             }
         }
     });
     tokio::task::spawn_blocking(move || reader.join()).await?.map_err(|_| anyhow::anyhow!("stdin reader panicked"))
+}
+
+/// "P50_US P99_US MAX_US" of one event's arrivals.
+fn figures(seen: &Latencies) -> String {
+    format!("{} {} {}", seen.ms(0.5) * 1e3, seen.ms(0.99) * 1e3, seen.max_ms() * 1e3)
 }

@@ -32,6 +32,8 @@ const MAX_PROBE_WINS: u32 = 2;
 pub struct Reconnect {
     backoff: Backoff,
     probe_wins: u32,
+    /// The last wait was ended by a probe (the next attempt is that probe's).
+    probe_led: bool,
 }
 
 /// How to wait before the next attempt.
@@ -45,19 +47,33 @@ pub struct Wait {
 
 impl Reconnect {
     pub fn new(first: Duration, max: Duration) -> Self {
-        Self { backoff: Backoff::new(first, max), probe_wins: 0 }
+        Self { backoff: Backoff::new(first, max), probe_wins: 0, probe_led: false }
     }
 
     /// The next wait: one backoff step, probed unless probes already led to attempts that
     /// failed.
     pub fn next_wait(&mut self) -> Wait {
+        self.probe_led = false;
         Wait { delay: self.backoff.next_delay(), probe: self.probe_wins < MAX_PROBE_WINS }
     }
 
     /// A probe found the hub alive: the next attempt is made at once, from a small step.
     pub fn probe_succeeded(&mut self) {
         self.probe_wins += 1;
+        self.probe_led = true;
         self.backoff.reset();
+    }
+
+    /// The attempt failed before any HTTP answer (connection reset, handshake never
+    /// answered): what the probe found was not a hub but something that accepts and closes
+    /// more slowly than the probe waits (a proxy or balancer with nothing behind it, on a
+    /// loaded machine). Such a win does not count against the probes' budget, which is for
+    /// hubs that answer and refuse: otherwise a long outage behind such a proxy used it up,
+    /// and after the heal the agent slept out a whole backoff step (seconds) unprobed.
+    pub fn attempt_missed_the_hub(&mut self) {
+        if std::mem::take(&mut self.probe_led) {
+            self.probe_wins = self.probe_wins.saturating_sub(1);
+        }
     }
 
     /// A connection joined: start small again, and trust probes again.
@@ -162,6 +178,29 @@ mod tests {
         reconnect.joined();
         let wait = reconnect.next_wait();
         assert!(wait.probe && wait.delay <= FIRST);
+    }
+
+    #[test]
+    fn probes_fooled_during_a_long_outage_still_cut_the_wait_short_after_it() {
+        let mut reconnect = grown();
+        // Behind a proxy that accepts and closes slowly: probes find "something" again and
+        // again, and every attempt they lead to is reset before any HTTP answer.
+        for _ in 0..10 {
+            assert!(reconnect.next_wait().probe);
+            reconnect.probe_succeeded();
+            reconnect.attempt_missed_the_hub();
+        }
+        // The network heals: a probe must still be able to end the wait.
+        assert!(reconnect.next_wait().probe);
+        // A miss after a plain wait refunds nothing.
+        let mut plain = grown();
+        for _ in 0..MAX_PROBE_WINS {
+            plain.next_wait();
+            plain.probe_succeeded();
+        }
+        assert!(!plain.next_wait().probe);
+        plain.attempt_missed_the_hub();
+        assert!(!plain.next_wait().probe);
     }
 
     #[tokio::test]

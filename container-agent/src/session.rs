@@ -286,7 +286,13 @@ impl Session {
             result = tokio::time::timeout(CONNECT_TIMEOUT, connect) => match result {
                 Err(_) => return Ended::Lost("connect timed out".into()),
                 Ok(Err(tungstenite::Error::Http(response))) if response.status() == 401 => return Ended::Unauthorized,
-                Ok(Err(error)) => return Ended::Lost(error.to_string()),
+                Ok(Err(error)) => {
+                    // No HTTP answer at all: whatever a probe found was not a hub.
+                    if !matches!(error, tungstenite::Error::Http(_)) {
+                        self.reconnect.attempt_missed_the_hub();
+                    }
+                    return Ended::Lost(error.to_string());
+                }
                 Ok(Ok((socket, _))) => socket,
             },
             _ = shutdown.changed() => return Ended::Shutdown,

@@ -38,7 +38,7 @@ pub struct Scenario {
 pub const ALL: &[Scenario] = &[
     Scenario {
         name: "write_throughput",
-        summary: "#1 writes/s through the hub (HTTP PUT, socket upsert), 1 and 8 closed-loop writers, 2 subscribers; baseline: pgbench with the same client count",
+        summary: "#1 writes/s through the hub (HTTP PUT, socket upsert), 1 and 8 closed-loop writers, 2 subscribers; baseline: pgbench with the same client count, interleaved",
         run: write_throughput::run,
     },
     Scenario {
@@ -88,7 +88,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "snapshot_build",
-        summary: "#5 snapshot build + store via the hub, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: zip -r -1 of the same files",
+        summary: "#5 snapshot build + store via the hub, 1,000 files / 10 MB and 10,000 files / 100 MB (quick: 200 × 5 KB); baseline: zip -r -1 of the same files, interleaved",
         run: snapshot_build::run,
     },
     Scenario {
@@ -108,7 +108,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "agent_resume",
-        summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits land: reconnect → converged",
+        summary: "#8 agent cut off for 10 s by a proxy while 1,000 edits (and 100 of one file) land, 5 cuts interleaved with the disk's floor: healed → reconnected (p50/p99/max), reconnect → converged, writes of the file edited 100 times",
         run: agent::run_resume,
     },
     Scenario {
@@ -137,6 +137,6 @@ pub const ALL: &[Scenario] = &[
 /// take the whole machine for minutes.
 pub const ON_REQUEST: &[Scenario] = &[Scenario {
     name: "sockets_100k",
-    summary: "issue 16: 100,000 joined sockets (hub as several processes on one database, clients in several processes from 127.0.x.y), one event reaching all; hub RSS, CPU and delivery latency per 10k sockets (env SYNCHUB_BENCH_SOCKETS_100K changes the count; --quick: 2,000)",
+    summary: "issue 16: 100,000 joined sockets (hub as several processes on one database, clients in several processes from 127.0.x.y), one event reaching all; hub RSS, CPU and delivery latency per 10k sockets (env SYNCHUB_BENCH_SOCKETS_100K changes the count, SYNCHUB_BENCH_SOCKETS_100K_WAIT_MS the wait per event, after which the workers report partial counts; --quick: 2,000)",
     run: sockets_100k::run,
 }];

@@ -11,9 +11,9 @@ use serde_json::Value;
 use synchub_protocol::{BulkRequest, BulkUpsert};
 
 use super::Pending;
-use crate::harness::{Ctx, Hub, put_body};
+use crate::harness::{Ctx, Hub, Side, put_body};
 use crate::procfs;
-use crate::report::{Goal, Report, Row, Value as V};
+use crate::report::{Goal, Report, Row, Unit, Value as V};
 
 pub fn run(ctx: &Ctx) -> Pending<'_> {
     Box::pin(measure(ctx))
@@ -30,7 +30,6 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     } else {
         vec![Size { files: 1_000, file_bytes: 10_000 }, Size { files: 10_000, file_bytes: 10_000 }]
     };
-    let reps = if ctx.quick { 1 } else { 3 };
     let mut report = Report::new(
         "snapshot_build",
         "#5",
@@ -43,12 +42,12 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
         "sizes",
         sizes.iter().map(|s| format!("{} files × {} bytes", s.files, s.file_bytes)).collect::<Vec<_>>().join(", "),
     );
-    report.param("repetitions (median)", reps);
+    report.param("pairs (hub build | zip), interleaved", ctx.pairs());
     let zip = which("zip").context("`zip` not found (apt-get install zip)")?;
     let hub = ctx.start_hub("snapshot_build").await?;
     let result = async {
         for size in &sizes {
-            one_size(ctx, &hub, size, reps, &mut report).await?;
+            one_size(ctx, &hub, size, &mut report).await?;
         }
         Ok::<(), anyhow::Error>(())
     }
@@ -61,7 +60,7 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     }
     report.baseline = format!(
         "`{} -r -1 -q -X ../out.zip .` in a directory holding the same files (written just before, so they are in \
-         the page cache), wall time; the output removed between repetitions.",
+         the page cache), wall time; the output removed before each run; alternated with the hub's builds (ABAB…).",
         zip.display()
     );
     Ok(report)
@@ -163,7 +162,19 @@ pub async fn populate(
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Report) -> anyhow::Result<()> {
+/// One block: the hub's build (subject) or `zip` (baseline).
+#[derive(Default)]
+struct Build {
+    secs: f64,
+    /// Subject: VmHWM − VmRSS before the build, KiB.
+    peak_kib: u64,
+    /// Subject: the snapshot's description.
+    body: Value,
+    /// Baseline: the zip's size.
+    zip_bytes: u64,
+}
+
+async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, report: &mut Report) -> anyhow::Result<()> {
     let label = format!("{} files / {:.0} MB", size.files, (size.files * size.file_bytes) as f64 / 1e6);
     let project = ctx.create_project(hub, &format!("bench snapshot {label}")).await?;
     let dir = ctx.work.join(format!("snapshot-src-{}", size.files));
@@ -171,72 +182,64 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
     std::fs::create_dir_all(&tree)?;
     let populate_secs = populate(ctx, hub, project, &tree, size.files, size.file_bytes).await?;
 
-    let (mut hub_secs, mut zip_secs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
-    let mut last: Value = Value::Null;
-    let mut zip_bytes = 0;
-    for rep in 0..reps {
-        // A new cursor: rewrite file 0 (same size, new content) here and on disk.
-        let text = content(1_000_000 + rep as u64, size.file_bytes);
-        std::fs::write(tree.join(file_path(0)), &text)?;
-        let response = ctx
-            .http
-            .put(hub.url(&format!("/v1/projects/{project}/files/{}", file_path(0))))
-            .bearer_auth(&ctx.token)
-            .json(&put_body(&text))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("PUT answered {}", response.status());
-        }
-
-        // The baseline.
-        let out = dir.join("out.zip");
-        zip_secs.push(zip_tree(&tree, &out).await?);
-        zip_bytes = std::fs::metadata(&out)?.len();
-
-        // The hub.
-        let rss_before = hub.rss_kib()?;
-        let reset = std::fs::write(format!("/proc/{}/clear_refs", hub.pid), "5").is_ok();
-        let started = Instant::now();
-        let response = ctx
-            .http
-            .post(hub.url(&format!("/v1/projects/{project}/snapshots")))
-            .bearer_auth(&ctx.service_token)
-            .timeout(Duration::from_secs(600))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        hub_secs.push(started.elapsed().as_secs_f64());
-        if status.as_u16() != 201 && !status.is_success() {
-            bail!("snapshot answered {status}: {body}");
-        }
-        if body["reused"] == true {
-            bail!("snapshot was reused, not built: {body}");
-        }
-        let hwm = procfs::status_kib(hub.pid, "VmHWM")?;
-        if reset {
-            peaks.push(hwm.saturating_sub(rss_before));
-        } else {
-            report.notes.push("could not reset VmHWM (clear_refs): peak is since hub start".into());
-            peaks.push(hwm.saturating_sub(rss_before));
-        }
-        last = body;
+    // Interleaved: the hub's build (subject, after a new cursor) and `zip` of the same tree
+    // (baseline), A B A B …
+    let mut reset_failed = false;
+    let blocks = ctx
+        .interleave(ctx.pairs(), async |side, pair| match side {
+            Side::Subject => {
+                // A new cursor: rewrite file 0 (same size, new content) here and on disk.
+                let text = content(1_000_000 + pair as u64, size.file_bytes);
+                std::fs::write(tree.join(file_path(0)), &text)?;
+                let response = ctx
+                    .http
+                    .put(hub.url(&format!("/v1/projects/{project}/files/{}", file_path(0))))
+                    .bearer_auth(&ctx.token)
+                    .json(&put_body(&text))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("PUT answered {}", response.status());
+                }
+                let rss_before = hub.rss_kib()?;
+                reset_failed |= std::fs::write(format!("/proc/{}/clear_refs", hub.pid), "5").is_err();
+                let started = Instant::now();
+                let response = ctx
+                    .http
+                    .post(hub.url(&format!("/v1/projects/{project}/snapshots")))
+                    .bearer_auth(&ctx.service_token)
+                    .timeout(Duration::from_secs(600))
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: Value = response.json().await?;
+                let secs = started.elapsed().as_secs_f64();
+                if status.as_u16() != 201 && !status.is_success() {
+                    bail!("snapshot answered {status}: {body}");
+                }
+                if body["reused"] == true {
+                    bail!("snapshot was reused, not built: {body}");
+                }
+                let peak_kib = procfs::status_kib(hub.pid, "VmHWM")?.saturating_sub(rss_before);
+                Ok(Build { secs, peak_kib, body, zip_bytes: 0 })
+            }
+            Side::Baseline => {
+                let out = dir.join("out.zip");
+                let secs = zip_tree(&tree, &out).await?;
+                let zip_bytes = std::fs::metadata(&out)?.len();
+                Ok(Build { secs, zip_bytes, ..Build::default() })
+            }
+        })
+        .await?;
+    if reset_failed {
+        report.notes.push("could not reset VmHWM (clear_refs): peak is since hub start".into());
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (hub_median, zip_median) = (median(&mut hub_secs), median(&mut zip_secs));
-    peaks.sort_unstable();
-    let peak = peaks[peaks.len() - 1];
+    let peaks: Vec<u64> = blocks.pairs.iter().map(|p| p.subject.peak_kib).collect();
+    let peak = peaks.iter().copied().max().unwrap_or(0);
+    let (last, zip_bytes) =
+        blocks.pairs.last().map(|p| (p.subject.body.clone(), p.baseline.zip_bytes)).unwrap_or((Value::Null, 0));
     report.rows.push(
-        Row::compared(
-            format!("{label}: build + store wall, median"),
-            V::ms(zip_median * 1000.0),
-            V::ms(hub_median * 1000.0),
-        )
-        .goal(Goal::RatioAtMost(1.2)),
+        blocks.row(format!("{label}: build + store wall"), Unit::Ms, |b| b.secs * 1000.0).goal(Goal::RatioAtMost(1.2)),
     );
     report.rows.push(
         Row::alone(
@@ -246,11 +249,10 @@ async fn one_size(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut R
         )
         .goal(Goal::AtMost(64.0)),
     );
+    report.notes.push(blocks.note(&format!("{label}: build + store, s (baseline: zip)"), |b| b.secs));
     report.notes.push(format!(
-        "{label}: hub builds {:?} s, zip {:?} s; snapshot {} bytes ({} files in the manifest), zip {zip_bytes} bytes; \
-         peak RSS growth per build {:?} KiB; populating through {} bulk requests took {populate_secs:.1} s",
-        hub_secs.iter().map(|s| (s * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
-        zip_secs.iter().map(|s| (s * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        "{label}: snapshot {} bytes ({} files in the manifest), zip {zip_bytes} bytes; peak RSS growth per build {:?} \
+         KiB; populating through {} bulk requests took {populate_secs:.1} s",
         last["bytes"],
         last["file_count"],
         peaks,

@@ -37,13 +37,69 @@ struct Worker {
 
 impl Worker {
     async fn line(&mut self, limit: Duration) -> anyhow::Result<String> {
-        match tokio::time::timeout(limit, self.lines.next_line()).await {
+        self.line_until(Instant::now() + limit)
+            .await?
+            .with_context(|| format!("worker said nothing within {} s", limit.as_secs()))
+    }
+
+    /// The next line, or None at `deadline`.
+    async fn line_until(&mut self, deadline: Instant) -> anyhow::Result<Option<String>> {
+        match tokio::time::timeout_at(deadline.into(), self.lines.next_line()).await {
             Ok(Ok(Some(line))) if line.starts_with("error") => bail!("worker: {line}"),
-            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(Some(line))) => Ok(Some(line)),
             Ok(Ok(None)) => bail!("worker exited"),
             Ok(Err(err)) => Err(err.into()),
-            Err(_) => bail!("worker said nothing within {} s", limit.as_secs()),
+            Err(_) => Ok(None),
         }
+    }
+
+    /// Waits until `deadline` for this worker's `done SEQ` (every socket had the event).
+    /// Then, if it has not come, asks for what arrived so far (`partial SEQ …`), so that a
+    /// timeout still says how many sockets got the event and how late.
+    async fn arrivals(&mut self, seq: i64, deadline: Instant) -> anyhow::Result<Arrivals> {
+        while let Some(line) = self.line_until(deadline).await? {
+            if let Some(arrivals) = Arrivals::parse(&line, seq, self.sockets)? {
+                return Ok(arrivals);
+            }
+        }
+        self.stdin.write_all(format!("r {seq}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        let asked = Instant::now() + Duration::from_secs(30);
+        while let Some(line) = self.line_until(asked).await? {
+            if let Some(arrivals) = Arrivals::parse(&line, seq, self.sockets)? {
+                return Ok(arrivals);
+            }
+        }
+        bail!("no answer to the partial-count request for seq {seq} within 30 s")
+    }
+}
+
+/// One worker's account of one event: how many of its sockets had it, and the send →
+/// arrival latencies of those (ms).
+#[derive(Clone, Copy, Debug, Default)]
+struct Arrivals {
+    count: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Arrivals {
+    /// A `done SEQ P50 P99 MAX` or `partial SEQ COUNT P50 P99 MAX` line for `seq`; None
+    /// for other lines (a late `done` of an earlier event).
+    fn parse(line: &str, seq: i64, sockets: usize) -> anyhow::Result<Option<Arrivals>> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (got, count, figures) = match fields[..] {
+            ["done", got, ref rest @ ..] => (got, sockets.to_string(), rest),
+            ["partial", got, count, ref rest @ ..] => (got, count.to_string(), rest),
+            _ => bail!("worker: unexpected {line:?}"),
+        };
+        if got.parse::<i64>().ok() != Some(seq) {
+            return Ok(None);
+        }
+        let us = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN) / 1000.0;
+        let [p50, p99, max] = figures[..] else { bail!("worker: unexpected {line:?}") };
+        Ok(Some(Arrivals { count: count.parse()?, p50: us(p50), p99: us(p99), max: us(max) }))
     }
 }
 
@@ -140,8 +196,15 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     let rss_total: u64 = rss_joined.iter().sum();
     let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
 
-    // One event at a time, every socket has it before the next.
+    // One event at a time, every socket has it before the next. A worker that has not
+    // seen the event on all its sockets within the wait reports what it has; the run then
+    // stops after that event (stragglers would blur the next one).
+    let wait = Duration::from_millis(
+        std::env::var("SYNCHUB_BENCH_SOCKETS_100K_WAIT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000),
+    );
+    report.param("wait per event (SYNCHUB_BENCH_SOCKETS_100K_WAIT_MS)", format!("{} ms", wait.as_millis()));
     let (mut p50s, mut p99s, mut maxes, mut walls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut delivered = Vec::new();
     let events_started = Instant::now();
     for i in 0..EVENTS {
         let mut content = format!("{i:08} ");
@@ -152,28 +215,40 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
             worker.stdin.flush().await?;
         }
         let seq = ctx.put_file(&hubs[0], project, "fanout.txt", &content).await?;
-        let (mut p50, mut p99, mut max) = (0f64, 0f64, 0f64);
+        let deadline = Instant::now() + wait;
+        let (mut got, mut p50, mut p99, mut max) = (0usize, 0f64, 0f64, 0f64);
+        let mut short = Vec::new();
         for (k, worker) in workers.iter_mut().enumerate() {
-            let line = worker
-                .line(Duration::from_secs(300))
+            let arrivals = worker
+                .arrivals(seq, deadline)
                 .await
                 .with_context(|| format!("event {i} (seq {seq}): client worker {k} of {}", hubs.len()))?;
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_, got, a, b, c] = fields[..] else { bail!("worker: unexpected {line:?}") };
-            if got.parse::<i64>().ok() != Some(seq) {
-                bail!("worker reported seq {got}, expected {seq}");
+            if arrivals.count < worker.sockets {
+                short.push(format!("worker {k}: {} of {}", arrivals.count, worker.sockets));
             }
-            let parse = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN) / 1000.0;
-            // Across workers: the median of per-process medians is not the median of all,
-            // so the row takes the largest per-process p50 and p99 (an upper bound).
-            p50 = p50.max(parse(a));
-            p99 = p99.max(parse(b));
-            max = max.max(parse(c));
+            got += arrivals.count;
+            if arrivals.count > 0 {
+                // Across workers: the median of per-process medians is not the median of
+                // all, so the row takes the largest per-process p50 and p99 (an upper bound).
+                p50 = p50.max(arrivals.p50);
+                p99 = p99.max(arrivals.p99);
+                max = max.max(arrivals.max);
+            }
         }
-        walls.push((wall_us() - sent) as f64 / 1000.0);
+        delivered.push(got);
         p50s.push(p50);
         p99s.push(p99);
         maxes.push(max);
+        if !short.is_empty() {
+            report.notes.push(format!(
+                "event {i} (seq {seq}): delivered to {got} of {total} sockets within the wait ({:.1} s), so the run \
+                 stopped there; short: {}",
+                wait.as_secs_f64(),
+                short.join(", ")
+            ));
+            break;
+        }
+        walls.push((wall_us() - sent) as f64 / 1000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let events_secs = events_started.elapsed().as_secs_f64();
@@ -193,16 +268,29 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     }
 
     let per_10k = total as f64 / 10_000.0;
+    let events = delivered.len();
+    let fewest = delivered.iter().copied().min().unwrap_or(0);
+    // Baseline column: every socket. Issue 16's goal (all of them, p99 < 1 s) can be met
+    // only when every socket got every event, so a partial run's p99 is not judged.
     report.rows.push(
-        Row::alone(
-            format!("one event → all {total} sockets: p99 (median over {EVENTS} events; largest per-process p99)"),
-            V::ms(stats::median(&p99s)),
-            "— (no baseline: issue 16 sets < 1 s)",
+        Row::compared(
+            format!("sockets that got the event within the wait, fewest over {events} events (of all)"),
+            V::count(total as f64),
+            V::count(fewest as f64),
         )
-        .goal(Goal::AtMost(1000.0)),
+        .goal(Goal::RatioAtLeast(1.0)),
     );
+    let p99_row = Row::alone(
+        format!(
+            "one event → {total} sockets: p99 of those that got it (median over {events} events; largest \
+             per-process p99)"
+        ),
+        V::ms(stats::median(&p99s)),
+        "— (no baseline: issue 16 sets < 1 s)",
+    );
+    report.rows.push(if fewest == total { p99_row.goal(Goal::AtMost(1000.0)) } else { p99_row });
     report.rows.push(Row::alone(
-        format!("one event → all {total} sockets: p50 (median over events; largest per-process p50)"),
+        format!("one event → {total} sockets: p50 of those that got it (median over events; largest per-process p50)"),
         V::ms(stats::median(&p50s)),
         "—",
     ));
@@ -219,11 +307,12 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     ));
     report.rows.push(Row::alone(
         "hub CPU ms per event per 10k sockets (all hubs)",
-        V::count((cpu_total * 1000.0 / EVENTS as f64 / per_10k * 100.0).round() / 100.0),
+        V::count((cpu_total * 1000.0 / events.max(1) as f64 / per_10k * 100.0).round() / 100.0),
         "(CPU during the events / events / 10k)",
     ));
     report.notes.push(format!(
-        "{total} sockets opened and joined in {connect_secs:.1} s; per hub VmRSS {:?} KiB; per event: p50 {:?} ms, \
+        "{total} sockets opened and joined in {connect_secs:.1} s; per hub VmRSS {:?} KiB; per event: delivered to \
+         {delivered:?}, p50 {:?} ms, \
          p99 {:?} ms, last {:?} ms, write sent → every worker reported {:?} ms; events phase {events_secs:.1} s, \
          hub CPU {:.2} s (per hub {:?} s)",
         rss_joined,
@@ -235,4 +324,20 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         cpu.iter().map(|c| (c.total().as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>(),
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_and_partial_lines_are_read_and_other_events_skipped() {
+        let done = Arrivals::parse("done 7 1500 2500 3000", 7, 40).unwrap().unwrap();
+        assert_eq!((done.count, done.p50, done.p99, done.max), (40, 1.5, 2.5, 3.0));
+        let partial = Arrivals::parse("partial 7 12 1000 2000 2000", 7, 40).unwrap().unwrap();
+        assert_eq!((partial.count, partial.p50), (12, 1.0));
+        // A late `done` of an earlier event is not this event's answer.
+        assert!(Arrivals::parse("done 6 1 1 1", 7, 40).unwrap().is_none());
+        assert!(Arrivals::parse("ready 40 1.0", 7, 40).is_err());
+    }
 }

@@ -75,14 +75,7 @@ pub(super) async fn hydrate(ctx: &Ctx) -> anyhow::Result<Report> {
     let hub = ctx.start_hub("agent_hydrate").await?;
     let result = async {
         for size in &sizes {
-            let reps = if ctx.quick {
-                1
-            } else if size.files > 5_000 {
-                3
-            } else {
-                5
-            };
-            one_hydrate(ctx, &hub, size, reps, &mut report).await?;
+            one_hydrate(ctx, &hub, size, &mut report).await?;
         }
         Ok::<(), anyhow::Error>(())
     }
@@ -174,7 +167,7 @@ async fn session_to_ready(
     Ok((secs, session_secs, session))
 }
 
-async fn one_hydrate(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mut Report) -> anyhow::Result<()> {
+async fn one_hydrate(ctx: &Ctx, hub: &Hub, size: &Size, report: &mut Report) -> anyhow::Result<()> {
     let label = format!("{} files / {:.0} MB", size.files, (size.files * size.file_bytes) as f64 / 1e6);
     let project = ctx.create_project(hub, &format!("bench hydrate {label}")).await?;
     let files: Vec<(String, String)> =
@@ -184,24 +177,30 @@ async fn one_hydrate(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mu
 
     let agent_dir = ctx.work.join(format!("hydrate-{}-agent", size.files));
     let unzip_dir = ctx.work.join(format!("hydrate-{}-unzip", size.files));
-    let (mut agent_secs, mut base_secs, mut session_secs) = (Vec::new(), Vec::new(), Vec::new());
-    for rep in 0..reps {
-        let tag = format!("hydrate-{}-{rep}", size.files);
-        if rep % 2 == 0 {
-            base_secs.push(curl_unzip(ctx, hub, project, &unzip_dir, size.files).await?);
-        }
-        let (secs, session, body) = session_to_ready(ctx, hub, project, &agent_dir, size.files, &tag).await?;
-        if body["snapshot"]["reused"] == false {
-            report
-                .notes
-                .push(format!("{label}: the session built a new snapshot (expected reuse): {}", body["snapshot"]));
-        }
-        agent_secs.push(secs);
-        session_secs.push(session);
-        if rep % 2 == 1 {
-            base_secs.push(curl_unzip(ctx, hub, project, &unzip_dir, size.files).await?);
-        }
-    }
+    // Interleaved: sessions call → agent ready (subject; the snapshot is reused) and curl +
+    // unzip of the same snapshot (baseline). Per block: (seconds in all, seconds of the
+    // sessions call; 0 for the baseline).
+    let mut reuse_notes = Vec::new();
+    let hydrations = ctx
+        .interleave(ctx.pairs(), async |side, pair| match side {
+            harness::Side::Subject => {
+                let tag = format!("hydrate-{}-{pair}", size.files);
+                let (secs, session, body) = session_to_ready(ctx, hub, project, &agent_dir, size.files, &tag).await?;
+                if body["snapshot"]["reused"] == false {
+                    reuse_notes.push(format!(
+                        "{label}: the session built a new snapshot (expected reuse): {}",
+                        body["snapshot"]
+                    ));
+                }
+                Ok((secs, session))
+            }
+            harness::Side::Baseline => Ok((curl_unzip(ctx, hub, project, &unzip_dir, size.files).await?, 0.0)),
+        })
+        .await?;
+    report.notes.extend(reuse_notes);
+    let agent_secs: Vec<f64> = hydrations.pairs.iter().map(|p| p.subject.0).collect();
+    let base_secs: Vec<f64> = hydrations.pairs.iter().map(|p| p.baseline.0).collect();
+    let session_secs: Vec<f64> = hydrations.pairs.iter().map(|p| p.subject.1).collect();
     // Once more after a change: the sessions call also builds the snapshot (informative).
     ctx.put_file(hub, project, &file_path(0), &content(7_777_777, size.file_bytes)).await?;
     let (with_build, with_build_session, _) =
@@ -252,16 +251,14 @@ async fn one_hydrate(ctx: &Ctx, hub: &Hub, size: &Size, reps: usize, report: &mu
     let _ = std::fs::remove_dir_all(&agent_dir);
     let _ = std::fs::remove_dir_all(&unzip_dir);
 
-    let (agent_all, base_all, session_all) = (agent_secs.clone(), base_secs.clone(), session_secs.clone());
-    let (agent_median, base_median) = (median(&mut agent_secs), median(&mut base_secs));
+    let (agent_all, base_all, session_all) = (agent_secs, base_secs.clone(), session_secs);
+    let base_median = median(&mut base_secs.clone());
     report.rows.push(
-        Row::compared(
-            format!("{label}: sessions → agent /readyz, median"),
-            V::ms(base_median * 1000.0),
-            V::ms(agent_median * 1000.0),
-        )
-        .goal(Goal::RatioAtMost(1.2)),
+        hydrations
+            .row(format!("{label}: sessions → agent /readyz"), Unit::Ms, |b| b.0 * 1000.0)
+            .goal(Goal::RatioAtMost(1.2)),
     );
+    report.notes.push(hydrations.note(&format!("{label}: sessions → /readyz, s (baseline: curl + unzip)"), |b| b.0));
     report.rows.push(Row::compared(
         format!("{label}: sessions (with a snapshot build) → /readyz, 1 run"),
         V::ms(base_median * 1000.0),

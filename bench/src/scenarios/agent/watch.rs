@@ -15,6 +15,8 @@ use crate::harness::clock;
 pub(super) struct DirWatch {
     /// Per file index (`<index>.txt`): when it was last renamed into place (clock ns; 0 = not yet).
     arrivals: Arc<Vec<AtomicU64>>,
+    /// Per file index: how many times it was renamed into place (the agent's writes of it).
+    renames: Arc<Vec<AtomicU64>>,
     fd: Arc<OwnedFd>,
     wd: i32,
 }
@@ -25,7 +27,8 @@ impl DirWatch {
         let wd = inotify::add_watch(&*fd, dir, inotify::WatchFlags::MOVED_TO)
             .with_context(|| format!("inotify on {}", dir.display()))?;
         let arrivals: Arc<Vec<AtomicU64>> = Arc::new((0..files).map(|_| AtomicU64::new(0)).collect());
-        let (reader_fd, slots) = (fd.clone(), arrivals.clone());
+        let renames: Arc<Vec<AtomicU64>> = Arc::new((0..files).map(|_| AtomicU64::new(0)).collect());
+        let (reader_fd, slots, counts) = (fd.clone(), arrivals.clone(), renames.clone());
         std::thread::Builder::new().name("bench-inotify".into()).spawn(move || {
             let mut buffer = vec![MaybeUninit::<u8>::uninit(); 256 * 1024];
             let mut reader = inotify::Reader::new(&*reader_fd, &mut buffer);
@@ -39,22 +42,28 @@ impl DirWatch {
                     .file_name()
                     .and_then(|name| name.to_str().ok())
                     .and_then(|name| name.strip_suffix(".txt")?.parse::<usize>().ok());
-                if let Some(slot) = index.and_then(|i| slots.get(i)) {
-                    slot.store(now, Ordering::Relaxed);
+                if let Some(i) = index.filter(|&i| i < slots.len()) {
+                    slots[i].store(now, Ordering::Relaxed);
+                    counts[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
         })?;
-        Ok(DirWatch { arrivals, fd, wd })
+        Ok(DirWatch { arrivals, renames, fd, wd })
     }
 
     pub(super) fn reset(&self) {
-        for slot in self.arrivals.iter() {
+        for slot in self.arrivals.iter().chain(self.renames.iter()) {
             slot.store(0, Ordering::Relaxed);
         }
     }
 
     pub(super) fn arrived(&self, index: usize) -> u64 {
         self.arrivals[index].load(Ordering::Relaxed)
+    }
+
+    /// How many times file `index` was renamed into place since the last reset.
+    pub(super) fn renames(&self, index: usize) -> u64 {
+        self.renames[index].load(Ordering::Relaxed)
     }
 
     pub(super) fn all_arrived(&self, range: std::ops::Range<usize>) -> bool {
