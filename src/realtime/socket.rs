@@ -53,11 +53,13 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outbound bytes buffered before a write to the TCP socket (a batch is flushed at its end
 /// anyway). The buffer only grows while frames are queued, so idle sockets do not pay it.
 const WRITE_BUFFER: usize = 64 * 1024;
-/// tungstenite's read buffer, allocated (and zero-filled) per socket for its whole life: most
-/// client frames (joins, pings, acks) are far smaller; a larger frame is read in several
-/// reads of this size into a buffer grown for it (issue 16: memory per idle socket; 4 KiB
-/// before).
-const READ_BUFFER: usize = 2 * 1024;
+/// tungstenite's read buffer, allocated (and zero-filled on every read) per socket for its
+/// whole life: most client frames (joins, pings, acks, presence) fit; a larger one is read in
+/// several reads of this size into a buffer grown for it, so a 2 MiB upsert costs ~5,500
+/// reads (a few ms), which editor tabs rarely send now that edits travel as deltas. Issue 16:
+/// at 10,000 and 18,000 idle joined sockets, 2 KiB gave 9.54 KiB of RSS per socket, 512 B
+/// 8.04 KiB, 384 B 7.92 KiB (docs/BENCHMARKS.md); 4 KiB before the perf work.
+const READ_BUFFER: usize = 384;
 /// Joins one socket may make per second (CONTRACT section 4).
 const JOINS_PER_SECOND: u32 = 20;
 /// After the reader ended, the writer may take this long to send what is queued and the

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, Ws, channel, seqs, test_config};
 
@@ -331,6 +331,37 @@ async fn writes_over_the_socket_are_acked_and_published() {
     assert_eq!(ws.recv().await["error"]["code"], "invalid_request");
     let (status, _) = app.get(&format!("/v1/projects/{p}/files"), &app.user_token("alice")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The hub reads client frames through a small read buffer (a few hundred bytes per socket,
+/// for idle memory): frames thousands of times larger arrive in many reads and must come out
+/// whole: an upsert just under the 2 MiB file limit and a bulk of 8 files of 256 KiB.
+#[tokio::test]
+async fn frames_far_larger_than_the_read_buffer_arrive_whole() {
+    let app = TestApp::spawn().await;
+    let p = app.create_project("alice", "big frames").await;
+    let token = app.user_token("alice");
+    let mut ws = app.ws(&token).await;
+    ws.join(&p, None).await;
+    let big: String = (0..2 * 1024 * 1024 - 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    ws.send(json!({"type": "upsert", "ref": "1", "channel": channel(&p), "path": "big.txt", "content": big})).await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!(frames[0]["ok"], true, "{}", frames[0]);
+    assert_eq!(frames[1]["payload"]["content"].as_str().map(str::len), Some(big.len()));
+    let upserts: Vec<Value> = (0..8)
+        .map(|i| json!({"path": format!("part{i}.txt"), "content": big[i * 1000..i * 1000 + 256 * 1024]}))
+        .collect();
+    ws.send(json!({"type": "bulk", "ref": "2", "channel": channel(&p), "upserts": upserts})).await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!(frames[0]["ok"], true, "{}", frames[0]);
+    assert_eq!(frames[1]["payload"]["files"].as_array().map(Vec::len), Some(8));
+    let (status, file) = app.get(&format!("/v1/projects/{p}/files/big.txt"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(file["content"].as_str(), Some(big.as_str()));
+    let (_, part) = app.get(&format!("/v1/projects/{p}/files/part7.txt"), &token).await;
+    assert_eq!(part["content"].as_str(), Some(&big[7000..7000 + 256 * 1024]));
 }
 
 #[tokio::test]
