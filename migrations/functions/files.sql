@@ -118,12 +118,7 @@ CREATE OR REPLACE FUNCTION synchub.apply_change(p_project uuid, p_upserts jsonb,
                                                 p_actor text, p_op_id uuid, p_event text,
                                                 p_op_kind text, p_op_args jsonb,
                                                 p_max_entries integer DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql
--- Every lookup here is an index probe by design. Planned against statistics taken while
--- project_files was (nearly) empty, as on a new hub, they became scans of the project's
--- rows, which the change itself grows: n² for the first large import (an archive of
--- 10,000 files took minutes instead of seconds). These keep the probes on the indexes.
-SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_prior jsonb := synchub.begin_write(p_project, p_actor, p_op_id, p_op_kind, p_op_args);
     v_limits synchub.limits;
@@ -502,6 +497,14 @@ BEGIN
         RETURN jsonb_build_object('seq', (SELECT last_seq FROM synchub.projects WHERE id = p_project),
                                   'files', '[]'::jsonb, 'deleted', '[]'::jsonb);
     END IF;
+    -- apply_change's lookups are index probes by design. Planned against statistics taken
+    -- while project_files was (nearly) empty, as on a new hub, they became scans of the
+    -- project's rows, which the change itself grows: n² for the first large import (10,000
+    -- files took minutes instead of seconds). So for this call only (this function has SET
+    -- clauses, so the settings end with it): set on apply_change itself, they made every
+    -- ordinary write slower (fanout_1000's burst of single-file writes: ×2.4 → ×0.6 of
+    -- Node; docs/BENCHMARKS.md).
+    PERFORM set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
     RETURN synchub.apply_change(p_project, v_files, v_deletes, p_actor, p_op_id, 'bulk:apply', 'archive',
         -- Only an op_id needs its arguments (a copy of every file, hashed).
         CASE WHEN p_op_id IS NOT NULL THEN jsonb_build_object('replace', p_replace, 'files', v_files) END,

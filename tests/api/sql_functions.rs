@@ -291,6 +291,32 @@ async fn definer_functions_pin_search_path_and_are_not_public() {
     }
 }
 
+/// apply_change is every write's path: planner settings on it (enable_seqscan = off and
+/// enable_bitmapscan = off, meant for archive imports) made ordinary single-file writes about
+/// 4× slower in fanout_1000's burst (docs/BENCHMARKS.md). Only the archive import sets them,
+/// for its own call.
+#[tokio::test]
+async fn the_write_path_carries_no_planner_settings() {
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    for function in ["synchub.apply_change", "synchub.upsert_project_file"] {
+        let configs: Vec<Vec<String>> = db
+            .query(
+                "SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE oid::regprocedure::text LIKE $1 || '(%'",
+                &[&function],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(!configs.is_empty(), "{function} not found");
+        for config in configs {
+            assert!(config.iter().all(|c| !c.starts_with("enable_")), "{function}: {config:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn read_events_keeps_one_plan_and_follows_the_statistics() {
     // Issue 16: read_events is on every event's path; it plans once per connection
