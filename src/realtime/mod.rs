@@ -20,6 +20,7 @@
 pub mod broker;
 pub mod channel_map;
 pub mod deltas;
+pub mod halves;
 pub mod machine;
 pub mod outbox;
 pub mod presence;

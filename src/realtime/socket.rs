@@ -5,8 +5,8 @@
 //! seq n, n+1, n+2, … The writer is generic over the sink and the [`Log`], and tested
 //! in-module without a socket.
 //!
-//! Reader and writer are one unit: they run in one task under one `select!`, so whatever
-//! ends either (an error, a close, a write past its deadline, a panic) ends both, and the
+//! Reader and writer are one unit: they run in one task ([`halves::first_of`], which polls
+//! each only when its own waker fired), so whatever ends either (an error, a close, a write past its deadline, a panic) ends both, and the
 //! socket's slot and gauges are guards released when that task's future is dropped.
 
 use std::collections::VecDeque;
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::Broker;
 use super::broker::{SocketSlot, Subscription};
 use super::channel_map::ChannelMap;
+use super::halves::{self, First};
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
 use super::outbox::{Out, Outbox, Overflowed};
@@ -106,7 +107,7 @@ pub async fn upgrade(
 }
 
 /// The socket, shared by its reader and its writer. Both are polled by the socket's one
-/// task (one `select!`), so the lock is never contended and nothing waits on it. It
+/// task ([`halves::first_of`]), so the lock is never contended and nothing waits on it. It
 /// replaces `split()`, whose `BiLock` swapped its state and registered the task's waker
 /// on every poll, and kept the socket in an `Arc` of its own (issue 16: CPU per delivered
 /// event, memory per idle socket).
@@ -387,6 +388,16 @@ struct Session {
     peer_ended: Option<Ending>,
 }
 
+/// The next tick of `interval`; never without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 struct Progress {
     project: Uuid,
     session: Uuid,
@@ -425,24 +436,26 @@ impl Session {
         let meters = Meters::of(&self.state.metrics);
         let writer = write_loop(sink, log, self.outbox.clone(), self.heard.clone(), meters, report);
         let mut writer = std::pin::pin!(writer);
-        let reader_ended = tokio::select! {
-            () = self.read_loop(stream) => true,
-            () = &mut writer => false,
-        };
-        if reader_ended {
+        let outbox = self.outbox.clone();
+        let reader = std::pin::pin!(self.read_loop(stream));
+        // Each half is polled only when its own waker fired: a delivered event does not
+        // poll the reader (see halves.rs).
+        if halves::first_of(reader, writer.as_mut()).await == First::Reader {
             // The writer sends what is queued, ending with a close frame (the first Close
             // queued wins), unless the peer does not take it.
-            self.outbox.push(Out::Close(close::NORMAL, ""));
+            outbox.push(Out::Close(close::NORMAL, ""));
             let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
         }
     }
 
     async fn read_loop(&mut self, stream: &mut Stream<'_>) {
-        let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+        // Only container sockets report progress; the others keep no timer for it (an
+        // interval is a boxed timer entry: memory per idle socket).
+        let mut progress_tick = self.progress.is_some().then(|| tokio::time::interval(PROGRESS_EVERY));
         loop {
             let until_expiry = Duration::from_secs((self.expires_at - now_secs()).max(0) as u64);
             tokio::select! {
-                _ = progress_tick.tick(), if self.progress.is_some() => Box::pin(self.flush_progress(false)).await,
+                _ = tick(&mut progress_tick) => Box::pin(self.flush_progress(false)).await,
                 message = stream.next() => match message {
                     None | Some(Err(_)) => {
                         self.peer_ended = Some(Ending::Peer(None));
@@ -786,19 +799,24 @@ impl Meters {
 
 /// When the peer was last heard from: the reader marks it, the writer's machine decides
 /// when silence means the peer is gone.
-pub(crate) struct Heard(std::sync::Mutex<tokio::time::Instant>);
+/// An offset from the socket's start, not a lock: the writer reads it on every wake-up.
+pub(crate) struct Heard {
+    start: tokio::time::Instant,
+    nanos_since_start: std::sync::atomic::AtomicU64,
+}
 
 impl Heard {
     fn new() -> Arc<Self> {
-        Arc::new(Heard(std::sync::Mutex::new(tokio::time::Instant::now())))
+        Arc::new(Heard { start: tokio::time::Instant::now(), nanos_since_start: Default::default() })
     }
 
     fn mark(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos_since_start.store(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn last(&self) -> tokio::time::Instant {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.start + Duration::from_nanos(self.nanos_since_start.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
