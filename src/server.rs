@@ -312,7 +312,12 @@ struct GuardedIo {
     tcp: TcpStream,
     phase: Arc<Phase>,
     waiting: Waiting,
-    deadline: Pin<Box<Sleep>>,
+    /// The header/idle timer; released once the connection is a WebSocket's.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// The phase was seen UPGRADED (it never changes back): reads and writes go straight
+    /// to the socket, without the phase's `Arc` (a cache miss on every delivered event at
+    /// 10,000 sockets) or the timer (memory per idle socket). Issue 16.
+    upgraded: bool,
     header_timeout: Duration,
     idle_timeout: Duration,
     /// An answer of ours written in place of hyper's; the connection closes after it.
@@ -333,7 +338,8 @@ impl GuardedIo {
             tcp,
             phase: Arc::default(),
             waiting: Waiting::FirstRequest,
-            deadline: Box::pin(tokio::time::sleep(limits.header_timeout())),
+            deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout()))),
+            upgraded: false,
             header_timeout: limits.header_timeout(),
             idle_timeout: limits.idle_timeout(),
             answer: None,
@@ -343,7 +349,18 @@ impl GuardedIo {
 
     fn wait_for(&mut self, waiting: Waiting, within: Duration) {
         self.waiting = waiting;
-        self.deadline.as_mut().reset(Instant::now() + within);
+        self.timer().reset(Instant::now() + within);
+    }
+
+    fn timer(&mut self) -> Pin<&mut Sleep> {
+        let timeout = self.header_timeout;
+        self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout))).as_mut()
+    }
+
+    /// The connection is a WebSocket's from now on.
+    fn upgrade(&mut self) {
+        self.upgraded = true;
+        self.deadline = None;
     }
 
     fn answer_with(&mut self, err: &ApiError) {
@@ -368,8 +385,8 @@ impl GuardedIo {
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(answer) = self.answer.as_mut() else { return Poll::Ready(()) };
         let until = *answer.linger_until.get_or_insert_with(|| Instant::now() + LINGER);
-        if self.deadline.deadline() != until {
-            self.deadline.as_mut().reset(until);
+        if self.timer().deadline() != until {
+            self.timer().reset(until);
         }
         let mut sink = [0u8; 4096];
         loop {
@@ -377,7 +394,7 @@ impl GuardedIo {
             match Pin::new(&mut self.tcp).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
                 Poll::Ready(_) => return Poll::Ready(()),
-                Poll::Pending => return self.deadline.as_mut().poll(cx),
+                Poll::Pending => return self.timer().poll(cx),
             }
         }
     }
@@ -417,13 +434,19 @@ fn hyper_error_status(bytes: &[u8]) -> Option<StatusCode> {
 impl AsyncRead for GuardedIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.upgraded {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
         match this.phase.get() {
             Phase::BUSY => {
                 this.waiting = Waiting::Nothing;
                 this.phase.reader.register(cx.waker());
                 return Pin::new(&mut this.tcp).poll_read(cx, buf);
             }
-            Phase::UPGRADED => return Pin::new(&mut this.tcp).poll_read(cx, buf),
+            Phase::UPGRADED => {
+                this.upgrade();
+                return Pin::new(&mut this.tcp).poll_read(cx, buf);
+            }
             Phase::DONE => {
                 this.phase.set(Phase::WAITING);
                 this.wait_for(Waiting::Idle, this.idle_timeout);
@@ -444,7 +467,7 @@ impl AsyncRead for GuardedIo {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
+                ready!(this.timer().poll(cx));
                 if this.waiting == Waiting::Head {
                     // Best effort: the client may learn why, then the connection closes.
                     this.answer_with(&ApiError::RequestTimeout);
@@ -460,6 +483,12 @@ impl AsyncRead for GuardedIo {
 impl AsyncWrite for GuardedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if !this.upgraded && this.phase.get() == Phase::UPGRADED {
+            this.upgrade();
+        }
+        if this.upgraded {
+            return Pin::new(&mut this.tcp).poll_write(cx, buf);
+        }
         this.replace_hyper_answer(buf);
         if this.answer.is_some() {
             ready!(this.poll_answer(cx))?;
