@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use uuid::Uuid;
 
 /// One event, serialized once for every subscriber.
@@ -64,7 +65,9 @@ impl Out {
 pub struct Outbox {
     cap_bytes: usize,
     state: Mutex<State>,
-    notify: Notify,
+    /// The one consumer (the socket's writer). Not a `Notify`: that took its waiter list's
+    /// lock on every push and every wait, twice per delivered event (issue 16).
+    writer: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -80,7 +83,7 @@ pub struct Overflowed;
 
 impl Outbox {
     pub fn new(cap_bytes: usize) -> Arc<Self> {
-        Arc::new(Outbox { cap_bytes, state: Mutex::new(State::default()), notify: Notify::new() })
+        Arc::new(Outbox { cap_bytes, state: Mutex::new(State::default()), writer: AtomicWaker::new() })
     }
 
     /// Queues an item; false when the outbox overflowed (the item is dropped and the
@@ -100,7 +103,7 @@ impl Outbox {
             state.queue.clear();
             state.bytes = 0;
             drop(state);
-            self.notify.notify_one();
+            self.writer.wake();
             return false;
         }
         state.bytes += cost;
@@ -110,7 +113,7 @@ impl Outbox {
         // Only the first item of a batch wakes the writer: it takes the whole queue when it
         // runs, so later pushes before that need no wake-up of their own.
         if was_empty {
-            self.notify.notify_one();
+            self.writer.wake();
         }
         true
     }
@@ -119,21 +122,23 @@ impl Outbox {
     /// queue and `batch` swap buffers, so the writer's buffer becomes the queue's (no
     /// allocation per batch, and no second buffer kept per socket).
     pub async fn drain_into(&self, batch: &mut VecDeque<Out>) -> Result<(), Overflowed> {
-        loop {
-            {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if state.overflowed {
-                    return Err(Overflowed);
-                }
-                if !state.queue.is_empty() {
-                    state.bytes = 0;
-                    debug_assert!(batch.is_empty());
-                    std::mem::swap(&mut state.queue, batch);
-                    return Ok(());
-                }
+        std::future::poll_fn(|cx| {
+            // Registered before the queue is looked at: a push after the look wakes this
+            // waker (a push before it is seen).
+            self.writer.register(cx.waker());
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.overflowed {
+                return Poll::Ready(Err(Overflowed));
             }
-            self.notify.notified().await;
-        }
+            if state.queue.is_empty() {
+                return Poll::Pending;
+            }
+            state.bytes = 0;
+            debug_assert!(batch.is_empty());
+            std::mem::swap(&mut state.queue, batch);
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 }
 
