@@ -195,6 +195,15 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     let rss_joined: Vec<u64> = hubs.iter().map(|h| h.rss_kib().unwrap_or(0)).collect();
     let rss_total: u64 = rss_joined.iter().sum();
     let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
+    // The clients' CPU too: they receive and parse every frame on the same cores.
+    let worker_cpu = |workers: &[Worker]| -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for worker in workers {
+            total += procfs::cpu_time(worker.child.id().context("worker ended")?)?.total().as_secs_f64();
+        }
+        Ok(total)
+    };
+    let worker_cpu_before = worker_cpu(&workers)?;
 
     // One event at a time, every socket has it before the next. A worker that has not
     // seen the event on all its sockets within the wait reports what it has; the run then
@@ -258,6 +267,7 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         .map(|(h, before)| h.cpu().map(|c| c.since(*before)))
         .collect::<anyhow::Result<_>>()?;
     let cpu_total: f64 = cpu.iter().map(|c| c.total().as_secs_f64()).sum();
+    let worker_cpu_total = worker_cpu(&workers)? - worker_cpu_before;
     for worker in &mut workers {
         let _ = worker.stdin.shutdown().await;
     }
@@ -309,6 +319,19 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         "hub CPU ms per event per 10k sockets (all hubs)",
         V::count((cpu_total * 1000.0 / events.max(1) as f64 / per_10k * 100.0).round() / 100.0),
         "(CPU during the events / events / 10k)",
+    ));
+    report.rows.push(Row::alone(
+        "client workers' CPU ms per event per 10k sockets (all workers)",
+        V::count((worker_cpu_total * 1000.0 / events.max(1) as f64 / per_10k * 100.0).round() / 100.0),
+        "(CPU during the events / events / 10k)",
+    ));
+    // What one event's work (hub and clients) takes of this machine's cores at best: the
+    // last socket cannot get the event sooner, however the work is scheduled.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    report.rows.push(Row::alone(
+        format!("hub + client CPU per event ÷ {cores} cores (the least time one event can take here)"),
+        V::ms((cpu_total + worker_cpu_total) * 1000.0 / events.max(1) as f64 / cores),
+        "—",
     ));
     report.notes.push(format!(
         "{total} sockets opened and joined in {connect_secs:.1} s; per hub VmRSS {:?} KiB; per event: delivered to \
