@@ -400,6 +400,16 @@ async fn a_write_reads_a_few_index_entries_however_many_files_the_project_has() 
             "move src/f0502.txt",
             "SELECT 1 FROM synchub.move_project_file($1, 'src/f0502.txt', 'moved/f.txt', NULL, 'alice', NULL)",
         ),
+        (
+            "upsert with an op_id",
+            "SELECT 1 FROM synchub.upsert_project_file($1, 'src/op.txt', 'y', NULL, NULL, 'alice', gen_random_uuid())",
+        ),
+        (
+            "bulk of two upserts and a delete",
+            "SELECT 1 FROM synchub.bulk_upsert_project_files($1,
+                 '[{\"path\": \"b/1.txt\", \"content\": \"y\"}, {\"path\": \"src/f0503.txt\", \"content\": \"y\"}]',
+                 '[{\"path\": \"src/f0504.txt\"}]', 'alice', NULL)",
+        ),
     ];
     for (write, sql) in writes {
         // The counts below are those not yet flushed to the cumulative statistics (on
