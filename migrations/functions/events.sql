@@ -69,9 +69,19 @@ BEGIN
         END,
         e.created_at
     FROM synchub.events e
-    LEFT JOIN synchub.project_files f
-        ON e.event_type IN ('file:update', 'file:delete') AND f.project_id = e.project_id
-           AND f.id = e.file_ids[1]
+    -- The event's version row, by a range on the primary key read in its order: the one
+    -- plan that needs no sort, so it is chosen whatever the statistics say (the ON clause
+    -- keeps the row only if it is that version). As a plain equality join, the plan made
+    -- while the tables were (nearly) empty (a new hub, before autovacuum's first ANALYZE;
+    -- this function keeps one plan per connection) searched another index by project_id
+    -- alone and filtered every version of the project per event: without statistics every
+    -- index probe costs the same. Test
+    -- sql_functions::reading_new_events_reads_a_few_rows_however_many_files_the_project_has.
+    LEFT JOIN LATERAL (
+        SELECT f.* FROM synchub.project_files f
+        WHERE f.project_id = e.project_id AND f.id >= e.file_ids[1]
+        ORDER BY f.id LIMIT 1
+    ) f ON e.event_type IN ('file:update', 'file:delete') AND f.id = e.file_ids[1]
     WHERE e.project_id = p_project AND e.seq > p_since
     ORDER BY e.seq
     LIMIT p_limit;

@@ -45,6 +45,32 @@ async fn current(db: &Client, p: Uuid) -> Vec<(String, String, i32)> {
         .collect()
 }
 
+/// Rows read by scans of synchub's tables plus entries read from their indexes while `sql`
+/// runs (in a transaction rolled back after), and `sql`'s first column as i64 if it has one.
+async fn rows_read(
+    db: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> (i64, Option<i64>) {
+    // The per-transaction counters include earlier transactions' counts not yet flushed
+    // to the cumulative statistics (PostgreSQL 15): flushed when this session goes idle.
+    db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
+    db.batch_execute("BEGIN").await.unwrap();
+    let row = db.query_one(sql, params).await.unwrap();
+    let value = row.try_get::<_, i64>(0).ok();
+    let read: i64 = db
+        .query_one(
+            "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint FROM pg_class c
+             WHERE c.relnamespace = 'synchub'::regnamespace AND c.relkind IN ('r', 'i')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute("ROLLBACK").await.unwrap();
+    (read, value)
+}
+
 #[tokio::test]
 async fn versions_hashes_conflicts_and_history() {
     let app = TestApp::spawn().await;
@@ -412,23 +438,35 @@ async fn a_write_reads_a_few_index_entries_however_many_files_the_project_has() 
         ),
     ];
     for (write, sql) in writes {
-        // The counts below are those not yet flushed to the cumulative statistics (on
-        // PostgreSQL 15 earlier transactions' too): flushed when this session goes idle.
-        db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
-        db.batch_execute("BEGIN").await.unwrap();
-        db.query_one(sql, &[&p]).await.unwrap();
-        let read: i64 = db
-            .query_one(
-                // Rows read by scans of synchub's tables, plus entries read from their
-                // indexes.
-                "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint FROM pg_class c
-                 WHERE c.relnamespace = 'synchub'::regnamespace AND c.relkind IN ('r', 'i')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        db.batch_execute("ROLLBACK").await.unwrap();
+        let (read, _) = rows_read(&db, sql, &[&p]).await;
         assert!(read < 50, "{write} read {read} rows or index entries (1,000 files in the project)");
     }
+}
+
+#[tokio::test]
+async fn reading_new_events_reads_a_few_rows_however_many_files_the_project_has() {
+    // The event read is on every event's path (the feed reads each committed write back),
+    // and it keeps one generic plan per connection. Made while the tables were (nearly)
+    // empty, as on a new hub before autovacuum's first ANALYZE, that plan must still read
+    // only the new events and their rows, not the project's files: it read 3,024 rows or
+    // index entries for 3 events (every version of the project per event), 6 now.
+    let app = TestApp::spawn().await;
+    let db = app.sql().await;
+    let p = project(&db, "alice").await;
+    let read = "SELECT count(*) FROM synchub.read_events($1, $2, 1000)";
+    for i in 0..6 {
+        upsert(&db, p, &format!("early{i}.txt"), "x", None, "alice", None).await.unwrap();
+        db.query_one(read, &[&p, &(i as i64)]).await.unwrap();
+    }
+    let files: Vec<Value> = (0..999).map(|i| json!({"path": format!("src/f{i:04}.txt"), "content": "x"})).collect();
+    db.query_one("SELECT * FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)", &[&p, &json!(files)])
+        .await
+        .unwrap();
+    let mut last = 0;
+    for i in 0..3 {
+        last = upsert(&db, p, &format!("zz/late{i}.txt"), "y", None, "alice", None).await.unwrap().2;
+    }
+    let (rows, got) = rows_read(&db, read, &[&p, &(last - 3)]).await;
+    assert_eq!(got, Some(3));
+    assert!(rows < 50, "reading 3 new events read {rows} rows or index entries (1,009 files in the project)");
 }
