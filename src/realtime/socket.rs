@@ -6,8 +6,9 @@
 //! in-module without a socket.
 //!
 //! Reader and writer are one unit: they run in one task ([`halves::first_of`], which polls
-//! each only when its own waker fired), so whatever ends either (an error, a close, a write past its deadline, a panic) ends both, and the
-//! socket's slot and gauges are guards released when that task's future is dropped.
+//! each only when its own waker fired), so whatever ends either (an error, a close, a write
+//! past its deadline, a panic) ends both, and the socket's slot and gauges are guards
+//! released when that task's future is dropped.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -798,8 +799,8 @@ impl Meters {
 }
 
 /// When the peer was last heard from: the reader marks it, the writer's machine decides
-/// when silence means the peer is gone.
-/// An offset from the socket's start, not a lock: the writer reads it on every wake-up.
+/// when silence means the peer is gone. Kept as an offset from the socket's start in an
+/// atomic, not behind a lock: the writer reads it on every wake-up.
 pub(crate) struct Heard {
     start: tokio::time::Instant,
     nanos_since_start: std::sync::atomic::AtomicU64,
