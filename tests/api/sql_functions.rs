@@ -457,6 +457,9 @@ async fn reading_new_events_reads_a_few_rows_however_many_files_the_project_has(
     for i in 0..6 {
         upsert(&db, p, &format!("early{i}.txt"), "x", None, "alice", None).await.unwrap();
         db.query_one(read, &[&p, &(i as i64)]).await.unwrap();
+        db.query_one("SELECT synchub.join_channel($1, 'alice')", &[&p]).await.unwrap();
+        db.query_one("SELECT synchub.events_for($1, 'alice', 0, 10)", &[&p]).await.unwrap();
+        db.query_one("SELECT synchub.get_file($1, 'alice', 'early0.txt')", &[&p]).await.unwrap();
     }
     let files: Vec<Value> = (0..999).map(|i| json!({"path": format!("src/f{i:04}.txt"), "content": "x"})).collect();
     db.query_one("SELECT * FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)", &[&p, &json!(files)])
@@ -469,4 +472,16 @@ async fn reading_new_events_reads_a_few_rows_however_many_files_the_project_has(
     let (rows, got) = rows_read(&db, read, &[&p, &(last - 3)]).await;
     assert_eq!(got, Some(3));
     assert!(rows < 50, "reading 3 new events read {rows} rows or index entries (1,009 files in the project)");
+    // The other reads of a join, a resume and a file: as few (4, 11, 3 and 1 when written).
+    let since = last - 3;
+    let reads: [(&str, &str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 4] = [
+        ("join_channel", "SELECT 0::bigint FROM synchub.join_channel($1, 'alice')", &[&p]),
+        ("events_for", "SELECT 0::bigint FROM synchub.events_for($1, 'alice', $2, 10)", &[&p, &since]),
+        ("get_file", "SELECT 0::bigint FROM synchub.get_file($1, 'alice', 'zz/late1.txt')", &[&p]),
+        ("oldest_seq", "SELECT synchub.oldest_seq($1)", &[&p]),
+    ];
+    for (name, sql, params) in reads {
+        let (rows, _) = rows_read(&db, sql, params).await;
+        assert!(rows < 50, "{name} read {rows} rows or index entries (1,009 files in the project)");
+    }
 }
