@@ -509,14 +509,6 @@ BEGIN
         RETURN jsonb_build_object('seq', (SELECT last_seq FROM synchub.projects WHERE id = p_project),
                                   'files', '[]'::jsonb, 'deleted', '[]'::jsonb);
     END IF;
-    -- apply_change's lookups are index probes by design. Planned against statistics taken
-    -- while project_files was (nearly) empty, as on a new hub, they became scans of the
-    -- project's rows, which the change itself grows: n² for the first large import (10,000
-    -- files took minutes instead of seconds). So for this call only (this function has SET
-    -- clauses, so the settings end with it): set on apply_change itself, they made every
-    -- ordinary write slower (fanout_1000's burst of single-file writes: ×2.4 → ×0.6 of
-    -- Node; docs/BENCHMARKS.md).
-    PERFORM set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
     RETURN synchub.apply_change(p_project, v_files, v_deletes, p_actor, p_op_id, 'bulk:apply', 'archive',
         -- Only an op_id needs its arguments (a copy of every file, hashed).
         CASE WHEN p_op_id IS NOT NULL THEN jsonb_build_object('replace', p_replace, 'files', v_files) END,

@@ -441,6 +441,16 @@ async fn a_write_reads_a_few_index_entries_however_many_files_the_project_has() 
         let (read, _) = rows_read(&db, sql, &[&p]).await;
         assert!(read < 50, "{write} read {read} rows or index entries (1,000 files in the project)");
     }
+    // A large change (an archive import's size) stays linear too: 1,500 new files and 500
+    // new versions in one bulk, without any planner settings.
+    let files: Vec<Value> = (500..2500).map(|i| json!({"path": format!("src/f{i:04}.txt"), "content": "z"})).collect();
+    let (read, _) = rows_read(
+        &db,
+        "SELECT 0::bigint FROM synchub.bulk_upsert_project_files($1, $2, '[]', 'alice', NULL)",
+        &[&p, &json!(files)],
+    )
+    .await;
+    assert!(read < 40 * 2000, "a bulk of 2,000 entries read {read} rows or index entries");
 }
 
 #[tokio::test]
