@@ -357,10 +357,14 @@ impl GuardedIo {
         self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout))).as_mut()
     }
 
-    /// The connection is a WebSocket's from now on.
-    fn upgrade(&mut self) {
-        self.upgraded = true;
-        self.deadline = None;
+    /// Whether the connection is a WebSocket's; the first time it is seen to be, the HTTP
+    /// timer is released.
+    fn is_upgraded(&mut self) -> bool {
+        if !self.upgraded && self.phase.get() == Phase::UPGRADED {
+            self.upgraded = true;
+            self.deadline = None;
+        }
+        self.upgraded
     }
 
     fn answer_with(&mut self, err: &ApiError) {
@@ -434,7 +438,7 @@ fn hyper_error_status(bytes: &[u8]) -> Option<StatusCode> {
 impl AsyncRead for GuardedIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.upgraded {
+        if this.is_upgraded() {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
         }
         match this.phase.get() {
@@ -443,10 +447,8 @@ impl AsyncRead for GuardedIo {
                 this.phase.reader.register(cx.waker());
                 return Pin::new(&mut this.tcp).poll_read(cx, buf);
             }
-            Phase::UPGRADED => {
-                this.upgrade();
-                return Pin::new(&mut this.tcp).poll_read(cx, buf);
-            }
+            // Upgraded since is_upgraded looked: released on the next call.
+            Phase::UPGRADED => return Pin::new(&mut this.tcp).poll_read(cx, buf),
             Phase::DONE => {
                 this.phase.set(Phase::WAITING);
                 this.wait_for(Waiting::Idle, this.idle_timeout);
@@ -483,10 +485,7 @@ impl AsyncRead for GuardedIo {
 impl AsyncWrite for GuardedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if !this.upgraded && this.phase.get() == Phase::UPGRADED {
-            this.upgrade();
-        }
-        if this.upgraded {
+        if this.is_upgraded() {
             return Pin::new(&mut this.tcp).poll_write(cx, buf);
         }
         this.replace_hyper_answer(buf);
@@ -503,6 +502,9 @@ impl AsyncWrite for GuardedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.is_upgraded() {
+            return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        }
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.replace_hyper_answer(first);
         }
