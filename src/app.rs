@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::origins::AllowedOrigins;
+use crate::realtime::outbox::EventFrame;
 use crate::realtime::{broker::Broker, presence::Presence, wakeups::Wakeups};
 use crate::snapshots::{locks::BuildLocks, storage::Storage};
 use crate::tasks::Tasks;
@@ -67,7 +68,14 @@ impl AppState {
     /// Called after a write to `project` committed: local feeds read it now, other hubs
     /// are told after the commit.
     pub fn committed(&self, project: Uuid) {
-        self.wakeups.committed(project);
+        self.wakeups.committed(project, None);
+    }
+
+    /// [`AppState::committed`] for a write whose statement also read back its event: local
+    /// feeds are handed `own_event` instead of reading the log (when it is the next seq
+    /// they owe).
+    pub fn committed_write(&self, project: Uuid, own_event: Option<Arc<EventFrame>>) {
+        self.wakeups.committed(project, own_event);
     }
 
     /// Called after members of `project` changed: subscribers who lost access are dropped.

@@ -163,7 +163,7 @@ pub async fn upsert_file(
         state,
         actor,
         id,
-        "SELECT * FROM synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
+        "synchub.upsert_project_file($1, $2, $3, $4, $5, $6, $7)",
         &[&id, &path, &body.content, &body.file_type, &expected, &actor.name(), &body.op_id],
     )
     .await?;
@@ -189,25 +189,45 @@ pub async fn write_binary(
         state,
         actor,
         id,
-        "SELECT * FROM synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
+        "synchub.upsert_binary_file($1, $2, $3, $4, $5, $6, $7)",
         &[&id, &path, &blob, &body.file_type, &expected, &actor.name(), &body.op_id],
     )
     .await?;
     put_answer(&row)
 }
 
-/// Runs `sql`, one of the SQL writes that answer one row, and wakes the project's
-/// subscribers: how every write here reaches the database.
+/// Runs `call`, one of the SQL write functions that answer one row with a `seq` column,
+/// whose first parameter (`$1`) is the project, and wakes the project's subscribers: how
+/// every write here reaches the database. When the project has subscribers on this hub,
+/// the same statement reads the write's event back (`synchub.write_event`, in the write's
+/// transaction), so the feed gets it with the answer instead of reading the log after the
+/// commit ([`crate::realtime::broker::Broker::offer`]).
 async fn write_row(
     state: &AppState,
     actor: &Actor,
     project: Uuid,
-    sql: &str,
+    call: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, ApiError> {
-    let rows = state.db.query(actor.db(), sql, params).await?;
-    let row = rows.into_iter().next().ok_or_else(|| ApiError::internal(format!("{sql} returned no row")))?;
-    state.committed(project);
+    let with_event = state.broker.has_feed(project);
+    let sql = if with_event {
+        format!(
+            "SELECT w.*, e.event, e.payload, e.created_us FROM {call} w \
+             LEFT JOIN LATERAL synchub.write_event($1, w.seq) e ON true"
+        )
+    } else {
+        format!("SELECT * FROM {call}")
+    };
+    let rows = state.db.query(actor.db(), &sql, params).await?;
+    let row = rows.into_iter().next().ok_or_else(|| ApiError::internal(format!("{call} returned no row")))?;
+    let own_event = match with_event {
+        // No event row: an op_id replay whose event retention already dropped.
+        true if row.try_get::<_, Option<&str>>("event")?.is_some() => {
+            Some(crate::realtime::broker::event_frame(project, row.try_get("seq")?, &row)?)
+        }
+        _ => None,
+    };
+    state.committed_write(project, own_event);
     Ok(row)
 }
 
@@ -383,7 +403,7 @@ pub async fn delete_file(
         state,
         actor,
         id,
-        "SELECT * FROM synchub.delete_project_file($1, $2, $3, $4, $5)",
+        "synchub.delete_project_file($1, $2, $3, $4, $5)",
         &[&id, &path, &expected, &actor.name(), &query.op_id],
     )
     .await?;
@@ -442,11 +462,11 @@ pub async fn bulk_write(state: &AppState, actor: &Actor, body: BulkRequest) -> R
         state,
         actor,
         id,
-        "SELECT result FROM synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
+        "synchub.bulk_upsert_project_files($1, $2, $3, $4, $5)",
         &[&id, &upserts, &deletes, &actor.name(), &body.op_id],
     )
     .await?
-    .column(0)?;
+    .column("result")?;
     serde_path_to_error::deserialize(result).map_err(|err| ApiError::internal(format!("bulk answer: {err}")))
 }
 
@@ -472,7 +492,7 @@ pub async fn move_file(
         &state,
         &actor,
         id,
-        "SELECT * FROM synchub.move_project_file($1, $2, $3, $4, $5, $6)",
+        "synchub.move_project_file($1, $2, $3, $4, $5, $6)",
         &[&id, &body.from, &body.to, &expected, &actor.name(), &body.op_id],
     )
     .await?;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub joined_channels: Gauge,
     pub events_published: Family<EventLabels, Counter>,
     pub events_delivered: Counter,
+    /// Reads of the event log by feeds (a write made through this hub needs none).
+    pub event_log_reads: Counter,
     pub event_delivery_lag: Histogram,
     pub slow_consumer_drops: Counter,
     pub snapshot_build_seconds: Histogram,
@@ -80,6 +82,7 @@ impl Default for Metrics {
         let joined_channels = Gauge::default();
         let events_published = Family::<EventLabels, Counter>::default();
         let events_delivered = Counter::default();
+        let event_log_reads = Counter::default();
         let event_delivery_lag = latency_histogram();
         let slow_consumer_drops = Counter::default();
         let snapshot_build_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
@@ -119,6 +122,12 @@ impl Default for Metrics {
         );
         registry.register("events_delivered", "Event frames sent to sockets", events_delivered.clone());
         registry.register(
+            "event_log_reads",
+            "Reads of the event log by this hub's feeds (the event of a write made through this hub comes with \
+             the write's answer and needs none)",
+            event_log_reads.clone(),
+        );
+        registry.register(
             "event_delivery_lag_seconds",
             "Commit to frame-sent lag of delivered events",
             event_delivery_lag.clone(),
@@ -153,6 +162,7 @@ impl Default for Metrics {
             joined_channels,
             events_published,
             events_delivered,
+            event_log_reads,
             event_delivery_lag,
             slow_consumer_drops,
             snapshot_build_seconds,

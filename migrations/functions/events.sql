@@ -87,6 +87,34 @@ BEGIN
     LIMIT p_limit;
 END $$;
 
+-- read_events as the hub's feeds take it: the payload as text (the frame embeds it as is)
+-- and the commit time in microseconds since the epoch (for the delivery-lag metric).
+CREATE OR REPLACE FUNCTION synchub.event_frames(p_project uuid, p_since bigint, p_limit integer)
+RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.seq, r.event, r.payload::text, (extract(epoch FROM r.created_at) * 1000000)::bigint
+    FROM synchub.read_events(p_project, p_since, p_limit) r
+$$;
+
+-- The event a write made earlier in this same statement, as read_events returns it (one
+-- definition of every payload). The hub's write statements end with
+-- `LEFT JOIN LATERAL synchub.write_event(<project>, w.seq) e ON true`, so the frame of its
+-- own write comes back with the write's answer and needs no read of the log after the
+-- commit (src/realtime/broker.rs, `offer`). VOLATILE on purpose: a volatile function's
+-- queries take a fresh snapshot and see what the write just did in this transaction; a
+-- STABLE one would read with the calling statement's snapshot, taken before the write.
+-- An op_id replay answers an earlier seq: then this returns that earlier event (or
+-- nothing once retention dropped it), which every feed has already delivered.
+CREATE OR REPLACE FUNCTION synchub.write_event(p_project uuid, p_seq bigint)
+RETURNS TABLE (event text, payload text, created_us bigint)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY SELECT f.event, f.payload, f.created_us
+    FROM synchub.event_frames(p_project, p_seq - 1, 1) f WHERE f.seq = p_seq;
+END $$;
+
 -- The oldest seq still in the log (last_seq + 1 when the log is empty).
 CREATE OR REPLACE FUNCTION synchub.oldest_seq(p_project uuid) RETURNS bigint
 LANGUAGE sql STABLE

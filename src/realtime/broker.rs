@@ -1,6 +1,12 @@
 //! One feed per project that has subscribers on this hub. A woken feed reads the events
 //! after the last seq it delivered from the log and hands each frame, serialized once, to
 //! every subscriber's outbox. Feeds end when their last subscriber leaves.
+//!
+//! A write made through this hub brings its own event back with its answer (the write
+//! statement reads it in its transaction: `synchub.write_event`) and offers it to the feed
+//! ([`Broker::offer`]): when it is the next seq the feed owes, it is delivered without a
+//! read of the log after the commit. Anything else (a gap, another hub's write, a write
+//! made in SQL directly) is read from the log, which stays the one truth for order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +30,9 @@ use crate::tasks::Tasks;
 
 /// Events read from the log per query.
 const PAGE: i64 = 500;
+/// Offered events a feed holds before its pump takes them; past this, new offers are
+/// dropped and the pump reads the log instead (a burst of local writes).
+const MAX_OFFERED: usize = 64;
 /// A feed with no wake-up re-reads the log this often anyway (the heads check normally
 /// wakes it much sooner).
 const FEED_FALLBACK_POLL: Duration = Duration::from_secs(5);
@@ -37,6 +46,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<Uuid, HashMap<u64, Arc<Outbox>>>>,
     /// `events_published`: counted once per event when a feed fans it out.
     published: Family<EventLabels, Counter>,
+    /// `event_log_reads`: reads of the log by feeds (offered events need none).
+    log_reads: Counter,
     /// Fires when the hub shuts down: sockets close with 1012 and feeds end. A child of
     /// the app's stop signal, cancelled first so the background tasks outlive the drain.
     pub shutdown: CancellationToken,
@@ -71,6 +82,20 @@ pub struct Feed {
     project: Uuid,
     state: Mutex<FeedState>,
     wake: Notify,
+    /// Events of this hub's own writes, handed over with the writes' answers, not yet taken
+    /// by the pump (at most [`MAX_OFFERED`]).
+    offered: Mutex<Vec<Arc<EventFrame>>>,
+    /// The pump must read the log on its next pass: something was committed that was not
+    /// (or could not be) offered.
+    read_log: AtomicBool,
+}
+
+impl Feed {
+    /// Wakes the pump to read the log.
+    fn wake_for_log(&self) {
+        self.read_log.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
 }
 
 struct FeedState {
@@ -121,7 +146,7 @@ impl Drop for SocketSlot {
 }
 
 impl Broker {
-    pub fn new(db: Db, published: Family<EventLabels, Counter>, tasks: Tasks) -> Arc<Self> {
+    pub fn new(db: Db, published: Family<EventLabels, Counter>, log_reads: Counter, tasks: Tasks) -> Arc<Self> {
         Arc::new(Broker {
             db,
             feeds: Mutex::new(HashMap::new()),
@@ -129,6 +154,7 @@ impl Broker {
             sockets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             published,
+            log_reads,
             shutdown: tasks.stop_token().child_token(),
             tasks,
             reader_faults: AtomicBool::new(false),
@@ -196,26 +222,54 @@ impl Broker {
                 project,
                 state: Mutex::new(FeedState { last_seq: head, subscribers: HashMap::new() }),
                 wake: Notify::new(),
+                offered: Mutex::new(Vec::new()),
+                read_log: AtomicBool::new(false),
             });
             self.tasks.spawn(pump(self.clone(), feed.clone()));
             feed
         });
         feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.insert(id, Subscriber { outbox, reader });
-        feed.wake.notify_one();
+        feed.wake_for_log();
         Subscription { broker: self.clone(), project, id }
     }
 
     /// Something was committed to `project`: its feed (if any) reads the log now.
     pub fn wake(&self, project: Uuid) {
-        if let Some(feed) = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(&project) {
-            feed.wake.notify_one();
+        if let Some(feed) = self.feed(project) {
+            feed.wake_for_log();
         }
+    }
+
+    /// A write made through this hub committed `frame`, read back by its own statement:
+    /// `project`'s feed delivers it without reading the log when it is the next seq the
+    /// feed owes, and reads the log otherwise.
+    pub fn offer(&self, project: Uuid, frame: Arc<EventFrame>) {
+        let Some(feed) = self.feed(project) else { return };
+        {
+            let mut offered = feed.offered.lock().unwrap_or_else(|p| p.into_inner());
+            if offered.len() >= MAX_OFFERED {
+                drop(offered);
+                feed.wake_for_log();
+                return;
+            }
+            offered.push(frame);
+        }
+        feed.wake.notify_one();
+    }
+
+    /// Whether `project` has subscribers on this hub (a write then asks for its event back).
+    pub fn has_feed(&self, project: Uuid) -> bool {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&project)
+    }
+
+    fn feed(&self, project: Uuid) -> Option<Arc<Feed>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(&project).cloned()
     }
 
     /// Wakes every feed (after the wake-up listener reconnected: notifications may be lost).
     pub fn wake_all(&self) {
         for feed in self.feeds.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            feed.wake.notify_one();
+            feed.wake_for_log();
         }
     }
 
@@ -268,29 +322,14 @@ impl Broker {
 
     /// Reads events after `after` (up to one page), serialized as frames.
     pub async fn read_events(&self, project: Uuid, after: i64, limit: i64) -> Result<Vec<Arc<EventFrame>>, ApiError> {
+        self.log_reads.inc();
         let client = self.db.pool().get().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT seq, event, payload::text, (extract(epoch FROM created_at) * 1000000)::bigint
-                 FROM synchub.read_events($1, $2, $3)",
-            )
+            .prepare_cached("SELECT seq, event, payload, created_us FROM synchub.event_frames($1, $2, $3)")
             .await?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = client.query(&statement, &[&project, &after, &limit]).await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get(0)?;
-                let event_type: String = row.try_get(1)?;
-                let payload: String = row.try_get(2)?;
-                Ok(Arc::new(EventFrame {
-                    seq,
-                    text: protocol::event_frame(project, seq, &event_type, &payload).into(),
-                    event_type,
-                    committed_at_us: row.try_get(3)?,
-                    delta: None,
-                }))
-            })
-            .collect()
+        rows.iter().map(|row| event_frame(project, row.try_get("seq")?, row)).collect()
     }
 
     /// The oldest seq still in the log (for gap fills that hit retention).
@@ -300,8 +339,33 @@ impl Broker {
     }
 }
 
-/// A feed's task: on each wake-up, deliver everything after `last_seq`; exit when the
-/// last subscriber has left.
+/// The frame of event `seq` of `project` from a row with the columns `event`, `payload` and
+/// `created_us` of `synchub.event_frames` (the log read) or `synchub.write_event` (a write's
+/// own event, see [`Broker::offer`]): both come from the one SQL definition of events.
+pub fn event_frame(project: Uuid, seq: i64, row: &tokio_postgres::Row) -> Result<Arc<EventFrame>, ApiError> {
+    let event_type: String = row.try_get("event")?;
+    let payload: &str = row.try_get("payload")?;
+    Ok(Arc::new(EventFrame {
+        seq,
+        text: protocol::event_frame(project, seq, &event_type, payload).into(),
+        event_type,
+        committed_at_us: row.try_get("created_us")?,
+        delta: None,
+    }))
+}
+
+/// The offered frames that continue `after` without a gap, in seq order (`None` when
+/// there is a gap: the log must be read). Frames at or below `after` were delivered already.
+fn continuing(after: i64, mut offered: Vec<Arc<EventFrame>>) -> Option<Vec<Arc<EventFrame>>> {
+    offered.sort_by_key(|frame| frame.seq);
+    offered.dedup_by_key(|frame| frame.seq);
+    offered.retain(|frame| frame.seq > after);
+    let contiguous = offered.iter().zip(after + 1..).all(|(frame, seq)| frame.seq == seq);
+    contiguous.then_some(offered)
+}
+
+/// A feed's task: on each wake-up, deliver everything after `last_seq` (the offered events
+/// when they continue it, else what the log holds); exit when the last subscriber has left.
 async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     // Retries after 50–100 ms, doubling up to 1–2 s.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -310,7 +374,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}
-            _ = tokio::time::sleep(FEED_FALLBACK_POLL) => {}
+            _ = tokio::time::sleep(FEED_FALLBACK_POLL) => feed.read_log.store(true, Ordering::Release),
             _ = broker.shutdown.cancelled() => return,
         }
         {
@@ -320,43 +384,93 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 return;
             }
         }
-        loop {
+        let offered = std::mem::take(&mut *feed.offered.lock().unwrap_or_else(|p| p.into_inner()));
+        // Taken before reading `last_seq`: a wake-up for the log that comes later is seen
+        // on the next pass.
+        let mut read_log = feed.read_log.swap(false, Ordering::AcqRel);
+        if !offered.is_empty() {
+            let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
+            match continuing(after, offered) {
+                Some(frames) => deliver(&broker, &feed, &mut recent, after, frames),
+                None => read_log = true,
+            }
+        }
+        while read_log {
             let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
             match broker.read_events(feed.project, after, PAGE).await {
                 Ok(frames) => {
                     backoff.reset();
-                    let full_page = frames.len() as i64 == PAGE;
-                    // Frames read once, continuing what this feed delivered: each gets its
-                    // delta (if any) here, once for every subscriber.
-                    let frames: Vec<_> = frames
-                        .into_iter()
-                        .filter(|frame| frame.seq > after)
-                        .map(|frame| recent.on_event(feed.project, frame))
-                        .collect();
-                    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
-                    for frame in frames {
-                        // Another pass may have delivered it already.
-                        if frame.seq <= state.last_seq {
-                            continue;
-                        }
-                        for subscriber in state.subscribers.values() {
-                            subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
-                        }
-                        broker.published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).inc();
-                        state.last_seq = frame.seq;
-                    }
-                    if !full_page {
-                        break;
-                    }
+                    read_log = frames.len() as i64 == PAGE;
+                    deliver(&broker, &feed, &mut recent, after, frames);
                 }
                 Err(err) => {
                     // The database is away: retry with backoff; the log keeps everything.
                     tracing::warn!(project_id = %feed.project, error = %err, "reading events failed");
                     tokio::time::sleep(backoff.next_delay()).await;
-                    feed.wake.notify_one();
+                    feed.wake_for_log();
                     break;
                 }
             }
         }
+    }
+}
+
+/// Hands `frames` (events after `after`, in seq order, from the log or offered) to every
+/// subscriber of `feed`. Only the pump calls this, so frames reach the outboxes in seq order.
+fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, after: i64, frames: Vec<Arc<EventFrame>>) {
+    // Frames continuing what this feed delivered: each gets its delta (if any) here, once
+    // for every subscriber.
+    let frames: Vec<_> = frames
+        .into_iter()
+        .filter(|frame| frame.seq > after)
+        .map(|frame| recent.on_event(feed.project, frame))
+        .collect();
+    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+    for frame in frames {
+        // Delivered already (only the pump delivers, but keep the rule where it is used).
+        if frame.seq <= state.last_seq {
+            continue;
+        }
+        for subscriber in state.subscribers.values() {
+            subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
+        }
+        broker.published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).inc();
+        state.last_seq = frame.seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(seqs: &[i64]) -> Vec<Arc<EventFrame>> {
+        seqs.iter()
+            .map(|&seq| {
+                Arc::new(EventFrame {
+                    seq,
+                    event_type: String::new(),
+                    text: "".into(),
+                    committed_at_us: 0,
+                    delta: None,
+                })
+            })
+            .collect()
+    }
+
+    fn seqs(frames: Option<Vec<Arc<EventFrame>>>) -> Option<Vec<i64>> {
+        frames.map(|frames| frames.iter().map(|frame| frame.seq).collect())
+    }
+
+    #[test]
+    fn offered_events_are_delivered_only_when_they_continue_the_feed() {
+        // In order, or handed over out of order by two writers: sorted.
+        assert_eq!(seqs(continuing(4, frames(&[5, 6]))), Some(vec![5, 6]));
+        assert_eq!(seqs(continuing(4, frames(&[6, 5]))), Some(vec![5, 6]));
+        // Delivered already (read from the log first, or an op_id replay): dropped.
+        assert_eq!(seqs(continuing(6, frames(&[3, 6, 7, 7]))), Some(vec![7]));
+        assert_eq!(seqs(continuing(9, frames(&[8]))), Some(vec![]));
+        // A gap before or inside them: the log must be read.
+        assert_eq!(seqs(continuing(4, frames(&[6]))), None);
+        assert_eq!(seqs(continuing(4, frames(&[5, 7]))), None);
     }
 }

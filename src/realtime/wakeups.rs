@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::Broker;
+use super::outbox::EventFrame;
 use super::presence::{self, Presence};
 use crate::db::Db;
 use crate::tasks::Tasks;
@@ -79,9 +80,13 @@ impl Wakeups {
         Wakeups { broker, presence, announce, tasks: tasks.clone() }
     }
 
-    /// A write to `project` committed on this hub.
-    pub fn committed(&self, project: Uuid) {
-        self.broker.wake(project);
+    /// A write to `project` committed on this hub; `own_event` is its event when the write
+    /// read it back (the local feed then needs no read of the log).
+    pub fn committed(&self, project: Uuid, own_event: Option<Arc<EventFrame>>) {
+        match own_event {
+            Some(frame) => self.broker.offer(project, frame),
+            None => self.broker.wake(project),
+        }
         // A full queue only delays other hubs until their heads check.
         let _ = self.announce.try_send(Announce::Committed(project));
     }

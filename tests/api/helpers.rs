@@ -223,6 +223,15 @@ impl TestApp {
         body
     }
 
+    /// The value of an unlabelled metric (`/metrics`, Prometheus text).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+        line.and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    }
+
     /// A direct database connection acting as the hub's runtime role.
     pub async fn sql(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await.unwrap();

@@ -90,6 +90,117 @@ async fn live_frames_equal_the_frames_the_log_gives_later() {
     assert_eq!(later.events(3).await, frames);
 }
 
+/// A write made through the hub reads its own event back in its statement and hands it to
+/// the feed (`synchub.write_event`, `Broker::offer`): its subscribers get it with no read of
+/// the log after the commit. Every kind of write: text and binary upserts, a delete, a bulk,
+/// a move, a socket upsert, and an op_id replay (its earlier event is not sent again).
+#[tokio::test]
+async fn a_write_through_this_hub_reaches_its_subscribers_without_a_read_of_the_log() {
+    let blobs = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(|c| {
+        fast_writes(c);
+        c.storage_dir = Some(blobs.path().to_path_buf());
+    })
+    .await;
+    let p = app.create_project("alice", "own events").await;
+    let token = app.user_token("alice");
+    let mut ws = app.ws(&token).await;
+    ws.join(&p, None).await;
+    // The join's own read of the log (and anything else of the start) is over once the
+    // first event has arrived.
+    app.write("alice", &p, "first.txt", "0").await;
+    assert_eq!(seqs(&ws.events(1).await), [1]);
+    let reads_before = app.metric("synchub_event_log_reads_total").await;
+
+    let files = format!("/v1/projects/{p}/files");
+    for i in 0..10 {
+        app.write("alice", &p, &format!("f{i}.txt"), &i.to_string()).await;
+    }
+    let op = json!({"content": "once", "op_id": "6f1c1c0e-8a52-4b8e-9a53-0c7f4a3f2b11"});
+    for _ in 0..2 {
+        let (status, body) = app.put(&format!("{files}/op.txt"), &token, op.clone()).await;
+        assert_eq!((status, body["seq"].as_i64()), (StatusCode::OK, Some(12)), "{body}");
+    }
+    let binary = app
+        .http
+        .put(format!("{}{files}/logo.bin", app.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 159, 146, 150])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), StatusCode::OK);
+    let (status, body) = app.delete(&format!("{files}/f0.txt"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bulk = json!({"upserts": [{"path": "b.txt", "content": "b"}], "deletes": [{"path": "f1.txt"}]});
+    let (status, body) = app.post(&format!("/v1/projects/{p}/files:bulk"), &token, bulk).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) =
+        app.post(&format!("/v1/projects/{p}/files:move"), &token, json!({"from": "b.txt", "to": "c.txt"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let frames = ws.events(15).await;
+    assert_eq!(seqs(&frames), (2..=16).collect::<Vec<_>>());
+    let kinds: Vec<&str> = frames[11..].iter().map(|f| f["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["file:update", "file:delete", "bulk:apply", "bulk:apply"]);
+    assert_eq!(frames[10]["payload"]["content"], "once");
+    assert!(frames[11]["payload"]["blob"]["sha256"].is_string(), "{}", frames[11]);
+    ws.send(json!({"type": "upsert", "ref": "s", "channel": channel(&p), "path": "s.txt", "content": "s"})).await;
+    let mut frames = [ws.recv().await, ws.recv().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!((frames[0]["type"].as_str(), frames[1]["seq"].as_i64()), (Some("ack"), Some(17)), "{frames:?}");
+    // The op_id replay's event (seq 12) was not sent again.
+    ws.assert_quiet(Duration::from_millis(300)).await;
+    // The heads check (every 500 ms) may catch a write between its commit and its hand-over
+    // and read the log once; one read per write would be 16.
+    let reads = app.metric("synchub_event_log_reads_total").await - reads_before;
+    assert!(reads <= 2.0, "{reads} reads of the log for 16 writes made through this hub");
+}
+
+/// An offered event is delivered directly only when it is the next seq the feed owes: a
+/// write made in SQL directly (no hand-over; the heads check would find it within 500 ms)
+/// followed at once by a write through the hub makes the feed read the log, once, and every
+/// socket gets both in order. (Were the later event handed on over the gap, each socket
+/// would fill the gap with its own read of the log: sockets never skip a seq.)
+#[tokio::test]
+async fn an_offered_event_after_a_gap_is_delivered_after_one_read_of_the_log() {
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "gap").await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut ws = app.ws(&app.user_token("alice")).await;
+        ws.join(&p, None).await;
+        sockets.push(ws);
+    }
+    app.write("alice", &p, "first.txt", "0").await;
+    for ws in &mut sockets {
+        assert_eq!(seqs(&ws.events(1).await), [1]);
+    }
+    let reads_before = app.metric("synchub_event_log_reads_total").await;
+    let db = app.sql().await;
+    let rounds = 5i64;
+    for round in 0..rounds {
+        db.query_one(
+            "SELECT * FROM synchub.upsert_project_file($1::text::uuid, 'direct.sql', $2, NULL, NULL, 'alice', NULL)",
+            &[&p, &format!("direct {round}")],
+        )
+        .await
+        .unwrap();
+        app.write("alice", &p, "hub.txt", &round.to_string()).await;
+        for ws in &mut sockets {
+            let frames = ws.events(2).await;
+            let first = 2 * round + 2;
+            assert_eq!(seqs(&frames), [first, first + 1], "round {round}");
+            assert_eq!(frames[0]["payload"]["file_path"], "direct.sql");
+            assert_eq!(frames[1]["payload"]["file_path"], "hub.txt");
+        }
+    }
+    // One read per round by the feed (the heads check may add one); one per socket per
+    // round would be 15.
+    let reads = app.metric("synchub_event_log_reads_total").await - reads_before;
+    assert!(reads <= (rounds + 1) as f64, "{reads} reads of the log for {rounds} gaps and 3 sockets");
+}
+
 #[tokio::test]
 async fn the_join_seam_loses_and_repeats_nothing_over_1000_trials() {
     let app = TestApp::spawn_with(fast_writes).await;

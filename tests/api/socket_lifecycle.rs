@@ -10,20 +10,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{TestApp, Ws, app_with_storage, channel};
 
-/// The value of an unlabelled metric.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
-    line.and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name}: {text}"))
-}
-
 /// Waits (bounded) until the metric reads `want`.
 async fn wait_for_metric(app: &TestApp, name: &str, want: f64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let value = metric(app, name).await;
+        let value = app.metric(name).await;
         if value == want {
             return;
         }
@@ -222,7 +213,7 @@ async fn a_peer_that_stops_reading_is_cut_off_at_the_write_deadline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("stalled socket released {:?} after the write", written.elapsed());
-    assert_eq!(metric(&app, "synchub_slow_consumer_drops_total").await, 1.0);
+    assert_eq!(app.metric("synchub_slow_consumer_drops_total").await, 1.0);
     wait_for_metric(&app, "synchub_open_sockets", 1.0, Duration::from_secs(2)).await;
     wait_for_metric(&app, "synchub_joined_channels", 0.0, Duration::from_secs(2)).await;
     // The fresh socket resumes with since and gets everything.
