@@ -16,6 +16,8 @@ pub struct Run {
     pub latencies: Latencies,
     /// The same minus the schedule lag (the commit alone).
     pub service: Latencies,
+    /// The schedule lag: how late pgbench started each transaction after its scheduled time.
+    pub lag: Latencies,
     /// pgbench's own `-r` per-statement average for the SELECT, ms.
     pub statement_avg_ms: Option<f64>,
     pub command: String,
@@ -80,6 +82,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
     }
     let mut latencies = Latencies::default();
     let mut service = Latencies::default();
+    let mut lag = Latencies::default();
     let mut failed = 0u64;
     for log in log_files(&dir)? {
         for line in std::fs::read_to_string(&log)?.lines() {
@@ -93,6 +96,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
             let lag_us: u64 = fields.get(6).and_then(|l| l.parse().ok()).unwrap_or(0);
             latencies.record_us(time_us);
             service.record_us(time_us.saturating_sub(lag_us));
+            lag.record_us(lag_us);
         }
     }
     if failed > 0 || latencies.count() < transactions {
@@ -107,7 +111,7 @@ pub async fn upsert(ctx: &Ctx, project: Uuid, transactions: u64, rate: f64, tag:
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     let command = format!("{} {}", pgbench.display(), args.join(" "));
-    Ok(Run { latencies, service, statement_avg_ms, command })
+    Ok(Run { latencies, service, lag, statement_avg_ms, command })
 }
 
 /// `pgbench-<tag>` in the work dir, emptied: the logs read afterwards are this run's only.

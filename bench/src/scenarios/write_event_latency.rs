@@ -43,6 +43,9 @@ struct Block {
     service: Latencies,
     put_ack: Latencies,
     created_to_event: Latencies,
+    /// How late the load generator started each write after its scheduled time (hub: PUT
+    /// handed to the HTTP client; pgbench: its schedule lag). In both sides' latencies.
+    send_lag: Latencies,
     /// Hub: PUTs answered 503 (the database fell behind the pace; not in the latencies).
     refused: u64,
 }
@@ -91,7 +94,7 @@ async fn measure(ctx: &Ctx, two_hubs: bool) -> anyhow::Result<Report> {
                     let run = pgbench::upsert(ctx, project, per_block, RATE, &format!("b{pair}")).await?;
                     command = run.command;
                     statement_ms.extend(run.statement_avg_ms);
-                    Ok(Block { latency: run.latencies, service: run.service, ..Block::default() })
+                    Ok(Block { latency: run.latencies, service: run.service, send_lag: run.lag, ..Block::default() })
                 }
             })
             .await?;
@@ -160,6 +163,12 @@ async fn measure(ctx: &Ctx, two_hubs: bool) -> anyhow::Result<Report> {
     report
         .notes
         .push(format!("PUT → HTTP response, all blocks: {}", measured.merged(Side::Subject, |b| &b.put_ack).summary()));
+    report.notes.push(format!(
+        "each load generator's own lateness, part of its side's latencies (hub: PUT handed to the HTTP client − \
+         its scheduled time: {}; pgbench: its schedule lag: {})",
+        measured.merged(Side::Subject, |b| &b.send_lag).summary(),
+        measured.merged(Side::Baseline, |b| &b.send_lag).summary()
+    ));
     report.notes.push(format!("SQL commit from schedule (pgbench, all blocks): {}", commit_all.summary()));
     report.notes.push(format!(
         "SQL commit alone (pgbench, schedule lag subtracted, all blocks): {}",
@@ -239,7 +248,7 @@ impl Subscriber {
         let start = tokio::time::Instant::now();
         for (k, i) in (from as usize..(from + count) as usize).enumerate() {
             let scheduled = start + Duration::from_secs_f64(k as f64 / RATE);
-            tokio::time::sleep_until(scheduled).await;
+            harness::sleep_precisely_until(scheduled).await;
             let request = ctx
                 .http
                 .put(hub.url(&format!("/v1/projects/{project}/files/lat/{i}.txt")))
@@ -249,6 +258,7 @@ impl Subscriber {
             let client = ctx.http.clone();
             let scheduled_ns = clock().ns_at(scheduled.into_std());
             puts.spawn(async move {
+                let sent = clock().now_ns();
                 let response = client.execute(request).await?;
                 let acked = clock().now_ns();
                 let status = response.status();
@@ -260,7 +270,7 @@ impl Subscriber {
                 if !status.is_success() {
                     bail!("PUT {i} answered {status}: {}", response.text().await.unwrap_or_default());
                 }
-                Ok(Some((i, scheduled_ns, acked)))
+                Ok(Some((i, scheduled_ns, sent, acked)))
             });
         }
         let mut sent = Vec::with_capacity(count as usize);
@@ -283,7 +293,8 @@ impl Subscriber {
         let seq_list: Vec<i64> = indices.iter().map(|&i| self.seqs[i].load(Ordering::Relaxed)).collect();
         let created = harness::event_times(ctx, project, &seq_list).await?;
         let mut block = Block { refused, ..Block::default() };
-        for (i, scheduled, acked) in sent {
+        for (i, scheduled, sent, acked) in sent {
+            block.send_lag.record_ns(sent.saturating_sub(scheduled));
             let received = self.received[i].load(Ordering::Relaxed);
             block.latency.record_ns(received.saturating_sub(scheduled));
             block.put_ack.record_ns(acked.saturating_sub(scheduled));
