@@ -140,7 +140,16 @@ async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: C
         let payload = format!("{};{entries}", hub.0);
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
-            client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(|e| e.to_string())
+            // Without waiting for its commit record to reach the disk: listeners are signalled
+            // only after that (one fsync on every other hub's write → event path), and an
+            // announcement lost in a crash costs nothing (the heads check catches up).
+            client
+                .execute(
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
+                    &[&CHANNEL, &payload],
+                )
+                .await
+                .map_err(|e| e.to_string())
         };
         if let Err(err) = sent.await {
             tracing::debug!(error = %err, "announcing commits failed; other hubs catch up by their heads check");
