@@ -14,6 +14,14 @@
 //! a hub's LISTEN connection also receives its own NOTIFYs, and acting on them would wake
 //! a feed a second time for a commit it has already been woken for (one wasted log read
 //! per write).
+//!
+//! A write's own event (read back by its statement, see `Broker::offer`) travels with the
+//! announcement when its frame is small ([`MAX_SHIPPED_FRAME`]): one NOTIFY on
+//! [`FRAMES_CHANNEL`] per frame, in the same transaction and before the announcement. Other
+//! hubs offer it to their feed (delivered without reading the log when it is the next seq
+//! they owe) and do not wake that feed for the announcement's entry that follows. The
+//! entry is still there for hubs that do not listen on the frames channel (an older hub
+//! during a rolling deploy): to them it is the plain wake-up it always was.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,15 +40,21 @@ use crate::db::Db;
 use crate::tasks::Tasks;
 
 pub const CHANNEL: &str = "synchub_events";
+/// Event frames shipped with announcements: `<hub id>;<project>;<seq>;<created µs>;<event
+/// type>;<frame text>`.
+pub const FRAMES_CHANNEL: &str = "synchub_event_frames";
+/// The largest frame text shipped in a NOTIFY (payloads must stay below 8000 bytes); larger
+/// events are read from the log by the other hubs.
+const MAX_SHIPPED_FRAME: usize = 6000;
 pub const HEADS_INTERVAL: Duration = Duration::from_millis(500);
-/// NOTIFY payloads are capped at 8000 bytes by PostgreSQL; stay well below.
-const MAX_PAYLOAD: usize = 7000;
 const QUEUE: usize = 10_000;
 
 /// An announcement to other hubs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Announce {
     Committed(Uuid),
+    /// A commit whose event frame is shipped to the other hubs.
+    Event(Uuid, Arc<EventFrame>),
     MembersChanged(Uuid),
     SessionRevoked(Uuid),
 }
@@ -83,12 +97,22 @@ impl Wakeups {
     /// A write to `project` committed on this hub; `own_event` is its event when the write
     /// read it back (the local feed then needs no read of the log).
     pub fn committed(&self, project: Uuid, own_event: Option<Arc<EventFrame>>) {
-        match own_event {
-            Some(frame) => self.broker.offer(project, frame),
-            None => self.broker.wake(project),
-        }
+        let announce = match own_event {
+            Some(frame) => {
+                self.broker.offer(project, frame.clone());
+                if frame.text.len() <= MAX_SHIPPED_FRAME {
+                    Announce::Event(project, frame)
+                } else {
+                    Announce::Committed(project)
+                }
+            }
+            None => {
+                self.broker.wake(project);
+                Announce::Committed(project)
+            }
+        };
         // A full queue only delays other hubs until their heads check.
-        let _ = self.announce.try_send(Announce::Committed(project));
+        let _ = self.announce.try_send(announce);
     }
 
     /// A session was revoked on this hub: close its sockets here and everywhere.
@@ -118,7 +142,8 @@ async fn recheck_readers(broker: &Broker, presence: &Presence, project: Uuid) ->
 }
 
 /// Sends announcements in batches: one NOTIFY carries every project committed since the
-/// previous one (ids only, never content). When stopped, it still sends what is queued.
+/// previous one (ids only), after one NOTIFY per shipped event frame, all in one
+/// transaction. When stopped, it still sends what is queued.
 async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: CancellationToken) {
     loop {
         let first = tokio::select! {
@@ -129,24 +154,25 @@ async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: C
                 continue;
             }
         };
-        let mut entries = String::new();
-        add_entry(&mut entries, first);
-        while entries.len() < MAX_PAYLOAD {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(item) => add_entry(&mut entries, item),
+                Ok(item) => items.push(item),
                 Err(_) => break,
             }
         }
-        let payload = format!("{};{entries}", hub.0);
+        let (channels, payloads): (Vec<&str>, Vec<String>) = batch(hub, items).into_iter().unzip();
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
-            // Without waiting for its commit record to reach the disk: listeners are signalled
-            // only after that (one fsync on every other hub's write → event path), and an
-            // announcement lost in a crash costs nothing (the heads check catches up).
+            // In array order (a scan of unnest, no sort). Without waiting for the commit
+            // record to reach the disk: listeners are signalled only after that (one fsync
+            // on every other hub's write → event path), and an announcement lost in a
+            // crash costs nothing (the heads check catches up).
             client
                 .execute(
-                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
-                    &[&CHANNEL, &payload],
+                    "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify(c, p)) \
+                     FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+                    &[&channels, &payloads],
                 )
                 .await
                 .map_err(|e| e.to_string())
@@ -157,18 +183,60 @@ async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: C
     }
 }
 
-fn add_entry(payload: &mut String, item: Announce) {
-    let entry = match item {
-        Announce::Committed(p) => p.to_string(),
-        Announce::MembersChanged(p) => format!("m:{p}"),
-        Announce::SessionRevoked(s) => format!("r:{s}"),
-    };
-    if !payload.split(',').any(|e| e == entry) {
-        if !payload.is_empty() {
-            payload.push(',');
+/// Announcements sent in one transaction: at most this many (an announcement of this many
+/// entries stays far below the NOTIFY payload limit of 8000 bytes; each shipped frame is a
+/// NOTIFY of its own, at most [`MAX_SHIPPED_FRAME`]).
+const MAX_BATCH: usize = 64;
+
+/// The NOTIFYs (channel, payload) for `items`, in the order they are sent: the shipped
+/// frames, then one announcement of every entry (each once). A project with a commit in
+/// `items` whose frame is not shipped gets none of its frames shipped in this batch: a hub
+/// that receives frames of a project skips the wake-up of that project's entry.
+fn batch(hub: HubId, items: Vec<Announce>) -> Vec<(&'static str, String)> {
+    let unshipped: Vec<Uuid> =
+        items.iter().filter_map(|item| if let Announce::Committed(p) = item { Some(*p) } else { None }).collect();
+    let mut notifications = Vec::new();
+    let mut entries: Vec<String> = Vec::new();
+    for item in items {
+        let entry = match item {
+            Announce::Committed(p) => p.to_string(),
+            Announce::Event(p, frame) => {
+                if !unshipped.contains(&p) {
+                    notifications.push((FRAMES_CHANNEL, shipped_frame(hub, p, &frame)));
+                }
+                p.to_string()
+            }
+            Announce::MembersChanged(p) => format!("m:{p}"),
+            Announce::SessionRevoked(s) => format!("r:{s}"),
+        };
+        if !entries.contains(&entry) {
+            entries.push(entry);
         }
-        payload.push_str(&entry);
     }
+    notifications.push((CHANNEL, format!("{};{}", hub.0, entries.join(","))));
+    notifications
+}
+
+/// The payload of a shipped frame.
+fn shipped_frame(hub: HubId, project: Uuid, frame: &EventFrame) -> String {
+    format!("{};{project};{};{};{};{}", hub.0, frame.seq, frame.committed_at_us, frame.event_type, frame.text.as_str())
+}
+
+/// A shipped frame's sender, project and frame; None when it is malformed or came from
+/// `own` (this hub offered it already).
+fn received_frame(payload: &str, own: HubId) -> Option<(Uuid, Uuid, Arc<EventFrame>)> {
+    let mut parts = payload.splitn(6, ';');
+    let sender = Uuid::parse_str(parts.next()?).ok()?;
+    let project = Uuid::parse_str(parts.next()?).ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let committed_at_us = parts.next()?.parse().ok()?;
+    let event_type = parts.next()?.to_owned();
+    let text = parts.next()?;
+    if sender == own.0 {
+        return None;
+    }
+    let frame = EventFrame { seq, event_type, text: text.to_owned().into(), committed_at_us, delta: None };
+    Some((sender, project, Arc::new(frame)))
 }
 
 /// Splits an announcement into its sender and its entries; None when it came from `own`
@@ -207,7 +275,7 @@ async fn listener(
                             Ok(AsyncMessage::Notification(n)) => {
                                 if n.channel() == presence::CHANNEL {
                                     presence.receive(n.payload());
-                                } else if tx.send(n.payload().to_string()).is_err() {
+                                } else if tx.send((n.channel() == FRAMES_CHANNEL, n.payload().to_string())).is_err() {
                                     break;
                                 }
                             }
@@ -216,17 +284,41 @@ async fn listener(
                         }
                     }
                 });
-                let listen = format!("LISTEN {CHANNEL}; LISTEN {}", presence::CHANNEL);
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {FRAMES_CHANNEL}; LISTEN {}", presence::CHANNEL);
                 if client.batch_execute(&listen).await.is_ok() {
                     backoff.reset();
                     broker.wake_all();
                     presence_pump.listening();
+                    // Projects whose frame a hub shipped ahead of its next announcement (which
+                    // then needs no wake-up for them).
+                    let mut shipped: Vec<(Uuid, Uuid)> = Vec::new();
                     loop {
-                        let payload = tokio::select! {
+                        let (is_frame, payload) = tokio::select! {
                             payload = rx.recv() => match payload { Some(p) => p, None => break },
                             _ = tasks.stopping() => { pump.abort(); return; }
                         };
+                        if is_frame {
+                            if let Some((sender, project, frame)) = received_frame(&payload, hub) {
+                                broker.offer(project, frame);
+                                // Bounded: forgetting costs one needless wake-up at most.
+                                if shipped.len() >= 4 * MAX_BATCH {
+                                    shipped.clear();
+                                }
+                                shipped.push((sender, project));
+                            }
+                            continue;
+                        }
                         let Some(entries) = foreign_entries(&payload, hub) else { continue };
+                        let sender = payload.split_once(';').and_then(|(s, _)| Uuid::parse_str(s).ok());
+                        // The sender's shipped frames belong to this announcement.
+                        let mut offered = Vec::new();
+                        shipped.retain(|&(from, project)| {
+                            let theirs = Some(from) == sender;
+                            if theirs {
+                                offered.push(project);
+                            }
+                            !theirs
+                        });
                         for entry in entries.split(',') {
                             if let Some(project) = entry.strip_prefix("m:").and_then(|p| Uuid::parse_str(p).ok()) {
                                 let (broker, presence) = (broker.clone(), presence_pump.clone());
@@ -236,7 +328,9 @@ async fn listener(
                             } else if let Some(session) = entry.strip_prefix("r:").and_then(|s| Uuid::parse_str(s).ok())
                             {
                                 broker.revoke(session);
-                            } else if let Ok(project) = Uuid::parse_str(entry) {
+                            } else if let Ok(project) = Uuid::parse_str(entry)
+                                && !offered.contains(&project)
+                            {
                                 broker.wake(project);
                             }
                         }
@@ -348,6 +442,46 @@ async fn heads_check(broker: Arc<Broker>, db: Db, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(seq: i64, text: &str) -> Arc<EventFrame> {
+        Arc::new(EventFrame {
+            seq,
+            event_type: "file:update".into(),
+            text: text.to_owned().into(),
+            committed_at_us: 1_700_000_000_000_000 + seq,
+            delta: None,
+        })
+    }
+
+    #[test]
+    fn shipped_frames_go_before_their_announcement_and_read_back_whole() {
+        let (hub, other) = (HubId(Uuid::new_v4()), HubId(Uuid::new_v4()));
+        let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+        let text = r#"{"type":"event","payload":{"content":"a;b,c"}}"#;
+        let sent = batch(
+            hub,
+            vec![Announce::Event(p, frame(7, text)), Announce::Committed(q), Announce::Event(p, frame(8, "x"))],
+        );
+        let channels: Vec<&str> = sent.iter().map(|(c, _)| *c).collect();
+        assert_eq!(channels, [FRAMES_CHANNEL, FRAMES_CHANNEL, CHANNEL]);
+        assert_eq!(sent[2].1, format!("{};{p},{q}", hub.0));
+        let (sender, project, got) = received_frame(&sent[0].1, other).unwrap();
+        assert_eq!((sender, project, got.seq, got.committed_at_us), (hub.0, p, 7, 1_700_000_000_000_007));
+        assert_eq!((got.event_type.as_str(), got.text.as_str()), ("file:update", text));
+        // A hub does not take back its own frames.
+        assert!(received_frame(&sent[0].1, hub).is_none());
+        assert!(received_frame("garbage;1;2", other).is_none());
+    }
+
+    #[test]
+    fn a_project_with_an_unshipped_commit_ships_no_frame_in_that_batch() {
+        // Receivers skip the wake-up of a project whose frames they got: a commit of it
+        // without a frame (too large to ship) must not hide behind a shipped one.
+        let hub = HubId(Uuid::new_v4());
+        let p = Uuid::new_v4();
+        let sent = batch(hub, vec![Announce::Event(p, frame(1, "x")), Announce::Committed(p)]);
+        assert_eq!(sent, [(CHANNEL, format!("{};{p}", hub.0))]);
+    }
 
     #[test]
     fn own_announcements_are_ignored() {

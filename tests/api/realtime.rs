@@ -268,6 +268,46 @@ async fn a_second_hub_on_the_same_database_delivers_writes_made_through_the_firs
     assert_eq!(ws1.events(1).await[0]["seq"], 2);
 }
 
+/// A write's own event travels to the other hubs with its announcement when its frame is
+/// small (`wakeups::FRAMES_CHANNEL`): their subscribers get it with no read of the log.
+/// A larger one is read from the log as before; both arrive whole and in order. (The
+/// writing hub reads its event back only when it has subscribers of the project itself,
+/// as an editor's own socket usually is: here one on each hub.)
+#[tokio::test]
+async fn another_hub_gets_a_small_write_event_with_the_announcement_and_reads_only_large_ones() {
+    let first = TestApp::spawn_with(fast_writes).await;
+    let mut config = test_config(first.database_url.clone());
+    fast_writes(&mut config);
+    let second = TestApp::spawn_on(config).await;
+    let p = first.create_project("alice", "shipped").await;
+    let mut ws = second.ws(&second.user_token("alice")).await;
+    ws.join(&p, None).await;
+    let mut writer = first.ws(&first.user_token("alice")).await;
+    writer.join(&p, None).await;
+    first.write("alice", &p, "first.txt", "0").await;
+    assert_eq!(seqs(&ws.events(1).await), [1]);
+    let reads_before = second.metric("synchub_event_log_reads_total").await;
+    for i in 0..10 {
+        first.write("alice", &p, "small.txt", &format!("edit {i}; a, b")).await;
+    }
+    let frames = ws.events(10).await;
+    assert_eq!(seqs(&frames), (2..=11).collect::<Vec<_>>());
+    assert_eq!(frames[9]["payload"]["content"], "edit 9; a, b");
+    ws.assert_quiet(Duration::from_millis(300)).await;
+    let reads = second.metric("synchub_event_log_reads_total").await - reads_before;
+    assert!(reads <= 2.0, "the second hub read the log {reads} times for 10 small writes made on the first");
+
+    let large = "y".repeat(20_000);
+    first.write("alice", &p, "large.txt", &large).await;
+    first.write("alice", &p, "small.txt", "after").await;
+    let frames = ws.events(2).await;
+    assert_eq!(seqs(&frames), [12, 13]);
+    assert_eq!(frames[0]["payload"]["content"], large.as_str());
+    assert_eq!(frames[1]["payload"]["content"], "after");
+    let reads = second.metric("synchub_event_log_reads_total").await - reads_before;
+    assert!(reads >= 1.0, "the large event was not read from the log");
+}
+
 #[tokio::test]
 async fn a_write_made_by_calling_the_sql_function_directly_reaches_subscribers() {
     let app = TestApp::spawn().await;
