@@ -34,27 +34,14 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     END
 $$;
 
--- Events with seq > p_since, oldest first, as (seq, event, payload, committed_at). No role
--- check: callers are the hub's fan-out (after it authorized the subscriber) and events_for.
--- It is on every event's path to the sockets (each hub reads each new event back from the
--- log): PL/pgSQL, because a SQL-language function behind SECURITY DEFINER cannot be
--- inlined and was planned again, with event_payload's subqueries for every row, on every
--- call (about 1 ms for one event); PL/pgSQL keeps the plan for the session. Single-file
--- events (nearly all of them) join their file row instead of calling event_payload.
--- plan_cache_mode = force_generic_plan (issue 16): under the default (auto) PL/pgSQL kept
--- building a custom plan for every call, because the generic plan's estimate for
--- `seq > $2` never looked cheaper: ~0.35 ms of planning per call, more than the query. The
--- generic plan is the same index scan on events (project_id, seq) with the file row by its
--- primary key. It does not outlive the statistics it was made with: ANALYZE (and
--- autovacuum's) invalidates cached plans of the tables it touches, so the plan made against
--- a fresh, empty log is re-made once the log grows (checked on PostgreSQL 15; see
--- docs/BENCHMARKS.md, "perf").
-CREATE OR REPLACE FUNCTION synchub.read_events(p_project uuid, p_since bigint, p_limit integer)
+-- The rows of the events after p_since (what read_events returns), as one query in a plain
+-- SQL function: no SECURITY DEFINER and no SET, so PostgreSQL inlines it into the query of
+-- each function below, which keeps its plan for the session. A function layer (PL/pgSQL,
+-- SECURITY DEFINER, its SETs) costs about as much as this query does for one event; this
+-- way each caller pays one. Not executable by the hub's role: only through those.
+CREATE OR REPLACE FUNCTION synchub.event_rows(p_project uuid, p_since bigint, p_limit integer)
 RETURNS TABLE (seq bigint, event text, payload jsonb, created_at timestamptz)
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
-BEGIN
-    RETURN QUERY
+LANGUAGE sql STABLE AS $$
     SELECT e.seq, e.event_type,
         CASE e.event_type
             WHEN 'file:update' THEN jsonb_build_object('file_path', f.file_path, 'file_type', f.file_type,
@@ -84,20 +71,53 @@ BEGIN
     ) f ON e.event_type IN ('file:update', 'file:delete') AND f.id = e.file_ids[1]
     WHERE e.project_id = p_project AND e.seq > p_since
     ORDER BY e.seq
-    LIMIT p_limit;
-END $$;
-
--- read_events as the hub's feeds take it: the payload as text (the frame embeds it as is)
--- and the commit time in microseconds since the epoch (for the delivery-lag metric).
-CREATE OR REPLACE FUNCTION synchub.event_frames(p_project uuid, p_since bigint, p_limit integer)
-RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
-LANGUAGE sql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT r.seq, r.event, r.payload::text, (extract(epoch FROM r.created_at) * 1000000)::bigint
-    FROM synchub.read_events(p_project, p_since, p_limit) r
+    LIMIT p_limit
 $$;
 
--- The event a write made earlier in this same statement, as read_events returns it (one
+-- event_rows as the hub's feeds and writes take them: the payload as text (the frame embeds
+-- it as is) and the commit time in microseconds since the epoch (for the delivery-lag
+-- metric). Inlined too (see event_rows).
+CREATE OR REPLACE FUNCTION synchub.frame_rows(p_project uuid, p_since bigint, p_limit integer)
+RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT r.seq, r.event, r.payload::text, (extract(epoch FROM r.created_at) * 1000000)::bigint
+    FROM synchub.event_rows(p_project, p_since, p_limit) r
+$$;
+
+-- Events with seq > p_since, oldest first, as (seq, event, payload, committed_at). No role
+-- check: callers are the hub's fan-out (after it authorized the subscriber) and events_for.
+-- It is on every event's path to the sockets (each hub reads each new event back from the
+-- log): PL/pgSQL over the inlined event_rows, because a SQL-language function behind
+-- SECURITY DEFINER cannot be inlined and was planned again, with event_payload's
+-- subqueries for every row, on every call (about 1 ms for one event); PL/pgSQL keeps the
+-- plan for the session. Single-file events (nearly all of them) join their file row
+-- instead of calling event_payload.
+-- plan_cache_mode = force_generic_plan (issue 16): under the default (auto) PL/pgSQL kept
+-- building a custom plan for every call, because the generic plan's estimate for
+-- `seq > $2` never looked cheaper: ~0.35 ms of planning per call, more than the query. The
+-- generic plan is the same index scan on events (project_id, seq) with the file row by its
+-- primary key. It does not outlive the statistics it was made with: ANALYZE (and
+-- autovacuum's) invalidates cached plans of the tables it touches, so the plan made against
+-- a fresh, empty log is re-made once the log grows (checked on PostgreSQL 15; see
+-- docs/BENCHMARKS.md, "perf").
+CREATE OR REPLACE FUNCTION synchub.read_events(p_project uuid, p_since bigint, p_limit integer)
+RETURNS TABLE (seq bigint, event text, payload jsonb, created_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM synchub.event_rows(p_project, p_since, p_limit);
+END $$;
+
+-- The feeds' read of the log (frame_rows): PL/pgSQL with a generic plan, as read_events.
+CREATE OR REPLACE FUNCTION synchub.event_frames(p_project uuid, p_since bigint, p_limit integer)
+RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM synchub.frame_rows(p_project, p_since, p_limit);
+END $$;
+
+-- The event a write made earlier in this same statement, as the log read returns it (one
 -- definition of every payload). The hub's write statements end with
 -- `LEFT JOIN LATERAL synchub.write_event(<project>, w.seq) e ON true`, so the frame of its
 -- own write comes back with the write's answer and needs no read of the log after the
@@ -109,10 +129,10 @@ $$;
 CREATE OR REPLACE FUNCTION synchub.write_event(p_project uuid, p_seq bigint)
 RETURNS TABLE (event text, payload text, created_us bigint)
 LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY SELECT f.event, f.payload, f.created_us
-    FROM synchub.event_frames(p_project, p_seq - 1, 1) f WHERE f.seq = p_seq;
+    FROM synchub.frame_rows(p_project, p_seq - 1, 1) f WHERE f.seq = p_seq;
 END $$;
 
 -- The oldest seq still in the log (last_seq + 1 when the log is empty).
