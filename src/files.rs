@@ -24,6 +24,7 @@ use crate::db::RowExt;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, json_body_bytes, parse_json};
 use crate::history;
+use crate::realtime::broker::{FRAME_COLUMNS, event_frame};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -211,21 +212,18 @@ async fn write_row(
 ) -> Result<Row, ApiError> {
     let with_event = state.broker.has_feed(project);
     let sql = if with_event {
-        format!(
-            "SELECT w.*, e.event, e.payload, e.created_us FROM {call} w \
-             LEFT JOIN LATERAL synchub.write_event($1, w.seq) e ON true"
-        )
+        // The write functions' columns never share a name with FRAME_COLUMNS'.
+        format!("SELECT w.*, {FRAME_COLUMNS} FROM {call} w LEFT JOIN LATERAL synchub.write_event($1, w.seq) ON true")
     } else {
         format!("SELECT * FROM {call}")
     };
     let rows = state.db.query(actor.db(), &sql, params).await?;
     let row = rows.into_iter().next().ok_or_else(|| ApiError::internal(format!("{call} returned no row")))?;
-    let own_event = match with_event {
-        // No event row: an op_id replay whose event retention already dropped.
-        true if row.try_get::<_, Option<&str>>("event")?.is_some() => {
-            Some(crate::realtime::broker::event_frame(project, row.try_get("seq")?, &row)?)
-        }
-        _ => None,
+    // No event row: an op_id replay whose event retention already dropped.
+    let own_event = if with_event && row.try_get::<_, Option<&str>>("event")?.is_some() {
+        Some(event_frame(project, row.try_get("seq")?, &row)?)
+    } else {
+        None
     };
     state.committed_write(project, own_event);
     Ok(row)

@@ -74,16 +74,6 @@ LANGUAGE sql STABLE AS $$
     LIMIT p_limit
 $$;
 
--- event_rows as the hub's feeds and writes take them: the payload as text (the frame embeds
--- it as is) and the commit time in microseconds since the epoch (for the delivery-lag
--- metric). Inlined too (see event_rows).
-CREATE OR REPLACE FUNCTION synchub.frame_rows(p_project uuid, p_since bigint, p_limit integer)
-RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT r.seq, r.event, r.payload::text, (extract(epoch FROM r.created_at) * 1000000)::bigint
-    FROM synchub.event_rows(p_project, p_since, p_limit) r
-$$;
-
 -- Events with seq > p_since, oldest first, as (seq, event, payload, committed_at). No role
 -- check: callers are the hub's fan-out (after it authorized the subscriber) and events_for.
 -- It is on every event's path to the sockets (each hub reads each new event back from the
@@ -108,18 +98,9 @@ BEGIN
     RETURN QUERY SELECT * FROM synchub.event_rows(p_project, p_since, p_limit);
 END $$;
 
--- The feeds' read of the log (frame_rows): PL/pgSQL with a generic plan, as read_events.
-CREATE OR REPLACE FUNCTION synchub.event_frames(p_project uuid, p_since bigint, p_limit integer)
-RETURNS TABLE (seq bigint, event text, payload text, created_us bigint)
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
-BEGIN
-    RETURN QUERY SELECT * FROM synchub.frame_rows(p_project, p_since, p_limit);
-END $$;
-
--- The event a write made earlier in this same statement, as the log read returns it (one
--- definition of every payload). The hub's write statements end with
--- `LEFT JOIN LATERAL synchub.write_event(<project>, w.seq) e ON true`, so the frame of its
+-- The event a write made earlier in this same statement, as read_events returns it (one
+-- definition of every payload: event_rows). The hub's write statements end with
+-- `LEFT JOIN LATERAL synchub.write_event(<project>, w.seq) ON true`, so the frame of its
 -- own write comes back with the write's answer and needs no read of the log after the
 -- commit (src/realtime/broker.rs, `offer`). VOLATILE on purpose: a volatile function's
 -- queries take a fresh snapshot and see what the write just did in this transaction; a
@@ -127,12 +108,12 @@ END $$;
 -- An op_id replay answers an earlier seq: then this returns that earlier event (or
 -- nothing once retention dropped it), which every feed has already delivered.
 CREATE OR REPLACE FUNCTION synchub.write_event(p_project uuid, p_seq bigint)
-RETURNS TABLE (event text, payload text, created_us bigint)
+RETURNS TABLE (event text, payload jsonb, created_at timestamptz)
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
-    RETURN QUERY SELECT f.event, f.payload, f.created_us
-    FROM synchub.frame_rows(p_project, p_seq - 1, 1) f WHERE f.seq = p_seq;
+    RETURN QUERY SELECT r.event, r.payload, r.created_at
+    FROM synchub.event_rows(p_project, p_seq - 1, 1) r WHERE r.seq = p_seq;
 END $$;
 
 -- The oldest seq still in the log (last_seq + 1 when the log is empty).

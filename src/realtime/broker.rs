@@ -324,9 +324,8 @@ impl Broker {
     pub async fn read_events(&self, project: Uuid, after: i64, limit: i64) -> Result<Vec<Arc<EventFrame>>, ApiError> {
         self.log_reads.inc();
         let client = self.db.pool().get().await?;
-        let statement = client
-            .prepare_cached("SELECT seq, event, payload, created_us FROM synchub.event_frames($1, $2, $3)")
-            .await?;
+        let statement =
+            client.prepare_cached(&format!("SELECT seq, {FRAME_COLUMNS} FROM synchub.read_events($1, $2, $3)")).await?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = client.query(&statement, &[&project, &after, &limit]).await?;
         rows.iter().map(|row| event_frame(project, row.try_get("seq")?, row)).collect()
@@ -339,9 +338,14 @@ impl Broker {
     }
 }
 
-/// The frame of event `seq` of `project` from a row with the columns `event`, `payload` and
-/// `created_us` of `synchub.event_frames` (the log read) or `synchub.write_event` (a write's
-/// own event, see [`Broker::offer`]): both come from the one SQL definition of events.
+/// What the hub selects of an event row (`synchub.read_events` for the log read,
+/// `synchub.write_event` for a write's own event: the same columns, from the one SQL
+/// definition of events) to build its frame with [`event_frame`]: the payload as text (the
+/// frame embeds it as is) and the commit time in microseconds (for the delivery-lag metric).
+pub const FRAME_COLUMNS: &str =
+    "event, payload::text AS payload, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us";
+
+/// The frame of event `seq` of `project` from a row holding [`FRAME_COLUMNS`].
 pub fn event_frame(project: Uuid, seq: i64, row: &tokio_postgres::Row) -> Result<Arc<EventFrame>, ApiError> {
     let event_type: String = row.try_get("event")?;
     let payload: &str = row.try_get("payload")?;
@@ -415,8 +419,9 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     }
 }
 
-/// Hands `frames` (events after `after`, in seq order, from the log or offered) to every
-/// subscriber of `feed`. Only the pump calls this, so frames reach the outboxes in seq order.
+/// Hands `frames` (from the log or offered, in seq order, continuing `after` = the feed's
+/// `last_seq`; those at or below it are dropped) to every subscriber of `feed`. Only the
+/// pump calls this, and only it moves `last_seq`: frames reach the outboxes in seq order.
 fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, after: i64, frames: Vec<Arc<EventFrame>>) {
     // Frames continuing what this feed delivered: each gets its delta (if any) here, once
     // for every subscriber.
@@ -427,10 +432,6 @@ fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, after: i64, f
         .collect();
     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
     for frame in frames {
-        // Delivered already (only the pump delivers, but keep the rule where it is used).
-        if frame.seq <= state.last_seq {
-            continue;
-        }
         for subscriber in state.subscribers.values() {
             subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
         }
