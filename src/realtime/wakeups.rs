@@ -239,12 +239,16 @@ fn received_frame(payload: &str, own: HubId) -> Option<(Uuid, Uuid, Arc<EventFra
     Some((sender, project, Arc::new(frame)))
 }
 
-/// Splits an announcement into its sender and its entries; None when it came from `own`
-/// (this hub already acted on it). Payloads without a sender id are treated as foreign.
-fn foreign_entries(payload: &str, own: HubId) -> Option<&str> {
+/// Splits an announcement into its sender (None when it has no sender id) and its entries;
+/// None when it came from `own` (this hub already acted on it). Payloads without a sender
+/// id are treated as foreign.
+fn foreign_entries(payload: &str, own: HubId) -> Option<(Option<Uuid>, &str)> {
     match payload.split_once(';') {
-        Some((sender, entries)) => (Uuid::parse_str(sender).ok() != Some(own.0)).then_some(entries),
-        None => Some(payload),
+        Some((sender, entries)) => {
+            let sender = Uuid::parse_str(sender).ok();
+            (sender != Some(own.0)).then_some((sender, entries))
+        }
+        None => Some((None, payload)),
     }
 }
 
@@ -308,8 +312,7 @@ async fn listener(
                             }
                             continue;
                         }
-                        let Some(entries) = foreign_entries(&payload, hub) else { continue };
-                        let sender = payload.split_once(';').and_then(|(s, _)| Uuid::parse_str(s).ok());
+                        let Some((sender, entries)) = foreign_entries(&payload, hub) else { continue };
                         // The sender's shipped frames belong to this announcement.
                         let mut offered = Vec::new();
                         shipped.retain(|&(from, project)| {
@@ -490,7 +493,7 @@ mod tests {
         let project = Uuid::new_v4();
         assert_eq!(foreign_entries(&format!("{};{project}", own.0), own), None);
         let from_other = format!("{other};{project},m:{project}");
-        assert_eq!(foreign_entries(&from_other, own), Some(format!("{project},m:{project}").as_str()));
-        assert_eq!(foreign_entries(&project.to_string(), own), Some(project.to_string().as_str()));
+        assert_eq!(foreign_entries(&from_other, own), Some((Some(other), format!("{project},m:{project}").as_str())));
+        assert_eq!(foreign_entries(&project.to_string(), own), Some((None, project.to_string().as_str())));
     }
 }
