@@ -97,7 +97,9 @@ fn main() -> ExitCode {
             net: cli.worker_net,
             token: std::env::var("SYNCHUB_BENCH_WORKER_TOKEN").unwrap_or_default(),
         };
-        let result = tokio::runtime::Builder::new_multi_thread()
+        // Only the handshakes and joins run on tokio (one thread: the workers are several
+        // processes already); the frames are read by the worker's own receive loop.
+        let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)

@@ -118,8 +118,9 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
         "issue 16",
         "Many joined sockets on one project, one 1 KiB event at a time reaching all of them (the next write only \
          after every socket had the previous one). The hub runs as several processes on one database (writes to \
-         hub 0; the others learn of each write through PostgreSQL); the clients run as as many worker processes, \
-         worker k joined on hub k from 127.0.k+1.2–9. Latency: from the write's send (announced to the workers \
+         hub 0; the others learn of each write through PostgreSQL); the clients run as just as many worker processes, \
+         worker k joined on hub k from 127.0.k+1.2–9, each reading all its sockets on one thread from one epoll \
+         set (a minimal frame reader that answers pings: the clients share the cores with the hubs). Latency: from the write's send (announced to the workers \
          just before the PUT) to each socket's arrival.",
     );
     report.param("sockets", total);
@@ -196,10 +197,11 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     let rss_total: u64 = rss_joined.iter().sum();
     let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
     // The clients' CPU too: they receive and parse every frame on the same cores.
-    let worker_cpu = |workers: &[Worker]| -> anyhow::Result<f64> {
-        let mut total = 0.0;
+    let worker_cpu = |workers: &[Worker]| -> anyhow::Result<procfs::Cpu> {
+        let mut total = procfs::Cpu::default();
         for worker in workers {
-            total += procfs::cpu_time(worker.child.id().context("worker ended")?)?.total().as_secs_f64();
+            let cpu = procfs::cpu_time(worker.child.id().context("worker ended")?)?;
+            total = procfs::Cpu { user: total.user + cpu.user, system: total.system + cpu.system };
         }
         Ok(total)
     };
@@ -267,7 +269,9 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         .map(|(h, before)| h.cpu().map(|c| c.since(*before)))
         .collect::<anyhow::Result<_>>()?;
     let cpu_total: f64 = cpu.iter().map(|c| c.total().as_secs_f64()).sum();
-    let worker_cpu_total = worker_cpu(&workers)? - worker_cpu_before;
+    let hub_system: f64 = cpu.iter().map(|c| c.system.as_secs_f64()).sum();
+    let worker_cpu_used = worker_cpu(&workers)?.since(worker_cpu_before);
+    let worker_cpu_total = worker_cpu_used.total().as_secs_f64();
     for worker in &mut workers {
         let _ = worker.stdin.shutdown().await;
     }
@@ -331,6 +335,14 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     report.rows.push(Row::alone(
         format!("hub + client CPU per event ÷ {cores} cores (the least time one event can take here)"),
         V::ms((cpu_total + worker_cpu_total) * 1000.0 / events.max(1) as f64 / cores),
+        "—",
+    ));
+    // The same for the kernel's part alone (system CPU: on loopback, a send also runs the
+    // receiving side's TCP work): what is left of the floor if hub and clients spent no
+    // time in their own code at all.
+    report.rows.push(Row::alone(
+        format!("of which system CPU (kernel: both ends' TCP work on loopback) ÷ {cores} cores"),
+        V::ms((hub_system + worker_cpu_used.system.as_secs_f64()) * 1000.0 / events.max(1) as f64 / cores),
         "—",
     ));
     report.notes.push(format!(
