@@ -65,20 +65,51 @@ pub enum ManifestRule {
 pub enum ReadError {
     Zip(String),
     Io(io::Error),
-    TooManyEntries { limit: usize },
+    TooManyEntries {
+        limit: usize,
+    },
     MissingManifest,
     BadManifest(String),
     UnsupportedFormat(u32),
-    InvalidPath { path: String, reason: String },
-    NotAFile { path: String },
-    Duplicate { path: String },
-    Unlisted { path: String },
-    Missing { path: String },
-    SizeMismatch { path: String },
-    HashMismatch { path: String },
-    FileTooLarge { path: String, limit: u64 },
-    RatioTooHigh { path: String, limit: u64 },
-    TotalTooLarge { limit: u64 },
+    InvalidPath {
+        path: String,
+        reason: String,
+    },
+    NotAFile {
+        path: String,
+    },
+    Duplicate {
+        path: String,
+    },
+    Unlisted {
+        path: String,
+    },
+    Missing {
+        path: String,
+    },
+    SizeMismatch {
+        path: String,
+    },
+    /// The entry inflated to another size than its zip headers declare.
+    DeclaredSizeMismatch {
+        path: String,
+        declared: u64,
+        inflated: u64,
+    },
+    HashMismatch {
+        path: String,
+    },
+    FileTooLarge {
+        path: String,
+        limit: u64,
+    },
+    RatioTooHigh {
+        path: String,
+        limit: u64,
+    },
+    TotalTooLarge {
+        limit: u64,
+    },
     DestinationNotEmpty,
 }
 
@@ -97,6 +128,9 @@ impl fmt::Display for ReadError {
             ReadError::Unlisted { path } => write!(f, "entry {path:?} is not in the manifest"),
             ReadError::Missing { path } => write!(f, "manifest file {path:?} is missing from the archive"),
             ReadError::SizeMismatch { path } => write!(f, "size of {path:?} does not match the manifest"),
+            ReadError::DeclaredSizeMismatch { path, declared, inflated } => {
+                write!(f, "{path:?} inflates to {inflated} bytes, its zip headers declare {declared}")
+            }
             ReadError::HashMismatch { path } => write!(f, "sha256 of {path:?} does not match the manifest"),
             ReadError::FileTooLarge { path, limit } => write!(f, "{path:?} inflates to more than {limit} bytes"),
             ReadError::RatioTooHigh { path, limit } => {
@@ -126,6 +160,7 @@ impl ReadError {
             | ReadError::Unlisted { path }
             | ReadError::Missing { path }
             | ReadError::SizeMismatch { path }
+            | ReadError::DeclaredSizeMismatch { path, .. }
             | ReadError::HashMismatch { path }
             | ReadError::FileTooLarge { path, .. }
             | ReadError::RatioTooHigh { path, .. } => Some(path),
@@ -302,6 +337,12 @@ where
             if wanted {
                 sink.write(&buffer[..read]).map_err(SinkError::Sink)?;
             }
+        }
+        // The zip reader checks the CRC, which an entry with fewer bytes than its headers
+        // declare can still pass (an empty one always does): headers that do not describe
+        // the data are refused like any other lie in the archive.
+        if size != entry.size() {
+            return Err(ReadError::DeclaredSizeMismatch { path: name, declared: entry.size(), inflated: size }.into());
         }
         let sha256 = hex::encode(hasher.finalize());
         if hashes_known {

@@ -384,6 +384,18 @@ fn a_header_that_understates_the_inflated_size_is_refused_early() {
 }
 
 #[test]
+fn a_header_that_overstates_the_inflated_size_is_refused() {
+    // The manifest tells the truth and the content matches it; only the zip headers claim
+    // more than the entry inflates to (found by reader_props: an empty entry claiming 1).
+    for (content, claimed) in [(&b""[..], 1u32), (&b"0123456789"[..], 500)] {
+        let mut archive = raw_with_manifest(&[Entry::File("a.txt", content)], &manifest_for(&[("a.txt", content)]));
+        patch_declared_size(&mut archive, "a.txt", claimed);
+        refused!(archive, ReadError::DeclaredSizeMismatch { path, declared, inflated }
+            if path == "a.txt" && *declared == u64::from(claimed) && *inflated == content.len() as u64);
+    }
+}
+
+#[test]
 fn the_size_cap_counts_bytes_actually_inflated_not_header_claims() {
     // The headers claim 2 GiB (so the zip reader's own declared-size guard never trips)
     // and the manifest 10 bytes: only counting the bytes really inflated catches it.
