@@ -395,7 +395,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
         if !offered.is_empty() {
             let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
             match continuing(after, offered) {
-                Some(frames) => deliver(&broker, &feed, &mut recent, after, frames),
+                Some(frames) => deliver(&broker, &feed, &mut recent, frames),
                 None => read_log = true,
             }
         }
@@ -405,7 +405,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 Ok(frames) => {
                     backoff.reset();
                     read_log = frames.len() as i64 == PAGE;
-                    deliver(&broker, &feed, &mut recent, after, frames);
+                    deliver(&broker, &feed, &mut recent, frames);
                 }
                 Err(err) => {
                     // The database is away: retry with backoff; the log keeps everything.
@@ -419,19 +419,16 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     }
 }
 
-/// Hands `frames` (from the log or offered, in seq order, continuing `after` = the feed's
-/// `last_seq`; those at or below it are dropped) to every subscriber of `feed`. Only the
-/// pump calls this, and only it moves `last_seq`: frames reach the outboxes in seq order.
-fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, after: i64, frames: Vec<Arc<EventFrame>>) {
-    // Frames continuing what this feed delivered: each gets its delta (if any) here, once
-    // for every subscriber.
-    let frames: Vec<_> = frames
-        .into_iter()
-        .filter(|frame| frame.seq > after)
-        .map(|frame| recent.on_event(feed.project, frame))
-        .collect();
+/// Hands `frames` to every subscriber of `feed`: in seq order, each after the feed's
+/// `last_seq` (the log's answer to a read after it, or offered frames that [`continuing`]
+/// kept). Only the pump calls this, and only it moves `last_seq`: frames reach the outboxes
+/// in seq order.
+fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, frames: Vec<Arc<EventFrame>>) {
+    // Each frame gets its delta (if any) here, once for every subscriber.
+    let frames: Vec<_> = frames.into_iter().map(|frame| recent.on_event(feed.project, frame)).collect();
     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
     for frame in frames {
+        debug_assert!(frame.seq > state.last_seq, "seq {} delivered after {}", frame.seq, state.last_seq);
         for subscriber in state.subscribers.values() {
             subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
         }
