@@ -39,6 +39,14 @@ impl Cpu {
     }
 }
 
+/// The CPU of several processes together.
+impl std::iter::Sum for Cpu {
+    fn sum<I: Iterator<Item = Cpu>>(readings: I) -> Cpu {
+        readings
+            .fold(Cpu::default(), |total, cpu| Cpu { user: total.user + cpu.user, system: total.system + cpu.system })
+    }
+}
+
 /// utime and stime of a process (/proc/PID/stat fields 14 and 15).
 pub fn cpu_time(pid: u32) -> anyhow::Result<Cpu> {
     cpu_time_of(&format!("/proc/{pid}/stat"))

@@ -12,15 +12,12 @@
 //! `r SEQ`, `partial SEQ COUNT P50_US P99_US MAX_US` over the COUNT sockets that had it.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use std::io::{ErrorKind, Read as _};
-use std::net::TcpStream;
-use std::os::fd::{AsFd as _, OwnedFd};
 
 use futures_util::StreamExt;
 use rustix::buffer::spare_capacity;
@@ -107,8 +104,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The joined socket's TCP connection, taken from tungstenite: a duplicate of its
-/// descriptor (the stream's own one is closed when it is dropped, sending nothing). Nothing
-/// is lost: after `joined` the hub sends nothing until the first write.
+/// descriptor (the stream's own one is closed when it is dropped, sending nothing). What
+/// tungstenite may hold unread is no event: the hub sends none before the first write,
+/// which comes after every worker reported ready (at most a ping, answered by the next one).
 fn detach(ws: harness::Ws) -> anyhow::Result<TcpStream> {
     let fd = ws.get_ref().as_fd().try_clone_to_owned()?;
     drop(ws);

@@ -111,15 +111,7 @@ impl Target<'_> {
     /// The server CPU time (summed over the hubs).
     fn cpu(&self) -> anyhow::Result<procfs::Cpu> {
         match self {
-            Target::Hub { hubs, .. } => {
-                let mut total = procfs::Cpu::default();
-                for hub in hubs.iter() {
-                    let cpu = hub.cpu()?;
-                    total.user += cpu.user;
-                    total.system += cpu.system;
-                }
-                Ok(total)
-            }
+            Target::Hub { hubs, .. } => hubs.iter().map(|hub| hub.cpu()).sum(),
             Target::Node { node, .. } => node.cpu(),
         }
     }

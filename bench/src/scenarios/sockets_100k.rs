@@ -118,10 +118,10 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
         "issue 16",
         "Many joined sockets on one project, one 1 KiB event at a time reaching all of them (the next write only \
          after every socket had the previous one). The hub runs as several processes on one database (writes to \
-         hub 0; the others learn of each write through PostgreSQL); the clients run as just as many worker processes, \
-         worker k joined on hub k from 127.0.k+1.2–9, each reading all its sockets on one thread from one epoll \
-         set (a minimal frame reader that answers pings: the clients share the cores with the hubs). Latency: from the write's send (announced to the workers \
-         just before the PUT) to each socket's arrival.",
+         hub 0; the others learn of each write through PostgreSQL); the clients run as just as many worker \
+         processes, worker k joined on hub k from 127.0.k+1.2–9, each reading all its sockets on one thread from \
+         one epoll set (a minimal frame reader that answers pings: the clients share the cores with the hubs). \
+         Latency: from the write's send (announced to the workers just before the PUT) to each socket's arrival.",
     );
     report.param("sockets", total);
     report.param("hub processes = client processes", processes);
@@ -198,12 +198,7 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
     // The clients' CPU too: they receive and parse every frame on the same cores.
     let worker_cpu = |workers: &[Worker]| -> anyhow::Result<procfs::Cpu> {
-        let mut total = procfs::Cpu::default();
-        for worker in workers {
-            let cpu = procfs::cpu_time(worker.child.id().context("worker ended")?)?;
-            total = procfs::Cpu { user: total.user + cpu.user, system: total.system + cpu.system };
-        }
-        Ok(total)
+        workers.iter().map(|worker| procfs::cpu_time(worker.child.id().context("worker ended")?)).sum()
     };
     let worker_cpu_before = worker_cpu(&workers)?;
 
