@@ -48,6 +48,7 @@ pub enum Exit {
 }
 
 /// Why one connection ended.
+#[derive(Debug)]
 enum Ended {
     Revoked,
     Shutdown,
@@ -361,22 +362,33 @@ impl Session {
                     }
                 }
             };
-            // Report progress whenever a frame is due, whatever woke the loop.
-            if let Some(seq) = self.applier.applied_frame_due(Instant::now()) {
-                if let Err(error) = tokio::task::block_in_place(|| self.tree.save_state(seq)) {
-                    tracing::warn!(%error, "saving the agent state failed");
-                }
-                let frame = ClientFrame::Applied { channel: self.channel.clone(), seq: wire_seq(seq) };
-                if let Err(error) = sink.send(Message::text(frame.to_text())).await {
-                    return Ended::Lost(error.to_string());
-                }
-            }
             if let Some(ended) = ended {
+                // Progress is kept on disk, but no `applied` frame goes out: after the
+                // hub's Close, tungstenite refuses to send one, and that error would turn
+                // a 1012 into a lost connection (and a backoff). The next connection
+                // reports progress anyway (`resend_applied`).
+                self.save_progress(self.applier.applied_seq());
                 if !matches!(ended, Ended::Lost(_)) {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
                 }
                 return ended;
             }
+            // Report progress whenever a frame is due, whatever woke the loop.
+            if let Some(seq) = self.applier.applied_frame_due(Instant::now()) {
+                self.save_progress(seq);
+                let frame = ClientFrame::Applied { channel: self.channel.clone(), seq: wire_seq(seq) };
+                if let Err(error) = sink.send(Message::text(frame.to_text())).await {
+                    return Ended::Lost(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Records on disk that the tree holds every change up to `seq`, so that a restarted
+    /// agent resumes from there.
+    fn save_progress(&mut self, seq: i64) {
+        if let Err(error) = tokio::task::block_in_place(|| self.tree.save_state(seq)) {
+            tracing::warn!(%error, "saving the agent state failed");
         }
     }
 
@@ -732,6 +744,40 @@ mod tests {
         assert_eq!(parse_utc_millis("2000-03-01T00:00:01Z"), Some(951_868_801_000));
         assert_eq!(parse_utc_millis("garbage"), None);
         assert_eq!(lag_ms("2999-01-01T00:00:00.000Z"), Some(0));
+    }
+
+    /// CI once saw a 1012 read as a lost connection: the Close arrived while an `applied`
+    /// frame was due, and sending it after the Close failed. Here every connection is
+    /// closed with 1012 at once, while the first `applied` frame is due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_close_with_progress_due_ends_as_a_restart() {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        const CONNECTIONS: usize = 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = tokio::spawn(async move {
+            for _ in 0..CONNECTIONS {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let restart = CloseFrame { code: CloseCode::from(close::RESTART), reason: "".into() };
+                socket.close(Some(restart)).await.unwrap();
+                while let Some(Ok(_)) = socket.next().await {}
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let tree = ProjectTree::open(dir.path(), crate::tree::TreeOptions::default()).unwrap();
+        let base = format!("http://{addr}").parse().unwrap();
+        let hub_client = HubClient::new(base, "p".into(), crate::protocol::Token("t".into())).unwrap();
+        let reconnect = Reconnect::new(Duration::from_millis(10), Duration::from_millis(10));
+        let mut session = Session::new(hub_client, tree, None, SharedStatus::default(), reconnect);
+        let (_refresher, refreshes) = watch::channel(Refresh::Fresh(0));
+        session.refreshes = refreshes;
+        let (_stop, mut shutdown) = watch::channel(false);
+        for connection in 0..CONNECTIONS {
+            let ended = session.follow(&mut shutdown).await;
+            assert!(matches!(ended, Ended::Restart), "connection {connection} ended as {ended:?}");
+        }
+        hub.await.unwrap();
     }
 
     #[test]
