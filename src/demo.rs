@@ -1,6 +1,7 @@
-//! The demo editor (CONTRACT sections 9 and 11) that `synchub dev` serves at `/`: the built
-//! assets of `clients/typescript/demo`, committed and embedded so that building the hub needs
-//! no Node (`npm run check-demo` in CI proves they equal a fresh build).
+//! The demo editor (CONTRACT sections 9 and 11) that `synchub dev` serves at `/`: the page
+//! `clients/typescript/demo/src/index.html` as it is, and its script built into
+//! `clients/typescript/demo/dist/app.js`, committed and embedded so that building the hub needs
+//! no Node (`npm run check-demo` in CI proves the bundle equals a fresh build).
 //!
 //! Only `synchub dev` mounts it: a production hub's `/` stays the API's JSON 404. The page
 //! reads the user token from its URL fragment (never sent to the server) or a field, so its
@@ -11,7 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-const INDEX_HTML: &str = include_str!("../clients/typescript/demo/dist/index.html");
+const INDEX_HTML: &str = include_str!("../clients/typescript/demo/src/index.html");
 const APP_JS: &str = include_str!("../clients/typescript/demo/dist/app.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; \

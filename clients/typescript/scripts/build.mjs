@@ -1,9 +1,10 @@
-// Builds dist/ (the library: one ESM file + declarations) and demo/dist/ (the editor the hub
-// embeds). `--check-demo` rebuilds the demo into a temp dir and fails when the committed
+// Builds dist/ (the library: one ESM file + declarations) and demo/dist/app.js (the editor's
+// bundle the hub embeds; its page, demo/src/index.html, is embedded as it is, so it has no
+// built copy). `--check-demo` rebuilds the bundle into a temp dir and fails when the committed
 // demo/dist differs (CI: the hub serves what a fresh build gives).
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,14 +15,13 @@ const common = { bundle: true, format: "esm", target: "es2022", platform: "brows
 async function buildDemo(outDir) {
   mkdirSync(outDir, { recursive: true });
   await build({ ...common, entryPoints: [join(root, "demo/src/app.ts")], outfile: join(outDir, "app.js"), minify: true });
-  copyFileSync(join(root, "demo/src/index.html"), join(outDir, "index.html"));
 }
 
 if (process.argv.includes("--check-demo")) {
   const tmp = mkdtempSync(join(tmpdir(), "synchub-demo-"));
   await buildDemo(tmp);
   let stale = [];
-  for (const f of ["index.html", "app.js"]) {
+  for (const f of ["app.js"]) {
     const fresh = readFileSync(join(tmp, f));
     let committed;
     try { committed = readFileSync(join(root, "demo/dist", f)); } catch { committed = Buffer.alloc(0); }
