@@ -44,37 +44,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let Args { hub, project, sockets, net, token } = args;
     let token = &token;
-    let opened: Vec<anyhow::Result<harness::Ws>> = futures_util::stream::iter(0..sockets)
-        .map(|i| async move {
-            let source = Ipv4Addr::new(127, 0, net, 2 + (i % harness::SOURCE_ADDRESSES) as u8);
-            let mut last = None;
-            for attempt in 0..5u64 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
-                }
-                match harness::connect_joined(hub, token, Some(source), project).await {
-                    Ok(ws) => return Ok(ws),
-                    Err(err) => last = Some(err),
-                }
-            }
-            Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")).context(format!("socket {i}")))
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    let opened: Vec<harness::Ws> = opened.into_iter().collect::<anyhow::Result<_>>()?;
-    // Joined: from here on each connection is read by the lean receive loop.
-    let streams: Vec<TcpStream> = opened.into_iter().map(detach).collect::<anyhow::Result<_>>()?;
     let announced = Arc::new(AtomicI64::new(0));
     // Per seq: send → arrival latencies of this worker's sockets so far.
     let arrivals: Arc<Mutex<HashMap<usize, Latencies>>> = Arc::new(Mutex::new(HashMap::new()));
-    let receiver = Receiver::new(streams, sockets, announced.clone(), arrivals.clone())?;
+    // Each socket goes to the lean receive loop as soon as it joined: waiting for all of
+    // them first left the early ones unread for as long as the rest took to join, and the
+    // hub closes a peer that answered no ping for 60 s (100,000 sockets took 88 s to join,
+    // and a third of them were closed as idle before the first event).
+    let (joined, joined_rx) = std::sync::mpsc::channel();
+    let receiver = Receiver::new(joined_rx, sockets, announced.clone(), arrivals.clone())?;
     // A plain thread, never joined: the worker ends with its stdin (below).
     std::thread::spawn(move || {
         if let Err(err) = receiver.run() {
             println!("error receive loop: {err}");
         }
     });
+    let mut opening = std::pin::pin!(
+        futures_util::stream::iter(0..sockets)
+            .map(|i| async move {
+                let source = Ipv4Addr::new(127, 0, net, 2 + (i % harness::SOURCE_ADDRESSES) as u8);
+                let mut last = None;
+                for attempt in 0..5u64 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+                    }
+                    match harness::connect_joined(hub, token, Some(source), project).await {
+                        Ok(ws) => return Ok(ws),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")).context(format!("socket {i}")))
+            })
+            .buffer_unordered(64)
+    );
+    while let Some(ws) = opening.next().await {
+        // Joined: from here on the connection is read by the receive loop.
+        joined.send(detach(ws?)?).map_err(|_| anyhow::anyhow!("the receive loop ended"))?;
+    }
+    drop(joined);
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready {sockets} {:.1}", started.elapsed().as_secs_f64())?;
@@ -121,6 +128,8 @@ fn detach(ws: harness::Ws) -> anyhow::Result<TcpStream> {
 /// the clients took ~7 µs per delivered frame, ~half of it their own code).
 struct Receiver {
     epoll: OwnedFd,
+    /// Sockets still joining arrive here; closed once every socket joined.
+    joining: Option<std::sync::mpsc::Receiver<TcpStream>>,
     conns: Vec<Conn>,
     sockets: usize,
     announced: Arc<AtomicI64>,
@@ -135,26 +144,46 @@ struct Conn {
 
 impl Receiver {
     fn new(
-        streams: Vec<TcpStream>,
+        joining: std::sync::mpsc::Receiver<TcpStream>,
         sockets: usize,
         announced: Arc<AtomicI64>,
         arrivals: Arc<Mutex<HashMap<usize, Latencies>>>,
     ) -> anyhow::Result<Self> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        for (i, stream) in streams.iter().enumerate() {
-            epoll::add(&epoll, stream, epoll::EventData::new_u64(i as u64), epoll::EventFlags::IN)?;
+        let conns = Vec::with_capacity(sockets);
+        Ok(Receiver { epoll, joining: Some(joining), conns, sockets, announced, arrivals })
+    }
+
+    /// Adds the sockets that joined since the last look.
+    fn take_joined(&mut self) -> anyhow::Result<()> {
+        let Some(joining) = &self.joining else { return Ok(()) };
+        loop {
+            match joining.try_recv() {
+                Ok(stream) => {
+                    let i = self.conns.len() as u64;
+                    epoll::add(&self.epoll, &stream, epoll::EventData::new_u64(i), epoll::EventFlags::IN)?;
+                    self.conns.push(Conn { stream, partial: Vec::new() });
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.joining = None;
+                    return Ok(());
+                }
+            }
         }
-        let conns = streams.into_iter().map(|stream| Conn { stream, partial: Vec::new() }).collect();
-        Ok(Receiver { epoll, conns, sockets, announced, arrivals })
     }
 
     fn run(mut self) -> anyhow::Result<()> {
         let mut ready: Vec<epoll::Event> = Vec::with_capacity(1024);
         let mut buf = vec![0u8; 64 * 1024];
         let mut seqs = Vec::new();
+        // While sockets are still joining, epoll_wait wakes every 20 ms to take them in.
+        let joining_tick = rustix::event::Timespec { tv_sec: 0, tv_nsec: 20_000_000 };
         loop {
+            self.take_joined()?;
+            let timeout = self.joining.as_ref().map(|_| &joining_tick);
             ready.clear();
-            match epoll::wait(&self.epoll, spare_capacity(&mut ready), None) {
+            match epoll::wait(&self.epoll, spare_capacity(&mut ready), timeout) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(err) => return Err(err.into()),
@@ -296,5 +325,26 @@ mod tests {
         let mask = &frame[2..6];
         let payload: Vec<u8> = frame[6..].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
         assert_eq!(payload, b"hi");
+    }
+
+    /// The hub closes a peer that answered no ping for 60 s: a socket that joined early
+    /// must be read (its pings answered) while the worker's other sockets still join.
+    #[test]
+    fn a_joined_socket_answers_pings_while_others_are_still_joining() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut hub_side, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let (joined, joining) = std::sync::mpsc::channel();
+        let receiver = Receiver::new(joining, 2, Arc::default(), Arc::default()).unwrap();
+        std::thread::spawn(move || receiver.run());
+        // One of two sockets joined; `joined` stays open (the other is still joining).
+        joined.send(client).unwrap();
+        hub_side.write_all(&[0x89, 2, b'h', b'i']).unwrap();
+        hub_side.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut pong = [0u8; 8];
+        hub_side.read_exact(&mut pong).unwrap();
+        assert_eq!(pong[..], client_frame(OP_PONG, b"hi")[..]);
+        drop(joined);
     }
 }
