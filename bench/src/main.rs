@@ -7,6 +7,7 @@
 //! open-file limit). No timing assertions anywhere: a scenario fails only when something
 //! does not work (an event never arrives, a request is refused).
 
+mod floor;
 mod harness;
 mod node_ws;
 mod pgbench;
@@ -76,6 +77,9 @@ struct Cli {
     worker_sockets: usize,
     #[arg(long, hide = true, default_value_t = 1)]
     worker_net: u8,
+    /// Internal (fanout_floor): run as the floor broadcast server for this project.
+    #[arg(long, hide = true)]
+    floor_server: Option<uuid::Uuid>,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +115,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(project) = cli.floor_server {
+        // One thread, like Node's event loop.
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(floor::serve(project)));
+        if let Err(err) = result {
+            eprintln!("floor server: {err:#}");
+        }
+        return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

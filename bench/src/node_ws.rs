@@ -65,15 +65,38 @@ wss.on('connection', (ws) => {
 server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));
 "#;
 
-/// A running Node baseline server.
-pub struct NodeServer {
+/// A running broadcast server (this Node one, or the floor in [`crate::floor`]): both speak
+/// the same protocol to the same client code.
+pub struct BroadcastServer {
     child: Child,
     pub pid: u32,
     pub addr: std::net::SocketAddr,
     pub version: String,
 }
 
-impl NodeServer {
+impl BroadcastServer {
+    /// Starts `command` and waits for its `listening <port>` line on 127.0.0.1.
+    pub async fn launch(mut command: Command, version: String) -> anyhow::Result<BroadcastServer> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {version}"))?;
+        let pid = child.id().context("the server exited at once")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("the server did not start within 20 s")??
+            .context("the server exited")?;
+        let port: u16 = line.strip_prefix("listening ").context("unexpected server output")?.trim().parse()?;
+        // Keep draining its stdout so it never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(BroadcastServer { child, pid, addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)), version })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -88,37 +111,14 @@ impl NodeServer {
 }
 
 /// Installs `ws` (once per run) and starts the server for `project`'s channel name.
-pub async fn start(ctx: &Ctx, project: uuid::Uuid) -> anyhow::Result<NodeServer> {
+pub async fn start(ctx: &Ctx, project: uuid::Uuid) -> anyhow::Result<BroadcastServer> {
     let dir = ctx.work.join("node-ws");
     install(&dir).await?;
     std::fs::write(dir.join("server.js"), SERVER_JS)?;
     let version = Command::new("node").arg("--version").output().await.context("running node --version")?;
-    let mut child = Command::new("node")
-        .arg("server.js")
-        .arg(project.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    let pid = child.id().context("node exited at once")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .context("node server did not start within 20 s")??
-        .context("node server exited")?;
-    let port: u16 = line.strip_prefix("listening ").context("unexpected node output")?.trim().parse()?;
-    // Keep draining its stdout so it never blocks.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(NodeServer {
-        child,
-        pid,
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        version: String::from_utf8_lossy(&version.stdout).trim().to_string(),
-    })
+    let mut command = Command::new("node");
+    command.arg("server.js").arg(project.to_string()).current_dir(&dir);
+    BroadcastServer::launch(command, format!("Node.js {}", String::from_utf8_lossy(&version.stdout).trim())).await
 }
 
 async fn install(dir: &Path) -> anyhow::Result<()> {

@@ -24,8 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::Pending;
+use crate::floor;
 use crate::harness::{self, Ctx, Hub, Side, clock};
-use crate::node_ws::{self, NodeServer};
+use crate::node_ws::{self, BroadcastServer};
 use crate::procfs;
 use crate::report::{Goal, Report, Row, Unit, Value as V};
 use crate::stats::{self, Latencies};
@@ -37,15 +38,29 @@ const WARMUP: u64 = 10;
 const BURST_WRITERS: u64 = 4;
 
 pub fn run_1000(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx, "fanout_1000", if ctx.quick { 100 } else { 1_000 }, 1))
+    Box::pin(measure(ctx, "fanout_1000", if ctx.quick { 100 } else { 1_000 }, Subject::Hubs(1)))
 }
 
 pub fn run_1000_two_hubs(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx, "fanout_1000_2hubs", if ctx.quick { 100 } else { 1_000 }, 2))
+    Box::pin(measure(ctx, "fanout_1000_2hubs", if ctx.quick { 100 } else { 1_000 }, Subject::Hubs(2)))
+}
+
+/// fanout_1000's load on the floor server ([`crate::floor`]) instead of the hub.
+pub fn run_floor(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, "fanout_floor", if ctx.quick { 100 } else { 1_000 }, Subject::Floor))
 }
 
 pub fn run_10000(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx, "fanout_10000", if ctx.quick { 1_000 } else { 10_000 }, 1))
+    Box::pin(measure(ctx, "fanout_10000", if ctx.quick { 1_000 } else { 10_000 }, Subject::Hubs(1)))
+}
+
+/// What a fan-out run measures against the Node baseline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// This many hub processes on one database.
+    Hubs(usize),
+    /// The floor server: one send(2) per socket and nothing else.
+    Floor,
 }
 
 /// Per seq: how many sockets got it, and when the first and the last did (clock ns).
@@ -83,14 +98,9 @@ struct Numbers {
 
 enum Target<'a> {
     /// Writes go to the first hub; sockets are spread over all of them.
-    Hub {
-        hubs: &'a [Hub],
-        project: Uuid,
-    },
-    Node {
-        node: &'a NodeServer,
-        project: Uuid,
-    },
+    Hub { hubs: &'a [Hub], project: Uuid },
+    /// Node's server or the floor: `POST /broadcast`.
+    Broadcast { server: &'a BroadcastServer, project: Uuid },
 }
 
 impl Target<'_> {
@@ -98,13 +108,13 @@ impl Target<'_> {
     fn addrs(&self) -> Vec<SocketAddr> {
         match self {
             Target::Hub { hubs, .. } => hubs.iter().map(|h| h.addr).collect(),
-            Target::Node { node, .. } => vec![node.addr],
+            Target::Broadcast { server, .. } => vec![server.addr],
         }
     }
 
     fn project(&self) -> Uuid {
         match self {
-            Target::Hub { project, .. } | Target::Node { project, .. } => *project,
+            Target::Hub { project, .. } | Target::Broadcast { project, .. } => *project,
         }
     }
 
@@ -112,7 +122,7 @@ impl Target<'_> {
     fn cpu(&self) -> anyhow::Result<procfs::Cpu> {
         match self {
             Target::Hub { hubs, .. } => hubs.iter().map(|hub| hub.cpu()).sum(),
-            Target::Node { node, .. } => node.cpu(),
+            Target::Broadcast { server, .. } => server.cpu(),
         }
     }
 
@@ -127,8 +137,8 @@ impl Target<'_> {
                 .bearer_auth(&ctx.token)
                 .json(&harness::put_body(&content))
                 .build()?,
-            Target::Node { node, .. } => {
-                ctx.http.post(node.url("/broadcast")).json(&json!({ "content": content })).build()?
+            Target::Broadcast { server, .. } => {
+                ctx.http.post(server.url("/broadcast")).json(&json!({ "content": content })).build()?
             }
         })
     }
@@ -206,7 +216,11 @@ struct BlockFigures {
     numbers: Numbers,
 }
 
-async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> anyhow::Result<Report> {
+async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, subject: Subject) -> anyhow::Result<Report> {
+    let hubs = match subject {
+        Subject::Hubs(n) => n,
+        Subject::Floor => 0,
+    };
     let pairs = ctx.pairs();
     let big = sockets >= 5_000;
     let plan = Plan {
@@ -227,8 +241,16 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
     };
     let mut report = Report::new(
         name,
-        "#3",
-        if hubs == 1 {
+        if subject == Subject::Floor { "issue 16" } else { "#3" },
+        if subject == Subject::Floor {
+            "fanout_1000's load and client code, served by the floor instead of the hub: a Rust server \
+             (bench/src/floor.rs, one thread like Node's) that answers `join` with `joined` and, on `POST \
+             /broadcast`, builds and frames one event of the hub's shape once and writes those bytes to every \
+             joined socket with one non-blocking send(2) each, and does nothing else per socket (no task, timer, \
+             queue or read after the join). What it costs per delivery is what the kernel and one send(2) cost on \
+             this machine: the least any server pays here, the hub included. In alternating blocks with the Node \
+             `ws` baseline, as fanout_1000."
+        } else if hubs == 1 {
             "One project with many joined WebSockets; one client writes 1 KiB files (the hub: HTTP PUT of a few \
              paths with new content each time; Node: POST /broadcast) at a steady pace, then back to back (burst); \
              every socket receives every `file:update` frame. The burst uses 4 concurrent closed-loop writers (the \
@@ -241,9 +263,14 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
         },
     );
     report.param("sockets", plan.sockets);
-    report
-        .param("hubs", if hubs == 1 { "1".to_string() } else { format!("{hubs} (writes on A; sockets split evenly)") });
-    report.param("pairs of blocks (hub, Node)", pairs);
+    let who = if subject == Subject::Floor { "floor" } else { "hub" };
+    if hubs > 0 {
+        report.param(
+            "hubs",
+            if hubs == 1 { "1".to_string() } else { format!("{hubs} (writes on A; sockets split evenly)") },
+        );
+    }
+    report.param(&format!("pairs of blocks ({who}, Node)"), pairs);
     report.param("paced events per block", plan.events);
     report.param("pace", format!("{} writes/s", plan.rate));
     report.param("burst events per block", plan.burst);
@@ -262,7 +289,7 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
     let persistent = limit.is_none_or(|l| l >= 2 * plan.sockets as u64 + 1_024);
     report.param("sockets kept open across blocks", persistent);
 
-    // The hub(s) and the Node server, both up for the whole interleaved run.
+    // The hub(s) or the floor, and the Node server, all up for the whole interleaved run.
     let mut started = Vec::new();
     for k in 0..hubs {
         let label = if k == 0 { name.to_string() } else { format!("{name}-{k}") };
@@ -276,19 +303,32 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
             }
         }
     }
+    let floor_project = Uuid::new_v4();
+    let floor = match subject {
+        Subject::Floor => Some(floor::start(floor_project).await.context("starting the floor server")),
+        Subject::Hubs(_) => None,
+    };
     let node_project = Uuid::new_v4();
     let node = node_ws::start(ctx, node_project).await.context("starting the Node ws baseline");
     let result = async {
         let node = node.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let project = ctx.create_project(&started[0], &format!("bench {name}")).await?;
-        let hub_target = Target::Hub { hubs: &started, project };
-        let node_target = Target::Node { node, project: node_project };
+        let subject_target = match &floor {
+            Some(floor) => Target::Broadcast {
+                server: floor.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?,
+                project: floor_project,
+            },
+            None => {
+                let project = ctx.create_project(&started[0], &format!("bench {name}")).await?;
+                Target::Hub { hubs: &started, project }
+            }
+        };
+        let node_target = Target::Broadcast { server: node, project: node_project };
         let capacity = (WARMUP * (pairs as u64 + 1) + (plan.events + plan.burst) * pairs as u64) as usize + 64;
         let mut fleets: [Option<Fleet>; 2] = [None, None];
         let mut written = [0u64; 2];
         ctx.interleave(pairs, async |side, _pair| {
             let (k, target) = match side {
-                Side::Subject => (0, &hub_target),
+                Side::Subject => (0, &subject_target),
                 Side::Baseline => (1, &node_target),
             };
             if fleets[k].is_none() {
@@ -312,6 +352,9 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
         log.extend(hub.log_lines());
         hub.stop().await;
     }
+    if let Some(Ok(floor)) = floor {
+        floor.stop().await;
+    }
     let node_version = match node {
         Ok(node) => {
             let version = node.version.clone();
@@ -325,26 +368,29 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
         report.notes.push(format!("the hubs logged {} warning/error lines, first: `{}`", log.len(), log[0]));
     }
     report.baseline = format!(
-        "a minimal Node.js {node_version} broadcast server on `ws` {} (installed with `npm i ws` at run time; \
+        "a minimal {node_version} broadcast server on `ws` {} (installed with `npm i ws` at run time; \
          source in bench/src/node_ws.rs): answers `join` with `joined`, and on `POST /broadcast` builds one \
          frame of the hub's shape (same envelope and payload fields, sha256 of the content) and `send`s it to \
          every joined socket. No database, no auth, no per-socket ordering or gap filling. Same client code, \
-         sockets, sizes and pace, in blocks alternating with the hub's.",
+         sockets, sizes and pace, in blocks alternating with the {who}'s.",
         node_ws::ws_version(ctx)
     );
 
     let fig = |f: fn(&Numbers) -> f64| move |b: &BlockFigures| f(&b.numbers);
-    report.rows.push(
-        measured.row("burst: delivered events/s", Unit::PerSec, fig(|x| x.burst_per_sec)).goal(Goal::RatioAtLeast(2.0)),
-    );
+    // The goals are the hub's: the floor's rows are the reference they are judged beside.
+    let goal = |row: Row, goal: Goal| if hubs > 0 { row.goal(goal) } else { row };
+    report.rows.push(goal(
+        measured.row("burst: delivered events/s", Unit::PerSec, fig(|x| x.burst_per_sec)),
+        Goal::RatioAtLeast(2.0),
+    ));
     report.rows.push(measured.row("paced: commit → last socket p50", Unit::Ms, fig(|x| x.created_to_last.ms(0.5))));
     let p99 = measured.row("paced: commit → last socket p99", Unit::Ms, fig(|x| x.created_to_last.ms(0.99)));
-    report.rows.push(if name.starts_with("fanout_1000") { p99.goal(Goal::AtMost(50.0)) } else { p99 });
+    report.rows.push(if name.starts_with("fanout_1000") { goal(p99, Goal::AtMost(50.0)) } else { p99 });
     report.rows.push(measured.row("paced: write → last socket p50", Unit::Ms, fig(|x| x.write_to_last.ms(0.5))));
     report.rows.push(measured.row("paced: delivered events/s", Unit::PerSec, fig(|x| x.paced_per_sec)));
     let cpu_metric =
         format!("paced: server CPU ms per 1,000 delivered events{}", if hubs > 1 { " (both hubs)" } else { "" });
-    report.rows.push(measured.row(cpu_metric, Unit::Count, fig(|x| x.cpu_per_1000_ms)).goal(Goal::RatioAtMost(0.5)));
+    report.rows.push(goal(measured.row(cpu_metric, Unit::Count, fig(|x| x.cpu_per_1000_ms)), Goal::RatioAtMost(0.5)));
     // The split says what a server can still save: each paced delivery is one send(2) on
     // both sides, and on loopback its system time includes the receiving socket's TCP work.
     let per_1000 = |cpu: Duration, x: &Numbers| cpu.as_secs_f64() * 1000.0 / (x.delivered.max(1) as f64 / 1000.0);
@@ -364,7 +410,10 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
         (stats::median(&values) * 100.0).round() / 100.0
     };
     report.rows.push(Row::compared(
-        "paced: the hub's system CPU alone vs Node's whole CPU, ms per 1,000 (the ratio a hub with no user time would reach)",
+        format!(
+            "paced: the {who}'s system CPU alone vs Node's whole CPU, ms per 1,000 (the ratio a {who} with no user \
+             time would reach)"
+        ),
         V::count(pair_median(&|b| b.numbers.cpu_per_1000_ms, Side::Baseline)),
         V::count(pair_median(&|b| per_1000(b.numbers.cpu.system, &b.numbers), Side::Subject)),
     ));
@@ -412,7 +461,18 @@ async fn measure(ctx: &Ctx, name: &'static str, sockets: usize, hubs: usize) -> 
     }
     report.notes.push(measured.note("paced: server CPU ms per 1,000 delivered events", fig(|x| x.cpu_per_1000_ms)));
     report.notes.push(measured.note("burst: delivered events/s", fig(|x| x.burst_per_sec)));
-    for (who, side) in [("hub", Side::Subject), ("Node", Side::Baseline)] {
+    if subject == Subject::Floor {
+        match Figures::published(ctx, "fanout_1000/hub") {
+            Some(hub) => report.rows.push(Row::compared(
+                "paced: server CPU ms per 1,000 delivered events, fanout_1000's hub vs the floor (medians of two \
+                 runs a few minutes apart: what the hub spends above the least any server pays here)",
+                V::count(pair_median(&|b| b.numbers.cpu_per_1000_ms, Side::Subject)),
+                V::count((hub.cpu_per_1000_ms * 100.0).round() / 100.0),
+            )),
+            None => report.notes.push("fanout_1000 did not run before this: no hub-vs-floor comparison".into()),
+        }
+    }
+    for (who, side) in [(who, Side::Subject), ("Node", Side::Baseline)] {
         let merged = |f: fn(&Numbers) -> &Latencies| measured.merged(side, |b| f(&b.numbers));
         report.notes.push(format!(
             "{who}, all blocks: commit → last socket {}; write → first socket {}; write → last socket {}; first → \
@@ -536,7 +596,7 @@ impl Fleet {
                 let list: Vec<i64> = written.iter().map(|w| w.1).collect();
                 harness::event_times(ctx, *project, &list).await?
             }
-            Target::Node { .. } => written.iter().filter_map(|w| Some((w.1, w.2?))).collect(),
+            Target::Broadcast { .. } => written.iter().filter_map(|w| Some((w.1, w.2?))).collect(),
         };
         let mut numbers = Numbers {
             created_to_last: Latencies::default(),

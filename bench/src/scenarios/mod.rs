@@ -72,6 +72,11 @@ pub const ALL: &[Scenario] = &[
         run: fanout::run_1000_two_hubs,
     },
     Scenario {
+        name: "fanout_floor",
+        summary: "issue 16: fanout_1000 served by the floor (a Rust server doing one send(2) per socket and nothing else) against the Node ws baseline; the least CPU per delivery any server pays here, and fanout_1000's hub against it",
+        run: fanout::run_floor,
+    },
+    Scenario {
         name: "fanout_10000",
         summary: "#3 the same with 10,000 joined sockets (quick: 1,000)",
         run: fanout::run_10000,
@@ -135,8 +140,15 @@ pub const ALL: &[Scenario] = &[
 
 /// Scenarios run only when named with `--only` (not in the default or `--quick` run): they
 /// take the whole machine for minutes.
-pub const ON_REQUEST: &[Scenario] = &[Scenario {
-    name: "sockets_100k",
-    summary: "issue 16: 100,000 joined sockets (hub as several processes on one database, clients in several processes from 127.0.x.y), one event reaching all; hub RSS, CPU and delivery latency per 10k sockets (env SYNCHUB_BENCH_SOCKETS_100K changes the count, SYNCHUB_BENCH_SOCKETS_100K_WAIT_MS the wait per event, after which the workers report partial counts; --quick: 2,000)",
-    run: sockets_100k::run,
-}];
+pub const ON_REQUEST: &[Scenario] = &[
+    Scenario {
+        name: "sockets_100k",
+        summary: "issue 16: 100,000 joined sockets (hub as several processes on one database, clients in several processes from 127.0.x.y), one event reaching all; hub RSS, CPU and delivery latency per 10k sockets (env SYNCHUB_BENCH_SOCKETS_100K changes the count, SYNCHUB_BENCH_SOCKETS_100K_WAIT_MS the wait per event, after which the workers report partial counts; --quick: 2,000)",
+        run: sockets_100k::run,
+    },
+    Scenario {
+        name: "sockets_100k_floor",
+        summary: "issue 16: sockets_100k served by floor servers (one send(2) per socket and nothing else) instead of hubs: the best p99 any server could reach here with these clients (same env)",
+        run: sockets_100k::run_floor,
+    },
+];

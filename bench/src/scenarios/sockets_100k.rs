@@ -13,7 +13,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::Pending;
+use std::net::SocketAddr;
+
+use uuid::Uuid;
+
+use crate::floor;
 use crate::harness::{Ctx, Hub};
+use crate::node_ws::BroadcastServer;
 use crate::procfs;
 use crate::report::{Goal, Report, Row, Value as V};
 use crate::stats;
@@ -25,7 +31,111 @@ const EVENTS: usize = 10;
 const CONTENT_BYTES: usize = 1024;
 
 pub fn run(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx))
+    Box::pin(measure(ctx, Serve::Hubs))
+}
+
+/// `sockets_100k_floor`: the same sockets, workers and events served by floor servers
+/// ([`crate::floor`]: one send(2) per socket and nothing else), one per worker.
+pub fn run_floor(ctx: &Ctx) -> Pending<'_> {
+    Box::pin(measure(ctx, Serve::Floors))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    Hubs,
+    Floors,
+}
+
+/// The processes the sockets join: hubs on one database (writes to hub 0), or floor
+/// servers (each told of every write).
+enum Servers {
+    Hubs(Vec<Hub>),
+    Floors { floors: Vec<BroadcastServer>, project: Uuid },
+}
+
+impl Servers {
+    fn len(&self) -> usize {
+        match self {
+            Servers::Hubs(hubs) => hubs.len(),
+            Servers::Floors { floors, .. } => floors.len(),
+        }
+    }
+
+    fn who(&self) -> &'static str {
+        match self {
+            Servers::Hubs(_) => "hub",
+            Servers::Floors { .. } => "floor server",
+        }
+    }
+
+    fn addr(&self, k: usize) -> SocketAddr {
+        match self {
+            Servers::Hubs(hubs) => hubs[k].addr,
+            Servers::Floors { floors, .. } => floors[k].addr,
+        }
+    }
+
+    fn pid(&self, k: usize) -> u32 {
+        match self {
+            Servers::Hubs(hubs) => hubs[k].pid,
+            Servers::Floors { floors, .. } => floors[k].pid,
+        }
+    }
+
+    fn rss_kib(&self, k: usize) -> u64 {
+        procfs::status_kib(self.pid(k), "VmRSS").unwrap_or(0)
+    }
+
+    fn cpu(&self, k: usize) -> anyhow::Result<procfs::Cpu> {
+        procfs::cpu_time(self.pid(k))
+    }
+
+    async fn project(&self, ctx: &Ctx) -> anyhow::Result<Uuid> {
+        match self {
+            Servers::Hubs(hubs) => ctx.create_project(&hubs[0], "bench sockets_100k").await,
+            Servers::Floors { project, .. } => Ok(*project),
+        }
+    }
+
+    /// Writes `content`; returns the event's seq.
+    async fn write(&self, ctx: &Ctx, project: Uuid, content: &str) -> anyhow::Result<i64> {
+        match self {
+            Servers::Hubs(hubs) => ctx.put_file(&hubs[0], project, "fanout.txt", content).await,
+            Servers::Floors { floors, .. } => {
+                let body = serde_json::json!({ "content": content });
+                let answers = futures_util::future::try_join_all(floors.iter().map(|floor| async {
+                    let answer: serde_json::Value =
+                        ctx.http.post(floor.url("/broadcast")).json(&body).send().await?.json().await?;
+                    answer["seq"].as_i64().with_context(|| format!("no seq in {answer}"))
+                }))
+                .await?;
+                // Every floor server gets every write, so their seqs stay equal.
+                if answers.iter().any(|seq| *seq != answers[0]) {
+                    bail!("the floor servers answered different seqs: {answers:?}");
+                }
+                Ok(answers[0])
+            }
+        }
+    }
+
+    /// Stops them all; returns the hubs' warning and error lines.
+    async fn stop(self) -> Vec<String> {
+        let mut log = Vec::new();
+        match self {
+            Servers::Hubs(hubs) => {
+                for hub in hubs {
+                    log.extend(hub.log_lines());
+                    hub.stop().await;
+                }
+            }
+            Servers::Floors { floors, .. } => {
+                for floor in floors {
+                    floor.stop().await;
+                }
+            }
+        }
+        log
+    }
 }
 
 struct Worker {
@@ -107,14 +217,14 @@ fn wall_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
+async fn measure(ctx: &Ctx, serve: Serve) -> anyhow::Result<Report> {
     let total: usize = std::env::var("SYNCHUB_BENCH_SOCKETS_100K")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if ctx.quick { 2_000 } else { 100_000 });
     let processes = total.div_ceil(PER_PROCESS).max(1);
     let mut report = Report::new(
-        "sockets_100k",
+        if serve == Serve::Floors { "sockets_100k_floor" } else { "sockets_100k" },
         "issue 16",
         "Many joined sockets on one project, one 1 KiB event at a time reaching all of them (the next write only \
          after every socket had the previous one). The hub runs as several processes on one database (writes to \
@@ -123,6 +233,15 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
          one epoll set (a minimal frame reader that answers pings: the clients share the cores with the hubs). \
          Latency: from the write's send (announced to the workers just before the PUT) to each socket's arrival.",
     );
+    if serve == Serve::Floors {
+        report.notes.push(
+            "Here the hubs are replaced by floor servers (bench/src/floor.rs: one thread, one send(2) per socket \
+             and nothing else per socket), one per worker, each told of every write by its own POST /broadcast: \
+             the least CPU any server pays per delivery on this machine, so the best p99 any server could reach \
+             here with these clients."
+                .into(),
+        );
+    }
     report.param("sockets", total);
     report.param("hub processes = client processes", processes);
     report.param("events", EVENTS);
@@ -132,24 +251,22 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     {
         bail!("RLIMIT_NOFILE is {limit}: run through scripts/bench (it raises it)");
     }
-    let mut hubs = Vec::new();
+    let mut servers = match serve {
+        Serve::Hubs => Servers::Hubs(Vec::new()),
+        Serve::Floors => Servers::Floors { floors: Vec::new(), project: Uuid::new_v4() },
+    };
     for k in 0..processes {
-        match ctx.start_hub(&format!("sockets_100k-{k}")).await {
-            Ok(hub) => hubs.push(hub),
-            Err(err) => {
-                for hub in hubs {
-                    hub.stop().await;
-                }
-                return Err(err);
-            }
+        let started = match &mut servers {
+            Servers::Hubs(hubs) => ctx.start_hub(&format!("sockets_100k-{k}")).await.map(|hub| hubs.push(hub)),
+            Servers::Floors { floors, project } => floor::start(*project).await.map(|floor| floors.push(floor)),
+        };
+        if let Err(err) = started {
+            servers.stop().await;
+            return Err(err);
         }
     }
-    let result = with_hubs(ctx, &hubs, total, &mut report).await;
-    let mut log = Vec::new();
-    for hub in hubs {
-        log.extend(hub.log_lines());
-        hub.stop().await;
-    }
+    let result = with_servers(ctx, &servers, total, &mut report).await;
+    let log = servers.stop().await;
     if !log.is_empty() {
         report.notes.push(format!("the hubs logged {} warning/error lines, first: `{}`", log.len(), log[0]));
     }
@@ -157,17 +274,19 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -> anyhow::Result<()> {
-    let project = ctx.create_project(&hubs[0], "bench sockets_100k").await?;
-    let rss_before: u64 = hubs.iter().map(|h| h.rss_kib().unwrap_or(0)).sum();
+async fn with_servers(ctx: &Ctx, servers: &Servers, total: usize, report: &mut Report) -> anyhow::Result<()> {
+    let project = servers.project(ctx).await?;
+    let n = servers.len();
+    let who = servers.who();
+    let rss_before: u64 = (0..n).map(|k| servers.rss_kib(k)).sum();
     let exe = std::env::current_exe()?;
     let connect_started = Instant::now();
     let mut workers = Vec::new();
-    for (k, hub) in hubs.iter().enumerate() {
-        let sockets = total / hubs.len() + usize::from(k < total % hubs.len());
+    for k in 0..n {
+        let sockets = total / n + usize::from(k < total % n);
         let mut child = Command::new(&exe)
             .arg("--client-worker")
-            .arg(hub.addr.to_string())
+            .arg(servers.addr(k).to_string())
             .arg("--worker-project")
             .arg(project.to_string())
             .arg("--worker-sockets")
@@ -193,9 +312,9 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_joined: Vec<u64> = hubs.iter().map(|h| h.rss_kib().unwrap_or(0)).collect();
+    let rss_joined: Vec<u64> = (0..n).map(|k| servers.rss_kib(k)).collect();
     let rss_total: u64 = rss_joined.iter().sum();
-    let cpu_before: Vec<procfs::Cpu> = hubs.iter().map(|h| h.cpu()).collect::<anyhow::Result<_>>()?;
+    let cpu_before: Vec<procfs::Cpu> = (0..n).map(|k| servers.cpu(k)).collect::<anyhow::Result<_>>()?;
     // The clients' CPU too: they receive and parse every frame on the same cores.
     let worker_cpu = |workers: &[Worker]| -> anyhow::Result<procfs::Cpu> {
         workers.iter().map(|worker| procfs::cpu_time(worker.child.id().context("worker ended")?)).sum()
@@ -220,7 +339,7 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
             worker.stdin.write_all(format!("t {sent}\n").as_bytes()).await?;
             worker.stdin.flush().await?;
         }
-        let seq = ctx.put_file(&hubs[0], project, "fanout.txt", &content).await?;
+        let seq = servers.write(ctx, project, &content).await?;
         let deadline = Instant::now() + wait;
         let (mut got, mut p50, mut p99, mut max) = (0usize, 0f64, 0f64, 0f64);
         let mut short = Vec::new();
@@ -228,7 +347,7 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
             let arrivals = worker
                 .arrivals(seq, deadline)
                 .await
-                .with_context(|| format!("event {i} (seq {seq}): client worker {k} of {}", hubs.len()))?;
+                .with_context(|| format!("event {i} (seq {seq}): client worker {k} of {n}"))?;
             if arrivals.count < worker.sockets {
                 short.push(format!("worker {k}: {} of {}", arrivals.count, worker.sockets));
             }
@@ -258,10 +377,10 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let events_secs = events_started.elapsed().as_secs_f64();
-    let cpu: Vec<procfs::Cpu> = hubs
+    let cpu: Vec<procfs::Cpu> = cpu_before
         .iter()
-        .zip(&cpu_before)
-        .map(|(h, before)| h.cpu().map(|c| c.since(*before)))
+        .enumerate()
+        .map(|(k, before)| Ok(servers.cpu(k)?.since(*before)))
         .collect::<anyhow::Result<_>>()?;
     let cpu_total: f64 = cpu.iter().map(|c| c.total().as_secs_f64()).sum();
     let hub_system: f64 = cpu.iter().map(|c| c.system.as_secs_f64()).sum();
@@ -305,17 +424,17 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     ));
     report.rows.push(Row::alone("one event → last socket (median over events)", V::ms(stats::median(&maxes)), "—"));
     report.rows.push(Row::compared(
-        format!("hub VmRSS, all {} processes, 0 → {total} joined sockets", hubs.len()),
+        format!("{who} VmRSS, all {n} processes, 0 → {total} joined sockets"),
         V::kib(rss_before as f64),
         V::kib(rss_total as f64),
     ));
     report.rows.push(Row::alone(
-        "hub VmRSS per 10k joined sockets (growth)",
+        format!("{who} VmRSS per 10k joined sockets (growth)"),
         V::kib(((rss_total - rss_before.min(rss_total)) as f64 / per_10k).round()),
         "(RSS growth / 10k sockets)",
     ));
     report.rows.push(Row::alone(
-        "hub CPU ms per event per 10k sockets (all hubs)",
+        format!("{who} CPU ms per event per 10k sockets (all {who}s)"),
         V::count((cpu_total * 1000.0 / events.max(1) as f64 / per_10k * 100.0).round() / 100.0),
         "(CPU during the events / events / 10k)",
     ));
@@ -328,7 +447,7 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
     // last socket cannot get the event sooner, however the work is scheduled.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     report.rows.push(Row::alone(
-        format!("hub + client CPU per event ÷ {cores} cores (the least time one event can take here)"),
+        format!("{who} + client CPU per event ÷ {cores} cores (the least time one event can take here)"),
         V::ms((cpu_total + worker_cpu_total) * 1000.0 / events.max(1) as f64 / cores),
         "—",
     ));
@@ -341,10 +460,10 @@ async fn with_hubs(ctx: &Ctx, hubs: &[Hub], total: usize, report: &mut Report) -
         "—",
     ));
     report.notes.push(format!(
-        "{total} sockets opened and joined in {connect_secs:.1} s; per hub VmRSS {:?} KiB; per event: delivered to \
+        "{total} sockets opened and joined in {connect_secs:.1} s; per {who} VmRSS {:?} KiB; per event: delivered to \
          {delivered:?}, p50 {:?} ms, \
          p99 {:?} ms, last {:?} ms, write sent → every worker reported {:?} ms; events phase {events_secs:.1} s, \
-         hub CPU {:.2} s (per hub {:?} s)",
+         {who} CPU {:.2} s (per {who} {:?} s)",
         rss_joined,
         p50s.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
         p99s.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
