@@ -11,6 +11,7 @@
 //! CPU time is its own, like the hub's and Node's.
 
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,7 +46,7 @@ impl Peer {
 struct State {
     channel: String,
     peers: Mutex<Vec<Arc<Peer>>>,
-    seq: Mutex<i64>,
+    seq: AtomicI64,
 }
 
 /// The server process: listens on 127.0.0.1, prints `listening <port>`, serves until killed.
@@ -59,7 +60,7 @@ async fn accept(listener: TcpListener, project: Uuid) -> anyhow::Result<()> {
     let state = Arc::new(State {
         channel: format!("realtime:project:{project}"),
         peers: Mutex::new(Vec::new()),
-        seq: Mutex::new(0),
+        seq: AtomicI64::new(0),
     });
     loop {
         let (stream, _) = listener.accept().await?;
@@ -146,7 +147,7 @@ async fn join(mut stream: TcpStream, mut buf: Vec<u8>, state: &State) -> anyhow:
             if frame["type"] != "join" {
                 continue;
             }
-            let cursor = *state.seq.lock().unwrap_or_else(|p| p.into_inner());
+            let cursor = state.seq.load(Ordering::Relaxed);
             let joined = serde_json::json!({
                 "type": "joined", "ref": frame["ref"], "channel": frame["channel"], "cursor": cursor,
             });
@@ -229,11 +230,7 @@ struct Payload<'a> {
 /// `{"seq", "created_us"}`.
 fn broadcast(state: &State, content: &str) -> anyhow::Result<String> {
     let created_us = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
-    let seq = {
-        let mut seq = state.seq.lock().unwrap_or_else(|p| p.into_inner());
-        *seq += 1;
-        *seq
-    };
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let event = Event {
         kind: "event",
         channel: &state.channel,

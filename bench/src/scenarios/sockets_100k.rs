@@ -5,18 +5,16 @@
 //! from its own loopback addresses 127.0.k+1.2–9. The writes go to hub 0; the other hubs
 //! learn of them through PostgreSQL, as in any multi-hub deployment.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-use super::Pending;
-use std::net::SocketAddr;
-
 use uuid::Uuid;
 
+use super::Pending;
 use crate::floor;
 use crate::harness::{Ctx, Hub};
 use crate::node_ws::BroadcastServer;
@@ -31,23 +29,17 @@ const EVENTS: usize = 10;
 const CONTENT_BYTES: usize = 1024;
 
 pub fn run(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx, Serve::Hubs))
+    Box::pin(measure(ctx, Servers::Hubs(Vec::new())))
 }
 
 /// `sockets_100k_floor`: the same sockets, workers and events served by floor servers
 /// ([`crate::floor`]: one send(2) per socket and nothing else), one per worker.
 pub fn run_floor(ctx: &Ctx) -> Pending<'_> {
-    Box::pin(measure(ctx, Serve::Floors))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Serve {
-    Hubs,
-    Floors,
+    Box::pin(measure(ctx, Servers::Floors { floors: Vec::new(), project: Uuid::new_v4() }))
 }
 
 /// The processes the sockets join: hubs on one database (writes to hub 0), or floor
-/// servers (each told of every write).
+/// servers (each told of every write). Started empty; [`measure`] starts the processes.
 enum Servers {
     Hubs(Vec<Hub>),
     Floors { floors: Vec<BroadcastServer>, project: Uuid },
@@ -59,6 +51,10 @@ impl Servers {
             Servers::Hubs(hubs) => hubs.len(),
             Servers::Floors { floors, .. } => floors.len(),
         }
+    }
+
+    fn is_floor(&self) -> bool {
+        matches!(self, Servers::Floors { .. })
     }
 
     fn who(&self) -> &'static str {
@@ -217,14 +213,14 @@ fn wall_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-async fn measure(ctx: &Ctx, serve: Serve) -> anyhow::Result<Report> {
+async fn measure(ctx: &Ctx, mut servers: Servers) -> anyhow::Result<Report> {
     let total: usize = std::env::var("SYNCHUB_BENCH_SOCKETS_100K")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if ctx.quick { 2_000 } else { 100_000 });
     let processes = total.div_ceil(PER_PROCESS).max(1);
     let mut report = Report::new(
-        if serve == Serve::Floors { "sockets_100k_floor" } else { "sockets_100k" },
+        if servers.is_floor() { "sockets_100k_floor" } else { "sockets_100k" },
         "issue 16",
         "Many joined sockets on one project, one 1 KiB event at a time reaching all of them (the next write only \
          after every socket had the previous one). The hub runs as several processes on one database (writes to \
@@ -233,7 +229,7 @@ async fn measure(ctx: &Ctx, serve: Serve) -> anyhow::Result<Report> {
          one epoll set (a minimal frame reader that answers pings: the clients share the cores with the hubs). \
          Latency: from the write's send (announced to the workers just before the PUT) to each socket's arrival.",
     );
-    if serve == Serve::Floors {
+    if servers.is_floor() {
         report.notes.push(
             "Here the hubs are replaced by floor servers (bench/src/floor.rs: one thread, one send(2) per socket \
              and nothing else per socket), one per worker, each told of every write by its own POST /broadcast: \
@@ -243,7 +239,7 @@ async fn measure(ctx: &Ctx, serve: Serve) -> anyhow::Result<Report> {
         );
     }
     report.param("sockets", total);
-    report.param("hub processes = client processes", processes);
+    report.param(&format!("{} processes = client processes", servers.who()), processes);
     report.param("events", EVENTS);
     report.param("content", format!("{CONTENT_BYTES} bytes"));
     if let Some(limit) = procfs::nofile_limit()
@@ -251,10 +247,6 @@ async fn measure(ctx: &Ctx, serve: Serve) -> anyhow::Result<Report> {
     {
         bail!("RLIMIT_NOFILE is {limit}: run through scripts/bench (it raises it)");
     }
-    let mut servers = match serve {
-        Serve::Hubs => Servers::Hubs(Vec::new()),
-        Serve::Floors => Servers::Floors { floors: Vec::new(), project: Uuid::new_v4() },
-    };
     for k in 0..processes {
         let started = match &mut servers {
             Servers::Hubs(hubs) => ctx.start_hub(&format!("sockets_100k-{k}")).await.map(|hub| hubs.push(hub)),
