@@ -43,6 +43,8 @@ pub struct Metrics {
     pub joined_channels: Gauge,
     pub events_published: Family<EventLabels, Counter>,
     pub events_delivered: Counter,
+    /// Of `events_delivered`: written by feeds straight to idle sockets (realtime/lane.rs).
+    pub events_delivered_by_feeds: Counter,
     /// Reads of the event log by feeds (a write made through this hub needs none).
     pub event_log_reads: Counter,
     pub event_delivery_lag: Histogram,
@@ -82,6 +84,7 @@ impl Default for Metrics {
         let joined_channels = Gauge::default();
         let events_published = Family::<EventLabels, Counter>::default();
         let events_delivered = Counter::default();
+        let events_delivered_by_feeds = Counter::default();
         let event_log_reads = Counter::default();
         let event_delivery_lag = latency_histogram();
         let slow_consumer_drops = Counter::default();
@@ -121,6 +124,12 @@ impl Default for Metrics {
             events_published.clone(),
         );
         registry.register("events_delivered", "Event frames sent to sockets", events_delivered.clone());
+        registry.register(
+            "events_delivered_by_feeds",
+            "Of the event frames sent to sockets, those a feed wrote straight to an idle socket (one send \
+             of bytes framed once) rather than through the socket's queue and task",
+            events_delivered_by_feeds.clone(),
+        );
         registry.register(
             "event_log_reads",
             "Reads of the event log by this hub's feeds (the event of a write made through this hub comes with \
@@ -162,6 +171,7 @@ impl Default for Metrics {
             joined_channels,
             events_published,
             events_delivered,
+            events_delivered_by_feeds,
             event_log_reads,
             event_delivery_lag,
             slow_consumer_drops,

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -39,6 +40,7 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::config::HttpLimits;
 use crate::error::ApiError;
+use crate::realtime::lane::Lane;
 
 /// Request line plus headers. Larger heads are answered 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -179,7 +181,8 @@ struct Connection {
 
 impl Connection {
     async fn run(self, closing: CancellationToken, abandon: CancellationToken) {
-        let service = ConnService { router: self.router, phase: self.io.inner().phase.clone() };
+        let inner = self.io.inner();
+        let service = ConnService { router: self.router, phase: inner.phase().clone(), lane: inner.lane.clone() };
         // With upgrades, the future ends when a WebSocket takes the connection over.
         let connection = self.builder.serve_connection(self.io, service).with_upgrades();
         let mut connection = std::pin::pin!(connection);
@@ -238,10 +241,12 @@ impl Phase {
     }
 }
 
-/// The hyper service of one connection: marks the phase, then hands the request to the router.
+/// The hyper service of one connection: marks the phase, then hands the request to the router
+/// (with the connection's lane, when it asks for an upgrade).
 struct ConnService {
     router: axum::Router,
     phase: Arc<Phase>,
+    lane: Arc<Lane>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -249,8 +254,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.phase.set(Phase::BUSY);
+        if request.headers().contains_key(header::UPGRADE) {
+            request.extensions_mut().insert(self.lane.clone());
+        }
         let router = self.router.clone();
         let phase = self.phase.clone();
         Box::pin(async move {
@@ -310,19 +318,32 @@ enum Waiting {
 /// error answers into the contract's JSON.
 struct GuardedIo {
     tcp: TcpStream,
-    phase: Arc<Phase>,
+    /// What the connection is doing; released once the connection is a WebSocket's (it
+    /// never changes back): reads and writes then go straight to the socket, without the
+    /// phase's `Arc` (a cache miss on every delivered event at 10,000 sockets, and memory per
+    /// idle socket). Issue 16.
+    phase: Option<Arc<Phase>>,
     waiting: Waiting,
     /// The header/idle timer; released once the connection is a WebSocket's.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// The phase was seen UPGRADED (it never changes back): reads and writes go straight
-    /// to the socket, without the phase's `Arc` (a cache miss on every delivered event at
-    /// 10,000 sockets) or the timer (memory per idle socket). Issue 16.
-    upgraded: bool,
-    header_timeout: Duration,
-    idle_timeout: Duration,
+    /// The header and idle timeouts in seconds (not `Duration`s: 24 bytes less per socket).
+    header_timeout_secs: u32,
+    idle_timeout_secs: u32,
     /// An answer of ours written in place of hyper's; the connection closes after it.
-    answer: Option<Answer>,
+    /// Boxed: rare, and a WebSocket's connection would carry its room for nothing.
+    answer: Option<Box<Answer>>,
+    /// Where feeds write events straight to the socket once it is a WebSocket's
+    /// (src/realtime/lane.rs): every other write of an upgraded connection closes it first.
+    lane: Arc<Lane>,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for GuardedIo {
+    fn drop(&mut self) {
+        // Before the socket closes (its fields drop after this): the lane may hold a feed's
+        // write to it.
+        self.lane.detach();
+    }
 }
 
 struct Answer {
@@ -334,14 +355,16 @@ struct Answer {
 
 impl GuardedIo {
     fn new(tcp: TcpStream, slot: OwnedSemaphorePermit, limits: &HttpLimits) -> Self {
+        let lane = Arc::new(Lane::default());
+        lane.attach(tcp.as_raw_fd());
         GuardedIo {
+            lane,
             tcp,
-            phase: Arc::default(),
+            phase: Some(Arc::default()),
             waiting: Waiting::FirstRequest,
             deadline: Some(Box::pin(tokio::time::sleep(limits.header_timeout()))),
-            upgraded: false,
-            header_timeout: limits.header_timeout(),
-            idle_timeout: limits.idle_timeout(),
+            header_timeout_secs: u32::try_from(limits.header_timeout().as_secs()).unwrap_or(u32::MAX),
+            idle_timeout_secs: u32::try_from(limits.idle_timeout().as_secs()).unwrap_or(u32::MAX),
             answer: None,
             _slot: slot,
         }
@@ -353,22 +376,39 @@ impl GuardedIo {
     }
 
     fn timer(&mut self) -> Pin<&mut Sleep> {
-        let timeout = self.header_timeout;
+        let timeout = self.header_timeout();
         self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout))).as_mut()
     }
 
     /// Whether the connection is a WebSocket's; the first time it is seen to be, the HTTP
     /// timer is released.
     fn is_upgraded(&mut self) -> bool {
-        if !self.upgraded && self.phase.get() == Phase::UPGRADED {
-            self.upgraded = true;
-            self.deadline = None;
+        match &self.phase {
+            None => true,
+            Some(phase) if phase.get() == Phase::UPGRADED => {
+                self.phase = None;
+                self.deadline = None;
+                true
+            }
+            Some(_) => false,
         }
-        self.upgraded
+    }
+
+    /// The connection's phase, until it is a WebSocket's.
+    fn phase(&self) -> &Arc<Phase> {
+        self.phase.as_ref().expect("the phase is released only when the connection is upgraded")
+    }
+
+    fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.into())
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.into())
     }
 
     fn answer_with(&mut self, err: &ApiError) {
-        self.answer = Some(Answer { bytes: raw_answer(err), written: 0, linger_until: None });
+        self.answer = Some(Box::new(Answer { bytes: raw_answer(err), written: 0, linger_until: None }));
     }
 
     /// Writes what is left of our answer.
@@ -406,7 +446,7 @@ impl GuardedIo {
     /// A write of hyper's own answer to a request it could not parse (no request reached
     /// the service): the same status in the contract's shape replaces it.
     fn replace_hyper_answer(&mut self, bytes: &[u8]) {
-        if self.answer.is_some() || !matches!(self.phase.get(), Phase::WAITING | Phase::DONE) {
+        if self.answer.is_some() || !matches!(self.phase().get(), Phase::WAITING | Phase::DONE) {
             return;
         }
         let replacement = match hyper_error_status(bytes) {
@@ -441,19 +481,19 @@ impl AsyncRead for GuardedIo {
         if this.is_upgraded() {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
         }
-        match this.phase.get() {
+        match this.phase().get() {
             Phase::BUSY => {
                 this.waiting = Waiting::Nothing;
-                this.phase.reader.register(cx.waker());
+                this.phase().reader.register(cx.waker());
                 return Pin::new(&mut this.tcp).poll_read(cx, buf);
             }
             // Upgraded since is_upgraded looked: released on the next call.
             Phase::UPGRADED => return Pin::new(&mut this.tcp).poll_read(cx, buf),
             Phase::DONE => {
-                this.phase.set(Phase::WAITING);
-                this.wait_for(Waiting::Idle, this.idle_timeout);
+                this.phase().set(Phase::WAITING);
+                this.wait_for(Waiting::Idle, this.idle_timeout());
             }
-            _ if this.waiting == Waiting::Nothing => this.wait_for(Waiting::Head, this.header_timeout),
+            _ if this.waiting == Waiting::Nothing => this.wait_for(Waiting::Head, this.header_timeout()),
             _ => {}
         }
         let before = buf.filled().len();
@@ -461,7 +501,7 @@ impl AsyncRead for GuardedIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     match this.waiting {
-                        Waiting::Idle => this.wait_for(Waiting::Head, this.header_timeout),
+                        Waiting::Idle => this.wait_for(Waiting::Head, this.header_timeout()),
                         Waiting::FirstRequest => this.waiting = Waiting::Head,
                         _ => {}
                     }
@@ -486,6 +526,7 @@ impl AsyncWrite for GuardedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.is_upgraded() {
+            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
             return Pin::new(&mut this.tcp).poll_write(cx, buf);
         }
         this.replace_hyper_answer(buf);
@@ -503,6 +544,7 @@ impl AsyncWrite for GuardedIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.is_upgraded() {
+            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
             return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
         }
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
@@ -520,11 +562,19 @@ impl AsyncWrite for GuardedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_answer(cx))?;
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        let this = &mut *self;
+        if this.is_upgraded() {
+            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
+        }
+        ready!(this.poll_answer(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.is_upgraded() {
+            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
+        }
         ready!(self.poll_answer(cx))?;
         ready!(Pin::new(&mut self.tcp).poll_shutdown(cx))?;
         ready!(self.poll_linger(cx));

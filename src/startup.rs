@@ -51,8 +51,7 @@ impl App {
         let limiter =
             RateLimiter::new(config.limits.write_rate, config.limits.write_burst, metrics.rate_limited.clone());
         let tasks = Tasks::new();
-        let broker =
-            Broker::new(db.clone(), metrics.events_published.clone(), metrics.event_log_reads.clone(), tasks.clone());
+        let broker = Broker::new(db.clone(), &metrics, tasks.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
         let presence = Presence::start(db.clone(), config.presence.timing(), &tasks);
         let wakeups = Wakeups::start(

@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use synchub::realtime::lane::text_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -151,7 +152,7 @@ async fn join(mut stream: TcpStream, mut buf: Vec<u8>, state: &State) -> anyhow:
             let joined = serde_json::json!({
                 "type": "joined", "ref": frame["ref"], "channel": frame["channel"], "cursor": cursor,
             });
-            stream.write_all(&server_frame(joined.to_string().as_bytes())).await?;
+            stream.write_all(&text_frame(joined.to_string().as_bytes())).await?;
             let peer = Arc::new(Peer { stream, owed: Mutex::new(Vec::new()) });
             state.peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
             return Ok(());
@@ -183,25 +184,6 @@ fn client_frame(buf: &[u8]) -> anyhow::Result<Option<(u8, Vec<u8>, usize)>> {
     at += 4;
     let payload = buf[at..at + len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
     Ok(Some((buf[0] & 0x0f, payload, at + len)))
-}
-
-/// An unmasked text frame (servers do not mask), header and payload in one buffer.
-fn server_frame(payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x81);
-    match payload.len() {
-        n if n < 126 => frame.push(n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame
 }
 
 #[derive(Serialize)]
@@ -247,7 +229,7 @@ fn broadcast(state: &State, content: &str) -> anyhow::Result<String> {
             op_id: None,
         },
     };
-    let frame = server_frame(&serde_json::to_vec(&event)?);
+    let frame = text_frame(&serde_json::to_vec(&event)?);
     let mut peers = state.peers.lock().unwrap_or_else(|p| p.into_inner());
     peers.retain(|peer| deliver(peer, &frame));
     Ok(format!(r#"{{"seq":{seq},"created_us":{created_us}}}"#))

@@ -21,11 +21,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::deltas::{HUB_RECENT_FILES_BYTES, RECENT_FILES_BYTES, RecentBudget, RecentFiles};
-use super::outbox::{EventFrame, Out, Outbox};
+use super::lane::Wire;
+use super::outbox::{DeliveryMeters, EventFrame, Out, Outbox};
 use super::protocol;
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::metrics::EventLabels;
+use crate::metrics::{EventLabels, Metrics};
 use crate::tasks::Tasks;
 
 /// Events read from the log per query.
@@ -48,6 +49,10 @@ pub struct Broker {
     published: Family<EventLabels, Counter>,
     /// `event_log_reads`: reads of the log by feeds (offered events need none).
     log_reads: Counter,
+    /// Events the feeds write to sockets themselves, through their lanes (counted in
+    /// `delivered` too).
+    delivered: DeliveryMeters,
+    delivered_by_feeds: Counter,
     /// Fires when the hub shuts down: sockets close with 1012 and feeds end. A child of
     /// the app's stop signal, cancelled first so the background tasks outlive the drain.
     pub shutdown: CancellationToken,
@@ -146,15 +151,17 @@ impl Drop for SocketSlot {
 }
 
 impl Broker {
-    pub fn new(db: Db, published: Family<EventLabels, Counter>, log_reads: Counter, tasks: Tasks) -> Arc<Self> {
+    pub fn new(db: Db, metrics: &Metrics, tasks: Tasks) -> Arc<Self> {
         Arc::new(Broker {
             db,
             feeds: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             sockets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            published,
-            log_reads,
+            published: metrics.events_published.clone(),
+            log_reads: metrics.event_log_reads.clone(),
+            delivered: DeliveryMeters::of(metrics),
+            delivered_by_feeds: metrics.events_delivered_by_feeds.clone(),
             shutdown: tasks.stop_token().child_token(),
             tasks,
             reader_faults: AtomicBool::new(false),
@@ -375,6 +382,8 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Only this task reads and writes it: deltas are built outside the feed's lock.
     let mut recent = RecentFiles::new(RECENT_FILES_BYTES, broker.recent_budget.clone());
+    // The subscribers' outboxes, taken from the feed's state for each delivery (reused).
+    let mut outboxes = Vec::new();
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}
@@ -395,7 +404,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
         if !offered.is_empty() {
             let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
             match continuing(after, offered) {
-                Some(frames) => deliver(&broker, &feed, &mut recent, frames),
+                Some(frames) => deliver(&broker, &feed, &mut recent, &mut outboxes, frames).await,
                 None => read_log = true,
             }
         }
@@ -405,7 +414,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 Ok(frames) => {
                     backoff.reset();
                     read_log = frames.len() as i64 == PAGE;
-                    deliver(&broker, &feed, &mut recent, frames);
+                    deliver(&broker, &feed, &mut recent, &mut outboxes, frames).await;
                 }
                 Err(err) => {
                     // The database is away: retry with backoff; the log keeps everything.
@@ -419,19 +428,57 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     }
 }
 
+/// Subscribers served between two yields of a delivery: writing to a socket is a system
+/// call now (its lane), and a feed with 20,000 sockets must not hold a worker thread for the
+/// whole fan-out.
+const DELIVERY_CHUNK: usize = 256;
+
 /// Hands `frames` to every subscriber of `feed`: in seq order, each after the feed's
 /// `last_seq` (the log's answer to a read after it, or offered frames that [`continuing`]
-/// kept). Only the pump calls this, and only it moves `last_seq`: frames reach the outboxes
-/// in seq order.
-fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, frames: Vec<Arc<EventFrame>>) {
-    // Each frame gets its delta (if any) here, once for every subscriber.
-    let frames: Vec<_> = frames.into_iter().map(|frame| recent.on_event(feed.project, frame)).collect();
-    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
-    for frame in frames {
-        debug_assert!(frame.seq > state.last_seq, "seq {} delivered after {}", frame.seq, state.last_seq);
-        for subscriber in state.subscribers.values() {
-            subscriber.outbox.push(Out::Event { project: feed.project, frame: frame.clone() });
+/// kept). Only the pump calls this, and only it moves `last_seq`: each subscriber gets the
+/// frames in seq order.
+///
+/// The subscribers are those of the moment it starts (taken out of the feed's lock, which
+/// joins and leaves need meanwhile). One who joins during a delivery reads these frames
+/// from the log (they were committed before it subscribed); one who left or lost access
+/// gets nothing more, since a leave is queued in its outbox first, which closes its lane and
+/// makes its machine drop the channel's later events.
+async fn deliver(
+    broker: &Broker,
+    feed: &Feed,
+    recent: &mut RecentFiles,
+    outboxes: &mut Vec<Arc<Outbox>>,
+    frames: Vec<Arc<EventFrame>>,
+) {
+    if frames.is_empty() {
+        return;
+    }
+    // Each frame gets its delta (if any) here, once for every subscriber, and its bytes on
+    // the wire.
+    let wires: Vec<Wire> = frames.into_iter().map(|frame| Wire::of(recent.on_event(feed.project, frame))).collect();
+    outboxes.clear();
+    outboxes
+        .extend(feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.values().map(|s| s.outbox.clone()));
+    for (i, chunk) in outboxes.chunks(DELIVERY_CHUNK).enumerate() {
+        if i > 0 {
+            tokio::task::yield_now().await;
         }
+        let mut sent = 0;
+        for outbox in chunk {
+            let through_lane = outbox.deliver(feed.project, &wires);
+            for wire in &wires[..through_lane] {
+                broker.delivered.lag_of(&wire.frame);
+            }
+            sent += through_lane as u64;
+        }
+        // Counted once per chunk: two shared counters less to touch per socket.
+        broker.delivered.delivered.inc_by(sent);
+        broker.delivered_by_feeds.inc_by(sent);
+    }
+    outboxes.clear();
+    let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
+    for Wire { frame, .. } in &wires {
+        debug_assert!(frame.seq > state.last_seq, "seq {} delivered after {}", frame.seq, state.last_seq);
         broker.published.get_or_create(&EventLabels { event_type: frame.event_type.clone() }).inc();
         state.last_seq = frame.seq;
     }

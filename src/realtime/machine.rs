@@ -120,12 +120,20 @@ pub struct LogUnavailable;
 
 /// Where a joined channel stands on this socket.
 #[derive(Debug, Clone, Copy)]
-struct Position {
+pub struct Position {
     /// The next seq the client is owed.
-    next: i64,
+    pub next: i64,
     /// The first seq sent (or owed) since the join: the client has every event from here
     /// on, which is all a delta needs to know about its base (CONTRACT section 12).
-    from: i64,
+    pub from: i64,
+}
+
+impl Position {
+    /// Whether `frame` goes to this socket as its delta: the delta's base came on this
+    /// socket since the join.
+    pub fn takes_delta(&self, frame: &EventFrame) -> bool {
+        frame.delta.as_ref().is_some_and(|delta| delta.base_seq >= self.from)
+    }
 }
 
 pub struct Machine {
@@ -144,6 +152,12 @@ impl Machine {
     /// last heard from).
     pub fn deadline(&self, heard: Instant) -> Instant {
         self.next_ping.min(heard + IDLE_LIMIT)
+    }
+
+    /// The joined channels' positions, lent to the socket's lane while the writer is parked
+    /// (see lane.rs): the machine is not used until they are back.
+    pub fn positions(&mut self) -> &mut ChannelMap<Position> {
+        &mut self.channels
     }
 
     /// The channels joined now (for the socket's close log).
@@ -273,7 +287,7 @@ impl Machine {
         }
         position.next = frame.seq + 1;
         let text = match &frame.delta {
-            Some(delta) if delta.base_seq >= position.from => delta.text.clone(),
+            Some(delta) if position.takes_delta(&frame) => delta.text.clone(),
             _ => frame.text.clone(),
         };
         actions.push_back(Action::SendEvent { project, frame, text });

@@ -12,6 +12,9 @@
 //! - [`machine`]: that sending side as a transport-free state machine (`on(input) ->
 //!   actions`): positions, de-duplication, gap fills, retention holes, channel limits,
 //!   pings, idle peers and close codes.
+//! - [`lane`]: a feed writes an event straight to a socket whose writer is parked with
+//!   nothing queued (one `send(2)` of bytes framed once), exactly when the writer would have
+//!   written it next.
 //! - [`deltas`]: the recent file contents a feed keeps to send `file:update` as a Fossil
 //!   delta to sockets that saw its base (CONTRACT section 12).
 //! - [`presence`]: who has a channel open, on every hub (ephemeral: NOTIFY between hubs,
@@ -21,6 +24,7 @@ pub mod broker;
 pub mod channel_map;
 pub mod deltas;
 pub mod halves;
+pub mod lane;
 pub mod machine;
 pub mod outbox;
 pub mod presence;

@@ -5,10 +5,18 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
+
+use super::channel_map::ChannelMap;
+use super::lane::{Lane, Sent, Wire};
+use super::machine::Position;
+use crate::metrics::Metrics;
 
 /// One event, serialized once for every subscriber.
 #[derive(Debug)]
@@ -21,6 +29,33 @@ pub struct EventFrame {
     /// The same `file:update` as a delta (CONTRACT section 12), built once by the feed for
     /// every socket that saw its base.
     pub delta: Option<DeltaFrame>,
+}
+
+/// What delivering an event frame to a socket moves, whoever writes it (the socket's writer,
+/// or a feed through the socket's lane).
+#[derive(Clone)]
+pub struct DeliveryMeters {
+    pub delivered: Counter,
+    /// From the commit to the frame's write.
+    pub lag: Histogram,
+}
+
+impl DeliveryMeters {
+    pub fn of(metrics: &Metrics) -> Self {
+        DeliveryMeters { delivered: metrics.events_delivered.clone(), lag: metrics.event_delivery_lag.clone() }
+    }
+
+    /// `frame` was written to one socket just now.
+    pub fn one(&self, frame: &EventFrame) {
+        self.delivered.inc();
+        self.lag_of(frame);
+    }
+
+    /// The lag of `frame`, written to one socket just now (counted by the caller).
+    pub fn lag_of(&self, frame: &EventFrame) {
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        self.lag.observe((now_us - frame.committed_at_us).max(0) as f64 / 1e6);
+    }
 }
 
 /// An event frame carrying a delta against the version delivered at `base_seq`.
@@ -68,6 +103,8 @@ pub struct Outbox {
     /// The one consumer (the socket's writer). Not a `Notify`: that took its waiter list's
     /// lock on every push and every wait, twice per delivered event (issue 16).
     writer: AtomicWaker,
+    /// The socket's lane (none without a TCP connection of ours, as in unit tests).
+    lane: Option<Arc<Lane>>,
 }
 
 #[derive(Default)]
@@ -75,6 +112,8 @@ struct State {
     queue: VecDeque<Out>,
     bytes: usize,
     overflowed: bool,
+    /// The writer is to wake with nothing queued (to send what the lane owes).
+    nudged: bool,
 }
 
 /// The outbox overflowed: the socket is to be closed with 4008.
@@ -82,8 +121,50 @@ struct State {
 pub struct Overflowed;
 
 impl Outbox {
-    pub fn new(cap_bytes: usize) -> Arc<Self> {
-        Arc::new(Outbox { cap_bytes, state: Mutex::new(State::default()), writer: AtomicWaker::new() })
+    pub fn new(cap_bytes: usize, lane: Option<Arc<Lane>>) -> Arc<Self> {
+        Arc::new(Outbox { cap_bytes, state: Mutex::new(State::default()), writer: AtomicWaker::new(), lane })
+    }
+
+    /// Delivers consecutive events of `project`'s feed: through the lane those the writer
+    /// would send next anyway (each `Wire` carries its frame's bytes, built once for every
+    /// socket), the rest queued. Returns how many went through the lane.
+    pub fn deliver(&self, project: Uuid, wires: &[Wire]) -> usize {
+        let sent = self.lane.as_ref().map_or(Sent::NONE, |lane| lane.send(project, wires));
+        if sent.started {
+            self.nudge();
+        }
+        for wire in &wires[sent.frames..] {
+            self.push(Out::Event { project, frame: wire.frame.clone() });
+        }
+        sent.frames
+    }
+
+    /// Closes the lane (the writer ends: nothing more may go to the socket behind its back).
+    pub fn close_lane(&self) {
+        if let Some(lane) = &self.lane {
+            lane.close();
+        }
+    }
+
+    /// Wakes the writer with nothing queued: its flush sends what the lane owes.
+    fn nudge(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).nudged = true;
+        self.writer.wake();
+    }
+
+    /// The writer is about to wait: when nothing is queued, the lane opens with the
+    /// channels' positions (moved out of `positions`; [`Outbox::unpark`] returns them).
+    pub fn park(&self, positions: &mut ChannelMap<Position>) -> bool {
+        let Some(lane) = &self.lane else { return false };
+        // Under the queue's lock: a push after this look closes the lane again.
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.queue.is_empty() && !state.overflowed && !state.nudged && lane.open(positions)
+    }
+
+    /// The writer woke after a [`Outbox::park`] that returned true: the lane closes and
+    /// the positions come back, moved on by what it sent (returns how many event frames).
+    pub fn unpark(&self, positions: &mut ChannelMap<Position>) -> u32 {
+        self.lane.as_ref().map_or(0, |lane| lane.take_back(positions))
     }
 
     /// Queues an item; false when the outbox overflowed (the item is dropped and the
@@ -93,6 +174,8 @@ impl Outbox {
         if state.overflowed {
             return false;
         }
+        // Nothing sent through the lane may overtake what is queued.
+        self.close_lane();
         let cost = item.cost();
         // Control items always fit; only events can overflow a slow consumer.
         if matches!(item, Out::Event { .. } | Out::Presence(_))
@@ -131,8 +214,12 @@ impl Outbox {
                 return Poll::Ready(Err(Overflowed));
             }
             if state.queue.is_empty() {
+                if std::mem::take(&mut state.nudged) {
+                    return Poll::Ready(Ok(()));
+                }
                 return Poll::Pending;
             }
+            state.nudged = false;
             state.bytes = 0;
             debug_assert!(batch.is_empty());
             std::mem::swap(&mut state.queue, batch);
@@ -161,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_is_sticky_and_drops_the_queue() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         assert!(outbox.push(event(60)));
         assert!(!outbox.push(event(60)));
         assert!(!outbox.push(Out::Text("late".into())));
@@ -170,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_single_large_event_fits_an_empty_outbox() {
-        let outbox = Outbox::new(10);
+        let outbox = Outbox::new(10, None);
         assert!(outbox.push(event(50)));
         let mut batch = VecDeque::new();
         assert_eq!(outbox.drain_into(&mut batch).await, Ok(()));
@@ -181,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_wake_up_takes_every_item_queued_before_it() {
-        let outbox = Outbox::new(1_000);
+        let outbox = Outbox::new(1_000, None);
         for _ in 0..3 {
             assert!(outbox.push(event(10)));
         }

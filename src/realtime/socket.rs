@@ -18,24 +18,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
 
 use super::Broker;
 use super::broker::{SocketSlot, Subscription};
 use super::channel_map::ChannelMap;
 use super::halves::{self, First};
+use super::lane::Lane;
 use super::machine::{self, Action, Input, LogUnavailable, Machine};
 use super::outbox::EventFrame;
-use super::outbox::{Out, Outbox, Overflowed};
+use super::outbox::{DeliveryMeters, Out, Outbox, Overflowed};
 use super::presence::{self, Here};
 use super::protocol::{self, ClientFrame, Ref, WriteResult, close};
 use crate::app::AppState;
@@ -74,6 +74,7 @@ const LAST_CLOSE_ATTEMPT: Duration = Duration::from_millis(100);
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
+    lane: Option<Extension<Arc<Lane>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // A plain GET (no upgrade headers) gets the contract's JSON, not axum's text rejection.
@@ -104,7 +105,7 @@ pub async fn upgrade(
         // Boxed before the socket's future is made: passed by value, the WebSocket would be
         // stored in that future once per async fn it passes through (issue 16: memory per
         // idle socket).
-        .on_upgrade(move |socket| run(state, Box::new(Mutex::new(socket)), pre_auth))
+        .on_upgrade(move |socket| run(state, Box::new(Mutex::new(socket)), pre_auth, lane.map(|Extension(lane)| lane)))
 }
 
 /// The socket, shared by its reader and its writer. Both are polled by the socket's one
@@ -156,15 +157,21 @@ impl futures_util::Stream for Half<'_> {
 type Sink<'s> = Half<'s>;
 type Stream<'s> = Half<'s>;
 
-async fn run(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>) {
+async fn run(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>, lane: Option<Arc<Lane>>) {
     let started = Instant::now();
     let mut report = Report::default();
-    serve_socket(state, socket, pre_auth, &mut report).await;
+    serve_socket(state, socket, pre_auth, lane, &mut report).await;
     // The one log line per socket, however it ended.
     report.log(started.elapsed());
 }
 
-async fn serve_socket(state: AppState, socket: Box<Shared>, pre_auth: Option<(Principal, i64)>, report: &mut Report) {
+async fn serve_socket(
+    state: AppState,
+    socket: Box<Shared>,
+    pre_auth: Option<(Principal, i64)>,
+    lane: Option<Arc<Lane>>,
+    report: &mut Report,
+) {
     let (sink, mut stream) = (Half(&socket), Half(&socket));
     let sink = Conn { sink, deadline: Duration::from_millis(state.config.limits.socket_write_timeout_ms) };
     report.principal = "unauthenticated";
@@ -192,7 +199,7 @@ async fn serve_socket(state: AppState, socket: Box<Shared>, pre_auth: Option<(Pr
         return close_early(sink, stream, close::POLICY, "too many sockets for this user").await;
     };
     let open = OpenSocket { _slot: slot, _gauge: Counted::new(&state.metrics.open_sockets) };
-    let outbox = Outbox::new(state.config.limits.socket_queue_bytes);
+    let outbox = Outbox::new(state.config.limits.socket_queue_bytes, lane);
     // The first-frame auth is answered like every accepted auth frame (contract 4).
     if by_frame {
         outbox.push(Out::Text(protocol::authed(expires_at)));
@@ -782,8 +789,7 @@ impl Log for BrokerLog {
 #[derive(Clone)]
 struct Meters {
     joined_channels: Gauge,
-    events_delivered: Counter,
-    event_delivery_lag: Histogram,
+    delivered: DeliveryMeters,
     slow_consumer_drops: Counter,
 }
 
@@ -791,8 +797,7 @@ impl Meters {
     fn of(metrics: &Metrics) -> Self {
         Meters {
             joined_channels: metrics.joined_channels.clone(),
-            events_delivered: metrics.events_delivered.clone(),
-            event_delivery_lag: metrics.event_delivery_lag.clone(),
+            delivered: DeliveryMeters::of(metrics),
             slow_consumer_drops: metrics.slow_consumer_drops.clone(),
         }
     }
@@ -872,6 +877,14 @@ struct Writer<'r, L: Log> {
     pending: VecDeque<Action>,
 }
 
+impl<L: Log> Drop for Writer<'_, L> {
+    fn drop(&mut self) {
+        // Dropped while parked (a panic, or the close grace ran out): no feed may write to
+        // the socket any more.
+        self.outbox.close_lane();
+    }
+}
+
 impl<L: Log> Writer<'_, L> {
     /// Ok when a close frame was sent (or could not be).
     async fn run<S: futures_util::Sink<Message> + Unpin>(&mut self, conn: &mut Conn<S>) -> Result<(), WriteError> {
@@ -888,6 +901,9 @@ impl<L: Log> Writer<'_, L> {
                 timer.as_mut().reset(deadline);
             }
             batch.clear();
+            // While the writer waits with nothing queued, feeds write its next events
+            // themselves (lane.rs); it takes the positions back when it wakes.
+            let parked = self.outbox.park(self.machine.positions());
             let ticked = tokio::select! {
                 drained = self.outbox.drain_into(&mut batch) => match drained {
                     Ok(()) => None,
@@ -895,6 +911,9 @@ impl<L: Log> Writer<'_, L> {
                 },
                 () = &mut timer => Some(Input::Tick { now: tokio::time::Instant::now(), heard: self.heard.last() }),
             };
+            if parked {
+                self.report.frames_sent += u64::from(self.outbox.unpark(self.machine.positions()));
+            }
             // Everything in one batch is fed (buffered) and written with one flush: one
             // write(2) for a burst instead of one per frame.
             if let Some(input) = ticked {
@@ -949,9 +968,7 @@ impl<L: Log> Writer<'_, L> {
                 Action::SendEvent { frame, text, .. } => {
                     conn.text(text).await?;
                     self.report.frames_sent += 1;
-                    self.meters.events_delivered.inc();
-                    let lag_us = now_micros() - frame.committed_at_us;
-                    self.meters.event_delivery_lag.observe(lag_us.max(0) as f64 / 1e6);
+                    self.meters.delivered.one(&frame);
                     None
                 }
                 Action::Ping => {
@@ -1066,10 +1083,6 @@ fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     //! The writer without a socket or a database: a recording sink, a log in memory, and
@@ -1165,7 +1178,7 @@ mod tests {
         fn new(sink: Recorder) -> Self {
             let metrics = Metrics::default();
             let meters = Meters::of(&metrics);
-            Harness { sink, outbox: Outbox::new(1 << 20), heard: Heard::new(), meters, _metrics: metrics }
+            Harness { sink, outbox: Outbox::new(1 << 20, None), heard: Heard::new(), meters, _metrics: metrics }
         }
 
         /// Runs the writer until it ends; returns its report.
@@ -1236,7 +1249,7 @@ mod tests {
         // The join's fill reads to the end of the log: the live 2 and 5 are duplicates.
         let expected = [Message::Text(reply.into()), text(1), text(2), text(3), text(4), text(5), closed(1000, "")];
         assert_eq!(harness.sink.written(), expected);
-        assert_eq!(harness.meters.events_delivered.get(), 5);
+        assert_eq!(harness.meters.delivered.delivered.get(), 5);
         assert_eq!(harness.meters.joined_channels.get(), 0, "the channel's gauge is given back");
         assert_eq!((report.frames_sent, report.projects), (6, vec![project]));
     }
@@ -1298,7 +1311,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_overflowing_outbox_closes_with_4008() {
         let harness = Harness::new(Recorder::default());
-        let outbox = Outbox::new(10);
+        let outbox = Outbox::new(10, None);
         let project = Uuid::new_v4();
         outbox.push(Out::Event { project, frame: event(project, 1) });
         outbox.push(Out::Event { project, frame: event(project, 2) });

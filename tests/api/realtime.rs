@@ -45,6 +45,64 @@ async fn two_subscribers_get_200_rapid_writes_in_order() {
     assert!(metrics.contains("synchub_events_delivered_total 400\n"), "{metrics}");
 }
 
+/// Events go from the feed straight to an idle socket (src/realtime/lane.rs), and nothing
+/// else the socket sends cuts into them: replies to the client's pings (queued for the
+/// socket's writer) and tungstenite's own pongs to its WebSocket pings (written from the read
+/// path) go out between whole frames, and every event arrives in order, as a delta when the
+/// socket saw its base.
+#[tokio::test]
+async fn events_go_straight_to_idle_sockets_and_replies_never_cut_into_them() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    const N: usize = 200;
+    let app = TestApp::spawn_with(fast_writes).await;
+    let p = app.create_project("alice", "lane").await;
+    let mut ws = app.ws(&app.user_token("alice")).await;
+    assert_eq!(ws.join(&p, None).await, 0);
+    let writes = async {
+        for i in 0..N {
+            // Seven files, each growing: most events after the first seven carry a delta.
+            app.write("alice", &p, &format!("f{}.txt", i % 7), &"x".repeat(1 + i * 40)).await;
+        }
+    };
+    let (mut sink, mut stream) = ws.stream.split();
+    let chatter = async {
+        for i in 0..N {
+            sink.send(Message::Text(json!({"type": "ping", "ref": i.to_string()}).to_string().into())).await.unwrap();
+            sink.send(Message::Ping(vec![i as u8].into())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let read = async {
+        let (mut seqs, mut deltas, mut pongs, mut ws_pongs) = (Vec::new(), 0, 0, 0);
+        while seqs.len() < N || pongs < N || ws_pongs < N {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("frames stopped");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    match frame["type"].as_str() {
+                        Some("event") => {
+                            seqs.push(frame["seq"].as_i64().unwrap());
+                            deltas += usize::from(frame["payload"].get("delta").is_some());
+                        }
+                        Some("pong") => pongs += 1,
+                        _ => panic!("unexpected frame {frame}"),
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => ws_pongs += 1,
+                other => panic!("the stream broke: {other:?}"),
+            }
+        }
+        (seqs, deltas)
+    };
+    let ((), (), (seqs, deltas)) = tokio::join!(writes, chatter, read);
+    assert_eq!(seqs, (1..=N as i64).collect::<Vec<_>>());
+    assert!(deltas > 0, "no event came as a delta");
+    let by_feeds = app.metric("synchub_events_delivered_by_feeds_total").await;
+    assert!(by_feeds > 0.0, "no event went straight to the socket");
+    assert_eq!(app.metric("synchub_events_delivered_total").await, N as f64);
+}
+
 #[tokio::test]
 async fn join_since_delivers_exactly_the_missed_events_then_live() {
     let app = TestApp::spawn_with(fast_writes).await;
