@@ -430,8 +430,11 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
 
 /// Subscribers served between two yields of a delivery: writing to a socket is a system
 /// call now (its lane), and a feed with 20,000 sockets must not hold a worker thread for the
-/// whole fan-out.
-const DELIVERY_CHUNK: usize = 256;
+/// whole fan-out (4,096 sends take some 50 ms here). Not much fewer: each yield lets the other
+/// worker take the feed's task over, and at 256 the fan-out of 100,000 sockets over 7 hubs
+/// cost 20.5–22 µs per delivery and 1.38–1.52 s at p99 instead of 15.4 µs and 0.96 s
+/// (docs/BENCHMARKS.md, 2026-12-01).
+const DELIVERY_CHUNK: usize = 4096;
 
 /// Hands `frames` to every subscriber of `feed`: in seq order, each after the feed's
 /// `last_seq` (the log's answer to a read after it, or offered frames that [`continuing`]
