@@ -407,6 +407,16 @@ impl GuardedIo {
         Duration::from_secs(self.idle_timeout_secs.into())
     }
 
+    /// Before any write: once the connection is a WebSocket's, the lane closes and what it
+    /// owes is written first (src/realtime/lane.rs). Ready with whether it is upgraded.
+    fn poll_lane_first(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.is_upgraded() {
+            return Poll::Ready(Ok(false));
+        }
+        ready!(self.lane.poll_owed(cx, &mut self.tcp))?;
+        Poll::Ready(Ok(true))
+    }
+
     fn answer_with(&mut self, err: &ApiError) {
         self.answer = Some(Box::new(Answer { bytes: raw_answer(err), written: 0, linger_until: None }));
     }
@@ -525,8 +535,7 @@ impl AsyncRead for GuardedIo {
 impl AsyncWrite for GuardedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.is_upgraded() {
-            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
+        if ready!(this.poll_lane_first(cx))? {
             return Pin::new(&mut this.tcp).poll_write(cx, buf);
         }
         this.replace_hyper_answer(buf);
@@ -543,8 +552,7 @@ impl AsyncWrite for GuardedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.is_upgraded() {
-            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
+        if ready!(this.poll_lane_first(cx))? {
             return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
         }
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
@@ -563,18 +571,14 @@ impl AsyncWrite for GuardedIo {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.is_upgraded() {
-            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
-        }
+        ready!(this.poll_lane_first(cx))?;
         ready!(this.poll_answer(cx))?;
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.is_upgraded() {
-            ready!(this.lane.poll_owed(cx, &mut this.tcp))?;
-        }
+        ready!(this.poll_lane_first(cx))?;
         ready!(self.poll_answer(cx))?;
         ready!(Pin::new(&mut self.tcp).poll_shutdown(cx))?;
         ready!(self.poll_linger(cx));

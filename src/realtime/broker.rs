@@ -469,8 +469,8 @@ async fn deliver(
         let mut sent = 0;
         for outbox in chunk {
             let through_lane = outbox.deliver(feed.project, &wires);
-            for wire in &wires[..through_lane] {
-                broker.delivered.lag_of(&wire.frame);
+            if through_lane > 0 {
+                broker.delivered.lags_of(wires[..through_lane].iter().map(|wire| &*wire.frame));
             }
             sent += through_lane as u64;
         }

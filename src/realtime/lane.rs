@@ -162,7 +162,7 @@ impl Lane {
     /// The writer wakes (after an [`Lane::open`] that returned true): the lane closes and
     /// the positions, moved on by what it sent, go back to `channels`. Returns how many
     /// event frames it sent.
-    pub fn take_back(&self, channels: &mut ChannelMap<Position>) -> u32 {
+    pub(super) fn take_back(&self, channels: &mut ChannelMap<Position>) -> u32 {
         let mut state = self.state();
         state.open = false;
         std::mem::swap(&mut state.channels, channels);

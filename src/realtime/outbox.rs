@@ -48,13 +48,16 @@ impl DeliveryMeters {
     /// `frame` was written to one socket just now.
     pub fn one(&self, frame: &EventFrame) {
         self.delivered.inc();
-        self.lag_of(frame);
+        self.lags_of([frame]);
     }
 
-    /// The lag of `frame`, written to one socket just now (counted by the caller).
-    pub fn lag_of(&self, frame: &EventFrame) {
+    /// The lags of `frames`, written to one socket just now (counted by the caller): the
+    /// clock is read once for all of them.
+    pub fn lags_of<'f>(&self, frames: impl IntoIterator<Item = &'f EventFrame>) {
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
-        self.lag.observe((now_us - frame.committed_at_us).max(0) as f64 / 1e6);
+        for frame in frames {
+            self.lag.observe((now_us - frame.committed_at_us).max(0) as f64 / 1e6);
+        }
     }
 }
 
