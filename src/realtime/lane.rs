@@ -1,9 +1,9 @@
 //! The lane: a feed writes events straight to an idle socket's TCP stream, with one
-//! non-blocking `sendmsg(2)` of bytes framed once for every socket (all the events it
-//! delivers at once: a burst still costs one system call per socket), instead of queueing
-//! them in the socket's outbox and waking the socket's task to frame and write them (issue
-//! 16: CPU per delivered event; that wake-up, the task's poll and tungstenite's framing and
-//! copy were most of the hub's own code per delivery).
+//! non-blocking `send(2)` of bytes framed once for every socket (or one `sendmsg(2)` of all
+//! the events it delivers at once: a burst still costs one system call per socket),
+//! instead of queueing them in the socket's outbox and waking the socket's task to frame
+//! and write them (issue 16: CPU per delivered event; that wake-up, the task's poll and
+//! tungstenite's framing and copy were most of the hub's own code per delivery).
 //!
 //! The lane changes nothing a client can see: it is open only while the socket's writer would
 //! write the event itself, next and alone:
@@ -19,7 +19,7 @@
 //!   duplicate: the outbox and the writer's machine deal with it), and as the delta frame when
 //!   the socket saw its base, by the machine's own rule ([`Position::takes_delta`]).
 //!
-//! A `sendmsg(2)` that takes only part of a frame leaves the rest owed: the lane closes and
+//! A write that takes only part of a frame leaves the rest owed: the lane closes and
 //! the writer is nudged, and its next write (a flush, with the write deadline) sends the rest
 //! first. What it did not take at all (a full socket buffer, or an error) goes to the
 //! outbox, where the usual limits apply (the byte cap, the write deadline, 4008).
@@ -55,7 +55,7 @@ struct LaneState {
     open: bool,
     /// The joined channels' positions, the writer's machine's while it is parked.
     channels: ChannelMap<Position>,
-    /// The rest of a frame a `sendmsg(2)` took only part of; written before anything else.
+    /// The rest of a frame a write took only part of; written before anything else.
     owed: Option<Box<Owed>>,
     /// Event frames sent through the lane since the writer last took its positions back.
     sent: u32,
@@ -242,19 +242,26 @@ impl Lane {
     }
 }
 
-/// One non-blocking `sendmsg(2)` of `slices` to `fd`.
+/// One non-blocking write of `slices` to `fd`: `send(2)` for one slice (a paced event, the
+/// common case: `sendmsg(2)` costs some 280 ns more per call here, in copying and checking
+/// its header and vector: docs/BENCHMARKS.md, 2026-12-01 10:32), `sendmsg(2)` for several.
 #[allow(unsafe_code)]
 fn send_now(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std's guarantee on Unix), and every
-    // slice is a valid buffer of its length for the call; the header is zeroed apart from
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: every slice is a valid buffer of its length for the call, and `IoSlice` is
+    // ABI-compatible with `iovec` (std's guarantee on Unix); the header is zeroed apart from
     // its vector. `fd` is an open socket: the lane uses it only under its lock while it is
     // attached, and the connection's IO, which owns the socket, detaches it under that lock
     // before closing it (so it cannot be closed, or its number reused, during this call).
     let n = unsafe {
-        let mut header: libc::msghdr = std::mem::zeroed();
-        header.msg_iov = slices.as_ptr() as *mut libc::iovec;
-        header.msg_iovlen = slices.len() as _;
-        libc::sendmsg(fd, &header, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        if let [slice] = slices {
+            libc::send(fd, slice.as_ptr().cast(), slice.len(), flags)
+        } else {
+            let mut header: libc::msghdr = std::mem::zeroed();
+            header.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            header.msg_iovlen = slices.len() as _;
+            libc::sendmsg(fd, &header, flags)
+        }
     };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
