@@ -10,6 +10,7 @@
 mod floor;
 mod harness;
 mod node_ws;
+mod perf_window;
 mod pgbench;
 mod procfs;
 mod report;

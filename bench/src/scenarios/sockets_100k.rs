@@ -18,6 +18,7 @@ use super::Pending;
 use crate::floor;
 use crate::harness::{Ctx, Hub};
 use crate::node_ws::BroadcastServer;
+use crate::perf_window;
 use crate::procfs;
 use crate::report::{Goal, Report, Row, Value as V};
 use crate::stats;
@@ -323,6 +324,7 @@ async fn with_servers(ctx: &Ctx, servers: &Servers, total: usize, report: &mut R
     let (mut p50s, mut p99s, mut maxes, mut walls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut delivered = Vec::new();
     let events_started = Instant::now();
+    let profiled = perf_window::open()?;
     for i in 0..EVENTS {
         let mut content = format!("{i:08} ");
         content.push_str(&"x".repeat(CONTENT_BYTES - content.len()));
@@ -368,6 +370,7 @@ async fn with_servers(ctx: &Ctx, servers: &Servers, total: usize, report: &mut R
         walls.push((wall_us() - sent) as f64 / 1000.0);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    drop(profiled);
     let events_secs = events_started.elapsed().as_secs_f64();
     let cpu: Vec<procfs::Cpu> = cpu_before
         .iter()
