@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::deltas::{HUB_RECENT_FILES_BYTES, RECENT_FILES_BYTES, RecentBudget, RecentFiles};
 use super::lane::Wire;
-use super::outbox::{DeliveryMeters, EventFrame, Out, Outbox};
+use super::outbox::{DeliveryMeters, EventFrame, Out, Outbox, Recipient};
 use super::protocol;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -105,7 +105,53 @@ impl Feed {
 
 struct FeedState {
     last_seq: i64,
-    subscribers: HashMap<u64, Subscriber>,
+    subscribers: Subscribers,
+}
+
+/// A feed's subscribers, and the list its deliveries go through: built by the first
+/// delivery after a join or a leave and shared by every delivery until the next. (Taking
+/// every subscriber's outbox out of the map for each delivery counted each `Arc` up and down
+/// and touched each outbox: a cache miss per socket and event at 14,000 sockets a hub.)
+#[derive(Default)]
+struct Subscribers {
+    by_id: HashMap<u64, Subscriber>,
+    recipients: Option<Arc<[Recipient]>>,
+}
+
+impl Subscribers {
+    fn insert(&mut self, id: u64, subscriber: Subscriber) {
+        self.recipients = None;
+        self.by_id.insert(id, subscriber);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if self.by_id.remove(&id).is_some() {
+            self.recipients = None;
+        }
+    }
+
+    /// Keeps the subscribers `keep` says to keep.
+    fn retain(&mut self, mut keep: impl FnMut(&Subscriber) -> bool) {
+        let before = self.by_id.len();
+        self.by_id.retain(|_, subscriber| keep(subscriber));
+        if self.by_id.len() != before {
+            self.recipients = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Subscriber> {
+        self.by_id.values()
+    }
+
+    /// Everyone subscribed now, for one delivery.
+    fn recipients(&mut self) -> Arc<[Recipient]> {
+        let by_id = &self.by_id;
+        self.recipients.get_or_insert_with(|| by_id.values().map(|s| s.outbox.recipient()).collect()).clone()
+    }
 }
 
 struct Subscriber {
@@ -126,7 +172,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let feeds = self.broker.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feed) = feeds.get(&self.project) {
-            feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.remove(&self.id);
+            feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.remove(self.id);
             feed.wake.notify_one();
         }
     }
@@ -227,7 +273,7 @@ impl Broker {
         let feed = feeds.entry(project).or_insert_with(|| {
             let feed = Arc::new(Feed {
                 project,
-                state: Mutex::new(FeedState { last_seq: head, subscribers: HashMap::new() }),
+                state: Mutex::new(FeedState { last_seq: head, subscribers: Subscribers::default() }),
                 wake: Notify::new(),
                 offered: Mutex::new(Vec::new()),
                 read_log: AtomicBool::new(false),
@@ -298,7 +344,7 @@ impl Broker {
         };
         let readers: Vec<String> = {
             let state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.subscribers.values().filter_map(|s| s.reader.clone()).collect()
+            state.subscribers.iter().filter_map(|s| s.reader.clone()).collect()
         };
         if readers.is_empty() {
             return Ok(Vec::new());
@@ -311,7 +357,7 @@ impl Broker {
         let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
         // Only readers that were checked are judged: one who joined since was authorized
         // by their own join.
-        state.subscribers.retain(|_, subscriber| match &subscriber.reader {
+        state.subscribers.retain(|subscriber| match &subscriber.reader {
             Some(user) if readers.contains(user) && !allowed.contains(user) => {
                 let notice = protocol::error(
                     &None,
@@ -382,8 +428,6 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Only this task reads and writes it: deltas are built outside the feed's lock.
     let mut recent = RecentFiles::new(RECENT_FILES_BYTES, broker.recent_budget.clone());
-    // The subscribers' outboxes, taken from the feed's state for each delivery (reused).
-    let mut outboxes = Vec::new();
     loop {
         tokio::select! {
             _ = feed.wake.notified() => {}
@@ -404,7 +448,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
         if !offered.is_empty() {
             let after = feed.state.lock().unwrap_or_else(|p| p.into_inner()).last_seq;
             match continuing(after, offered) {
-                Some(frames) => deliver(&broker, &feed, &mut recent, &mut outboxes, frames).await,
+                Some(frames) => deliver(&broker, &feed, &mut recent, frames).await,
                 None => read_log = true,
             }
         }
@@ -414,7 +458,7 @@ async fn pump(broker: Arc<Broker>, feed: Arc<Feed>) {
                 Ok(frames) => {
                     backoff.reset();
                     read_log = frames.len() as i64 == PAGE;
-                    deliver(&broker, &feed, &mut recent, &mut outboxes, frames).await;
+                    deliver(&broker, &feed, &mut recent, frames).await;
                 }
                 Err(err) => {
                     // The database is away: retry with backoff; the log keeps everything.
@@ -446,29 +490,21 @@ const DELIVERY_CHUNK: usize = 4096;
 /// from the log (they were committed before it subscribed); one who left or lost access
 /// gets nothing more, since a leave is queued in its outbox first, which closes its lane and
 /// makes its machine drop the channel's later events.
-async fn deliver(
-    broker: &Broker,
-    feed: &Feed,
-    recent: &mut RecentFiles,
-    outboxes: &mut Vec<Arc<Outbox>>,
-    frames: Vec<Arc<EventFrame>>,
-) {
+async fn deliver(broker: &Broker, feed: &Feed, recent: &mut RecentFiles, frames: Vec<Arc<EventFrame>>) {
     if frames.is_empty() {
         return;
     }
     // Each frame gets its delta (if any) here, once for every subscriber, and its bytes on
     // the wire.
     let wires: Vec<Wire> = frames.into_iter().map(|frame| Wire::of(recent.on_event(feed.project, frame))).collect();
-    outboxes.clear();
-    outboxes
-        .extend(feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.values().map(|s| s.outbox.clone()));
-    for (i, chunk) in outboxes.chunks(DELIVERY_CHUNK).enumerate() {
+    let recipients = feed.state.lock().unwrap_or_else(|p| p.into_inner()).subscribers.recipients();
+    for (i, chunk) in recipients.chunks(DELIVERY_CHUNK).enumerate() {
         if i > 0 {
             tokio::task::yield_now().await;
         }
         let mut sent = 0;
-        for outbox in chunk {
-            let through_lane = outbox.deliver(feed.project, &wires);
+        for recipient in chunk {
+            let through_lane = recipient.deliver(feed.project, &wires);
             if through_lane > 0 {
                 broker.delivered.lags_of(wires[..through_lane].iter().map(|wire| &*wire.frame));
             }
@@ -478,7 +514,7 @@ async fn deliver(
         broker.delivered.delivered.inc_by(sent);
         broker.delivered_by_feeds.inc_by(sent);
     }
-    outboxes.clear();
+    drop(recipients);
     let mut state = feed.state.lock().unwrap_or_else(|p| p.into_inner());
     for Wire { frame, .. } in &wires {
         debug_assert!(frame.seq > state.last_seq, "seq {} delivered after {}", frame.seq, state.last_seq);
