@@ -557,4 +557,31 @@ mod tests {
         assert_eq!(seqs(continuing(4, frames(&[6]))), None);
         assert_eq!(seqs(continuing(4, frames(&[5, 7]))), None);
     }
+
+    #[test]
+    fn a_delivery_goes_to_the_subscribers_of_the_moment_and_lets_go_of_those_who_left() {
+        let mut subscribers = Subscribers::default();
+        let (a, b, c) = (Outbox::new(1 << 10, None), Outbox::new(1 << 10, None), Outbox::new(1 << 10, None));
+        subscribers.insert(1, Subscriber { outbox: a.clone(), reader: Some("u1".into()) });
+        subscribers.insert(2, Subscriber { outbox: b.clone(), reader: None });
+        let first = subscribers.recipients();
+        assert_eq!(first.len(), 2);
+        assert!(Arc::ptr_eq(&first, &subscribers.recipients()), "one list until the subscribers change");
+        subscribers.remove(99);
+        assert!(Arc::ptr_eq(&first, &subscribers.recipients()), "no one left: the same list");
+
+        subscribers.insert(3, Subscriber { outbox: c.clone(), reader: None });
+        assert_eq!(subscribers.recipients().len(), 3, "a join is in the next delivery");
+        subscribers.remove(2);
+        assert_eq!(subscribers.recipients().len(), 2, "a leave is not");
+        // The list a delivery still holds keeps its outboxes; the feed's own does not.
+        assert_eq!(Arc::strong_count(&b), 2);
+        drop(first);
+        assert_eq!(Arc::strong_count(&b), 1, "the feed let go of the one who left");
+
+        subscribers.retain(|subscriber| subscriber.reader.is_none());
+        assert_eq!(subscribers.recipients().len(), 1, "nor is one who lost access");
+        assert_eq!(Arc::strong_count(&a), 1);
+        assert_eq!(Arc::strong_count(&c), 3, "ours, the subscriber's, and the list's");
+    }
 }
