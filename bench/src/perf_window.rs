@@ -3,8 +3,8 @@
 //! bench (events disabled at start), the bench enables perf's events only for the windows
 //! whose CPU time it reports (fan-out's paced phases, sockets_100k's events) and disables
 //! them after: the profile then explains those figures, not the set-up, warm-ups and bursts
-//! around them. `scripts/perf-split` turns such a profile into where each process's CPU went.
-//! Without the variable, a window does nothing.
+//! around them. `scripts/profile` runs the bench that way and says where each process's CPU
+//! went. Without the variable, a window does nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -69,11 +69,7 @@ impl<V> ChannelMap<V> {
         }
         self.0 = match std::mem::replace(&mut self.0, Entries::Empty) {
             Entries::Empty => Entries::One([(project, value)]),
-            Entries::One([first]) => {
-                let mut many = Vec::with_capacity(2);
-                many.extend([first, (project, value)]);
-                Entries::Many(many)
-            }
+            Entries::One([first]) => Entries::Many(vec![first, (project, value)]),
             Entries::Many(mut many) => {
                 many.reserve_exact(1);
                 many.push((project, value));
