@@ -199,10 +199,11 @@ pub async fn write_binary(
 
 /// Runs `call`, one of the SQL write functions that answer one row with a `seq` column,
 /// whose first parameter (`$1`) is the project, and wakes the project's subscribers: how
-/// every write here reaches the database. When the project has subscribers on this hub,
-/// the same statement reads the write's event back (`synchub.write_event`, in the write's
-/// transaction), so the feed gets it with the answer instead of reading the log after the
-/// commit ([`crate::realtime::broker::Broker::offer`]).
+/// every write here reaches the database. When the project has subscribers on this hub or
+/// on another one ([`crate::realtime::interest`]), the same statement reads the write's
+/// event back (`synchub.write_event`, in the write's transaction), so the feeds get it with
+/// the answer or the announcement instead of reading the log after the commit
+/// ([`crate::realtime::broker::Broker::offer`]).
 async fn write_row(
     state: &AppState,
     actor: &Actor,
@@ -210,7 +211,7 @@ async fn write_row(
     call: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, ApiError> {
-    let with_event = state.broker.has_feed(project);
+    let with_event = state.wakeups.wants_own_event(project);
     let sql = if with_event {
         // The write functions' columns never share a name with FRAME_COLUMNS'.
         format!("SELECT w.*, {FRAME_COLUMNS} FROM {call} w LEFT JOIN LATERAL synchub.write_event($1, w.seq) ON true")

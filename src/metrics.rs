@@ -55,6 +55,8 @@ pub struct Metrics {
     pub snapshot_reused: Counter,
     /// The wake-up listener lost its LISTEN connection and reconnects.
     pub listen_reconnects: Counter,
+    /// Write events sent to other hubs with their announcement (realtime/wakeups.rs).
+    pub event_frames_shipped: Counter,
     pub history: HistoryMetrics,
 }
 
@@ -159,6 +161,13 @@ impl Default for Metrics {
             "Times the wake-up listener lost its LISTEN connection and reconnected",
             listen_reconnects.clone(),
         );
+        let event_frames_shipped = Counter::default();
+        registry.register(
+            "event_frames_shipped",
+            "Write events this hub sent to the other hubs with its announcement (so that their subscribers \
+             need no read of the log)",
+            event_frames_shipped.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -180,6 +189,7 @@ impl Default for Metrics {
             snapshot_files,
             snapshot_reused,
             listen_reconnects,
+            event_frames_shipped,
             history,
         }
     }

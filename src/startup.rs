@@ -54,15 +54,8 @@ impl App {
         let broker = Broker::new(db.clone(), &metrics, tasks.clone());
         let retention = std::time::Duration::from_secs(config.event_retention_secs);
         let presence = Presence::start(db.clone(), config.presence.timing(), &tasks);
-        let wakeups = Wakeups::start(
-            broker.clone(),
-            presence.clone(),
-            db.clone(),
-            database_url,
-            retention,
-            metrics.listen_reconnects.clone(),
-            &tasks,
-        );
+        let wakeups =
+            Wakeups::start(broker.clone(), presence.clone(), db.clone(), database_url, retention, &metrics, &tasks);
         if let Some(storage) = &storage
             && config.blob_gc_interval_secs > 0
         {

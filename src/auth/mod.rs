@@ -91,8 +91,10 @@ impl Authenticator {
         let (principal, exp) = self.verify_with_expiry(token).await?;
         if let Principal::Container { session_id, project_id } = &principal {
             let client = self.sessions.get().await?;
+            // Prepared once per connection: every container request and socket asks.
+            let statement = client.prepare_cached("SELECT synchub.session_active($1, $2)").await?;
             let active: bool = client
-                .query_one("SELECT synchub.session_active($1, $2)", &[project_id, session_id])
+                .query_one(&statement, &[project_id, session_id])
                 .await?
                 .try_get(0)
                 .map_err(ApiError::internal)?;

@@ -6,6 +6,8 @@
 //! - [`wakeups`]: who wakes feeds: this hub's own commits (in-process, at once), other hubs
 //!   (LISTEN/NOTIFY after commit, never inside the write transaction), and a periodic heads
 //!   check that catches everything else (direct SQL writes, lost notifications).
+//! - [`interest`]: which projects other hubs subscribe to, so that writes ship their events
+//!   with the announcement instead of leaving those hubs to read the log.
 //! - [`socket`]: the WebSocket session: auth, joins, writes; its writer drives a
 //!   [`machine::Machine`] that owns channel positions and fills any gap from the log, so
 //!   what a client receives per channel is always seq-contiguous.
@@ -24,6 +26,7 @@ pub mod broker;
 pub mod channel_map;
 pub mod deltas;
 pub mod halves;
+pub mod interest;
 pub mod lane;
 pub mod machine;
 pub mod outbox;

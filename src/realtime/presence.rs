@@ -318,7 +318,9 @@ async fn announcer(db: Db, mut payloads: mpsc::Receiver<String>, stop: Cancellat
         };
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
-            client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(|e| e.to_string())
+            // Prepared once per connection (as text: a round trip to prepare it each time).
+            let statement = client.prepare_cached("SELECT pg_notify($1, $2)").await.map_err(|e| e.to_string())?;
+            client.execute(&statement, &[&CHANNEL, &payload]).await.map_err(|e| e.to_string())
         };
         if let Err(err) = sent.await {
             tracing::debug!(error = %err, "announcing presence failed; other hubs catch up by heartbeats");

@@ -22,9 +22,16 @@
 //! they owe) and do not wake that feed for the announcement's entry that follows. The
 //! entry is still there for hubs that do not listen on the frames channel (an older hub
 //! during a rolling deploy): to them it is the plain wake-up it always was.
+//!
+//! A write reads its event back when this hub has subscribers of the project or another
+//! hub said it has (a `w:<project>` entry, [`super::interest`]): a hub woken by another
+//! hub's announcement for a project it has subscribers of says so, at most every
+//! [`interest::RENEW`], and from then on gets that project's small events with the
+//! announcements. Hubs that do not know the entry ignore it, as they ignore any entry that
+//! is not a project id or one of the prefixes below.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use synchub_protocol::Backoff;
@@ -34,9 +41,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::broker::Broker;
+use super::interest::{self, Deadlines, Renewals};
 use super::outbox::EventFrame;
 use super::presence::{self, Presence};
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::tasks::Tasks;
 
 pub const CHANNEL: &str = "synchub_events";
@@ -57,6 +66,9 @@ enum Announce {
     Event(Uuid, Arc<EventFrame>),
     MembersChanged(Uuid),
     SessionRevoked(Uuid),
+    /// This hub has subscribers of the project and is woken for it by other hubs: they
+    /// should ship its events ([`super::interest`]).
+    Watching(Uuid),
 }
 
 /// The sending side, held by the app.
@@ -65,6 +77,8 @@ pub struct Wakeups {
     broker: Arc<Broker>,
     presence: Arc<Presence>,
     announce: mpsc::Sender<Announce>,
+    /// Projects other hubs have subscribers of, until their interest lapses.
+    watched_elsewhere: Arc<Mutex<Deadlines>>,
     tasks: Tasks,
 }
 
@@ -82,16 +96,33 @@ impl Wakeups {
         db: Db,
         database_url: String,
         retention: Duration,
-        reconnects: prometheus_client::metrics::counter::Counter,
+        metrics: &Metrics,
         tasks: &Tasks,
     ) -> Self {
         let (announce, announcements) = mpsc::channel(QUEUE);
         let hub = HubId(Uuid::new_v4());
+        let watched_elsewhere = Arc::new(Mutex::new(Deadlines::default()));
         tasks.spawn(prune(db.clone(), retention, tasks.stop_token()));
-        tasks.spawn(announcer(db.clone(), hub, announcements, tasks.stop_token()));
-        tasks.spawn(listener(broker.clone(), presence.clone(), hub, database_url, reconnects, tasks.clone()));
+        let shipped = metrics.event_frames_shipped.clone();
+        tasks.spawn(announcer(db.clone(), hub, announcements, shipped, tasks.stop_token()));
+        let listening = Listening {
+            broker: broker.clone(),
+            presence: presence.clone(),
+            hub,
+            announce: announce.clone(),
+            watched_elsewhere: watched_elsewhere.clone(),
+            reconnects: metrics.listen_reconnects.clone(),
+        };
+        tasks.spawn(listener(listening, database_url, tasks.clone()));
         tasks.spawn(heads_check(broker.clone(), db, tasks.stop_token()));
-        Wakeups { broker, presence, announce, tasks: tasks.clone() }
+        Wakeups { broker, presence, announce, watched_elsewhere, tasks: tasks.clone() }
+    }
+
+    /// Whether a write to `project` should read its event back: this hub or another one
+    /// has subscribers of it.
+    pub fn wants_own_event(&self, project: Uuid) -> bool {
+        self.broker.has_feed(project)
+            || self.watched_elsewhere.lock().unwrap_or_else(|p| p.into_inner()).holds(project, Instant::now())
     }
 
     /// A write to `project` committed on this hub; `own_event` is its event when the write
@@ -144,7 +175,13 @@ async fn recheck_readers(broker: &Broker, presence: &Presence, project: Uuid) ->
 /// Sends announcements in batches: one NOTIFY carries every project committed since the
 /// previous one (ids only), after one NOTIFY per shipped event frame, all in one
 /// transaction. When stopped, it still sends what is queued.
-async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: CancellationToken) {
+async fn announcer(
+    db: Db,
+    hub: HubId,
+    mut rx: mpsc::Receiver<Announce>,
+    shipped: prometheus_client::metrics::counter::Counter,
+    stop: CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             item = rx.recv() => match item { Some(item) => item, None => return },
@@ -162,20 +199,22 @@ async fn announcer(db: Db, hub: HubId, mut rx: mpsc::Receiver<Announce>, stop: C
             }
         }
         let (channels, payloads): (Vec<&str>, Vec<String>) = batch(hub, items).into_iter().unzip();
+        shipped.inc_by(channels.iter().filter(|c| **c == FRAMES_CHANNEL).count() as u64);
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
             // In array order (a scan of unnest, no sort). Without waiting for the commit
             // record to reach the disk: listeners are signalled only after that (one fsync
             // on every other hub's write → event path), and an announcement lost in a
-            // crash costs nothing (the heads check catches up).
-            client
-                .execute(
+            // crash costs nothing (the heads check catches up). Prepared once per
+            // connection: a statement given as text costs a round trip to prepare it first.
+            let statement = client
+                .prepare_cached(
                     "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify(c, p)) \
                      FROM unnest($1::text[], $2::text[]) AS n(c, p)",
-                    &[&channels, &payloads],
                 )
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            client.execute(&statement, &[&channels, &payloads]).await.map_err(|e| e.to_string())
         };
         if let Err(err) = sent.await {
             tracing::debug!(error = %err, "announcing commits failed; other hubs catch up by their heads check");
@@ -208,6 +247,7 @@ fn batch(hub: HubId, items: Vec<Announce>) -> Vec<(&'static str, String)> {
             }
             Announce::MembersChanged(p) => format!("m:{p}"),
             Announce::SessionRevoked(s) => format!("r:{s}"),
+            Announce::Watching(p) => format!("w:{p}"),
         };
         if !entries.contains(&entry) {
             entries.push(entry);
@@ -252,16 +292,41 @@ fn foreign_entries(payload: &str, own: HubId) -> Option<(Option<Uuid>, &str)> {
     }
 }
 
-/// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
-/// It listens for presence announcements too (handed to [`Presence`]).
-async fn listener(
+/// What the listener acts on and with.
+struct Listening {
     broker: Arc<Broker>,
     presence: Arc<Presence>,
     hub: HubId,
-    database_url: String,
+    /// For `w:` entries: this hub's interest in projects other hubs write to.
+    announce: mpsc::Sender<Announce>,
+    watched_elsewhere: Arc<Mutex<Deadlines>>,
     reconnects: prometheus_client::metrics::counter::Counter,
-    tasks: Tasks,
-) {
+}
+
+impl Listening {
+    /// Another hub woke this one for `project` (a shipped frame or an announcement): when
+    /// this hub has subscribers of it, say so now and then, so that the writers ship its
+    /// events.
+    fn woken_by_another_hub(&self, renewals: &mut Renewals, project: Uuid) {
+        if self.broker.has_feed(project) && renewals.due(project, Instant::now()) {
+            // A full queue costs a log read per event until the next renewal.
+            let _ = self.announce.try_send(Announce::Watching(project));
+        }
+    }
+
+    /// Another hub has subscribers of `project`.
+    fn watched_elsewhere(&self, project: Uuid) {
+        let now = Instant::now();
+        self.watched_elsewhere.lock().unwrap_or_else(|p| p.into_inner()).set(project, now + interest::LEASE, now);
+    }
+}
+
+/// The LISTEN connection: reconnects with backoff, wakes everything after reconnecting.
+/// It listens for presence announcements too (handed to [`Presence`]).
+async fn listener(listening: Listening, database_url: String, tasks: Tasks) {
+    let Listening { broker, presence, hub, .. } = &listening;
+    let (broker, hub) = (broker.clone(), *hub);
+    let mut renewals = Renewals::default();
     // The first retry after 100–200 ms, then doubling up to 2.5–5 s.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
@@ -304,6 +369,7 @@ async fn listener(
                         if is_frame {
                             if let Some((sender, project, frame)) = received_frame(&payload, hub) {
                                 broker.offer(project, frame);
+                                listening.woken_by_another_hub(&mut renewals, project);
                                 // Bounded: forgetting costs one needless wake-up at most.
                                 if shipped.len() >= 4 * MAX_BATCH {
                                     shipped.clear();
@@ -331,16 +397,20 @@ async fn listener(
                             } else if let Some(session) = entry.strip_prefix("r:").and_then(|s| Uuid::parse_str(s).ok())
                             {
                                 broker.revoke(session);
+                            } else if let Some(project) = entry.strip_prefix("w:").and_then(|p| Uuid::parse_str(p).ok())
+                            {
+                                listening.watched_elsewhere(project);
                             } else if let Ok(project) = Uuid::parse_str(entry)
                                 && !offered.contains(&project)
                             {
                                 broker.wake(project);
+                                listening.woken_by_another_hub(&mut renewals, project);
                             }
                         }
                     }
                 }
                 pump.abort();
-                reconnects.inc();
+                listening.reconnects.inc();
                 tracing::warn!("wake-up listener lost its connection; reconnecting");
             }
             Err(err) => tracing::warn!(error = format!("{err:#}"), "wake-up listener cannot connect"),

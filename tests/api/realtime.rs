@@ -366,6 +366,44 @@ async fn another_hub_gets_a_small_write_event_with_the_announcement_and_reads_on
     assert!(reads >= 1.0, "the large event was not read from the log");
 }
 
+/// A hub with subscribers of a project that only other hubs write to says so (a `w:` entry,
+/// `realtime::interest`): from then on the writing hub reads each write's event back and
+/// ships it with the announcement, although it has no subscriber of the project itself, and
+/// the subscribers' hub stops reading the log for them.
+#[tokio::test]
+async fn a_hub_that_only_others_write_to_gets_the_events_shipped_after_saying_it_subscribes() {
+    let writer = TestApp::spawn_with(fast_writes).await;
+    let mut config = test_config(writer.database_url.clone());
+    fast_writes(&mut config);
+    let reader = TestApp::spawn_on(config).await;
+    let p = writer.create_project("alice", "watched elsewhere").await;
+    let mut ws = reader.ws(&reader.user_token("alice")).await;
+    ws.join(&p, None).await;
+    // The first events are read from the log; the reader's interest reaches the writer
+    // after the first announcement (its own NOTIFY, so: within a few writes).
+    let mut seq = 0;
+    while writer.metric("synchub_event_frames_shipped_total").await == 0.0 {
+        assert!(seq < 50, "after {seq} writes the writing hub still ships no event to the reader's hub");
+        seq += 1;
+        writer.write("alice", &p, "warm.txt", &format!("warm {seq}")).await;
+        assert_eq!(seqs(&ws.events(1).await), [seq]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads_before = reader.metric("synchub_event_log_reads_total").await;
+    let shipped_before = writer.metric("synchub_event_frames_shipped_total").await;
+    for i in 0..10 {
+        writer.write("alice", &p, "small.txt", &format!("edit {i}")).await;
+    }
+    let frames = ws.events(10).await;
+    assert_eq!(seqs(&frames), (seq + 1..=seq + 10).collect::<Vec<_>>());
+    assert_eq!(frames[9]["payload"]["content"], "edit 9");
+    ws.assert_quiet(Duration::from_millis(300)).await;
+    let reads = reader.metric("synchub_event_log_reads_total").await - reads_before;
+    assert!(reads <= 2.0, "the reader's hub read the log {reads} times for 10 small writes made on the writer's");
+    let shipped = writer.metric("synchub_event_frames_shipped_total").await - shipped_before;
+    assert_eq!(shipped, 10.0, "the writer's hub shipped {shipped} of 10 events");
+}
+
 #[tokio::test]
 async fn a_write_made_by_calling_the_sql_function_directly_reaches_subscribers() {
     let app = TestApp::spawn().await;
