@@ -60,7 +60,8 @@ async fn measure(ctx: &Ctx, two_hubs: bool) -> anyhow::Result<Report> {
         if two_hubs { "#2 (2 hubs)" } else { "#2" },
         if two_hubs {
             "As write_event_latency, with two hub processes on the same database: the PUTs go to hub A, the \
-             subscribed WebSocket is on hub B (the event travels by A's post-commit NOTIFY and B's read of the log)."
+             subscribed WebSocket is on hub B (the event travels with A's post-commit NOTIFY once B has said it \
+             subscribes to the project, else by B's read of the log after it)."
         } else {
             "Time from an HTTP `PUT /v1/projects/{id}/files/lat/N.txt` (content `x`)'s scheduled send time to the \
              arrival of its `file:update` frame on one WebSocket joined to the project, paced at 100 writes/s (PUTs \
