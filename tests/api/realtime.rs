@@ -13,6 +13,15 @@ fn fast_writes(c: &mut synchub::Config) {
     c.limits.write_burst = 100_000.0;
 }
 
+/// Two hub processes on one database, both with [`fast_writes`].
+async fn two_hubs_with_fast_writes() -> (TestApp, TestApp) {
+    let first = TestApp::spawn_with(fast_writes).await;
+    let mut config = test_config(first.database_url.clone());
+    fast_writes(&mut config);
+    let second = TestApp::spawn_on(config).await;
+    (first, second)
+}
+
 #[tokio::test]
 async fn two_subscribers_get_200_rapid_writes_in_order() {
     let app = TestApp::spawn_with(fast_writes).await;
@@ -328,15 +337,12 @@ async fn a_second_hub_on_the_same_database_delivers_writes_made_through_the_firs
 
 /// A write's own event travels to the other hubs with its announcement when its frame is
 /// small (`wakeups::FRAMES_CHANNEL`): their subscribers get it with no read of the log.
-/// A larger one is read from the log as before; both arrive whole and in order. (The
-/// writing hub reads its event back only when it has subscribers of the project itself,
-/// as an editor's own socket usually is: here one on each hub.)
+/// A larger one is read from the log as before; both arrive whole and in order. (Here the
+/// writing hub has a subscriber of the project itself, as an editor's own socket usually is,
+/// so it ships from the first write; the next test covers a writing hub with none.)
 #[tokio::test]
 async fn another_hub_gets_a_small_write_event_with_the_announcement_and_reads_only_large_ones() {
-    let first = TestApp::spawn_with(fast_writes).await;
-    let mut config = test_config(first.database_url.clone());
-    fast_writes(&mut config);
-    let second = TestApp::spawn_on(config).await;
+    let (first, second) = two_hubs_with_fast_writes().await;
     let p = first.create_project("alice", "shipped").await;
     let mut ws = second.ws(&second.user_token("alice")).await;
     ws.join(&p, None).await;
@@ -372,10 +378,7 @@ async fn another_hub_gets_a_small_write_event_with_the_announcement_and_reads_on
 /// the subscribers' hub stops reading the log for them.
 #[tokio::test]
 async fn a_hub_that_only_others_write_to_gets_the_events_shipped_after_saying_it_subscribes() {
-    let writer = TestApp::spawn_with(fast_writes).await;
-    let mut config = test_config(writer.database_url.clone());
-    fast_writes(&mut config);
-    let reader = TestApp::spawn_on(config).await;
+    let (writer, reader) = two_hubs_with_fast_writes().await;
     let p = writer.create_project("alice", "watched elsewhere").await;
     let mut ws = reader.ws(&reader.user_token("alice")).await;
     ws.join(&p, None).await;
