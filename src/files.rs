@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, PathArgs, QueryArgs, check_content, check_file_type, json_body_bytes, parse_json};
 use crate::history;
 use crate::realtime::broker::{FRAME_COLUMNS, event_frame};
+use crate::realtime::wakeups::{MAX_SHIPPED_FRAME, OwnEvent};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -211,16 +212,12 @@ async fn write_row(
     call: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Row, ApiError> {
-    let with_event = state.wakeups.wants_own_event(project);
-    let sql = if with_event {
-        // The write functions' columns never share a name with FRAME_COLUMNS'.
-        format!("SELECT w.*, {FRAME_COLUMNS} FROM {call} w LEFT JOIN LATERAL synchub.write_event($1, w.seq) ON true")
-    } else {
-        format!("SELECT * FROM {call}")
-    };
-    let rows = state.db.query(actor.db(), &sql, params).await?;
+    let wanted = state.wakeups.own_event_wanted(project);
+    let with_event = wanted != OwnEvent::Skip;
+    let rows = state.db.query(actor.db(), &write_statement(call, wanted), params).await?;
     let row = rows.into_iter().next().ok_or_else(|| ApiError::internal(format!("{call} returned no row")))?;
-    // No event row: an op_id replay whose event retention already dropped.
+    // No event: an op_id replay whose event retention already dropped, or an event too large
+    // to ship that only other hubs would have used.
     let own_event = if with_event && row.try_get::<_, Option<&str>>("event")?.is_some() {
         Some(event_frame(project, row.try_get("seq")?, &row)?)
     } else {
@@ -228,6 +225,22 @@ async fn write_row(
     };
     state.committed_write(project, own_event);
     Ok(row)
+}
+
+/// The statement of `write_row`: `call`'s row, and with it the write's own event's
+/// [`FRAME_COLUMNS`] as `wanted` (NULL when not wanted: a payload too large to ship for
+/// [`OwnEvent::Shippable`], so that a large write is not read back only to be dropped).
+pub fn write_statement(call: &str, wanted: OwnEvent) -> String {
+    let only = match wanted {
+        OwnEvent::Skip => return format!("SELECT * FROM {call}"),
+        OwnEvent::Any => "true".to_owned(),
+        OwnEvent::Shippable => format!("octet_length(e.payload) <= {MAX_SHIPPED_FRAME}"),
+    };
+    // The write functions' columns never share a name with FRAME_COLUMNS'.
+    format!(
+        "SELECT w.*, e.* FROM {call} w \
+         LEFT JOIN LATERAL (SELECT {FRAME_COLUMNS} FROM synchub.write_event($1, w.seq)) e ON {only}"
+    )
 }
 
 /// A text or binary upsert's row (`upsert_project_file`, `upsert_binary_file`) as

@@ -3,7 +3,8 @@
 //! read it from the log after the NOTIFY.
 //!
 //! A write reads its own event back (one more lateral read in its statement) only when
-//! somebody will use it: this hub's own feed of the project, or another hub's. Another hub
+//! somebody will use it: this hub's own feed of the project, or another hub's (then only
+//! an event small enough to ship, [`super::wakeups::OwnEvent`]). Another hub
 //! says so with a `w:<project>` entry in its announcement when it is woken for a project it
 //! has subscribers of, and renews that every [`RENEW`] while the project's events keep
 //! coming from elsewhere; the interest lapses [`LEASE`] after the last renewal, so a hub
@@ -24,7 +25,7 @@ pub const RENEW: Duration = Duration::from_secs(10);
 /// entries lapse (its events are then read from the log, as without this module).
 const CAPACITY: usize = 65_536;
 
-/// Projects, each until a deadline; bounded by [`CAPACITY`].
+/// Projects, each until a deadline; bounded by `CAPACITY`.
 #[derive(Debug, Default)]
 pub struct Deadlines {
     until: HashMap<Uuid, Instant>,

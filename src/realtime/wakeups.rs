@@ -54,7 +54,7 @@ pub const CHANNEL: &str = "synchub_events";
 pub const FRAMES_CHANNEL: &str = "synchub_event_frames";
 /// The largest frame text shipped in a NOTIFY (payloads must stay below 8000 bytes); larger
 /// events are read from the log by the other hubs.
-const MAX_SHIPPED_FRAME: usize = 6000;
+pub const MAX_SHIPPED_FRAME: usize = 6000;
 pub const HEADS_INTERVAL: Duration = Duration::from_millis(500);
 const QUEUE: usize = 10_000;
 
@@ -80,6 +80,18 @@ pub struct Wakeups {
     /// Projects other hubs have subscribers of, until their interest lapses.
     watched_elsewhere: Arc<Mutex<Deadlines>>,
     tasks: Tasks,
+}
+
+/// Which of a write's own event its statement reads back ([`Wakeups::own_event_wanted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnEvent {
+    /// No hub has subscribers of the project: none.
+    Skip,
+    /// This hub has: its feed takes the event whatever its size.
+    Any,
+    /// Only other hubs have: only an event whose payload is at most [`MAX_SHIPPED_FRAME`]
+    /// bytes (a larger one would not be shipped; they read it from the log).
+    Shippable,
 }
 
 /// This hub process's id in its announcements (random per start).
@@ -118,11 +130,16 @@ impl Wakeups {
         Wakeups { broker, presence, announce, watched_elsewhere, tasks: tasks.clone() }
     }
 
-    /// Whether a write to `project` should read its event back: this hub or another one
-    /// has subscribers of it.
-    pub fn wants_own_event(&self, project: Uuid) -> bool {
-        self.broker.has_feed(project)
-            || self.watched_elsewhere.lock().unwrap_or_else(|p| p.into_inner()).holds(project, Instant::now())
+    /// Which own event a write to `project` should read back: any when this hub has
+    /// subscribers of it, one small enough to ship when only other hubs have.
+    pub fn own_event_wanted(&self, project: Uuid) -> OwnEvent {
+        if self.broker.has_feed(project) {
+            OwnEvent::Any
+        } else if self.watched_elsewhere.lock().unwrap_or_else(|p| p.into_inner()).holds(project, Instant::now()) {
+            OwnEvent::Shippable
+        } else {
+            OwnEvent::Skip
+        }
     }
 
     /// A write to `project` committed on this hub; `own_event` is its event when the write

@@ -7,6 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, Ws, channel, seqs, test_config};
+use synchub::files::write_statement;
+use synchub::realtime::wakeups::{MAX_SHIPPED_FRAME, OwnEvent};
 
 fn fast_writes(c: &mut synchub::Config) {
     c.limits.write_rate = 100_000.0;
@@ -405,6 +407,32 @@ async fn a_hub_that_only_others_write_to_gets_the_events_shipped_after_saying_it
     assert!(reads <= 2.0, "the reader's hub read the log {reads} times for 10 small writes made on the writer's");
     let shipped = writer.metric("synchub_event_frames_shipped_total").await - shipped_before;
     assert_eq!(shipped, 10.0, "the writer's hub shipped {shipped} of 10 events");
+}
+
+/// A write that only other hubs subscribe to reads its event back only when the event is
+/// small enough to ship (`files::write_statement` with `OwnEvent::Shippable`): a large one
+/// (a big file, a bulk import) is not read back just to be dropped, since the other hubs read
+/// it from the log. A hub's own subscribers take any size.
+#[tokio::test]
+async fn a_write_reads_back_for_other_hubs_only_an_event_small_enough_to_ship() {
+    let app = TestApp::spawn().await;
+    let p = app.create_project("alice", "read back").await;
+    let project: uuid::Uuid = p.parse().unwrap();
+    let db = app.sql().await;
+    let call = "synchub.upsert_project_file($1, $2, $3, NULL, NULL, 'alice', NULL)";
+    let large = "z".repeat(MAX_SHIPPED_FRAME + 1);
+    for (wanted, content, read_back) in [
+        (OwnEvent::Shippable, "small", true),
+        (OwnEvent::Shippable, large.as_str(), false),
+        (OwnEvent::Any, large.as_str(), true),
+        (OwnEvent::Skip, "small", false),
+    ] {
+        let statement = write_statement(call, wanted);
+        let row = db.query_one(&statement, &[&project, &"f.txt", &content]).await.unwrap();
+        assert!(row.get::<_, i64>("seq") > 0);
+        let event = row.columns().iter().any(|c| c.name() == "event").then(|| row.get::<_, Option<String>>("event"));
+        assert_eq!(event.flatten().is_some(), read_back, "{wanted:?} with {} bytes: {statement}", content.len());
+    }
 }
 
 #[tokio::test]
