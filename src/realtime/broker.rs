@@ -287,27 +287,30 @@ impl Broker {
     }
 
     /// Something was committed to `project`: its feed (if any) reads the log now.
-    pub fn wake(&self, project: Uuid) {
-        if let Some(feed) = self.feed(project) {
-            feed.wake_for_log();
-        }
+    /// Returns whether `project` has subscribers on this hub (a feed to wake).
+    pub fn wake(&self, project: Uuid) -> bool {
+        let Some(feed) = self.feed(project) else { return false };
+        feed.wake_for_log();
+        true
     }
 
     /// A write made through this hub committed `frame`, read back by its own statement:
     /// `project`'s feed delivers it without reading the log when it is the next seq the
-    /// feed owes, and reads the log otherwise.
-    pub fn offer(&self, project: Uuid, frame: Arc<EventFrame>) {
-        let Some(feed) = self.feed(project) else { return };
+    /// feed owes, and reads the log otherwise. Returns whether `project` has subscribers on
+    /// this hub (a feed to offer to).
+    pub fn offer(&self, project: Uuid, frame: Arc<EventFrame>) -> bool {
+        let Some(feed) = self.feed(project) else { return false };
         {
             let mut offered = feed.offered.lock().unwrap_or_else(|p| p.into_inner());
             if offered.len() >= MAX_OFFERED {
                 drop(offered);
                 feed.wake_for_log();
-                return;
+                return true;
             }
             offered.push(frame);
         }
         feed.wake.notify_one();
+        true
     }
 
     /// Whether `project` has subscribers on this hub (a write then asks for its event back).

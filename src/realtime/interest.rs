@@ -49,11 +49,6 @@ impl Deadlines {
         self.until.insert(project, until);
         true
     }
-
-    /// Projects with a deadline after `now`.
-    pub fn live(&self, now: Instant) -> usize {
-        self.until.values().filter(|until| **until > now).count()
-    }
 }
 
 /// The receiving side: when to say (again) that this hub subscribes to a project.
@@ -82,7 +77,6 @@ mod tests {
         assert!(deadlines.holds(p, now + LEASE - Duration::from_millis(1)));
         assert!(!deadlines.holds(p, now + LEASE));
         assert!(!deadlines.holds(q, now));
-        assert_eq!(deadlines.live(now), 1);
 
         // Full of live deadlines: a new project is refused, a known one renewed.
         let mut full = Deadlines::default();
@@ -96,7 +90,10 @@ mod tests {
         let later = now + Duration::from_secs(2);
         assert!(full.set(q, later + LEASE, later));
         assert!(full.holds(q, later));
-        assert_eq!(full.live(later), CAPACITY / 2 + 2);
+        // The lapsed ones went; the live ones (and the renewed one) stayed.
+        assert_eq!(full.until.len(), CAPACITY / 2 + 2);
+        assert!(full.holds(Uuid::from_u128(0), later) && full.holds(Uuid::from_u128(1), later));
+        assert!(!full.until.contains_key(&Uuid::from_u128(3)));
     }
 
     #[test]

@@ -216,7 +216,7 @@ async fn announcer(
             }
         }
         let (channels, payloads): (Vec<&str>, Vec<String>) = batch(hub, items).into_iter().unzip();
-        shipped.inc_by(channels.iter().filter(|c| **c == FRAMES_CHANNEL).count() as u64);
+        let frames = channels.iter().filter(|c| **c == FRAMES_CHANNEL).count() as u64;
         let sent = async {
             let client = db.pool().get().await.map_err(|e| e.to_string())?;
             // In array order (a scan of unnest, no sort). Without waiting for the commit
@@ -233,9 +233,14 @@ async fn announcer(
                 .map_err(|e| e.to_string())?;
             client.execute(&statement, &[&channels, &payloads]).await.map_err(|e| e.to_string())
         };
-        if let Err(err) = sent.await {
-            tracing::debug!(error = %err, "announcing commits failed; other hubs catch up by their heads check");
-        }
+        match sent.await {
+            Ok(_) => {
+                shipped.inc_by(frames);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "announcing commits failed; other hubs catch up by their heads check")
+            }
+        };
     }
 }
 
@@ -322,10 +327,10 @@ struct Listening {
 
 impl Listening {
     /// Another hub woke this one for `project` (a shipped frame or an announcement): when
-    /// this hub has subscribers of it, say so now and then, so that the writers ship its
-    /// events.
-    fn woken_by_another_hub(&self, renewals: &mut Renewals, project: Uuid) {
-        if self.broker.has_feed(project) && renewals.due(project, Instant::now()) {
+    /// this hub has subscribers of it (`subscribed`, as the offer or wake-up found), say so
+    /// now and then, so that the writers ship its events.
+    fn woken_by_another_hub(&self, renewals: &mut Renewals, project: Uuid, subscribed: bool) {
+        if subscribed && renewals.due(project, Instant::now()) {
             // A full queue costs a log read per event until the next renewal.
             let _ = self.announce.try_send(Announce::Watching(project));
         }
@@ -385,8 +390,8 @@ async fn listener(listening: Listening, database_url: String, tasks: Tasks) {
                         };
                         if is_frame {
                             if let Some((sender, project, frame)) = received_frame(&payload, hub) {
-                                broker.offer(project, frame);
-                                listening.woken_by_another_hub(&mut renewals, project);
+                                let subscribed = broker.offer(project, frame);
+                                listening.woken_by_another_hub(&mut renewals, project, subscribed);
                                 // Bounded: forgetting costs one needless wake-up at most.
                                 if shipped.len() >= 4 * MAX_BATCH {
                                     shipped.clear();
@@ -420,8 +425,8 @@ async fn listener(listening: Listening, database_url: String, tasks: Tasks) {
                             } else if let Ok(project) = Uuid::parse_str(entry)
                                 && !offered.contains(&project)
                             {
-                                broker.wake(project);
-                                listening.woken_by_another_hub(&mut renewals, project);
+                                let subscribed = broker.wake(project);
+                                listening.woken_by_another_hub(&mut renewals, project, subscribed);
                             }
                         }
                     }
